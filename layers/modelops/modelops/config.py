@@ -1,0 +1,233 @@
+"""The per-model configuration document: one validated file per model (JSON or YAML).
+
+One deployed stack serves many models; `modelops model put FILE` validates a document of this
+shape, stores it, and creates that model's alarms and schedule. Every function reads the stored
+document through :func:`ModelConfig.model_validate`, so a field is checked in exactly one place.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from modelops.errors import ConfigError
+
+# Kubernetes DNS-1123 label: what a Deployment, Service or namespace name may be.
+_DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+ModelName = Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$")]
+K8sName = Annotated[str, Field(pattern=_DNS_LABEL)]
+# Higher is better for these; lower is better for everything else we know.
+_MAXIMIZE = {"auc", "accuracy", "f1", "r2", "precision", "recall"}
+_KNOWN_METRICS = _MAXIMIZE | {"rmse", "mae", "logloss"}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataSchema(_Strict):
+    """The dataset's columns. CSV with a header row; every feature column numeric."""
+
+    label_column: str = Field(min_length=1)
+    feature_columns: list[str] = Field(min_length=1)
+    min_rows: int = Field(default=100, ge=10)
+    max_bytes: int = Field(default=512 * 1024 * 1024, ge=1)
+
+    @model_validator(mode="after")
+    def _label_not_a_feature(self) -> DataSchema:
+        if self.label_column in self.feature_columns:
+            raise ValueError(f"label_column {self.label_column!r} must not also be a feature column")
+        if len(set(self.feature_columns)) != len(self.feature_columns):
+            raise ValueError("feature_columns has duplicates")
+        return self
+
+
+class DataConfig(_Strict):
+    # Objects under incoming/<model>/ trigger a run; the prefix is fixed by the model name so an
+    # S3 event can always be mapped back to exactly one model.
+    schema_: DataSchema = Field(alias="schema")
+    task: Literal["binary_classification", "regression"] = "binary_classification"
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Objective(_Strict):
+    metric: str = "auc"
+    # Candidate must beat the champion by at least this much (in the metric's own units).
+    min_improvement: float = Field(default=0.0, ge=0.0)
+
+    @field_validator("metric")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in _KNOWN_METRICS:
+            raise ValueError(f"unknown metric {value!r}; expected one of {sorted(_KNOWN_METRICS)}")
+        return value
+
+    @property
+    def maximize(self) -> bool:
+        return self.metric in _MAXIMIZE
+
+
+class TrainingConfig(_Strict):
+    # Empty means the stack's TrainingImage parameter (the serving image's `train` entrypoint).
+    image: str = ""
+    instance_type: str = Field(default="ml.m5.large", pattern=r"^ml\.[a-z0-9]+\.[a-z0-9]+$")
+    instance_count: int = Field(default=1, ge=1, le=1)
+    volume_size_gb: int = Field(default=10, ge=1, le=512)
+    managed_spot: bool = False
+    max_runtime_seconds: int = Field(default=3600, ge=60, le=5 * 24 * 3600)
+    # Only with managed spot: how long to wait for capacity in addition to the runtime.
+    max_wait_seconds: int | None = Field(default=None, ge=60)
+    hyperparameters: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    objective: Objective = Field(default_factory=Objective)
+
+    @model_validator(mode="after")
+    def _spot_wait(self) -> TrainingConfig:
+        if self.max_wait_seconds is not None:
+            if not self.managed_spot:
+                raise ValueError("max_wait_seconds is only valid with managed_spot: true")
+            if self.max_wait_seconds < self.max_runtime_seconds:
+                raise ValueError("max_wait_seconds must be >= max_runtime_seconds")
+        return self
+
+
+class KubernetesConfig(_Strict):
+    namespace: K8sName = "models"
+    stable_deployment: K8sName
+    canary_deployment: K8sName
+    container: K8sName = "model"
+    service: K8sName
+    # A Service selecting only the canary pods; smoke tests go through its API-server proxy.
+    canary_service: K8sName
+    port: int = Field(default=8080, ge=1, le=65535)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> KubernetesConfig:
+        if self.stable_deployment == self.canary_deployment:
+            raise ValueError("stable_deployment and canary_deployment must differ")
+        return self
+
+
+class CanaryConfig(_Strict):
+    # Exactly one of replicas / percent. Percent is of the stable Deployment's replicas, at least 1.
+    replicas: int | None = Field(default=None, ge=1, le=100)
+    percent: int | None = Field(default=None, ge=1, le=50)
+    bake_seconds: int = Field(default=300, ge=10, le=24 * 3600)
+    watch_seconds: int = Field(default=600, ge=10, le=24 * 3600)
+    ready_timeout_seconds: int = Field(default=600, ge=10, le=3600)
+    smoke_sample_size: int = Field(default=20, ge=1, le=1000)
+    # Analysis thresholds (canary versus stable over the bake window).
+    min_requests: int = Field(default=50, ge=0)
+    max_error_rate: float = Field(default=0.02, ge=0.0, le=1.0)
+    max_error_rate_increase: float = Field(default=0.01, ge=0.0, le=1.0)
+    max_latency_p99_ms: float = Field(default=500.0, gt=0)
+    max_latency_ratio: float = Field(default=1.5, ge=1.0)
+
+    @model_validator(mode="after")
+    def _one_size(self) -> CanaryConfig:
+        if (self.replicas is None) == (self.percent is None):
+            raise ValueError("set exactly one of canary.replicas or canary.percent")
+        return self
+
+    def canary_replicas(self, stable_replicas: int) -> int:
+        """Replicas for the canary Deployment given the stable Deployment's replica count."""
+        if self.replicas is not None:
+            return self.replicas
+        assert self.percent is not None
+        return max(1, (stable_replicas * self.percent + 99) // 100)
+
+
+class AlarmConfig(_Strict):
+    """Thresholds for the alarms `modelops model put` creates per model and variant."""
+
+    period_seconds: Literal[10, 20, 30, 60, 120, 300] = 60
+    evaluation_periods: int = Field(default=3, ge=1, le=100)
+    datapoints_to_alarm: int = Field(default=2, ge=1, le=100)
+    error_rate_threshold: float = Field(default=0.05, gt=0.0, le=1.0)
+    latency_p99_ms_threshold: float = Field(default=1000.0, gt=0)
+    # Requests below this in a period make the error-rate datapoint missing, not 0/0.
+    min_requests_per_period: int = Field(default=5, ge=1)
+
+    @model_validator(mode="after")
+    def _m_of_n(self) -> AlarmConfig:
+        if self.datapoints_to_alarm > self.evaluation_periods:
+            raise ValueError("datapoints_to_alarm must be <= evaluation_periods")
+        return self
+
+
+class ScheduleConfig(_Strict):
+    # An EventBridge Scheduler expression: rate(...) or cron(...); None means no scheduled retraining.
+    expression: str | None = None
+    timezone: str = "UTC"
+    enabled: bool = True
+
+    @field_validator("expression")
+    @classmethod
+    def _expression(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"(rate\(\d+ (minute|minutes|hour|hours|day|days)\)|cron\(.+\))", value):
+            raise ValueError("expected rate(N unit) or cron(...)")
+        return value
+
+
+class ServingConfig(_Strict):
+    # Demo fault: fraction of /invocations answered 500 by the served model version. Baked into the
+    # model artifact at training time, so a "bad version" misbehaves the way a bad model would.
+    # Documented in README; keep 0 for real models.
+    fault_error_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    fault_latency_ms: int = Field(default=0, ge=0, le=10_000)
+
+
+class ModelConfig(_Strict):
+    name: ModelName
+    data: DataConfig
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    kubernetes: KubernetesConfig
+    canary: CanaryConfig
+    alarms: AlarmConfig = Field(default_factory=AlarmConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    serving: ServingConfig = Field(default_factory=ServingConfig)
+
+    @property
+    def data_prefix(self) -> str:
+        return f"incoming/{self.name}/"
+
+    def to_document(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True)
+
+
+def parse_config(document: dict[str, Any], *, source: str = "model config") -> ModelConfig:
+    """Validate a config document; raise ConfigError listing every bad field."""
+    try:
+        return ModelConfig.model_validate(document)
+    except ValidationError as exc:
+        raise ConfigError(f"{source} is invalid: {format_validation_error(exc)}") from None
+
+
+def load_config_file(path: str | Path) -> ModelConfig:
+    """Read a JSON or YAML model config file and validate it."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read model config {path}: {exc.strerror}") from None
+    try:
+        document = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from None
+    if not isinstance(document, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(document).__name__}")
+    return parse_config(document, source=str(path))
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """One line per bad field: `field.path: message`."""
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(document)"
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)
