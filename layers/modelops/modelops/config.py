@@ -105,6 +105,9 @@ class KubernetesConfig(_Strict):
     # A Service selecting only the canary pods; smoke tests go through its API-server proxy.
     canary_service: K8sName
     port: int = Field(default=8080, ge=1, le=65535)
+    # Replicas given to a stable Deployment that has none yet (a model's first version). After
+    # that the stable's replica count is left alone (an HPA may own it).
+    initial_replicas: int = Field(default=2, ge=1, le=100)
 
     @model_validator(mode="after")
     def _distinct(self) -> KubernetesConfig:
@@ -169,7 +172,9 @@ class ScheduleConfig(_Strict):
     @field_validator("expression")
     @classmethod
     def _expression(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(r"(rate\(\d+ (minute|minutes|hour|hours|day|days)\)|cron\(.+\))", value):
+        if value is not None and not re.fullmatch(
+            r"(rate\(\d+ (minute|minutes|hour|hours|day|days)\)|cron\(.+\))", value
+        ):
             raise ValueError("expected rate(N unit) or cron(...)")
         return value
 
@@ -218,7 +223,9 @@ def load_config_file(path: str | Path) -> ModelConfig:
     try:
         document = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from None
+        raise ConfigError(
+            f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}"
+        ) from None
     if not isinstance(document, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(document).__name__}")
     return parse_config(document, source=str(path))

@@ -1,0 +1,42 @@
+"""First state: validate the execution input and build the run context the later states read."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from modelops.adapters.aws import client
+from modelops.handler_kit import BaseEnv, env, logger, store, tracer
+from modelops.pipeline import resolve
+from pydantic import BaseModel, ConfigDict
+
+
+class Env(BaseEnv):
+    BUCKET_NAME: str
+    SAGEMAKER_ROLE_ARN: str
+    TRAINING_IMAGE: str
+    POLL_SECONDS: int = 30
+
+
+class Event(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    request: dict[str, Any]
+    execution_name: str
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    settings = env(Env)
+    parsed = Event.model_validate(event)
+    return resolve(
+        parsed.request,
+        execution_name=parsed.execution_name,
+        store=store(),
+        s3=client("s3"),
+        bucket=settings.BUCKET_NAME,
+        stack_name=settings.STACK_NAME,
+        sagemaker_role_arn=settings.SAGEMAKER_ROLE_ARN,
+        training_image=settings.TRAINING_IMAGE,
+        poll_seconds=settings.POLL_SECONDS,
+    )

@@ -1,0 +1,44 @@
+"""S3 Object Created (EventBridge), per-model schedules and manual starts -> one workflow execution.
+
+The execution name is the idempotency key: a redelivered event or repeated schedule slot starts
+nothing new. Bad input from an event trigger is logged and notified, then returned (retrying could
+not fix it); a manual (direct) invoke gets the error raised back.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from modelops.adapters.aws import client
+from modelops.errors import RequestError, UnknownModelError
+from modelops.handler_kit import BaseEnv, env, logger, store, tracer
+from modelops.pipeline import start_run
+from modelops.requests import parse_trigger
+
+
+class Env(BaseEnv):
+    STATE_MACHINE_ARN: str
+    BUCKET_NAME: str
+    TOPIC_ARN: str
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+def handler(event: Any, context: Any) -> dict[str, Any]:
+    settings = env(Env)
+    from_event = isinstance(event, dict) and event.get("source") in {"aws.s3", "modelops.schedule"}
+    try:
+        request = parse_trigger(event, bucket=settings.BUCKET_NAME)
+        result = start_run(
+            request, store=store(), sfn=client("stepfunctions"), state_machine_arn=settings.STATE_MACHINE_ARN
+        )
+    except (RequestError, UnknownModelError) as exc:
+        if not from_event:
+            raise
+        logger.error("trigger rejected", extra={"error": type(exc).__name__, "reason": str(exc)})
+        client("sns").publish(
+            TopicArn=settings.TOPIC_ARN, Subject="[modelops] trigger rejected", Message=str(exc)
+        )
+        return {"started": False, "error": type(exc).__name__, "message": str(exc)}
+    logger.info("trigger handled", extra=result)
+    return result

@@ -1,0 +1,122 @@
+"""Dataset validation: is this CSV something the model's training can use?
+
+Pure logic over bytes; the handler fetches the object. Messages name the file, row and column.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import random
+from dataclasses import dataclass, field
+
+from modelops.config import DataSchema
+from modelops.errors import DatasetInvalidError
+
+_SNIFF_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class DatasetReport:
+    rows: int
+    columns: list[str]
+    label_distribution: dict[str, int]
+    # A few feature rows (feature order of the schema) for the canary's smoke predictions.
+    smoke_sample: list[list[float]] = field(default_factory=list)
+
+
+def validate_csv(
+    data: bytes, schema: DataSchema, *, name: str, smoke_size: int = 20, seed: int = 0
+) -> DatasetReport:
+    """Check `data` (a CSV file called `name`) against `schema`; DatasetInvalidError says what is wrong."""
+    if not data.strip():
+        raise DatasetInvalidError(f"{name}: file is empty")
+    if len(data) > schema.max_bytes:
+        raise DatasetInvalidError(
+            f"{name}: {len(data)} bytes exceeds the schema's max_bytes {schema.max_bytes}"
+        )
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DatasetInvalidError(f"{name}: not UTF-8 text (byte {exc.start}); expected a CSV file") from None
+    if "\x00" in text[:_SNIFF_BYTES]:
+        raise DatasetInvalidError(f"{name}: contains NUL bytes; expected a CSV file")
+
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = [h.strip() for h in next(reader)]
+    except (StopIteration, csv.Error) as exc:
+        raise DatasetInvalidError(f"{name}: cannot read a CSV header: {exc}") from None
+    if len(set(header)) != len(header):
+        dupes = sorted({h for h in header if header.count(h) > 1})
+        raise DatasetInvalidError(f"{name}: duplicate column names {dupes}")
+    if schema.label_column not in header:
+        raise DatasetInvalidError(
+            f"{name}: label column {schema.label_column!r} not found; columns are {header}"
+        )
+    missing = [c for c in schema.feature_columns if c not in header]
+    if missing:
+        raise DatasetInvalidError(f"{name}: feature columns {missing} missing; columns are {header}")
+    expected = {schema.label_column, *schema.feature_columns}
+    extra = [c for c in header if c not in expected]
+    if extra:
+        raise DatasetInvalidError(
+            f"{name}: columns {extra} are not in the model's schema; update the model config or drop them"
+        )
+
+    label_idx = header.index(schema.label_column)
+    feature_idx = [header.index(c) for c in schema.feature_columns]
+    labels: dict[str, int] = {}
+    sample: list[list[float]] = []
+    rng = random.Random(seed)
+    rows = 0
+    try:
+        for line_no, row in enumerate(reader, start=2):
+            if not row or all(not cell.strip() for cell in row):
+                continue
+            if len(row) != len(header):
+                raise DatasetInvalidError(
+                    f"{name}: line {line_no} has {len(row)} fields, header has {len(header)}"
+                )
+            label = row[label_idx].strip()
+            if label == "":
+                raise DatasetInvalidError(f"{name}: line {line_no}: label {schema.label_column!r} is empty")
+            features = []
+            for col, idx in zip(schema.feature_columns, feature_idx, strict=True):
+                features.append(_number(row[idx], name=name, line=line_no, column=col))
+            labels[label] = labels.get(label, 0) + 1
+            rows += 1
+            # Reservoir sampling keeps the smoke sample uniform without holding the file twice.
+            if len(sample) < smoke_size:
+                sample.append(features)
+            else:
+                j = rng.randrange(rows)
+                if j < smoke_size:
+                    sample[j] = features
+    except csv.Error as exc:
+        raise DatasetInvalidError(
+            f"{name}: not parseable as CSV near line {reader.line_num}: {exc}"
+        ) from None
+
+    if rows < schema.min_rows:
+        raise DatasetInvalidError(f"{name}: {rows} data rows, the model needs at least {schema.min_rows}")
+    if len(labels) < 2:
+        raise DatasetInvalidError(
+            f"{name}: label {schema.label_column!r} has a single value {list(labels)}; cannot train"
+        )
+    return DatasetReport(rows=rows, columns=header, label_distribution=labels, smoke_sample=sample)
+
+
+def _number(cell: str, *, name: str, line: int, column: str) -> float:
+    if not cell.strip():
+        return math.nan  # a missing value; the trainer's gradient boosting handles NaN
+    try:
+        value = float(cell)
+    except ValueError:
+        raise DatasetInvalidError(
+            f"{name}: line {line}: column {column!r} is not a number: {cell!r}"
+        ) from None
+    if math.isinf(value):
+        raise DatasetInvalidError(f"{name}: line {line}: column {column!r} is infinite")
+    return value

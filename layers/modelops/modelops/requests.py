@@ -1,0 +1,182 @@
+"""Triggers -> one pipeline request with a deterministic execution name.
+
+Three triggers start the workflow: an S3 `Object Created` event (via EventBridge) under
+`incoming/<model>/`, a per-model EventBridge Scheduler schedule, and a manual start. Each becomes a
+:class:`PipelineRequest`, the documented execution input. The execution name is the idempotency
+key: Step Functions refuses a second execution with the same name, so a redelivered S3 event or a
+repeated schedule slot starts nothing new.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from modelops.config import format_validation_error
+from modelops.errors import RequestError
+
+MODEL_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$")
+INCOMING_PREFIX = "incoming/"
+_NAME_OK = re.compile(r"[^A-Za-z0-9_-]")
+
+
+class DatasetRef(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    bucket: str | None = None  # None: the stack's pipeline bucket
+    key: str = Field(min_length=1)
+    version_id: str | None = None
+
+
+class PipelineRequest(BaseModel):
+    """The execution input. `aws stepfunctions start-execution --input` takes exactly this shape."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str = Field(pattern=MODEL_NAME_RE.pattern)
+    trigger: Literal["s3", "schedule", "manual", "queued"]
+    # None: the newest object under incoming/<model>/ is used.
+    dataset: DatasetRef | None = None
+    requested_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    reason: str = Field(default="", max_length=500)
+    # What makes this request unique; folded into the execution name.
+    idempotency_key: str = Field(min_length=1, max_length=512)
+
+    def execution_name(self) -> str:
+        """A Step Functions execution name (<= 80 chars of [A-Za-z0-9-_]) unique per request."""
+        digest = hashlib.sha256(self.idempotency_key.encode()).hexdigest()[:16]
+        return f"{self.model[:40]}-{self.trigger}-{digest}"
+
+
+class ManualStart(BaseModel):
+    """`modelops start` / a direct invoke of start_pipeline."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(pattern=MODEL_NAME_RE.pattern)
+    dataset_key: str | None = None
+    reason: str = Field(default="manual start", max_length=500)
+    # Same request id -> same execution: a retried CLI call does not start twice.
+    request_id: str = Field(default_factory=lambda: uuid.uuid4().hex, min_length=1, max_length=128)
+
+
+class ScheduledStart(BaseModel):
+    """The Input of a per-model EventBridge Scheduler schedule (see modelops.schedules)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: Literal["modelops.schedule"]
+    model: str = Field(pattern=MODEL_NAME_RE.pattern)
+    # EventBridge Scheduler fills <aws.scheduler.scheduled-time> in: the slot, so a retried
+    # delivery of the same slot maps to the same execution.
+    scheduled_time: str = Field(min_length=1)
+
+
+def model_from_key(key: str) -> str:
+    """`incoming/<model>/<file>` -> model; RequestError for anything else."""
+    if not key.startswith(INCOMING_PREFIX):
+        raise RequestError(f"object key {key!r} is outside {INCOMING_PREFIX}<model>/; nothing to do")
+    rest = key[len(INCOMING_PREFIX) :]
+    model, sep, filename = rest.partition("/")
+    if not sep or not filename:
+        raise RequestError(f"object key {key!r} has no file under {INCOMING_PREFIX}<model>/")
+    if filename.endswith("/"):
+        raise RequestError(f"object key {key!r} is a folder marker, not a dataset")
+    if not MODEL_NAME_RE.fullmatch(model):
+        raise RequestError(f"object key {key!r}: {model!r} is not a valid model name")
+    return model
+
+
+def parse_trigger(event: Any, *, bucket: str) -> PipelineRequest:
+    """Turn any of the three trigger events into a PipelineRequest; RequestError when malformed.
+
+    `bucket` is the stack's pipeline bucket: S3 events from any other bucket are rejected.
+    """
+    if not isinstance(event, dict):
+        raise RequestError(f"event must be a JSON object, got {type(event).__name__}")
+    if event.get("source") == "aws.s3" or event.get("detail-type") == "Object Created":
+        return _from_s3(event, bucket=bucket)
+    if event.get("source") == "modelops.schedule":
+        return _from_schedule(event)
+    return _from_manual(event)
+
+
+def _from_s3(event: dict[str, Any], *, bucket: str) -> PipelineRequest:
+    # Imported lazily: the parser models cost ~0.2 s of cold start and only S3 events need them.
+    from aws_lambda_powertools.utilities.parser.models import S3EventNotificationEventBridgeModel
+
+    try:
+        parsed = S3EventNotificationEventBridgeModel.model_validate(event)
+    except ValidationError as exc:
+        raise RequestError(f"malformed S3 Object Created event: {format_validation_error(exc)}") from None
+    detail = parsed.detail
+    if detail.bucket.name != bucket:
+        raise RequestError(f"event is for bucket {detail.bucket.name!r}, not the pipeline bucket {bucket!r}")
+    key = detail.object.key
+    model = model_from_key(key)
+    if not detail.object.size:
+        raise RequestError(f"object {key!r} is empty (0 bytes); upload a CSV with a header and rows")
+    version = detail.object.version_id or detail.object.etag or detail.object.sequencer or ""
+    return PipelineRequest(
+        model=model,
+        trigger="s3",
+        dataset=DatasetRef(bucket=detail.bucket.name, key=key, version_id=detail.object.version_id),
+        reason=f"new data s3://{detail.bucket.name}/{key}",
+        idempotency_key=f"s3|{detail.bucket.name}|{key}|{version}",
+    )
+
+
+def _from_schedule(event: dict[str, Any]) -> PipelineRequest:
+    try:
+        parsed = ScheduledStart.model_validate(event)
+    except ValidationError as exc:
+        raise RequestError(f"malformed schedule input: {format_validation_error(exc)}") from None
+    return PipelineRequest(
+        model=parsed.model,
+        trigger="schedule",
+        reason=f"scheduled retraining for slot {parsed.scheduled_time}",
+        idempotency_key=f"schedule|{parsed.model}|{parsed.scheduled_time}",
+    )
+
+
+def _from_manual(event: dict[str, Any]) -> PipelineRequest:
+    try:
+        parsed = ManualStart.model_validate(event)
+    except ValidationError as exc:
+        raise RequestError(f"invalid manual start input: {format_validation_error(exc)}") from None
+    dataset = None
+    if parsed.dataset_key:
+        if model_from_key(parsed.dataset_key) != parsed.model:
+            raise RequestError(
+                f"dataset_key {parsed.dataset_key!r} is not under {INCOMING_PREFIX}{parsed.model}/"
+            )
+        dataset = DatasetRef(key=parsed.dataset_key)
+    return PipelineRequest(
+        model=parsed.model,
+        trigger="manual",
+        dataset=dataset,
+        reason=parsed.reason,
+        idempotency_key=f"manual|{parsed.model}|{parsed.request_id}",
+    )
+
+
+def queued_request(original: PipelineRequest, holder: str) -> PipelineRequest:
+    """The follow-up run for requests coalesced while `holder` held the model's lock."""
+    return original.model_copy(
+        update={
+            "trigger": "queued",
+            "reason": f"coalesced while {holder} ran: {original.reason}"[:500],
+            "idempotency_key": f"queued|{holder}|{original.idempotency_key}",
+            "requested_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+    )
+
+
+def safe_name(text: str, limit: int) -> str:
+    """Replace characters AWS names refuse and cut to `limit`."""
+    return _NAME_OK.sub("-", text)[:limit]

@@ -1,0 +1,350 @@
+"""The rollout actions the state machine calls, each idempotent (safe to retry or repeat).
+
+deploy_canary  record the stable Deployment's image (once, before any change), then patch the canary
+status         is the target Deployment rolled out on the expected image? (bounded by a deadline)
+smoke_test     predictions through the API server's service proxy to the canary Service
+await_signal   register the bake/watch task token; fail at once if an alarm already fired
+promote        patch the stable Deployment with the new image
+finish         scale the canary to 0 after the stable is ready
+rollback       scale the canary to 0 and restore the stable's recorded image
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from collections.abc import Callable
+from typing import Any, Literal
+
+from modelops.adapters.cloudwatch import CloudWatchMetrics
+from modelops.adapters.kube import KubeClient
+from modelops.adapters.store import StateStore
+from modelops.config import ModelConfig
+from modelops.errors import (
+    KubeConflictError,
+    KubeInvalidError,
+    KubeNotFoundError,
+    RollbackFailedError,
+    RolloutFailedError,
+    SmokeTestFailedError,
+)
+from modelops.rollout import current_image, image_patch, replicas_patch, rollout_status
+
+Target = Literal["canary", "stable", "rollback"]
+_PATCH_ATTEMPTS = 3
+
+
+class RolloutService:
+    def __init__(
+        self,
+        *,
+        kube: KubeClient,
+        store: StateStore,
+        metrics: CloudWatchMetrics,
+        send_task_failure: Callable[[str, str, str], None],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.kube = kube
+        self.store = store
+        self.metrics = metrics
+        self.send_task_failure = send_task_failure
+        self.clock = clock
+
+    # --- deploy ------------------------------------------------------------------------------
+    def deploy_canary(self, run: dict[str, Any], image: str, version: str) -> dict[str, Any]:
+        cfg = ModelConfig.model_validate(run["config"])
+        k = cfg.kubernetes
+        run_id, model = run["run_id"], cfg.name
+        stable = self.kube.get_deployment(k.namespace, k.stable_deployment)
+        existing = self.store.get_rollout(model)
+        if existing is not None and existing.get("run_id") != run_id:
+            # We hold the model's lock, so a rollout record of another run is stale (it died).
+            self.store.clear_rollout(model, existing["run_id"])
+            existing = None
+        if existing is None or "previous_stable" not in existing:
+            previous = {
+                "image": current_image(stable, k.container),
+                "replicas": int(stable.get("spec", {}).get("replicas", 0)),
+                "version": stable.get("spec", {})
+                .get("template", {})
+                .get("metadata", {})
+                .get("annotations", {})
+                .get("modelops.io/version"),
+            }
+            preexisting = [a.name for a in self.metrics.alarm_states(model) if a.state == "ALARM"]
+            existing = self.store.update_rollout(
+                model,
+                run_id,
+                {
+                    "previous_stable": previous,
+                    "preexisting_alarms": preexisting,
+                    "phase": "canary",
+                    "image": image,
+                    "version": version,
+                    "started_at": self.clock(),
+                },
+            )
+        replicas = cfg.canary.canary_replicas(max(1, int(existing["previous_stable"]["replicas"] or 0)))
+        self._patch_image(k.namespace, k.canary_deployment, k.container, image, version, run_id, replicas)
+        self.store.update_rollout(
+            model, run_id, {"deadline_canary": self.clock() + cfg.canary.ready_timeout_seconds}
+        )
+        return {
+            "canary_replicas": replicas,
+            "previous_stable": existing["previous_stable"],
+            "preexisting_alarms": existing.get("preexisting_alarms", []),
+        }
+
+    def promote(self, run: dict[str, Any], image: str, version: str) -> dict[str, Any]:
+        cfg = ModelConfig.model_validate(run["config"])
+        k = cfg.kubernetes
+        rollout = self._rollout(cfg.name, run["run_id"])
+        # Recorded before the patch: if the patch's response is lost, rollback still restores.
+        self.store.update_rollout(
+            cfg.name,
+            run["run_id"],
+            {
+                "phase": "promoting",
+                "stable_changed": True,
+                "promoted_at": self.clock(),
+                "deadline_stable": self.clock() + cfg.canary.ready_timeout_seconds,
+            },
+        )
+        previous_replicas = int(rollout["previous_stable"]["replicas"] or 0)
+        replicas = None if previous_replicas > 0 else max(k_initial(cfg), 1)
+        self._patch_image(
+            k.namespace, k.stable_deployment, k.container, image, version, run["run_id"], replicas
+        )
+        return {"stable_image": image, "replicas": replicas or previous_replicas}
+
+    def finish_promotion(self, run: dict[str, Any]) -> dict[str, Any]:
+        cfg = ModelConfig.model_validate(run["config"])
+        k = cfg.kubernetes
+        self.kube.patch_deployment(k.namespace, k.canary_deployment, replicas_patch(0))
+        self.store.update_rollout(cfg.name, run["run_id"], {"phase": "watch"})
+        return {"canary_replicas": 0}
+
+    # --- checks ------------------------------------------------------------------------------
+    def status(self, run: dict[str, Any], target: Target, image: str | None) -> dict[str, Any]:
+        """{"ready": bool, "message": ...}; RolloutFailedError on ProgressDeadlineExceeded or past the deadline."""
+        cfg = ModelConfig.model_validate(run["config"])
+        k = cfg.kubernetes
+        rollout = self._rollout(cfg.name, run["run_id"])
+        if target == "rollback":
+            return self._rollback_status(cfg, rollout)
+        name = k.canary_deployment if target == "canary" else k.stable_deployment
+        deployment = self.kube.get_deployment(k.namespace, name)
+        result = rollout_status(deployment, container=k.container, expected_image=image)
+        deadline = float(rollout.get(f"deadline_{target}", math.inf))
+        if not result.done and self.clock() > deadline:
+            raise RolloutFailedError(
+                f"{result.message} (not ready within ready_timeout_seconds={cfg.canary.ready_timeout_seconds})"
+            )
+        return {
+            "ready": result.done,
+            "message": result.message,
+            "ready_replicas": result.ready,
+            "replicas": result.replicas,
+        }
+
+    def smoke_test(self, run: dict[str, Any], sample: list[list[float]]) -> dict[str, Any]:
+        cfg = ModelConfig.model_validate(run["config"])
+        k = cfg.kubernetes
+        rows = sample[: cfg.canary.smoke_sample_size]
+        if not rows:
+            raise SmokeTestFailedError("no smoke sample rows: the dataset validator produced none")
+        status, body = self.kube.service_proxy_post(
+            k.namespace,
+            k.canary_service,
+            k.port,
+            "invocations",
+            json.dumps({"instances": rows}),
+            "application/json",
+        )
+        where = f"service {k.namespace}/{k.canary_service}:{k.port}/invocations"
+        if status != 200:
+            raise SmokeTestFailedError(f"{where} answered {status}: {body[:300]}")
+        try:
+            predictions = json.loads(body)["predictions"]
+        except (ValueError, KeyError, TypeError):
+            raise SmokeTestFailedError(
+                f"{where} answered 200 without a predictions list: {body[:300]}"
+            ) from None
+        if not isinstance(predictions, list) or len(predictions) != len(rows):
+            raise SmokeTestFailedError(
+                f"{where} returned {len(predictions) if isinstance(predictions, list) else 'no'} "
+                f"predictions for {len(rows)} rows"
+            )
+        bad = [p for p in predictions if not _finite_prediction(p)]
+        if bad:
+            raise SmokeTestFailedError(f"{where} returned non-numeric predictions, e.g. {bad[:3]}")
+        return {"rows": len(rows), "status": status}
+
+    def await_signal(
+        self, run: dict[str, Any], phase: Literal["bake", "watch"], token: str
+    ) -> dict[str, Any]:
+        """Store the phase's task token; if a relevant alarm already fired, fail the task now."""
+        cfg = ModelConfig.model_validate(run["config"])
+        rollout = self.store.update_rollout(
+            cfg.name,
+            run["run_id"],
+            {"phase": phase, "task_token": token, f"{phase}_started_at": self.clock()},
+        )
+        fired = relevant_alarms(rollout, phase)
+        if fired:
+            self.send_task_failure(
+                token,
+                "CanaryAlarmError" if phase == "bake" else "WatchAlarmError",
+                json.dumps({"alarms": fired, "phase": phase}),
+            )
+        return {"phase": phase, "alarms": fired}
+
+    # --- rollback ----------------------------------------------------------------------------
+    def rollback(self, run: dict[str, Any]) -> dict[str, Any]:
+        cfg = ModelConfig.model_validate(run["config"])
+        k = cfg.kubernetes
+        rollout = self.store.get_rollout(cfg.name)
+        if rollout is None or rollout.get("run_id") != run["run_id"]:
+            # Failed before the canary changed anything: nothing to restore.
+            return {"restored": False, "reason": "no rollout recorded for this run"}
+        self.store.update_rollout(
+            cfg.name,
+            run["run_id"],
+            {"phase": "rollback", "deadline_rollback": self.clock() + cfg.canary.ready_timeout_seconds},
+        )
+        with contextlib.suppress(KubeNotFoundError):  # no canary Deployment: nothing serving from it
+            self.kube.patch_deployment(k.namespace, k.canary_deployment, replicas_patch(0))
+        previous = rollout["previous_stable"]
+        stable = self.kube.get_deployment(k.namespace, k.stable_deployment)
+        restored = False
+        drifted = current_image(stable, k.container) != previous["image"] or int(
+            stable["spec"].get("replicas", 0)
+        ) != int(previous["replicas"])
+        if rollout.get("stable_changed") and drifted:
+            self._patch_image(
+                k.namespace,
+                k.stable_deployment,
+                k.container,
+                previous["image"],
+                previous.get("version"),
+                run["run_id"],
+                int(previous["replicas"]),
+                require_digest=False,
+            )
+            restored = True
+        return {"restored": restored, "stable_image": previous["image"]}
+
+    def _rollback_status(self, cfg: ModelConfig, rollout: dict[str, Any]) -> dict[str, Any]:
+        k = cfg.kubernetes
+        previous = rollout["previous_stable"]
+        try:
+            stable = self.kube.get_deployment(k.namespace, k.stable_deployment)
+            result = rollout_status(stable, container=k.container, expected_image=previous["image"])
+        except RolloutFailedError as exc:
+            raise RollbackFailedError(
+                f"stable Deployment did not return to {previous['image']}: {exc}"
+            ) from None
+        canary = self.kube.get_deployment(k.namespace, k.canary_deployment)
+        canary_left = int((canary.get("status") or {}).get("replicas") or 0)
+        ready = result.done and canary_left == 0
+        message = (
+            result.message
+            if not result.done
+            else f"stable on {previous['image']}; {canary_left} canary pods left"
+        )
+        if not ready and self.clock() > float(rollout.get("deadline_rollback", math.inf)):
+            raise RollbackFailedError(f"rollback not verified in time: {message}")
+        return {"ready": ready, "message": message, "stable_image": previous["image"]}
+
+    # --- helpers -----------------------------------------------------------------------------
+    def _rollout(self, model: str, run_id: str) -> dict[str, Any]:
+        rollout = self.store.get_rollout(model)
+        if rollout is None or rollout.get("run_id") != run_id:
+            raise RolloutFailedError(
+                f"no active rollout of run {run_id} for model {model} (was it rolled back?)"
+            )
+        return rollout
+
+    def _patch_image(
+        self,
+        namespace: str,
+        name: str,
+        container: str,
+        image: str,
+        version: str | None,
+        run_id: str,
+        replicas: int | None,
+        *,
+        require_digest: bool = True,
+    ) -> dict[str, Any]:
+        """Read, build a guarded JSON Patch, apply; on a conflict re-read and try again (bounded)."""
+        last: Exception | None = None
+        for _ in range(_PATCH_ATTEMPTS):
+            deployment = self.kube.get_deployment(namespace, name)
+            if require_digest:
+                ops = image_patch(
+                    deployment,
+                    container=container,
+                    image=image,
+                    replicas=replicas,
+                    version=version,
+                    run_id=run_id,
+                )
+            else:  # restoring whatever ran before, which may predate digest pinning
+                ops = _unpinned_patch(deployment, container, image, replicas, version, run_id)
+            try:
+                return self.kube.patch_deployment(namespace, name, ops)
+            except KubeConflictError as exc:
+                last = exc
+            except KubeInvalidError as exc:
+                if "test" not in str(exc).lower():
+                    raise
+                last = exc  # the pod template moved under us: re-read and rebuild the patch
+        raise KubeConflictError(
+            f"deployment {namespace}/{name} kept changing; gave up after {_PATCH_ATTEMPTS} tries: {last}"
+        )
+
+
+def _unpinned_patch(
+    deployment: dict[str, Any],
+    container: str,
+    image: str,
+    replicas: int | None,
+    version: str | None,
+    run_id: str,
+) -> list[dict[str, Any]]:
+    fake_digest = "x@sha256:" + "0" * 64  # build the ops with a pinned placeholder, then swap the image in
+    ops = image_patch(
+        deployment, container=container, image=fake_digest, replicas=replicas, version=version, run_id=run_id
+    )
+    for op in ops:
+        if op.get("value") == fake_digest:
+            op["value"] = image
+    return ops
+
+
+def k_initial(cfg: ModelConfig) -> int:
+    """Replicas for a stable Deployment that had none (the first version of a model)."""
+    return cfg.kubernetes.initial_replicas
+
+
+def relevant_alarms(rollout: dict[str, Any], phase: str) -> list[str]:
+    """Alarms recorded on the rollout that count against the new version in `phase`."""
+    preexisting = set(rollout.get("preexisting_alarms", []))
+    since = float(rollout.get("promoted_at", 0)) if phase == "watch" else 0.0
+    variant = "canary" if phase == "bake" else "stable"
+    fired = []
+    for alarm in rollout.get("alarms", []):
+        if alarm.get("state") != "ALARM" or alarm.get("name") in preexisting:
+            continue
+        if alarm.get("variant") == variant and float(alarm.get("at", 0)) >= since:
+            fired.append(alarm["name"])
+    return fired
+
+
+def _finite_prediction(value: Any) -> bool:
+    if isinstance(value, list):
+        return all(_finite_prediction(v) for v in value)
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

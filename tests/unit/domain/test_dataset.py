@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import pytest
+
+from modelops.config import DataSchema
+from modelops.dataset import validate_csv
+from modelops.errors import DatasetInvalidError
+
+SCHEMA = DataSchema(label_column="y", feature_columns=["a", "b"], min_rows=10)
+
+
+def _csv(rows: int, header: str = "a,b,y") -> bytes:
+    lines = [header] + [f"{i},{i * 2.5},{i % 2}" for i in range(rows)]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def test_valid_dataset_reports_rows_labels_and_a_smoke_sample():
+    report = validate_csv(_csv(50), SCHEMA, name="d.csv", smoke_size=5)
+    assert report.rows == 50
+    assert report.label_distribution == {"0": 25, "1": 25}
+    assert len(report.smoke_sample) == 5 and all(len(r) == 2 for r in report.smoke_sample)
+
+
+def test_column_order_does_not_matter_and_empty_cells_are_missing():
+    data = b"y,b,a\n" + b"\n".join(f"{i % 2},,{i}".encode() for i in range(20)) + b"\n"
+    report = validate_csv(data, SCHEMA, name="d.csv")
+    assert report.rows == 20
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "file is empty"),
+        (b"\xff\xfe\x00garbage", "not UTF-8"),
+        (_csv(50, header="a,b,label"), "label column 'y' not found"),
+        (_csv(50, header="a,c,y"), r"feature columns \['b'\] missing"),
+        (b"a,b,y,extra\n" + b"\n".join(b"1,2,0,9" for _ in range(20)), r"columns \['extra'\] are not in the model's schema"),
+        (_csv(5), "5 data rows, the model needs at least 10"),
+        (b"a,b,y\n" + b"\n".join(b"1,2,1" for _ in range(20)), "single value"),
+        (b"a,b,y\n1,2\n", "line 2 has 2 fields"),
+        (b"a,b,y\n" + b"\n".join(b"1,x,0" for _ in range(20)), "column 'b' is not a number: 'x'"),
+        (b"a,a,y\n1,2,0\n", "duplicate column names"),
+    ],
+)
+def test_bad_datasets_say_what_is_wrong(data, message):
+    with pytest.raises(DatasetInvalidError, match=message):
+        validate_csv(data, SCHEMA, name="d.csv")
+
+
+def test_too_large_for_schema():
+    schema = DataSchema(label_column="y", feature_columns=["a", "b"], min_rows=10, max_bytes=100)
+    with pytest.raises(DatasetInvalidError, match="exceeds the schema's max_bytes"):
+        validate_csv(_csv(50), schema, name="d.csv")

@@ -1,0 +1,550 @@
+"""Writes statemachines/retrain_and_rollout.asl.json.
+
+The workflow has ~40 states that share Retry and Catch policies; writing them here keeps those
+policies identical everywhere. The JSON file is what SAM deploys and what tests execute; a unit test
+checks that it equals this script's output, so edit here and run `python tools/gen_asl.py`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+OUT = Path(__file__).resolve().parent.parent / "statemachines" / "retrain_and_rollout.asl.json"
+
+# Passing faults: Lambda's own, and our adapters' transient and Kubernetes-unavailable errors.
+TRANSIENT = [
+    "Lambda.ServiceException",
+    "Lambda.AWSLambdaException",
+    "Lambda.SdkClientException",
+    "Lambda.TooManyRequestsException",
+    "TransientError",
+    "KubeUnavailableError",
+    "KubeConflictError",
+]
+RETRY = [
+    {
+        "ErrorEquals": TRANSIENT,
+        "IntervalSeconds": 2,
+        "MaxAttempts": 4,
+        "BackoffRate": 2.0,
+        "JitterStrategy": "FULL",
+    }
+]
+# Before the canary: any error records the failure and releases the lock.
+CATCH_FAIL = [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "RecordFailure"}]
+# From DeployCanary on: any error rolls back.
+CATCH_ROLLBACK = [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "Rollback"}]
+
+
+def fn(
+    arn: str,
+    params: dict[str, Any],
+    *,
+    result: str | None,
+    nxt: str | None,
+    catch: list[Any] | None,
+    comment: str = "",
+    retry: list[Any] | None = None,
+    timeout: int = 300,
+) -> dict[str, Any]:
+    state: dict[str, Any] = {
+        "Type": "Task",
+        "Resource": "${" + arn + "}",
+        "Parameters": params,
+        "ResultPath": result,
+        "TimeoutSeconds": timeout,
+        "Retry": RETRY if retry is None else retry,
+    }
+    if comment:
+        state = {"Comment": comment, **state}
+    if catch:
+        state["Catch"] = catch
+    if nxt is None:
+        state["End"] = True
+    else:
+        state["Next"] = nxt
+    return state
+
+
+def rollout(
+    action: str,
+    extra: dict[str, Any],
+    *,
+    result: str | None,
+    nxt: str,
+    catch: list[Any] | None,
+    comment: str = "",
+) -> dict[str, Any]:
+    return fn(
+        "RolloutFunctionArn",
+        {"action": action, "run.$": "$.run", **extra},
+        result=result,
+        nxt=nxt,
+        catch=catch,
+        comment=comment,
+        timeout=120,
+    )
+
+
+def wait_loop(prefix: str, check: dict[str, Any], ready_next: str) -> dict[str, dict[str, Any]]:
+    """Wait poll_seconds, run `check` (a Task writing $.<prefix>_status with a `ready` flag), loop until ready.
+
+    The check itself raises when its deadline passes, so the loop is bounded."""
+    return {
+        f"Wait{prefix}": {"Type": "Wait", "SecondsPath": "$.run.poll_seconds", "Next": f"Check{prefix}"},
+        f"Check{prefix}": {**check, "Next": f"Is{prefix}"},
+        f"Is{prefix}": {
+            "Type": "Choice",
+            "Choices": [{"Variable": "$.status.ready", "BooleanEquals": True, "Next": ready_next}],
+            "Default": f"Wait{prefix}",
+        },
+    }
+
+
+def finish(status: str, nxt: str, catch: list[Any] | None) -> dict[str, Any]:
+    return fn(
+        "RunStateFunctionArn",
+        {"action": "finish", "status": status, "state.$": "$"},
+        result="$.outcome",
+        nxt=nxt,
+        catch=catch,
+        comment=f"Record the run as {status} in history",
+    )
+
+
+def definition() -> dict[str, Any]:
+    states: dict[str, Any] = {}
+    states["ResolveRequest"] = fn(
+        "ResolveRequestFunctionArn",
+        {"request.$": "$", "execution_name.$": "$$.Execution.Name"},
+        result="$.run",
+        nxt="AcquireLock",
+        catch=[{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "NotifyInvalidRequest"}],
+        comment="Validate the input, load the model config, build the run context",
+    )
+    states["NotifyInvalidRequest"] = {
+        "Type": "Task",
+        "Resource": "arn:${Partition}:states:::sns:publish",
+        "Parameters": {
+            "TopicArn": "${NotificationTopicArn}",
+            "Subject": "[modelops] run refused: invalid request",
+            "Message.$": "States.Format('{}: {}', $.error.Error, $.error.Cause)",
+        },
+        "ResultPath": None,
+        "Retry": [
+            {"ErrorEquals": ["States.ALL"], "IntervalSeconds": 2, "MaxAttempts": 3, "BackoffRate": 2.0}
+        ],
+        "Next": "RequestRefused",
+    }
+    states["RequestRefused"] = {"Type": "Fail", "ErrorPath": "$.error.Error", "CausePath": "$.error.Cause"}
+    states["AcquireLock"] = fn(
+        "RunStateFunctionArn",
+        {"action": "acquire", "run.$": "$.run"},
+        result="$.lock",
+        nxt="LockAcquired",
+        catch=[{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "NotifyInvalidRequest"}],
+        comment="One rollout per model: a second trigger is coalesced into the running one",
+    )
+    states["LockAcquired"] = {
+        "Type": "Choice",
+        "Choices": [{"Variable": "$.lock.acquired", "BooleanEquals": True, "Next": "ValidateDataset"}],
+        "Default": "Coalesced",
+    }
+    states["Coalesced"] = {
+        "Type": "Succeed",
+        "Comment": "Another run holds the lock; this request runs after it",
+    }
+    states["ValidateDataset"] = fn(
+        "ValidateDatasetFunctionArn",
+        {"run.$": "$.run"},
+        result="$.dataset",
+        nxt="StartTraining",
+        catch=CATCH_FAIL,
+    )
+    states["StartTraining"] = {
+        "Type": "Task",
+        "Resource": "arn:${Partition}:states:::sagemaker:createTrainingJob",
+        "Parameters": {
+            "TrainingJobName.$": "$.run.training.TrainingJobName",
+            "AlgorithmSpecification.$": "$.run.training.AlgorithmSpecification",
+            "RoleArn": "${SageMakerRoleArn}",
+            "InputDataConfig.$": "$.run.training.InputDataConfig",
+            "OutputDataConfig.$": "$.run.training.OutputDataConfig",
+            "ResourceConfig.$": "$.run.training.ResourceConfig",
+            "StoppingCondition.$": "$.run.training.StoppingCondition",
+            "HyperParameters.$": "$.run.training.HyperParameters",
+            "EnableManagedSpotTraining.$": "$.run.training.EnableManagedSpotTraining",
+            "Tags.$": "$.run.training.Tags",
+        },
+        "ResultPath": None,
+        "Retry": [
+            {
+                "ErrorEquals": [
+                    "SageMaker.ThrottlingException",
+                    "SageMaker.InternalFailure",
+                    "SageMaker.ServiceUnavailable",
+                ],
+                "IntervalSeconds": 5,
+                "MaxAttempts": 4,
+                "BackoffRate": 2.0,
+            }
+        ],
+        "Catch": [
+            # A retried create whose first attempt went through: the job exists, so poll it.
+            {
+                "ErrorEquals": ["SageMaker.ResourceInUseException", "SageMaker.ResourceInUse"],
+                "ResultPath": None,
+                "Next": "InitTrainingPolls",
+            },
+            *CATCH_FAIL,
+        ],
+        "Next": "InitTrainingPolls",
+    }
+    states["InitTrainingPolls"] = {
+        "Type": "Pass",
+        "Result": 0,
+        "ResultPath": "$.training_polls",
+        "Next": "WaitTraining",
+    }
+    states["WaitTraining"] = {"Type": "Wait", "SecondsPath": "$.run.poll_seconds", "Next": "DescribeTraining"}
+    states["DescribeTraining"] = {
+        "Type": "Task",
+        "Resource": "arn:${Partition}:states:::aws-sdk:sagemaker:describeTrainingJob",
+        "Parameters": {"TrainingJobName.$": "$.run.training.TrainingJobName"},
+        # Only plain fields: the response's timestamps do not survive as execution data.
+        "ResultSelector": {"status.$": "$.TrainingJobStatus", "secondary.$": "$.SecondaryStatus"},
+        "ResultPath": "$.training",
+        "Retry": [
+            {
+                "ErrorEquals": [
+                    "SageMaker.ThrottlingException",
+                    "SageMaker.SageMakerException",
+                    "SageMaker.InternalFailure",
+                    "States.Timeout",
+                ],
+                "IntervalSeconds": 5,
+                "MaxAttempts": 5,
+                "BackoffRate": 2.0,
+            }
+        ],
+        "Catch": CATCH_FAIL,
+        "Next": "CountTrainingPoll",
+    }
+    states["CountTrainingPoll"] = {
+        "Type": "Pass",
+        "Parameters": {"n.$": "States.MathAdd($.training_polls, 1)"},
+        "ResultPath": "$.training_poll",
+        "Next": "TrainingDone",
+    }
+    states["TrainingDone"] = {
+        "Type": "Choice",
+        "Choices": [
+            {"Variable": "$.training.status", "StringEquals": "Completed", "Next": "EvaluateModel"},
+            {
+                "Or": [
+                    {"Variable": "$.training.status", "StringEquals": "Failed"},
+                    {"Variable": "$.training.status", "StringEquals": "Stopped"},
+                ],
+                "Next": "ExplainTrainingFailure",
+            },
+            {
+                "Variable": "$.training_poll.n",
+                "NumericGreaterThanPath": "$.run.limits.training_polls",
+                "Next": "StopTraining",
+            },
+        ],
+        "Default": "KeepPolling",
+    }
+    states["KeepPolling"] = {
+        "Type": "Pass",
+        "InputPath": "$.training_poll.n",
+        "ResultPath": "$.training_polls",
+        "Next": "WaitTraining",
+    }
+    states["StopTraining"] = {
+        "Type": "Task",
+        "Comment": "Our own bound on the poll loop (SageMaker enforces MaxRuntimeSeconds itself)",
+        "Resource": "arn:${Partition}:states:::aws-sdk:sagemaker:stopTrainingJob",
+        "Parameters": {"TrainingJobName.$": "$.run.training.TrainingJobName"},
+        "ResultPath": None,
+        "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": None, "Next": "TrainingTimedOut"}],
+        "Next": "TrainingTimedOut",
+    }
+    states["TrainingTimedOut"] = {
+        "Type": "Pass",
+        "Parameters": {
+            "Error": "TrainingFailedError",
+            "Cause.$": "States.Format('training job {} still {} after {} polls; stopped it',"
+            " $.run.training.TrainingJobName, $.training.status, $.training_poll.n)",
+        },
+        "ResultPath": "$.error",
+        "Next": "RecordFailure",
+    }
+    states["ExplainTrainingFailure"] = fn(
+        "EvaluateModelFunctionArn",
+        {"action": "explain_failure", "run.$": "$.run"},
+        result=None,
+        nxt="RecordFailure",
+        catch=CATCH_FAIL,
+        comment="Raises TrainingFailedError with SageMaker's FailureReason",
+    )
+    states["EvaluateModel"] = fn(
+        "EvaluateModelFunctionArn",
+        {"action": "evaluate", "run.$": "$.run"},
+        result="$.evaluation",
+        nxt="IsBetter",
+        catch=CATCH_FAIL,
+    )
+    states["IsBetter"] = {
+        "Type": "Choice",
+        "Choices": [{"Variable": "$.evaluation.decision", "StringEquals": "better", "Next": "RegisterModel"}],
+        "Default": "RecordRejection",
+    }
+    states["RecordRejection"] = finish("rejected", "ReleaseLock", CATCH_FAIL)
+    states["RegisterModel"] = fn(
+        "RegisterModelFunctionArn",
+        {"run.$": "$.run", "evaluation.$": "$.evaluation"},
+        result="$.package",
+        nxt="StartBuild",
+        catch=CATCH_FAIL,
+    )
+    states["StartBuild"] = fn(
+        "BuildImageFunctionArn",
+        {"action": "start", "run.$": "$.run", "evaluation.$": "$.evaluation", "package.$": "$.package"},
+        result="$.build",
+        nxt="WaitBuild",
+        catch=CATCH_FAIL,
+    )
+    states["WaitBuild"] = {"Type": "Wait", "SecondsPath": "$.run.poll_seconds", "Next": "CheckBuild"}
+    states["CheckBuild"] = fn(
+        "BuildImageFunctionArn",
+        {"action": "status", "run.$": "$.run", "build.$": "$.build"},
+        result="$.build",
+        nxt="BuildDone",
+        catch=CATCH_FAIL,
+        comment="Raises BuildFailedError; CodeBuild's own timeout bounds the loop",
+    )
+    states["BuildDone"] = {
+        "Type": "Choice",
+        "Choices": [{"Variable": "$.build.done", "BooleanEquals": True, "Next": "DeployCanary"}],
+        "Default": "WaitBuild",
+    }
+    # ---- from here on, every error rolls back -----------------------------------------------------
+    states["DeployCanary"] = rollout(
+        "deploy_canary",
+        {"image.$": "$.build.image", "version.$": "$.package.version"},
+        result="$.canary",
+        nxt="WaitCanaryReady",
+        catch=CATCH_ROLLBACK,
+        comment="Record the stable's image, then patch the canary Deployment (JSON Patch, image by digest)",
+    )
+    states.update(
+        wait_loop(
+            "CanaryReady",
+            rollout(
+                "status",
+                {"target": "canary", "image.$": "$.build.image"},
+                result="$.status",
+                nxt="",
+                catch=CATCH_ROLLBACK,
+            ),
+            "SmokeTest",
+        )
+    )
+    states["SmokeTest"] = rollout(
+        "smoke_test",
+        {"sample.$": "$.dataset.smoke_sample"},
+        result="$.smoke",
+        nxt="Bake",
+        catch=CATCH_ROLLBACK,
+    )
+    states["Bake"] = {
+        "Type": "Task",
+        "Comment": "Wait for the bake time; on_alarm fails this task at once when a canary alarm fires",
+        "Resource": "arn:${Partition}:states:::lambda:invoke.waitForTaskToken",
+        "Parameters": {
+            "FunctionName": "${RolloutFunctionArn}",
+            "Payload": {
+                "action": "await_signal",
+                "phase": "bake",
+                "task_token.$": "$$.Task.Token",
+                "run.$": "$.run",
+            },
+        },
+        "TimeoutSecondsPath": "$.run.canary.bake_seconds",
+        "ResultPath": "$.bake",
+        "Retry": RETRY,
+        "Catch": [
+            {"ErrorEquals": ["States.Timeout"], "ResultPath": "$.bake", "Next": "AnalyzeCanary"},
+            *CATCH_ROLLBACK,
+        ],
+        "Next": "AnalyzeCanary",
+    }
+    states["AnalyzeCanary"] = fn(
+        "AnalyzeCanaryFunctionArn",
+        {"run.$": "$.run"},
+        result="$.analysis",
+        nxt="CanaryVerdict",
+        catch=CATCH_ROLLBACK,
+    )
+    states["CanaryVerdict"] = {
+        "Type": "Choice",
+        "Choices": [{"Variable": "$.analysis.verdict", "StringEquals": "pass", "Next": "Promote"}],
+        "Default": "CanaryRejected",
+    }
+    states["CanaryRejected"] = {
+        "Type": "Pass",
+        "Parameters": {"Error": "CanaryAnalysisError", "Cause.$": "States.JsonToString($.analysis.reasons)"},
+        "ResultPath": "$.error",
+        "Next": "Rollback",
+    }
+    states["Promote"] = rollout(
+        "promote",
+        {"image.$": "$.build.image", "version.$": "$.package.version"},
+        result="$.promotion",
+        nxt="WaitStableReady",
+        catch=CATCH_ROLLBACK,
+    )
+    states.update(
+        wait_loop(
+            "StableReady",
+            rollout(
+                "status",
+                {"target": "stable", "image.$": "$.build.image"},
+                result="$.status",
+                nxt="",
+                catch=CATCH_ROLLBACK,
+            ),
+            "FinishPromotion",
+        )
+    )
+    states["FinishPromotion"] = rollout(
+        "finish_promotion",
+        {},
+        result=None,
+        nxt="Watch",
+        catch=CATCH_ROLLBACK,
+        comment="Scale the canary to 0 once the stable serves the new version",
+    )
+    states["Watch"] = {
+        **states["Bake"],
+        "Comment": "Watch window after promotion; an alarm on the stable variant rolls back",
+        "Parameters": {
+            "FunctionName": "${RolloutFunctionArn}",
+            "Payload": {
+                "action": "await_signal",
+                "phase": "watch",
+                "task_token.$": "$$.Task.Token",
+                "run.$": "$.run",
+            },
+        },
+        "TimeoutSecondsPath": "$.run.canary.watch_seconds",
+        "ResultPath": "$.watch",
+        "Catch": [
+            {"ErrorEquals": ["States.Timeout"], "ResultPath": "$.watch", "Next": "RecordSuccess"},
+            *CATCH_ROLLBACK,
+        ],
+        "Next": "RecordSuccess",
+    }
+    states["RecordSuccess"] = finish("promoted", "ReleaseLock", CATCH_FAIL)
+    # ---- rollback ---------------------------------------------------------------------------------
+    states["Rollback"] = rollout(
+        "rollback",
+        {},
+        result="$.rollback",
+        nxt="WaitRollbackReady",
+        catch=[
+            {"ErrorEquals": ["States.ALL"], "ResultPath": "$.rollback_error", "Next": "RecordRollbackFailure"}
+        ],
+        comment="Scale the canary to 0 and restore the stable's recorded image",
+    )
+    states.update(
+        wait_loop(
+            "RollbackReady",
+            rollout(
+                "status",
+                {"target": "rollback"},
+                result="$.status",
+                nxt="",
+                catch=[
+                    {
+                        "ErrorEquals": ["States.ALL"],
+                        "ResultPath": "$.rollback_error",
+                        "Next": "RecordRollbackFailure",
+                    }
+                ],
+            ),
+            "RecordRollback",
+        )
+    )
+    states["RecordRollback"] = finish(
+        "rolled_back",
+        "ReleaseLock",
+        [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.record_error", "Next": "ReleaseLock"}],
+    )
+    states["RecordRollbackFailure"] = finish(
+        "rollback_failed",
+        "ReleaseLock",
+        [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.record_error", "Next": "ReleaseLock"}],
+    )
+    states["RecordFailure"] = finish(
+        "failed",
+        "ReleaseLock",
+        [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.record_error", "Next": "ReleaseLock"}],
+    )
+    # ---- every path ends here ---------------------------------------------------------------------
+    states["ReleaseLock"] = fn(
+        "RunStateFunctionArn",
+        {"action": "release", "run.$": "$.run"},
+        result="$.release",
+        nxt="Notify",
+        catch=[{"ErrorEquals": ["States.ALL"], "ResultPath": "$.release_error", "Next": "Notify"}],
+        retry=[{**RETRY[0], "ErrorEquals": ["States.ALL"], "MaxAttempts": 6}],
+        comment="Release the model's lock (and start the coalesced follow-up, if any)",
+    )
+    states["Notify"] = {
+        "Type": "Task",
+        "Resource": "arn:${Partition}:states:::sns:publish",
+        "Parameters": {
+            "TopicArn": "${NotificationTopicArn}",
+            "Subject.$": "$.outcome.subject",
+            "Message.$": "$.outcome.message",
+        },
+        "ResultPath": None,
+        "Retry": [
+            {"ErrorEquals": ["States.ALL"], "IntervalSeconds": 2, "MaxAttempts": 3, "BackoffRate": 2.0}
+        ],
+        "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.notify_error", "Next": "Outcome"}],
+        "Next": "Outcome",
+    }
+    states["Outcome"] = {
+        "Type": "Choice",
+        "Choices": [
+            {"Variable": "$.outcome.status", "StringEquals": "promoted", "Next": "Promoted"},
+            {"Variable": "$.outcome.status", "StringEquals": "rejected", "Next": "Rejected"},
+        ],
+        "Default": "RunFailed",
+    }
+    states["Promoted"] = {"Type": "Succeed"}
+    states["Rejected"] = {"Type": "Succeed", "Comment": "The candidate was not better than the champion"}
+    states["RunFailed"] = {"Type": "Fail", "ErrorPath": "$.outcome.error", "CausePath": "$.outcome.cause"}
+
+    return {
+        "Comment": "modelops: validate, train, evaluate, register, build, canary, promote, watch; roll back on any "
+        "error or alarm after the canary starts. Every path releases the model's lock.",
+        "StartAt": "ResolveRequest",
+        "TimeoutSeconds": 7 * 24 * 3600,
+        "States": states,
+    }
+
+
+def render() -> str:
+    return json.dumps(definition(), indent=2) + "\n"
+
+
+if __name__ == "__main__":
+    OUT.write_text(render())
+    sys.stdout.write(f"wrote {OUT}\n")
