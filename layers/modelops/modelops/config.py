@@ -120,8 +120,8 @@ class CanaryConfig(_Strict):
     # Exactly one of replicas / percent. Percent is of the stable Deployment's replicas, at least 1.
     replicas: int | None = Field(default=None, ge=1, le=100)
     percent: int | None = Field(default=None, ge=1, le=50)
-    bake_seconds: int = Field(default=300, ge=10, le=24 * 3600)
-    watch_seconds: int = Field(default=600, ge=10, le=24 * 3600)
+    bake_seconds: int = Field(default=300, ge=1, le=24 * 3600)
+    watch_seconds: int = Field(default=600, ge=1, le=24 * 3600)
     ready_timeout_seconds: int = Field(default=600, ge=10, le=3600)
     smoke_sample_size: int = Field(default=20, ge=1, le=1000)
     # Analysis thresholds (canary versus stable over the bake window).

@@ -114,7 +114,7 @@ def resolve(
     ]
     if champion and champion.get("model_artifact"):
         channels.append(_channel("champion", champion["model_artifact"], "application/x-tar"))
-    stopping: dict[str, int] = {"MaxRuntimeSeconds": config.training.max_runtime_seconds}
+    stopping: dict[str, int] = {"MaxRuntimeInSeconds": config.training.max_runtime_seconds}
     if config.training.managed_spot:
         stopping["MaxWaitTimeInSeconds"] = (
             config.training.max_wait_seconds or config.training.max_runtime_seconds
@@ -249,6 +249,8 @@ def finish(
     when = datetime.fromtimestamp(now if now is not None else time.time(), UTC).isoformat(timespec="seconds")
     error = state.get("error") or {}
     error_name = str(error.get("Error", "")) if error else ""
+    if error_name.startswith("States."):  # a Fail state may not reuse the reserved States.* names
+        error_name = "Workflow" + error_name.removeprefix("States.") + "Error"
     cause = _cause_text(error.get("Cause")) if error else ""
     build = state.get("build") or {}
     package = state.get("package") or {}
@@ -357,7 +359,7 @@ def explain_training_failure(run: dict[str, Any], *, sagemaker: Any) -> None:
     if secondary in {"MaxRuntimeExceeded", "MaxWaitTimeExceeded"}:
         reason = (
             f"{secondary}: exceeded training.max_runtime_seconds="
-            f"{run['training']['StoppingCondition']['MaxRuntimeSeconds']}. {reason}"
+            f"{run['training']['StoppingCondition']['MaxRuntimeInSeconds']}. {reason}"
         ).strip()
     raise TrainingFailedError(
         f"training job {job['TrainingJobName']} {status} ({secondary}): {reason or 'no reason given'}"

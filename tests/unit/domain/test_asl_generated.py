@@ -45,10 +45,21 @@ def test_no_sync_integrations_or_eks_call():
 
 def test_every_state_after_deploy_canary_rolls_back_on_error():
     states = json.loads((ROOT / "statemachines" / "retrain_and_rollout.asl.json").read_text())["States"]
-    for name in ["DeployCanary", "CheckCanaryReady", "SmokeTest", "Bake", "AnalyzeCanary", "Promote",
-                 "CheckStableReady", "FinishPromotion", "Watch"]:
+    for name in [
+        "DeployCanary",
+        "CheckCanaryReady",
+        "SmokeTest",
+        "Bake",
+        "AnalyzeCanary",
+        "Promote",
+        "CheckStableReady",
+        "FinishPromotion",
+        "Watch",
+    ]:
         catchers = states[name]["Catch"]
-        assert catchers[-1] == {"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "Rollback"}, name
+        assert catchers[-1] == {"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "Rollback"}, (
+            name
+        )
 
 
 def test_json_paths_end_in_dollar_suffix():
@@ -57,10 +68,20 @@ def test_json_paths_end_in_dollar_suffix():
         if isinstance(node, dict):
             for key, value in node.items():
                 if key.endswith(".$"):
-                    assert isinstance(value, str) and (value.startswith("$") or value.startswith("States.")), key
-                elif isinstance(value, str) and key not in {"Variable", "InputPath", "OutputPath", "ResultPath",
-                                                             "SecondsPath", "TimeoutSecondsPath", "ErrorPath",
-                                                             "CausePath", "NumericGreaterThanPath"}:
+                    assert isinstance(value, str) and (
+                        value.startswith("$") or value.startswith("States.")
+                    ), key
+                elif isinstance(value, str) and key not in {
+                    "Variable",
+                    "InputPath",
+                    "OutputPath",
+                    "ResultPath",
+                    "SecondsPath",
+                    "TimeoutSecondsPath",
+                    "ErrorPath",
+                    "CausePath",
+                    "NumericGreaterThanPath",
+                }:
                     assert not value.startswith("$."), f"{key}: {value} looks like a path; key needs '.$'"
                 walk(value)
         elif isinstance(node, list):

@@ -3,8 +3,14 @@ from __future__ import annotations
 from modelops.canary import AlarmState, VariantMetrics, alarm_name, analyze, parse_alarm_name
 from modelops.config import CanaryConfig
 
-CFG = CanaryConfig(replicas=1, min_requests=50, max_error_rate=0.02, max_error_rate_increase=0.01,
-                   max_latency_p99_ms=500, max_latency_ratio=1.5)
+CFG = CanaryConfig(
+    replicas=1,
+    min_requests=50,
+    max_error_rate=0.02,
+    max_error_rate_increase=0.01,
+    max_latency_p99_ms=500,
+    max_latency_ratio=1.5,
+)
 STABLE = VariantMetrics(requests=1000, errors=5, latency_p99_ms=40)
 
 
@@ -31,8 +37,10 @@ def test_latency_ratio_against_stable():
 
 
 def test_canary_alarm_fails_stable_alarm_is_only_noted():
-    alarms = [AlarmState("p-churn-canary-error-rate", "ALARM", "canary"),
-              AlarmState("p-churn-stable-latency-p99", "ALARM", "stable")]
+    alarms = [
+        AlarmState("p-churn-canary-error-rate", "ALARM", "canary"),
+        AlarmState("p-churn-stable-latency-p99", "ALARM", "stable"),
+    ]
     report = analyze(CFG, canary=VariantMetrics(200, 0, 40), stable=STABLE, alarms=alarms)
     assert report.verdict == "fail" and len(report.reasons) == 1
     assert "not counted against the canary" in report.notes[0]

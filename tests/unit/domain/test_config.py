@@ -3,7 +3,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from modelops.config import load_config_file, parse_config
 from modelops.errors import ConfigError
 

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import pytest
-
 from modelops.config import DataSchema
 from modelops.dataset import validate_csv
 from modelops.errors import DatasetInvalidError
@@ -34,7 +33,10 @@ def test_column_order_does_not_matter_and_empty_cells_are_missing():
         (b"\xff\xfe\x00garbage", "not UTF-8"),
         (_csv(50, header="a,b,label"), "label column 'y' not found"),
         (_csv(50, header="a,c,y"), r"feature columns \['b'\] missing"),
-        (b"a,b,y,extra\n" + b"\n".join(b"1,2,0,9" for _ in range(20)), r"columns \['extra'\] are not in the model's schema"),
+        (
+            b"a,b,y,extra\n" + b"\n".join(b"1,2,0,9" for _ in range(20)),
+            r"columns \['extra'\] are not in the model's schema",
+        ),
         (_csv(5), "5 data rows, the model needs at least 10"),
         (b"a,b,y\n" + b"\n".join(b"1,2,1" for _ in range(20)), "single value"),
         (b"a,b,y\n1,2\n", "line 2 has 2 fields"),

@@ -5,7 +5,6 @@ import json
 import tarfile
 
 import pytest
-
 from modelops.config import Objective
 from modelops.errors import EvaluationError
 from modelops.evaluation import Evaluation, judge, read_evaluation_from_tarball
@@ -23,7 +22,9 @@ def _tarball(files: dict[str, bytes]) -> bytes:
 
 def test_reads_evaluation_from_model_tarball():
     doc = {"metric": "auc", "candidate": 0.91, "champion": 0.88, "n_validation": 200}
-    evaluation = read_evaluation_from_tarball(_tarball({"model.joblib": b"x", "evaluation.json": json.dumps(doc).encode()}), source="s3://b/m")
+    evaluation = read_evaluation_from_tarball(
+        _tarball({"model.joblib": b"x", "evaluation.json": json.dumps(doc).encode()}), source="s3://b/m"
+    )
     assert evaluation == Evaluation("auc", 0.91, 0.88, 200)
 
 
@@ -32,7 +33,10 @@ def test_reads_evaluation_from_model_tarball():
     [
         ({"model.joblib": b"x"}, "no evaluation.json"),
         ({"evaluation.json": b"{not json"}, "not valid JSON"),
-        ({"evaluation.json": b'{"metric": "auc", "candidate": "high"}'}, "'candidate' must be a finite number"),
+        (
+            {"evaluation.json": b'{"metric": "auc", "candidate": "high"}'},
+            "'candidate' must be a finite number",
+        ),
         ({"evaluation.json": b'{"candidate": 0.9}'}, "'metric' missing"),
     ],
 )

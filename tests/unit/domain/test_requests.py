@@ -3,9 +3,9 @@ from __future__ import annotations
 import copy
 
 import pytest
-
 from modelops.errors import RequestError
 from modelops.requests import PipelineRequest, parse_trigger, queued_request
+
 from tests.conftest import load_event
 
 BUCKET = "modelops-pipeline-bucket"
@@ -28,7 +28,10 @@ def test_new_object_version_is_a_new_run():
     event = load_event("s3_object_created.json")
     other = copy.deepcopy(event)
     other["detail"]["object"]["version-id"] = "another-version"
-    assert parse_trigger(event, bucket=BUCKET).execution_name() != parse_trigger(other, bucket=BUCKET).execution_name()
+    assert (
+        parse_trigger(event, bucket=BUCKET).execution_name()
+        != parse_trigger(other, bucket=BUCKET).execution_name()
+    )
 
 
 @pytest.mark.parametrize(
@@ -82,7 +85,10 @@ def test_manual_dataset_must_belong_to_the_model():
 
 def test_manual_request_id_makes_retries_idempotent():
     event = load_event("manual_start.json")
-    assert parse_trigger(event, bucket=BUCKET).execution_name() == parse_trigger(dict(event), bucket=BUCKET).execution_name()
+    assert (
+        parse_trigger(event, bucket=BUCKET).execution_name()
+        == parse_trigger(dict(event), bucket=BUCKET).execution_name()
+    )
 
 
 def test_documented_execution_input_parses():

@@ -4,7 +4,6 @@ import copy
 
 import jsonpatch
 import pytest
-
 from modelops.errors import KubeInvalidError, RolloutFailedError
 from modelops.rollout import image_patch, rollout_status
 
@@ -18,15 +17,26 @@ def _deployment(**status):
             "replicas": 2,
             "template": {
                 "metadata": {"labels": {"app": "churn"}},
-                "spec": {"containers": [
-                    {"name": "sidecar", "image": "envoy:1"},
-                    {"name": "model", "image": "old@sha256:" + "b" * 64,
-                     "env": [{"name": "MODELOPS_VERSION", "value": "3"}]},
-                ]},
+                "spec": {
+                    "containers": [
+                        {"name": "sidecar", "image": "envoy:1"},
+                        {
+                            "name": "model",
+                            "image": "old@sha256:" + "b" * 64,
+                            "env": [{"name": "MODELOPS_VERSION", "value": "3"}],
+                        },
+                    ]
+                },
             },
         },
-        "status": {"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 2,
-                   "availableReplicas": 2, **status},
+        "status": {
+            "observedGeneration": 2,
+            "replicas": 2,
+            "updatedReplicas": 2,
+            "readyReplicas": 2,
+            "availableReplicas": 2,
+            **status,
+        },
     }
 
 
@@ -82,8 +92,16 @@ def test_rollout_status_like_kubectl(meta, status, done, message):
 
 
 def test_progress_deadline_exceeded_fails():
-    deployment = _deployment(conditions=[{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
-                                          "message": "ReplicaSet has timed out progressing."}])
+    deployment = _deployment(
+        conditions=[
+            {
+                "type": "Progressing",
+                "status": "False",
+                "reason": "ProgressDeadlineExceeded",
+                "message": "ReplicaSet has timed out progressing.",
+            }
+        ]
+    )
     deployment["status"]["updatedReplicas"] = 1
     with pytest.raises(RolloutFailedError, match="progress deadline"):
         rollout_status(deployment, container="model", expected_image=None)

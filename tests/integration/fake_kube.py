@@ -1,0 +1,119 @@
+"""A Kubernetes test double with behaviour, for the functions' integration tests.
+
+It keeps Deployments as JSON, applies RFC 6902 patches (including `test`), bumps `generation` on
+spec changes, and plays the Deployment controller on demand (`settle`): status catches up with the
+spec, so `rollout status` logic sees what it would see on a cluster. Faults are explicit.
+It stands where modelops.adapters.kube.KubeClient stands; the local runtime's API server replaces
+it in the end-to-end tests.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable
+from typing import Any
+
+import jsonpatch
+from modelops.errors import KubeForbiddenError, KubeInvalidError, KubeNotFoundError, KubeUnavailableError
+
+
+def deployment(name: str, variant: str, image: str, replicas: int) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "namespace": "models", "generation": 1, "labels": {"app": "churn"}},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": "churn", "variant": variant}},
+            "template": {
+                "metadata": {"labels": {"app": "churn", "variant": variant}},
+                "spec": {
+                    "containers": [
+                        {"name": "model", "image": image, "env": [{"name": "MODELOPS_VERSION", "value": "0"}]}
+                    ]
+                },
+            },
+        },
+        "status": {
+            "observedGeneration": 1,
+            "replicas": replicas,
+            "updatedReplicas": replicas,
+            "readyReplicas": replicas,
+            "availableReplicas": replicas,
+        },
+    }
+
+
+class FakeKube:
+    def __init__(self) -> None:
+        self.deployments: dict[str, dict[str, Any]] = {}
+        self.faults: list[tuple[str, str, Exception]] = []  # (verb, name, error) consumed in order
+        self.auto_settle = True
+        self.patches: list[tuple[str, list[dict[str, Any]]]] = []
+        self.predict: Callable[[list[list[float]]], tuple[int, str]] = lambda rows: (
+            200,
+            json.dumps({"predictions": [0.5 for _ in rows]}),
+        )
+
+    def add(self, obj: dict[str, Any]) -> None:
+        self.deployments[obj["metadata"]["name"]] = obj
+
+    def fail_next(self, verb: str, name: str, error: Exception) -> None:
+        self.faults.append((verb, name, error))
+
+    def _fault(self, verb: str, name: str) -> None:
+        for index, (v, n, error) in enumerate(self.faults):
+            if v == verb and n in (name, "*"):
+                del self.faults[index]
+                raise error
+
+    def settle(self, name: str) -> None:
+        """What the Deployment controller would eventually write."""
+        obj = self.deployments[name]
+        replicas = obj["spec"]["replicas"]
+        obj["status"] = {
+            "observedGeneration": obj["metadata"]["generation"],
+            "replicas": replicas,
+            "updatedReplicas": replicas,
+            "readyReplicas": replicas,
+            "availableReplicas": replicas,
+        }
+
+    # --- the KubeClient surface ------------------------------------------------------------------
+    def get_deployment(self, namespace: str, name: str) -> dict[str, Any]:
+        self._fault("get", name)
+        if name not in self.deployments:
+            raise KubeNotFoundError(f"get deployments.apps {namespace}/{name}: not found")
+        if self.auto_settle:
+            self.settle(name)
+        return copy.deepcopy(self.deployments[name])
+
+    def patch_deployment(self, namespace: str, name: str, ops: list[dict[str, Any]]) -> dict[str, Any]:
+        self._fault("patch", name)
+        if name not in self.deployments:
+            raise KubeNotFoundError(f"patch deployments.apps {namespace}/{name}: not found")
+        current = self.deployments[name]
+        try:
+            patched = jsonpatch.apply_patch(copy.deepcopy(current), ops)
+        except jsonpatch.JsonPatchTestFailed as exc:
+            raise KubeInvalidError(f"patch {name}: 422 rejected: test failed: {exc}") from None
+        if patched["spec"] != current["spec"]:
+            patched["metadata"]["generation"] += 1
+        self.deployments[name] = patched
+        self.patches.append((name, ops))
+        return copy.deepcopy(patched)
+
+    def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        return []
+
+    def service_proxy_post(
+        self, namespace: str, service: str, port: int, path: str, body: str, content_type: str
+    ) -> tuple[int, str]:
+        self._fault("proxy", service)
+        return self.predict(json.loads(body)["instances"])
+
+
+FORBIDDEN = KubeForbiddenError(
+    'patch deployments.apps models/churn-stable: 403 Forbidden: deployments.apps "churn-stable" is forbidden: '
+    'User "modelops" cannot patch resource "deployments" in API group "apps" in the namespace "models"'
+)
+UNAVAILABLE = KubeUnavailableError("get deployments.apps: API server answered 503: service unavailable")

@@ -1,0 +1,337 @@
+"""Runs the real state machine definition in moto's Step Functions interpreter with the real
+handlers from functions/ invoked as Python (moto's Lambda invoke routed to them in-process).
+
+SageMaker training, CodeBuild and ECR are moto's, with the few behaviours moto lacks supplied
+here: a training job's model.tar.gz (with the evaluation the test chooses) or its failure, and
+the image a successful build pushes.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import sys
+import tarfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import boto3
+from modelops.adapters.aws import client as cached_client
+from modelops.adapters.cloudwatch import CloudWatchMetrics
+from modelops.adapters.store import StateStore
+from modelops.config import load_config_file
+from modelops.rollout_service import RolloutService
+
+ROOT = Path(__file__).resolve().parents[3]
+REGION = "us-east-1"
+ACCOUNT = "123456789012"
+STACK = "modelops"
+BUCKET = "modelops-pipeline"
+TABLE = "modelops-state"
+PROJECT = "modelops-image-build"
+REPO = "modelops-serving"
+FUNCTIONS = [
+    "start_pipeline",
+    "resolve_request",
+    "run_state",
+    "validate_dataset",
+    "evaluate_model",
+    "register_model",
+    "build_image",
+    "rollout",
+    "analyze_canary",
+    "on_alarm",
+]
+SUBSTITUTIONS = {
+    "ResolveRequestFunctionArn": "resolve_request",
+    "RunStateFunctionArn": "run_state",
+    "ValidateDatasetFunctionArn": "validate_dataset",
+    "EvaluateModelFunctionArn": "evaluate_model",
+    "RegisterModelFunctionArn": "register_model",
+    "BuildImageFunctionArn": "build_image",
+    "RolloutFunctionArn": "rollout",
+    "AnalyzeCanaryFunctionArn": "analyze_canary",
+}
+
+
+class Context:
+    def __init__(self, name: str) -> None:
+        self.function_name = name
+        self.memory_limit_in_mb = 512
+        self.invoked_function_arn = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{name}"
+        self.aws_request_id = str(uuid.uuid4())
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 60_000
+
+
+def load_handler(name: str) -> Any:
+    spec = importlib.util.spec_from_file_location(f"fn_{name}", ROOT / "functions" / name / "app.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # as a normal import would; pydantic resolves annotations through it
+    spec.loader.exec_module(module)
+    return module
+
+
+def function_arn(name: str) -> str:
+    return f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{STACK}-{name}"
+
+
+def model_tarball(evaluation: dict[str, Any] | None) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        files = {"model.joblib": b"model-bytes"}
+        if evaluation is not None:
+            files["evaluation.json"] = json.dumps(evaluation).encode()
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+class Harness:
+    def __init__(self, kube: Any, monkeypatch: Any) -> None:
+        self.kube = kube
+        self.s3 = boto3.client("s3", region_name=REGION)
+        self.sfn = boto3.client("stepfunctions", region_name=REGION)
+        self.ddb = boto3.client("dynamodb", region_name=REGION)
+        self.cw = boto3.client("cloudwatch", region_name=REGION)
+        self.invocations: list[tuple[str, dict[str, Any]]] = []
+        # What the next training jobs produce: an evaluation document, or a failure reason.
+        self.training_evaluation: dict[str, Any] | None = {
+            "metric": "auc",
+            "candidate": 0.9,
+            "champion": None,
+            "n_validation": 100,
+        }
+        self.training_failure: str | None = None
+        self.build_fails = False
+        self._setup_resources()
+        self._env(monkeypatch)
+        self.modules = {name: load_handler(name) for name in FUNCTIONS}
+        self._route(monkeypatch)
+
+    # --- resources ---------------------------------------------------------------------------------
+    def _setup_resources(self) -> None:
+        self.s3.create_bucket(Bucket=BUCKET)
+        self.ddb.create_table(
+            TableName=TABLE,
+            BillingMode="PAY_PER_REQUEST",
+            AttributeDefinitions=[
+                {"AttributeName": "pk", "AttributeType": "S"},
+                {"AttributeName": "sk", "AttributeType": "S"},
+            ],
+            KeySchema=[
+                {"AttributeName": "pk", "KeyType": "HASH"},
+                {"AttributeName": "sk", "KeyType": "RANGE"},
+            ],
+        )
+        self.topic_arn = boto3.client("sns", region_name=REGION).create_topic(Name="modelops-notify")[
+            "TopicArn"
+        ]
+        self.sqs = boto3.client("sqs", region_name=REGION)
+        queue = self.sqs.create_queue(QueueName="notifications")["QueueUrl"]
+        queue_arn = self.sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
+        boto3.client("sns", region_name=REGION).subscribe(
+            TopicArn=self.topic_arn,
+            Protocol="sqs",
+            Endpoint=queue_arn,
+            Attributes={"RawMessageDelivery": "true"},
+        )
+        self.queue_url = queue
+        iam = boto3.client("iam", region_name=REGION)
+        self.role_arn = iam.create_role(RoleName="sm", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+        ecr = boto3.client("ecr", region_name=REGION)
+        self.repo_uri = ecr.create_repository(repositoryName=REPO)["repository"]["repositoryUri"]
+        boto3.client("codebuild", region_name=REGION).create_project(
+            name=PROJECT,
+            source={"type": "S3", "location": f"{BUCKET}/source/serving_image.zip"},
+            artifacts={"type": "NO_ARTIFACTS"},
+            environment={
+                "type": "LINUX_CONTAINER",
+                "image": "aws/codebuild/standard:7.0",
+                "computeType": "BUILD_GENERAL1_SMALL",
+            },
+            serviceRole=self.role_arn,
+        )
+        text = (ROOT / "statemachines" / "retrain_and_rollout.asl.json").read_text()
+        subs = {key: function_arn(fn) for key, fn in SUBSTITUTIONS.items()}
+        subs.update(NotificationTopicArn=self.topic_arn, SageMakerRoleArn=self.role_arn, Partition="aws")
+        for key, value in subs.items():
+            text = text.replace("${" + key + "}", value)
+        assert "${" not in text, "unsubstituted key in the definition"
+        self.state_machine_arn = self.sfn.create_state_machine(
+            name=f"{STACK}-retrain-and-rollout", definition=text, roleArn=self.role_arn
+        )["stateMachineArn"]
+
+    def _env(self, monkeypatch: Any) -> None:
+        for key, value in {
+            "TABLE_NAME": TABLE,
+            "STACK_NAME": STACK,
+            "BUCKET_NAME": BUCKET,
+            "TOPIC_ARN": self.topic_arn,
+            "STATE_MACHINE_ARN": self.state_machine_arn,
+            "SAGEMAKER_ROLE_ARN": self.role_arn,
+            "TRAINING_IMAGE": f"{self.repo_uri}:train",
+            "POLL_SECONDS": "0",
+            "PROJECT_NAME": PROJECT,
+            "IMAGE_REPOSITORY_NAME": REPO,
+            "IMAGE_REPOSITORY_URI": self.repo_uri,
+            "CLUSTER_NAME": "test",
+            "ALARM_PREFIX": f"{STACK}-",
+            "METRIC_NAMESPACE": "ModelOps",
+            "POWERTOOLS_TRACE_DISABLED": "true",
+            "POWERTOOLS_SERVICE_NAME": "modelops",
+            "POWERTOOLS_LOG_LEVEL": "WARNING",
+        }.items():
+            monkeypatch.setenv(key, value)
+        cached_client.cache_clear()
+
+    def rollout_service(self) -> RolloutService:
+        sfn = cached_client("stepfunctions")
+        return RolloutService(
+            kube=self.kube,
+            store=StateStore(TABLE, cached_client("dynamodb")),
+            metrics=CloudWatchMetrics(
+                cached_client("cloudwatch"), namespace="ModelOps", alarm_prefix=f"{STACK}-"
+            ),
+            send_task_failure=lambda t, e, c: sfn.send_task_failure(taskToken=t, error=e, cause=c),
+        )
+
+    # --- routing moto to Python handlers and supplying what moto does not do -------------------------
+    def _route(self, monkeypatch: Any) -> None:
+        from moto.awslambda_simple.models import LambdaSimpleBackend
+        from moto.codebuild.models import CodeBuildBackend
+        from moto.sagemaker.models import SageMakerModelBackend
+
+        harness = self
+        monkeypatch.setattr(self.modules["rollout"], "service", self.rollout_service)
+
+        def invoke(
+            backend: Any, function_name: str, qualifier: Any, body: Any, headers: Any, response_headers: Any
+        ) -> bytes:
+            name = function_name.rsplit(":", 1)[-1].removeprefix(f"{STACK}-")
+            event = json.loads(body) if body else {}
+            harness.invocations.append((name, event))
+            try:
+                result = harness.modules[name].handler(event, Context(name))
+            except Exception as exc:  # the Lambda error contract: errorType is the class name
+                response_headers["x-amz-function-error"] = "Unhandled"
+                return json.dumps({"errorMessage": str(exc), "errorType": type(exc).__name__}).encode()
+            return json.dumps(result).encode()
+
+        monkeypatch.setattr(LambdaSimpleBackend, "invoke", invoke)
+        original_create = SageMakerModelBackend.create_training_job
+
+        def create_training_job(backend: Any, *args: Any, **kwargs: Any) -> Any:
+            result = original_create(backend, *args, **kwargs)
+            job = backend.training_jobs[kwargs.get("training_job_name") or args[0]]
+            if harness.training_failure is not None:
+                job.training_job_status = "Failed"
+                job.secondary_status = "Failed"
+                job.failure_reason = harness.training_failure
+            else:
+                bucket, _, key = job.model_artifacts["S3ModelArtifacts"][5:].partition("/")
+                harness.s3.put_object(Bucket=bucket, Key=key, Body=model_tarball(harness.training_evaluation))
+            return result
+
+        monkeypatch.setattr(SageMakerModelBackend, "create_training_job", create_training_job)
+        original_build = CodeBuildBackend.start_build
+
+        def start_build(backend: Any, project_name: str, *args: Any, **kwargs: Any) -> Any:
+            metadata = original_build(backend, project_name, *args, **kwargs)
+            if harness.build_fails:
+                metadata["buildStatus"] = "FAILED"
+                for phase in metadata.get("phases", []):
+                    if phase.get("phaseType") == "BUILD":
+                        phase["phaseStatus"] = "FAILED"
+                        phase["contexts"] = [{"message": "docker build exited 1"}]
+            else:
+                tag = harness.pending_tag
+                boto3.client("ecr", region_name=REGION).put_image(
+                    repositoryName=REPO,
+                    imageTag=tag,
+                    imageManifest=json.dumps(
+                        {
+                            "schemaVersion": 2,
+                            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                            "tag": tag,
+                        }
+                    ),
+                )
+            return metadata
+
+        monkeypatch.setattr(CodeBuildBackend, "start_build", start_build)
+        # moto's start_build drops environmentVariablesOverride; remember the tag from the request.
+        original_fn = self.modules["build_image"].start_build
+
+        def remember_tag(run: Any, evaluation: Any, package: Any, **kwargs: Any) -> Any:
+            from modelops.requests import safe_name
+
+            harness.pending_tag = safe_name(f"{run['model']}-v{package['version']}-{run['run_id'][-8:]}", 128)
+            return original_fn(run, evaluation, package, **kwargs)
+
+        monkeypatch.setattr(self.modules["build_image"], "start_build", remember_tag)
+
+    # --- driving -----------------------------------------------------------------------------------
+    def put_model(self, path: Path = ROOT / "models" / "churn.yaml", **overrides: Any) -> dict[str, Any]:
+        document = load_config_file(path).to_document()
+        for dotted, value in overrides.items():
+            node = document
+            *parents, leaf = dotted.split("__")
+            for part in parents:
+                node = node[part]
+            node[leaf] = value
+        StateStore(TABLE, cached_client("dynamodb")).put_model_document(document["name"], document)
+        return document
+
+    def upload(self, key: str, body: bytes) -> None:
+        self.s3.put_object(Bucket=BUCKET, Key=key, Body=body)
+
+    def start(self, request: dict[str, Any]) -> dict[str, Any]:
+        return self.modules["start_pipeline"].handler(request, Context("start_pipeline"))
+
+    def wait(self, execution_arn: str, timeout: float = 60) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            described = self.sfn.describe_execution(executionArn=execution_arn)
+            if described["status"] != "RUNNING":
+                return described
+            time.sleep(0.05)
+        raise TimeoutError(f"execution still running after {timeout}s; states: {self.states(execution_arn)}")
+
+    def wait_for_state(self, execution_arn: str, state: str, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if state in self.states(execution_arn):
+                return
+            if self.sfn.describe_execution(executionArn=execution_arn)["status"] != "RUNNING":
+                raise AssertionError(f"execution ended before {state}: {self.states(execution_arn)}")
+            time.sleep(0.05)
+        raise TimeoutError(f"{state} not entered within {timeout}s: {self.states(execution_arn)}")
+
+    def states(self, execution_arn: str) -> list[str]:
+        events = self.sfn.get_execution_history(executionArn=execution_arn, maxResults=1000)["events"]
+        return [e["stateEnteredEventDetails"]["name"] for e in events if "stateEnteredEventDetails" in e]
+
+    def notifications(self) -> list[str]:
+        messages = self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10).get(
+            "Messages", []
+        )
+        return [m["Body"] for m in messages]
+
+    def store(self) -> StateStore:
+        return StateStore(TABLE, cached_client("dynamodb"))
+
+    def alarm(self, name: str, state: str = "ALARM") -> dict[str, Any]:
+        event = json.loads((ROOT / "events" / "alarm_state_change.json").read_text())
+        event["detail"]["alarmName"] = name
+        event["detail"]["state"]["value"] = state
+        return self.modules["on_alarm"].handler(event, Context("on_alarm"))
