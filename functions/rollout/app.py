@@ -53,7 +53,9 @@ class Simple(_Base):
     action: Literal["finish_promotion", "rollback"]
 
 
-Action = TypeAdapter(Annotated[Deploy | Status | Smoke | Await | Simple, Field(discriminator="action")])
+Action: TypeAdapter[Deploy | Status | Smoke | Await | Simple] = TypeAdapter(
+    Annotated[Deploy | Status | Smoke | Await | Simple, Field(discriminator="action")]
+)
 
 
 @functools.cache

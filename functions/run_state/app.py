@@ -33,7 +33,9 @@ class Finish(BaseModel):
     state: dict[str, Any]
 
 
-Action = TypeAdapter(Annotated[Acquire | Release | Finish, Field(discriminator="action")])
+Action: TypeAdapter[Acquire | Release | Finish] = TypeAdapter(
+    Annotated[Acquire | Release | Finish, Field(discriminator="action")]
+)
 
 
 @logger.inject_lambda_context(clear_state=True)

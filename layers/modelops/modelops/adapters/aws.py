@@ -22,7 +22,7 @@ _CONFIG = Config(
 @functools.cache
 def client(service: str) -> Any:
     """A cached client per service (module-level cache = reused while the Lambda is warm)."""
-    return boto3.session.Session().client(service, config=_CONFIG)  # type: ignore[call-overload]
+    return boto3.session.Session().client(service, config=_CONFIG)
 
 
 def error_code(exc: Exception) -> str:
