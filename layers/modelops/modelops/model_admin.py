@@ -1,0 +1,92 @@
+"""`modelops model put`: store a model's config and create or update its alarms and schedule.
+
+Idempotent: running it twice with the same file leaves the same state (PutMetricAlarm overwrites
+by name; the schedule is created or updated; a removed schedule expression deletes the schedule).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from modelops.adapters.aws import error_code
+from modelops.adapters.cloudwatch import CloudWatchMetrics
+from modelops.adapters.store import StateStore
+from modelops.config import ModelConfig
+
+
+@dataclass(frozen=True)
+class StackInfo:
+    """What the CLI reads from the stack's SSM parameter `/modelops/<stack>/stack`."""
+
+    stack_name: str
+    table: str
+    bucket: str
+    state_machine_arn: str
+    start_function_arn: str
+    schedule_group: str
+    scheduler_role_arn: str
+    alarm_prefix: str
+    metric_namespace: str
+
+    @classmethod
+    def from_parameter(cls, value: str) -> StackInfo:
+        doc = json.loads(value)
+        return cls(**{name: doc[name] for name in cls.__dataclass_fields__})
+
+
+def schedule_name(model: str) -> str:
+    return f"retrain-{model}"[:64]
+
+
+def put_model(
+    config: ModelConfig, *, stack: StackInfo, store: StateStore, metrics: CloudWatchMetrics, scheduler: Any
+) -> dict[str, Any]:
+    store.put_model_document(config.name, config.to_document())
+    alarms = metrics.put_model_alarms(config)
+    schedule = _sync_schedule(config, stack=stack, scheduler=scheduler)
+    return {"model": config.name, "alarms": alarms, "schedule": schedule}
+
+
+def _sync_schedule(config: ModelConfig, *, stack: StackInfo, scheduler: Any) -> str:
+    name = schedule_name(config.name)
+    if config.schedule.expression is None:
+        try:
+            scheduler.delete_schedule(Name=name, GroupName=stack.schedule_group)
+            return "deleted"
+        except Exception as exc:
+            if error_code(exc) == "ResourceNotFoundException":
+                return "none"
+            raise
+    # EventBridge Scheduler fills the context attribute in: the slot becomes the idempotency key.
+    target_input = json.dumps(
+        {
+            "source": "modelops.schedule",
+            "model": config.name,
+            "scheduled_time": "<aws.scheduler.scheduled-time>",
+        }
+    )
+    spec = {
+        "Name": name,
+        "GroupName": stack.schedule_group,
+        "ScheduleExpression": config.schedule.expression,
+        "ScheduleExpressionTimezone": config.schedule.timezone,
+        "State": "ENABLED" if config.schedule.enabled else "DISABLED",
+        "FlexibleTimeWindow": {"Mode": "OFF"},
+        "Target": {
+            "Arn": stack.start_function_arn,
+            "RoleArn": stack.scheduler_role_arn,
+            "Input": target_input,
+            "RetryPolicy": {"MaximumRetryAttempts": 3, "MaximumEventAgeInSeconds": 3600},
+        },
+        "Description": f"modelops: scheduled retraining of {config.name}",
+    }
+    try:
+        scheduler.create_schedule(**spec)
+        return "created"
+    except Exception as exc:
+        if error_code(exc) != "ConflictException":
+            raise
+    scheduler.update_schedule(**spec)
+    return "updated"

@@ -1,0 +1,205 @@
+"""The `modelops` command line: add models, start runs, see status and history, roll back.
+
+It finds the stack's resources through the SSM parameter `/modelops/<stack>/stack` the template
+creates, so it needs only the stack name (`--stack`, or MODELOPS_STACK, default `modelops`) and the
+usual AWS credentials. AWS_ENDPOINT_URL points it elsewhere, exactly as it does the functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import uuid
+from typing import Any
+
+from modelops.errors import ModelopsError
+
+
+def _stack(args: argparse.Namespace) -> Any:
+    from modelops.adapters.aws import client, error_code
+    from modelops.model_admin import StackInfo
+
+    name = f"/modelops/{args.stack}/stack"
+    try:
+        value = client("ssm").get_parameter(Name=name)["Parameter"]["Value"]
+    except Exception as exc:
+        if error_code(exc) == "ParameterNotFound":
+            raise ModelopsError(
+                f"stack {args.stack!r} not found (no SSM parameter {name}); deploy it with `sam deploy --guided` "
+                "or pass --stack NAME"
+            ) from None
+        raise
+    return StackInfo.from_parameter(value)
+
+
+def _store(stack: Any) -> Any:
+    from modelops.adapters.aws import client
+    from modelops.adapters.store import StateStore
+
+    return StateStore(stack.table, client("dynamodb"))
+
+
+def cmd_model_validate(args: argparse.Namespace) -> int:
+    from modelops.config import load_config_file
+
+    config = load_config_file(args.file)
+    print(f"{args.file}: valid config for model {config.name!r}")
+    return 0
+
+
+def cmd_model_put(args: argparse.Namespace) -> int:
+    from modelops.adapters.aws import client
+    from modelops.adapters.cloudwatch import CloudWatchMetrics
+    from modelops.config import load_config_file
+    from modelops.model_admin import put_model
+
+    config = load_config_file(args.file)  # validated before anything is written
+    stack = _stack(args)
+    metrics = CloudWatchMetrics(
+        client("cloudwatch"), namespace=stack.metric_namespace, alarm_prefix=stack.alarm_prefix
+    )
+    result = put_model(
+        config, stack=stack, store=_store(stack), metrics=metrics, scheduler=client("scheduler")
+    )
+    print(f"model {config.name}: stored; alarms {', '.join(result['alarms'])}; schedule {result['schedule']}")
+    return 0
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    from modelops.adapters.aws import client
+
+    stack = _stack(args)
+    payload = {"model": args.model, "reason": args.reason, "request_id": args.request_id or uuid.uuid4().hex}
+    if args.data:
+        payload["dataset_key"] = args.data
+    response = client("lambda").invoke(
+        FunctionName=stack.start_function_arn, Payload=json.dumps(payload).encode()
+    )
+    body = json.loads(response["Payload"].read() or b"{}")
+    if response.get("FunctionError"):
+        print(f"error: {body.get('errorType')}: {body.get('errorMessage')}", file=sys.stderr)
+        return 1
+    if body.get("started"):
+        print(f"started {body['execution_name']}\n  {body['execution_arn']}")
+    else:
+        print(f"not started: {body.get('reason') or body.get('message')}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    stack = _stack(args)
+    store = _store(stack)
+    holder = store.lock_holder(args.model)
+    rollout = store.get_rollout(args.model)
+    champion = store.get_doc(args.model, "CHAMPION")
+    print(f"model {args.model}")
+    print(f"  lock:     {f'held by {holder[0]}' if holder else 'free'}")
+    print(
+        f"  rollout:  {rollout.get('phase') + ' (run ' + rollout['run_id'] + ')' if rollout else 'none active'}"
+    )
+    print(
+        f"  champion: {'version ' + str(champion.get('version')) + ' ' + str(champion.get('image')) if champion else 'none'}"
+    )
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    records = _store(_stack(args)).query_docs(args.model, "HISTORY#", limit=args.limit)
+    if not records:
+        print(f"no runs recorded for {args.model}")
+    for record in records:
+        print(
+            f"{record['finished_at']}  {record['status']:<16} v{record.get('version') or '-':<4} {record['run_id']}"
+            + (f"  {record['error']}: {record.get('cause') or ''}"[:160] if record.get("error") else "")
+        )
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    """Roll back the active rollout now: fail its bake/watch wait so the workflow runs its own rollback."""
+    from modelops.adapters.aws import client
+
+    stack = _stack(args)
+    rollout = _store(stack).get_rollout(args.model)
+    if rollout is None:
+        print(
+            f"no active rollout for {args.model}: the stable Deployment already serves the champion",
+            file=sys.stderr,
+        )
+        return 1
+    token = rollout.get("task_token")
+    if rollout.get("phase") not in {"bake", "watch"} or not token:
+        print(
+            f"rollout {rollout['run_id']} is in phase {rollout.get('phase')}; rollback is possible during bake or "
+            "watch (earlier phases roll back by themselves on any error). Retry in a few seconds.",
+            file=sys.stderr,
+        )
+        return 1
+    client("stepfunctions").send_task_failure(
+        taskToken=token,
+        error="ManualRollbackError",
+        cause=json.dumps({"requested_by": os.environ.get("USER", "cli")}),
+    )
+    print(
+        f"rollback requested for run {rollout['run_id']}; follow it with `modelops status --model {args.model}`"
+    )
+    return 0
+
+
+def cmd_local(args: argparse.Namespace) -> int:
+    print(
+        "`modelops local` (the embedded stand-in for AWS and EKS) is not built yet: see issue 3.\n"
+        "Meanwhile `make test` runs the real workflow in moto's Step Functions interpreter.",
+        file=sys.stderr,
+    )
+    return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="modelops", description=__doc__.splitlines()[0])
+    parser.add_argument("--stack", default=os.environ.get("MODELOPS_STACK", "modelops"), help="stack name")
+    sub = parser.add_subparsers(dest="command", required=True)
+    model = sub.add_parser("model", help="manage model configs").add_subparsers(
+        dest="model_command", required=True
+    )
+    put = model.add_parser("put", help="validate and store a model config; create its alarms and schedule")
+    put.add_argument("file")
+    put.set_defaults(func=cmd_model_put)
+    validate = model.add_parser("validate", help="validate a model config file (no AWS calls)")
+    validate.add_argument("file")
+    validate.set_defaults(func=cmd_model_validate)
+    start = sub.add_parser("start", help="start a run for a model")
+    start.add_argument("--model", required=True)
+    start.add_argument("--data", help="dataset key under incoming/<model>/ (default: the newest)")
+    start.add_argument("--reason", default="manual start")
+    start.add_argument("--request-id", help="same id, same run: makes retries safe")
+    start.set_defaults(func=cmd_start)
+    for name, func, helptext in (
+        ("status", cmd_status, "lock, active rollout and champion"),
+        ("history", cmd_history, "finished runs, newest first"),
+        ("rollback", cmd_rollback, "roll the active rollout back now"),
+    ):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("--model", required=True)
+        if name == "history":
+            p.add_argument("--limit", type=int, default=20)
+        p.set_defaults(func=func)
+    local = sub.add_parser("local", help="the whole cycle on this machine (not built yet)")
+    local.add_argument("rest", nargs=argparse.REMAINDER)
+    local.set_defaults(func=cmd_local)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ModelopsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
