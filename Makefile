@@ -1,5 +1,8 @@
 # The README's two commands: `make demo` (the whole cycle on this machine) and `make test` (every check CI runs).
 SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+# pip prints a warning per package for this machine's extra index locations; keep the log readable.
+QUIET_PIP := 2>&1 | { grep -v 'is ignored: it is neither a file nor a directory' || true; }
 PYTHON ?= python3.11
 VENV := .venv
 SAMVENV := .venv-sam
@@ -12,13 +15,13 @@ AWS_OFFLINE := AWS_DEFAULT_REGION=us-east-1 AWS_REGION=us-east-1 AWS_ACCESS_KEY_
 $(VENV)/.installed: pyproject.toml constraints.txt
 	@echo "==> creating $(VENV) and installing modelops with its local runtime (first run: about a minute)"
 	@$(PYTHON) -m venv $(VENV)
-	@$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[local,dev]'
+	@$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[local,dev]' $(QUIET_PIP)
 	@touch $@
 
 $(SAMVENV)/.installed: requirements-sam.txt
 	@echo "==> installing aws-sam-cli into $(SAMVENV) (its pins conflict with the project's, so it lives apart)"
 	@$(PYTHON) -m venv $(SAMVENV)
-	@$(SAMVENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-sam.txt
+	@$(SAMVENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-sam.txt $(QUIET_PIP)
 	@touch $@
 
 install: $(VENV)/.installed
