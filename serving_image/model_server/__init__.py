@@ -1,0 +1,5 @@
+"""The serving image's Python package: the `train` and `serve` programs of the SageMaker container
+contract, used as the SageMaker training image and as the EKS serving image.
+
+Dependencies are the standard library, numpy, scikit-learn and joblib only (serving_image/requirements.txt).
+"""

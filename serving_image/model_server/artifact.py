@@ -1,0 +1,168 @@
+"""The model artifact: model.joblib + metadata.json (+ evaluation.json) in the model folder, shipped
+by SageMaker as model.tar.gz. One module writes and reads it, so train and serve agree."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import joblib
+import numpy as np
+
+from model_server.contract import METADATA_FILE, MODEL_FILE
+from model_server.errors import ChampionError, ModelLoadError
+
+FORMAT_VERSION = 1
+TASKS = ("binary_classification", "regression")
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    task: str
+    label_column: str
+    feature_columns: tuple[str, ...]
+    # binary classification: (negative label, positive label) as they appear in the CSV
+    classes: tuple[str, str] | None
+    objective_metric: str
+    fault_error_rate: float
+    fault_latency_ms: int
+    n_train: int
+    n_validation: int
+    sklearn_version: str
+    training_job: str | None = None
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+    model_file: str = MODEL_FILE
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def training_rows(self) -> int:
+        return self.n_train + self.n_validation
+
+    def to_dict(self) -> dict[str, Any]:
+        doc = asdict(self)
+        doc["feature_columns"] = list(self.feature_columns)
+        doc["classes"] = list(self.classes) if self.classes else None
+        doc["training_rows"] = self.training_rows
+        return doc
+
+    @classmethod
+    def from_dict(cls, doc: Any, *, source: str) -> ModelMetadata:
+        """Parse metadata.json; ModelLoadError names the bad field."""
+        if not isinstance(doc, dict):
+            raise ModelLoadError(f"{source}: expected a JSON object")
+        try:
+            features = tuple(str(c) for c in doc["feature_columns"])
+            classes = doc.get("classes")
+            meta = cls(
+                task=str(doc["task"]),
+                label_column=str(doc["label_column"]),
+                feature_columns=features,
+                classes=(str(classes[0]), str(classes[1])) if classes else None,
+                objective_metric=str(doc["objective_metric"]),
+                fault_error_rate=float(doc.get("fault_error_rate", 0.0)),
+                fault_latency_ms=int(doc.get("fault_latency_ms", 0)),
+                n_train=int(doc.get("n_train", 0)),
+                n_validation=int(doc.get("n_validation", 0)),
+                sklearn_version=str(doc.get("sklearn_version", "")),
+                training_job=doc.get("training_job"),
+                hyperparameters=dict(doc.get("hyperparameters") or {}),
+                model_file=str(doc.get("model_file", MODEL_FILE)),
+                format_version=int(doc.get("format_version", FORMAT_VERSION)),
+            )
+        except KeyError as exc:
+            raise ModelLoadError(f"{source}: field {exc.args[0]!r} is missing") from None
+        except (TypeError, ValueError, IndexError) as exc:
+            raise ModelLoadError(f"{source}: malformed field: {exc}") from None
+        if meta.task not in TASKS:
+            raise ModelLoadError(f"{source}: task {meta.task!r} is not one of {list(TASKS)}")
+        if not features:
+            raise ModelLoadError(f"{source}: feature_columns is empty")
+        if not 0 <= meta.fault_error_rate <= 1 or meta.fault_latency_ms < 0:
+            raise ModelLoadError(f"{source}: fault_error_rate must be in [0, 1] and fault_latency_ms >= 0")
+        if PurePosixPath(meta.model_file).name != meta.model_file:
+            raise ModelLoadError(f"{source}: model_file {meta.model_file!r} must be a plain file name")
+        return meta
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    estimator: Any
+    metadata: ModelMetadata
+
+    @property
+    def n_features(self) -> int:
+        return len(self.metadata.feature_columns)
+
+    def predict(self, rows: np.ndarray) -> list[float]:
+        """P(positive label) for classification, the predicted value for regression; one per row."""
+        if self.metadata.task == "binary_classification":
+            return [float(p) for p in self.estimator.predict_proba(rows)[:, 1]]
+        return [float(p) for p in self.estimator.predict(rows)]
+
+
+def save_model(model_dir: Path, estimator: Any, metadata: ModelMetadata) -> None:
+    """Write the estimator and its metadata into `model_dir`."""
+    model_dir.mkdir(parents=True, exist_ok=True)
+    joblib.dump(estimator, model_dir / metadata.model_file)
+    write_json(model_dir / METADATA_FILE, metadata.to_dict())
+
+
+def load_model(model_dir: Path) -> LoadedModel:
+    """Load a model folder written by `save_model`; ModelLoadError says which file is wrong."""
+    meta_path = model_dir / METADATA_FILE
+    try:
+        doc = json.loads(meta_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelLoadError(f"{meta_path} not found: is the model folder populated?") from None
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{meta_path} is unreadable: {exc}") from None
+    metadata = ModelMetadata.from_dict(doc, source=str(meta_path))
+    model_path = model_dir / metadata.model_file
+    try:
+        estimator = joblib.load(model_path)
+    except FileNotFoundError:
+        raise ModelLoadError(f"{model_path} not found (named by {METADATA_FILE})") from None
+    except Exception as exc:  # unpickling raises anything
+        raise ModelLoadError(f"{model_path} cannot be loaded: {type(exc).__name__}: {exc}") from None
+    expected = getattr(estimator, "n_features_in_", len(metadata.feature_columns))
+    if expected != len(metadata.feature_columns):
+        raise ModelLoadError(
+            f"{model_path} expects {expected} features but {METADATA_FILE} lists {len(metadata.feature_columns)}"
+        )
+    return LoadedModel(estimator=estimator, metadata=metadata)
+
+
+def extract_model_archive(archive: Path, dest: Path) -> Path:
+    """Unpack a model.tar.gz (regular files and folders only, no paths leaving `dest`) into `dest`."""
+    dest.mkdir(parents=True, exist_ok=True)
+    root = dest.resolve()
+    try:
+        with tarfile.open(archive, mode="r:*") as tar:
+            for member in tar.getmembers():
+                name = PurePosixPath(member.name)
+                if name.is_absolute() or ".." in name.parts:
+                    raise ChampionError(f"{archive.name}: member {member.name!r} leaves the model folder")
+                target = (root / name).resolve()
+                if not target.is_relative_to(root):
+                    raise ChampionError(f"{archive.name}: member {member.name!r} leaves the model folder")
+                if member.isdir():
+                    target.mkdir(parents=True, exist_ok=True)
+                elif member.isfile():
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    source = tar.extractfile(member)
+                    assert source is not None
+                    with source, target.open("wb") as out:
+                        while chunk := source.read(1 << 20):
+                            out.write(chunk)
+                # links and devices are skipped: a model artifact has no use for them
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise ChampionError(f"{archive.name} is not a readable model.tar.gz: {exc}") from None
+    return dest
+
+
+def write_json(path: Path, doc: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")

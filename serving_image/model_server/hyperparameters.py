@@ -1,0 +1,167 @@
+"""Training hyperparameters: SageMaker passes every value as a string; parse and check them here."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from model_server.errors import HyperparameterError
+
+Task = Literal["binary_classification", "regression"]
+TASK_METRICS: dict[str, tuple[str, ...]] = {
+    "binary_classification": ("auc", "accuracy", "f1", "precision", "recall", "logloss"),
+    "regression": ("rmse", "mae", "r2"),
+}
+DEFAULT_METRIC = {"binary_classification": "auc", "regression": "rmse"}
+KNOWN = {
+    "label_column",
+    "feature_columns",
+    "task",
+    "objective_metric",
+    "seed",
+    "validation_fraction",
+    "max_iter",
+    "learning_rate",
+    "max_depth",
+    "fault_error_rate",
+    "fault_latency_ms",
+}
+
+
+@dataclass(frozen=True)
+class TrainingParams:
+    label_column: str
+    feature_columns: tuple[str, ...]
+    task: Task
+    objective_metric: str
+    seed: int = 0
+    validation_fraction: float = 0.2
+    max_iter: int = 100
+    learning_rate: float = 0.1
+    max_depth: int | None = None
+    fault_error_rate: float = 0.0
+    fault_latency_ms: int = 0
+
+    def model_params(self) -> dict[str, Any]:
+        return {"max_iter": self.max_iter, "learning_rate": self.learning_rate, "max_depth": self.max_depth}
+
+
+def parse_hyperparameters(raw: Mapping[str, Any]) -> tuple[TrainingParams, list[str]]:
+    """Typed parameters plus the names of hyperparameters this image ignores (for a warning)."""
+    label = _required_str(raw, "label_column")
+    features = _feature_columns(raw)
+    if label in features:
+        raise HyperparameterError(f"hyperparameter label_column {label!r} is also listed in feature_columns")
+    task = str(raw.get("task") or "binary_classification")
+    if task not in TASK_METRICS:
+        raise HyperparameterError(
+            f"hyperparameter task={task!r} is not supported; expected one of {sorted(TASK_METRICS)}"
+        )
+    metric = str(raw.get("objective_metric") or DEFAULT_METRIC[task])
+    if metric not in TASK_METRICS[task]:
+        raise HyperparameterError(
+            f"hyperparameter objective_metric={metric!r} does not apply to task {task}; "
+            f"expected one of {list(TASK_METRICS[task])}"
+        )
+    fraction = _float(raw, "validation_fraction", 0.2)
+    if not 0.05 <= fraction <= 0.5:
+        raise HyperparameterError(f"hyperparameter validation_fraction={fraction} must be within [0.05, 0.5]")
+    max_iter = _int(raw, "max_iter", 100)
+    if not 1 <= max_iter <= 10_000:
+        raise HyperparameterError(f"hyperparameter max_iter={max_iter} must be within [1, 10000]")
+    learning_rate = _float(raw, "learning_rate", 0.1)
+    if not 0 < learning_rate <= 1:
+        raise HyperparameterError(f"hyperparameter learning_rate={learning_rate} must be within (0, 1]")
+    max_depth = _optional_int(raw, "max_depth")
+    if max_depth is not None and max_depth < 1:
+        raise HyperparameterError(f"hyperparameter max_depth={max_depth} must be >= 1 (or 'none')")
+    error_rate = _float(raw, "fault_error_rate", 0.0)
+    if not 0 <= error_rate <= 1:
+        raise HyperparameterError(f"hyperparameter fault_error_rate={error_rate} must be within [0, 1]")
+    latency = _int(raw, "fault_latency_ms", 0)
+    if not 0 <= latency <= 60_000:
+        raise HyperparameterError(f"hyperparameter fault_latency_ms={latency} must be within [0, 60000]")
+    params = TrainingParams(
+        label_column=label,
+        feature_columns=features,
+        task=task,  # type: ignore[arg-type]  # checked against TASK_METRICS above
+        objective_metric=metric,
+        seed=_int(raw, "seed", 0),
+        validation_fraction=fraction,
+        max_iter=max_iter,
+        learning_rate=learning_rate,
+        max_depth=max_depth,
+        fault_error_rate=error_rate,
+        fault_latency_ms=latency,
+    )
+    return params, sorted(set(raw) - KNOWN)
+
+
+def _required_str(raw: Mapping[str, Any], name: str) -> str:
+    value = raw.get(name)
+    if value is None or not str(value).strip():
+        raise HyperparameterError(f"hyperparameter {name} is required")
+    return str(value).strip()
+
+
+def _feature_columns(raw: Mapping[str, Any]) -> tuple[str, ...]:
+    value = raw.get("feature_columns")
+    if value is None:
+        raise HyperparameterError('hyperparameter feature_columns is required (a JSON list, e.g. ["a", "b"])')
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise HyperparameterError(
+                f'hyperparameter feature_columns={value!r} is not a JSON list (e.g. ["a", "b"])'
+            ) from None
+    if not isinstance(value, list) or not value or not all(isinstance(c, str) and c for c in value):
+        raise HyperparameterError(
+            "hyperparameter feature_columns must be a non-empty JSON list of column names"
+        )
+    if len(set(value)) != len(value):
+        dupes = sorted({c for c in value if value.count(c) > 1})
+        raise HyperparameterError(f"hyperparameter feature_columns lists {dupes} more than once")
+    return tuple(value)
+
+
+def _number(raw: Mapping[str, Any], name: str) -> float | None:
+    value = raw.get(name)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise HyperparameterError(f"hyperparameter {name}={value!r} is not a number") from None
+    if not math.isfinite(number):
+        raise HyperparameterError(f"hyperparameter {name}={value!r} is not a finite number")
+    return number
+
+
+def _float(raw: Mapping[str, Any], name: str, default: float) -> float:
+    number = _number(raw, name)
+    return default if number is None else number
+
+
+def _int(raw: Mapping[str, Any], name: str, default: int) -> int:
+    number = _number(raw, name)
+    if number is None:
+        return default
+    if number != int(number):
+        raise HyperparameterError(f"hyperparameter {name}={raw.get(name)!r} is not a whole number")
+    return int(number)
+
+
+def _optional_int(raw: Mapping[str, Any], name: str) -> int | None:
+    value = raw.get(name)
+    if isinstance(value, str) and value.strip().lower() in {"none", "null"}:
+        return None
+    number = _number(raw, name)
+    if number is None:
+        return None
+    if number != int(number):
+        raise HyperparameterError(f"hyperparameter {name}={value!r} is not a whole number")
+    return int(number)

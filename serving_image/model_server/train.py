@@ -1,0 +1,343 @@
+"""The `train` program of the SageMaker container contract.
+
+Reads input/config/hyperparameters.json and the CSV files of channel `train`, fits a scikit-learn
+HistGradientBoosting model on a deterministic split, evaluates it (and the champion from the
+optional `champion` channel) on the same holdout, and writes model/ (model.joblib, metadata.json,
+evaluation.json) plus output/data/evaluation.json. Metric lines such as `validation:auc=0.91` go to
+stdout for SageMaker's MetricDefinitions. On error: one line in output/failure, exit code 1.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from model_server.artifact import (
+    LoadedModel,
+    ModelMetadata,
+    extract_model_archive,
+    load_model,
+    save_model,
+    write_json,
+)
+from model_server.contract import (
+    CHAMPION_CHANNEL,
+    EVALUATION_FILE,
+    METADATA_FILE,
+    TRAIN_CHANNEL,
+    TRAINING_JOB_NAME_ENV,
+    ContainerPaths,
+    container_paths,
+)
+from model_server.dataset import channel_csv_files, read_table
+from model_server.errors import (
+    ChampionError,
+    HyperparameterError,
+    ModelLoadError,
+    TrainingDataError,
+    TrainingError,
+)
+from model_server.hyperparameters import TrainingParams, parse_hyperparameters
+from model_server.metrics import classification_metrics, regression_metrics
+
+log = logging.getLogger("model_server.train")
+FAILURE_REASON_MAX = 1000  # SageMaker's FailureReason holds at most 1024 characters
+_POSITIVE_WORDS = {"true", "yes", "y", "t"}
+_NEGATIVE_WORDS = {"false", "no", "n", "f"}
+
+
+@dataclass(frozen=True)
+class Champion:
+    model: LoadedModel
+    source: str
+
+
+def main(env: Mapping[str, str] | None = None) -> int:
+    """Run training under the contract; 0 on success, 1 after writing output/failure."""
+    env = os.environ if env is None else env
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    paths = container_paths(env)
+    try:
+        train(paths, training_job=env.get(TRAINING_JOB_NAME_ENV))
+    except TrainingError as exc:
+        write_failure(paths, str(exc))
+        return 1
+    except Exception as exc:  # anything else is still a failed job with a readable reason
+        traceback.print_exc(file=sys.stderr)
+        write_failure(paths, f"{type(exc).__name__}: {exc}")
+        return 1
+    return 0
+
+
+def write_failure(paths: ContainerPaths, reason: str) -> None:
+    """The contract's failure file: one line, which SageMaker reports as FailureReason."""
+    line = " ".join(reason.split())[:FAILURE_REASON_MAX]
+    log.error("training failed: %s", line)
+    paths.failure_file.parent.mkdir(parents=True, exist_ok=True)
+    paths.failure_file.write_text(line + "\n", encoding="utf-8")
+
+
+def train(paths: ContainerPaths, *, training_job: str | None = None) -> dict[str, Any]:
+    """Train, evaluate and write the model folder; returns evaluation.json's document."""
+    started = time.monotonic()
+    params, ignored = parse_hyperparameters(_read_hyperparameters(paths.hyperparameters_file))
+    if ignored:
+        log.warning("ignoring hyperparameters this image does not use: %s", ignored)
+    champion = load_champion(paths.channel_dir(CHAMPION_CHANNEL))
+    columns = list(params.feature_columns)
+    if champion:
+        columns += [c for c in champion.model.metadata.feature_columns if c not in columns]
+
+    channel_dir = paths.channel_dir(TRAIN_CHANNEL)
+    files = channel_csv_files(channel_dir, TRAIN_CHANNEL)
+    try:
+        table = read_table(files, root=channel_dir, label_column=params.label_column, columns=columns)
+    except TrainingDataError as exc:
+        if champion and "feature columns" in str(exc):
+            # The champion's columns may be gone (a schema change): retry without them.
+            log.warning("champion's feature columns unavailable, retrying without them: %s", exc)
+            columns = list(params.feature_columns)
+            table = read_table(files, root=channel_dir, label_column=params.label_column, columns=columns)
+        else:
+            raise
+    source = ", ".join(table.files)
+    y, classes = encode_labels(table.labels, params, source=source)
+    features = table.values[:, : len(params.feature_columns)]
+    train_idx, val_idx = split_indices(y, params, source=source)
+
+    estimator = _estimator(params)
+    estimator.fit(features[train_idx], y[train_idx])
+    loaded = LoadedModel(estimator, _metadata(params, classes, len(train_idx), len(val_idx), training_job))
+    candidate = _score(loaded, features[val_idx], y[val_idx])
+    train_scores = _score(loaded, features[train_idx], y[train_idx])
+
+    champion_score, champion_note = None, None
+    if champion:
+        champion_score, champion_note = _score_champion(
+            champion,
+            table.columns,
+            table.values[val_idx],
+            [table.labels[i] for i in val_idx],
+            y[val_idx],
+            params,
+        )
+
+    metric = params.objective_metric
+    for name, value in candidate.items():
+        print(f"validation:{name}={value:.6f}", flush=True)
+    print(f"train:{metric}={train_scores[metric]:.6f}", flush=True)
+    if champion_score is not None:
+        print(f"champion:{metric}={champion_score[metric]:.6f}", flush=True)
+
+    evaluation: dict[str, Any] = {
+        "metric": metric,
+        "candidate": candidate[metric],
+        "champion": champion_score[metric] if champion_score else None,
+        "n_train": len(train_idx),
+        "n_validation": len(val_idx),
+        "task": params.task,
+        "metrics": candidate,
+        "champion_metrics": champion_score,
+    }
+    if champion_note:
+        evaluation["champion_skipped"] = champion_note
+    save_model(paths.model_dir, estimator, loaded.metadata)
+    write_json(paths.model_dir / EVALUATION_FILE, evaluation)
+    paths.output_data_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(paths.model_dir / EVALUATION_FILE, paths.output_data_dir / EVALUATION_FILE)
+    log.info(
+        "trained on %d rows, validated on %d: %s=%.4f (champion %s) in %.2fs",
+        len(train_idx),
+        len(val_idx),
+        metric,
+        candidate[metric],
+        "none" if champion_score is None else f"{champion_score[metric]:.4f}",
+        time.monotonic() - started,
+    )
+    return evaluation
+
+
+def _read_hyperparameters(path: Path) -> dict[str, Any]:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise HyperparameterError(f"{path.name} not found at {path}") from None
+    except (OSError, ValueError) as exc:
+        raise HyperparameterError(f"{path.name} is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise HyperparameterError(f"{path.name} must hold a JSON object")
+    return doc
+
+
+def encode_labels(
+    labels: Sequence[str], params: TrainingParams, *, source: str
+) -> tuple[np.ndarray, tuple[str, str] | None]:
+    """0/1 labels and (negative, positive) for classification; float labels for regression."""
+    if params.task == "regression":
+        try:
+            return np.asarray([float(v) for v in labels], dtype=np.float64), None
+        except ValueError:
+            bad = next(v for v in labels if not _is_number(v))
+            raise TrainingDataError(
+                f"label column {params.label_column!r} in {source} has a non-numeric value {bad!r}; "
+                "task regression needs numbers"
+            ) from None
+    distinct = sorted(set(labels))
+    if len(distinct) != 2:
+        shown = distinct[:5]
+        raise TrainingDataError(
+            f"label column {params.label_column!r} in {source} has {len(distinct)} distinct values "
+            f"{shown}{'...' if len(distinct) > 5 else ''}; binary_classification needs exactly 2"
+        )
+    classes = _order_classes(distinct[0], distinct[1])
+    return np.asarray([1 if v == classes[1] else 0 for v in labels], dtype=np.int64), classes
+
+
+def _order_classes(a: str, b: str) -> tuple[str, str]:
+    """(negative, positive): numbers by value (0 < 1), true/yes positive, else alphabetical."""
+    if _is_number(a) and _is_number(b):
+        return (a, b) if float(a) < float(b) else (b, a)
+    if a.lower() in _POSITIVE_WORDS and b.lower() in _NEGATIVE_WORDS:
+        return (b, a)
+    return (a, b)
+
+
+def _is_number(value: str) -> bool:
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
+
+
+def split_indices(y: np.ndarray, params: TrainingParams, *, source: str) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic (seeded) train/validation split; stratified by label for classification."""
+    rng = np.random.default_rng(params.seed)
+    if params.task == "regression":
+        if len(y) < 10:
+            raise TrainingDataError(f"{source}: {len(y)} data rows; training needs at least 10")
+        order = rng.permutation(len(y))
+        n_val = max(2, round(len(y) * params.validation_fraction))
+        return np.sort(order[n_val:]), np.sort(order[:n_val])
+    train_parts, val_parts = [], []
+    for cls in (0, 1):
+        members = np.flatnonzero(y == cls)
+        if len(members) < 4:
+            raise TrainingDataError(
+                f"{source}: label column {params.label_column!r} has {len(members)} rows of one class; "
+                "training needs at least 4 of each"
+            )
+        members = rng.permutation(members)
+        n_val = max(1, round(len(members) * params.validation_fraction))
+        val_parts.append(members[:n_val])
+        train_parts.append(members[n_val:])
+    return np.sort(np.concatenate(train_parts)), np.sort(np.concatenate(val_parts))
+
+
+def load_champion(channel_dir: Path) -> Champion | None:
+    """The model in production, from the optional champion channel (a model.tar.gz); None if absent."""
+    if not channel_dir.is_dir() or not any(p.is_file() for p in channel_dir.rglob("*")):
+        return None
+    archives = sorted(p for p in channel_dir.rglob("*.tar.gz") if p.is_file())
+    try:
+        if (channel_dir / METADATA_FILE).is_file():
+            return Champion(load_model(channel_dir), source=str(channel_dir))
+        if not archives:
+            raise ChampionError(f"channel {CHAMPION_CHANNEL!r} holds no model.tar.gz in {channel_dir}")
+        with tempfile.TemporaryDirectory(prefix="champion-") as tmp:
+            # load_model reads everything into memory, so the folder can go afterwards
+            return Champion(
+                load_model(extract_model_archive(archives[0], Path(tmp))), source=archives[0].name
+            )
+    except ModelLoadError as exc:
+        raise ChampionError(f"champion model is unusable: {exc}") from None
+
+
+def _score_champion(
+    champion: Champion,
+    columns: Sequence[str],
+    values: np.ndarray,
+    raw_labels: Sequence[str],
+    y: np.ndarray,
+    params: TrainingParams,
+) -> tuple[dict[str, float] | None, str | None]:
+    """The champion's metrics on the candidate's holdout, or (None, why it cannot be compared)."""
+    meta = champion.model.metadata
+    if meta.task != params.task:
+        return None, f"champion task {meta.task} differs from {params.task}"
+    missing = [c for c in meta.feature_columns if c not in columns]
+    if missing:
+        return None, f"champion feature columns {missing} are not in the training data"
+    rows = values[:, [list(columns).index(c) for c in meta.feature_columns]]
+    if meta.classes is not None:
+        unknown = sorted(set(raw_labels) - set(meta.classes))
+        if unknown:
+            return (
+                None,
+                f"holdout labels {unknown} are unknown to the champion (classes {list(meta.classes)})",
+            )
+        y = np.asarray([1 if v == meta.classes[1] else 0 for v in raw_labels], dtype=np.int64)
+    try:
+        return _score(champion.model, rows, y), None
+    except ValueError as exc:
+        return None, f"champion cannot predict on the holdout: {exc}"
+
+
+def _score(model: LoadedModel, rows: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    predicted = np.asarray(model.predict(rows))
+    if model.metadata.task == "binary_classification":
+        return classification_metrics(y, predicted)
+    return regression_metrics(y, predicted)
+
+
+def _estimator(params: TrainingParams) -> Any:
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+
+    cls = (
+        HistGradientBoostingClassifier
+        if params.task == "binary_classification"
+        else HistGradientBoostingRegressor
+    )
+    # early_stopping=False: "auto" would carve its own random validation split on large data.
+    return cls(**params.model_params(), random_state=params.seed, early_stopping=False)
+
+
+def _metadata(
+    params: TrainingParams,
+    classes: tuple[str, str] | None,
+    n_train: int,
+    n_val: int,
+    training_job: str | None,
+) -> ModelMetadata:
+    import sklearn
+
+    return ModelMetadata(
+        task=params.task,
+        label_column=params.label_column,
+        feature_columns=params.feature_columns,
+        classes=classes,
+        objective_metric=params.objective_metric,
+        fault_error_rate=params.fault_error_rate,
+        fault_latency_ms=params.fault_latency_ms,
+        n_train=n_train,
+        n_validation=n_val,
+        sklearn_version=sklearn.__version__,
+        training_job=training_job,
+        hyperparameters={
+            "seed": params.seed,
+            "validation_fraction": params.validation_fraction,
+            **params.model_params(),
+        },
+    )

@@ -1,0 +1,101 @@
+"""The files CodeBuild uses to build the image: Dockerfile, requirements.txt, buildspec.yml."""
+
+from __future__ import annotations
+
+import re
+from importlib.metadata import version
+from pathlib import Path
+
+import yaml
+
+IMAGE_DIR = Path(__file__).resolve().parents[3] / "serving_image"
+
+
+def _stages(dockerfile: str) -> dict[str, list[str]]:
+    """Instructions per build stage (continuation lines joined, comments dropped)."""
+    text = re.sub(r"\\\n\s*", " ", dockerfile)
+    stages: dict[str, list[str]] = {}
+    current = None
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        match = re.match(r"FROM\s+\S+\s+AS\s+(\S+)", line, re.IGNORECASE)
+        if match:
+            current = match.group(1)
+            stages[current] = []
+        elif current:
+            stages[current].append(line)
+    return stages
+
+
+def test_requirements_pin_the_versions_the_tests_run_with():
+    # Given the image's requirements
+    pins = {}
+    for line in (IMAGE_DIR / "requirements.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, _, pinned = line.partition("==")
+            assert pinned, f"{line!r} is not pinned with =="
+            pins[name] = pinned
+
+    # Then every pin equals the version installed here, so the image serves what was tested
+    assert set(pins) >= {"numpy", "scikit-learn", "scipy", "joblib"}
+    assert {name: version(name) for name in pins} == pins
+
+
+def test_dockerfile_is_multi_stage_non_root_and_serves_on_8080():
+    stages = _stages((IMAGE_DIR / "Dockerfile").read_text())
+
+    # The builder installs the pinned requirements into a venv; the final stages copy only the venv
+    assert list(stages) == ["builder", "runtime", "model", "serving"]
+    assert any("pip install" in i and "requirements.txt" in i for i in stages["builder"])
+    assert not any("pip install" in i for i in stages["runtime"] + stages["serving"])
+    assert "COPY --from=builder /opt/venv /opt/venv" in stages["runtime"]
+    # train and serve are on PATH, the process is not root, the port is exposed
+    env = " ".join(i for i in stages["runtime"] if i.startswith("ENV "))
+    assert "PATH=/opt/program/bin:/opt/venv/bin:$PATH" in env
+    assert any(i.startswith("COPY") and "bin/train" in i and "bin/serve" in i for i in stages["runtime"])
+    for stage in ("runtime", "serving"):
+        assert [i for i in stages[stage] if i.startswith("USER")][-1] == "USER 10001"
+        assert "EXPOSE 8080" in stages[stage]
+    # The model stage unpacks the MODEL_ARTIFACT build argument into /opt/ml/model of the final image
+    assert "ARG MODEL_ARTIFACT=model.tar.gz" in stages["model"]
+    assert any("tar --extract" in i for i in stages["model"])
+    assert "COPY --from=model --chown=10001:10001 /model /opt/ml/model" in stages["serving"]
+
+
+def test_the_copied_paths_exist():
+    # Every path the Dockerfile copies from the context exists (the build context is serving_image/)
+    for line in (IMAGE_DIR / "Dockerfile").read_text().splitlines():
+        if line.startswith("COPY ") and "--from=" not in line and "${" not in line:
+            sources = [p for p in line.split()[1:-1] if not p.startswith("--")]
+            for source in sources:
+                assert (IMAGE_DIR / source).exists(), f"Dockerfile copies missing {source}"
+    for program in ("train", "serve"):
+        assert (IMAGE_DIR / "bin" / program).stat().st_mode & 0o111, f"bin/{program} is not executable"
+
+
+def test_buildspec_uses_the_workflow_variables_and_exports_the_digest():
+    # Given the buildspec
+    text = (IMAGE_DIR / "buildspec.yml").read_text()
+    spec = yaml.safe_load(text)
+
+    # Then it is a v0.2 buildspec that exports the digest for BatchGetBuilds
+    assert spec["version"] == 0.2
+    assert "IMAGE_DIGEST" in spec["env"]["exported-variables"]
+    # And it uses what modelops.pipeline.start_build passes
+    for variable in (
+        "MODEL_ARTIFACT_S3_URI",
+        "IMAGE_REPOSITORY_URI",
+        "IMAGE_TAG",
+        "MODEL_NAME",
+        "MODEL_VERSION",
+    ):
+        assert f"${{{variable}" in text or f"${variable}" in text, variable
+    commands = [c for phase in spec["phases"].values() for c in phase["commands"]]
+    assert any(c.startswith("aws s3 cp") and "MODEL_ARTIFACT_S3_URI" in c for c in commands)
+    assert any("docker build" in c and "MODEL_ARTIFACT=model.tar.gz" in c for c in commands)
+    assert any(c.startswith("docker push") for c in commands)
+    assert any("RepoDigests" in c for c in commands)
+    assert any(c.startswith("IMAGE_DIGEST=") for c in commands)

@@ -1,0 +1,193 @@
+"""/invocations bodies and the model service behind the endpoints (in-process, no sockets)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from model_server.contract import serve_settings
+from model_server.emf import RequestMetrics
+from model_server.errors import BadRequestError
+from model_server.inputs import parse_instances
+from model_server.server import ModelService
+from model_server.train import main as train_main
+
+from modelops_local.sample_data import CHURN_FEATURES, CHURN_LABEL, generate_churn_csv
+
+FEATURES = ("a", "b", "c")
+
+
+def test_json_instances_as_lists_objects_or_a_bare_list():
+    # Given the three JSON shapes the server accepts
+    bodies = [
+        {"instances": [[1, 2, 3], [4, 5, None]]},
+        {"instances": [{"a": 1, "b": 2, "c": 3}, {"c": None, "b": 5, "a": 4}]},
+        [[1, 2, 3], [4, 5, None]],
+    ]
+    for body in bodies:
+        # When parsed
+        rows = parse_instances(json.dumps(body).encode(), "application/json; charset=utf-8", FEATURES)
+
+        # Then they give the same matrix, null as NaN, in the model's feature order
+        assert rows.shape == (2, 3)
+        assert rows[0].tolist() == [1.0, 2.0, 3.0]
+        assert rows[1][:2].tolist() == [4.0, 5.0] and math.isnan(rows[1][2])
+
+
+def test_csv_rows_without_header():
+    # Given CSV rows with an empty cell and a blank line
+    rows = parse_instances(b"1,2,3\n\n4,,6\n", "text/csv", FEATURES)
+
+    # Then every row is parsed, the empty cell is NaN
+    assert rows.shape == (2, 3)
+    assert math.isnan(rows[1][1])
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status", "message"),
+    [
+        (
+            b'{"instances": [[1, 2]]}',
+            "application/json",
+            400,
+            "instance 0 has 2 values; the model expects 3 features (a, b, c)",
+        ),
+        (b"1,2\n", "text/csv", 400, "CSV line 1 has 2 values; the model expects 3 features (a, b, c)"),
+        (b'{"instances": [{"a": 1, "b": 2}]}', "application/json", 400, "instance 0 lacks features ['c']"),
+        (
+            b'{"instances": [{"a": 1, "b": 2, "c": 3, "d": 4}]}',
+            "application/json",
+            400,
+            "unknown features ['d']",
+        ),
+        (
+            b'{"instances": [[1, "x", 3]]}',
+            "application/json",
+            400,
+            "instance 0 feature 'b' is not a number: 'x'",
+        ),
+        (b'{"rows": []}', "application/json", 400, 'JSON object has no "instances" field'),
+        (b'{"instances": []}', "application/json", 400, "no instances"),
+        (b"{not json", "application/json", 400, "body is not valid JSON"),
+        (b"1,2,3", "text/plain", 415, "unsupported Content-Type 'text/plain'"),
+        (b"1,2,3", None, 415, "unsupported Content-Type 'none'"),
+    ],
+)
+def test_bad_requests_are_refused_with_a_clear_message(body, content_type, status, message):
+    # When a bad body is parsed
+    with pytest.raises(BadRequestError) as caught:
+        parse_instances(body, content_type, FEATURES)
+
+    # Then the status and the message say what is wrong
+    assert caught.value.status == status
+    assert message in caught.value.message
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    """A model trained once for this module."""
+    base = tmp_path_factory.mktemp("ml")
+    (base / "input" / "config").mkdir(parents=True)
+    (base / "input" / "config" / "hyperparameters.json").write_text(
+        json.dumps(
+            {
+                "label_column": CHURN_LABEL,
+                "feature_columns": json.dumps(list(CHURN_FEATURES)),
+                "max_iter": "10",
+            }
+        )
+    )
+    generate_churn_csv(base / "input" / "data" / "train" / "d.csv", 200, 3)
+    assert train_main({"SAGEMAKER_BASE_DIR": str(base)}) == 0
+    return base / "model"
+
+
+def _service(model_dir: Path, error_rate: float = 0.0, **env: str) -> ModelService:
+    meta = json.loads((model_dir / "metadata.json").read_text())
+    meta["fault_error_rate"] = error_rate
+    (model_dir / "metadata.json").write_text(json.dumps(meta))
+    settings = serve_settings({"MODELOPS_MODEL": "churn", "MODELOPS_VERSION": "7", **env})
+    metrics = RequestMetrics(namespace="ModelOps", model="churn", variant="stable", version="7")
+    return ModelService(model_dir, settings, metrics)
+
+
+def test_ping_is_503_until_the_model_is_loaded_then_200(model_dir):
+    # Given a service that has not loaded its model yet
+    service = _service(model_dir)
+    assert service.ping()[0] == 503
+
+    # When it loads
+    service.load()
+
+    # Then it is ready and predicts probabilities, one per row, with its version
+    assert service.ping() == (200, {"status": "ready", "model_version": "7"})
+    status, doc = service.invoke(
+        json.dumps({"instances": [[10, 80, 2, 30, 1, 0]] * 3}).encode(), "application/json"
+    )
+    assert status == 200
+    assert len(doc["predictions"]) == 3 and all(0.0 <= p <= 1.0 for p in doc["predictions"])
+    assert doc["model_version"] == "7"
+
+
+def test_an_unloadable_model_keeps_ping_at_503_with_the_reason(tmp_path):
+    # Given an empty model folder
+    service = _service_without_model(tmp_path)
+
+    # When it tries to load
+    service.load()
+
+    # Then ping stays 503 and says why
+    status, doc = service.ping()
+    assert status == 503 and "metadata.json not found" in doc["error"]
+    assert service.invoke(b"[]", "application/json")[0] == 503
+
+
+def _service_without_model(tmp_path: Path) -> ModelService:
+    settings = serve_settings({})
+    return ModelService(
+        tmp_path, settings, RequestMetrics(namespace="N", model="m", variant="stable", version="v")
+    )
+
+
+def test_wrong_feature_count_names_the_expected_count(model_dir):
+    # Given a loaded model with six features
+    service = _service(model_dir)
+    service.load()
+
+    # When a row has five values
+    status, doc = service.invoke(b"1,2,3,4,5\n", "text/csv")
+
+    # Then the answer is 400 naming the expected count
+    assert status == 400
+    assert "the model expects 6 features" in doc["error"]
+
+
+def test_fault_error_rate_from_metadata_fails_that_fraction_of_requests(model_dir):
+    # Given a model version whose metadata says 30% of requests fail
+    body = json.dumps({"instances": [[10, 80, 2, 30, 1, 0]]}).encode()
+
+    def statuses() -> list[int]:
+        service = _service(model_dir, error_rate=0.3)
+        service.load()
+        return [service.invoke(body, "application/json")[0] for _ in range(400)]
+
+    # When it answers 400 requests
+    first = statuses()
+
+    # Then about 30% are 500s and the rest succeed
+    assert 90 <= first.count(500) <= 150
+    assert first.count(200) == 400 - first.count(500)
+    # And the faults are seeded: a fresh process of the same version fails the same requests
+    assert statuses() == first
+
+
+def test_fault_free_version_never_fails(model_dir):
+    # Given a model version without faults
+    service = _service(model_dir, error_rate=0.0)
+    service.load()
+    body = json.dumps({"instances": [[10, 80, 2, 30, 1, 0]]}).encode()
+
+    # Then every request succeeds
+    assert {service.invoke(body, "application/json")[0] for _ in range(50)} == {200}
