@@ -106,10 +106,10 @@ class FakeKube:
         return []
 
     def service_proxy_post(
-        self, namespace: str, service: str, port: int, path: str, body: str, content_type: str
+        self, namespace: str, service: str, port: int, path: str, body: Any, content_type: str
     ) -> tuple[int, str]:
         self._fault("proxy", service)
-        return self.predict(json.loads(body)["instances"])
+        return self.predict(body["instances"])
 
 
 FORBIDDEN = KubeForbiddenError(

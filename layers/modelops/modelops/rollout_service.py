@@ -160,7 +160,7 @@ class RolloutService:
             k.canary_service,
             k.port,
             "invocations",
-            json.dumps({"instances": rows}),
+            {"instances": rows},
             "application/json",
         )
         where = f"service {k.namespace}/{k.canary_service}:{k.port}/invocations"

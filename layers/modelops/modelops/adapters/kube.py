@@ -62,15 +62,19 @@ class KubeClient:
         return list(body.get("items", []))
 
     def service_proxy_post(
-        self, namespace: str, service: str, port: int, path: str, body: str, content_type: str
+        self, namespace: str, service: str, port: int, path: str, body: Any, content_type: str
     ) -> tuple[int, str]:
         """POST through the API server's service proxy; returns (status, body). Non-2xx is returned,
-        not raised, when the backend answered (the caller judges predictions)."""
+        not raised, when the backend answered (the caller judges predictions).
+
+        `body` is a JSON-serialisable object for `application/json` (the client encodes it) or a
+        str for other content types (sent as is)."""
         from kubernetes.client.exceptions import ApiException
 
         api = self.core.api_client
         url = f"/api/v1/namespaces/{namespace}/services/{service}:{port}/proxy/{path.lstrip('/')}"
         try:
+            # With _preload_content=False the client returns the raw urllib3 response.
             response = api.call_api(
                 url,
                 "POST",
@@ -79,9 +83,8 @@ class KubeClient:
                 auth_settings=["BearerToken"],
                 _preload_content=False,
                 _request_timeout=REQUEST_TIMEOUT,
-                response_type=None,
             )
-            return int(response[1]), response[0].data.decode("utf-8", "replace")
+            return int(response.status), response.data.decode("utf-8", "replace")
         except ApiException as exc:
             if exc.status in (401, 403):
                 self._raise(exc, "create", f"services/proxy {namespace}/{service}")
