@@ -1,0 +1,348 @@
+"""Every patch of moto's internals the local runtime makes, in one place (moto 5.2.5).
+
+`MotoPatches` applies patches and undoes them (LIFO). Each patch replaces one moto symbol listed in
+`PATCHED_SYMBOLS`; `tests/unit/local/runtime/test_moto_patch_guards.py` fails loudly when one of
+them moves or changes signature.
+
+- `route_lambda(invoker)`: Lambda Invoke (RequestResponse, Event, DryRun) runs the function in the
+  local runtime. A function error sets `X-Amz-Function-Error: Unhandled` and the payload is
+  Lambda's error document, which moto's Step Functions interpreter turns into Error = errorType,
+  Cause = payload, as AWS does. No free worker -> TooManyRequestsException (429).
+- `route_eventbridge(delivery)`: rules deliver to Lambda and Step Functions targets (moto raises
+  NotImplementedError for both) through `events.EventDelivery`; disabled rules deliver nothing.
+  moto keeps delivering its own target kinds (SQS, logs, buses, archives, API destinations).
+- `route_sagemaker(create=, describe=, stop=)`, `route_codebuild(start=, batch_get=)`,
+  `route_eks_describe_cluster(endpoint, ca_pem)`: hand these APIs to other stand-ins.
+- `s3_policy_conditions(context)`: moto applies a bucket policy statement whatever its Condition
+  says (it only understands StringEquals and ignores missing keys), so the template's TLS-only Deny
+  would refuse every object request. Conditions are evaluated against `context` (by default
+  `aws:SecureTransport = true`: the local endpoint stands in for AWS's HTTPS endpoint).
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import fnmatch
+import json
+import logging
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from modelops_local.events import EventDelivery
+    from modelops_local.lambda_runtime import LambdaInvoker
+
+LOG = logging.getLogger(__name__)
+
+#: module, attribute path, parameter names (None: the attribute must NOT exist in moto).
+PATCHED_SYMBOLS: list[tuple[str, str, tuple[str, ...] | None]] = [
+    (
+        "moto.awslambda_simple.models",
+        "LambdaSimpleBackend.invoke",
+        ("self", "function_name", "qualifier", "body", "headers", "response_headers"),
+    ),
+    ("moto.events.models", "Rule.send_to_targets", ("self", "original_event", "transform_input")),
+    ("moto.sagemaker.responses", "SageMakerResponse.create_training_job", ("self",)),
+    ("moto.sagemaker.responses", "SageMakerResponse.describe_training_job", ("self",)),
+    ("moto.sagemaker.responses", "SageMakerResponse.stop_training_job", None),
+    ("moto.codebuild.responses", "CodeBuildResponse.start_build", ("self",)),
+    ("moto.codebuild.responses", "CodeBuildResponse.batch_get_builds", ("self",)),
+    ("moto.eks.models", "EKSBackend.describe_cluster", ("self", "name")),
+    ("moto.s3.models", "FakeBucket.get_permission", ("self", "action", "resource")),
+]
+
+TRUSTED_TRANSPORT: dict[str, str] = {"aws:SecureTransport": "true"}
+
+
+class RouteError(Exception):
+    """Raised by an injected callable to return an AWS error (`code`, `message`, HTTP `status`)."""
+
+    def __init__(self, code: str, message: str, status: int = 400) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.status = status
+
+
+def _aws_error(code: str, message: str, status: int) -> Exception:
+    from moto.core.exceptions import JsonRESTError
+
+    error = JsonRESTError(code, message)
+    error.code = status
+    return error
+
+
+def _request_json(response: Any) -> dict[str, Any]:
+    body = response.body
+    if isinstance(body, bytes):
+        body = body.decode()
+    return dict(json.loads(body)) if body else {}
+
+
+def _routed(call: Callable[[], Any]) -> Any:
+    from moto.core.responses import ActionResult
+
+    try:
+        return ActionResult(call())
+    except RouteError as exc:
+        raise _aws_error(exc.code, exc.message, exc.status) from exc
+
+
+class MotoPatches:
+    """Applies the runtime's patches to moto; `undo()` (or leaving the `with` block) restores moto."""
+
+    def __init__(self) -> None:
+        self._undo: list[Callable[[], None]] = []
+
+    # ------------------------------------------------------------------ mechanics
+    def _replace(self, owner: Any, name: str, value: Any) -> None:
+        missing = object()
+        original = owner.__dict__.get(name, missing)
+
+        def restore() -> None:
+            if original is missing:
+                delattr(owner, name)
+            else:
+                setattr(owner, name, original)
+
+        setattr(owner, name, value)
+        self._undo.append(restore)
+
+    def undo(self) -> None:
+        """Restore every patched symbol, most recent first."""
+        while self._undo:
+            self._undo.pop()()
+
+    def __enter__(self) -> MotoPatches:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.undo()
+
+    # ------------------------------------------------------------------ Lambda
+    def route_lambda(self, invoker: LambdaInvoker) -> None:
+        """Run Lambda Invoke through `invoker` (the local runtime or `InProcessLambda`)."""
+        from moto.awslambda_simple.models import LambdaSimpleBackend
+
+        from modelops_local.lambda_runtime import (
+            EVENT,
+            InvalidRequestContentError,
+            LambdaRuntimeError,
+            LambdaThrottledError,
+            UnknownFunctionError,
+        )
+
+        def invoke(
+            backend: Any,
+            function_name: str,
+            qualifier: str | None,
+            body: Any,
+            headers: Any,
+            response_headers: Any,
+        ) -> bytes:
+            function = backend.get_function(function_name, qualifier)  # unknown -> ResourceNotFoundException
+            invocation_type = (headers or {}).get("X-Amz-Invocation-Type") or "RequestResponse"
+            response_headers["X-Amz-Executed-Version"] = "$LATEST"
+            if invocation_type == "DryRun":
+                return b""
+            payload = body.encode() if isinstance(body, str) else (body or b"")
+            try:
+                if invocation_type == EVENT:
+                    invoker.invoke_async(function.function_arn, payload)
+                    return b""
+                result = invoker.invoke(function.function_arn, payload)
+            except LambdaThrottledError as exc:
+                raise _aws_error("TooManyRequestsException", f"Rate Exceeded. {exc}", 429) from exc
+            except UnknownFunctionError as exc:
+                raise _aws_error(
+                    "ResourceNotFoundException",
+                    f"{exc} (it exists in moto; only functions deployed from the template have code locally)",
+                    404,
+                ) from exc
+            except InvalidRequestContentError as exc:
+                raise _aws_error("InvalidRequestContentException", str(exc), 400) from exc
+            except LambdaRuntimeError as exc:
+                raise _aws_error("ServiceException", str(exc), 500) from exc
+            if result.function_error:
+                response_headers["x-amz-function-error"] = result.function_error
+            return result.payload
+
+        self._replace(LambdaSimpleBackend, "invoke", invoke)
+
+    # ------------------------------------------------------------------ EventBridge
+    def route_eventbridge(self, delivery: EventDelivery) -> None:
+        """Deliver matched events to Lambda and Step Functions targets through `delivery`."""
+        from moto.events.models import Rule
+
+        original = Rule.send_to_targets
+
+        def send_to_targets(rule: Any, original_event: dict[str, Any], transform_input: bool = True) -> None:
+            if not str(rule.state).startswith("ENABLED"):
+                return
+            if not rule.event_pattern.matches_event(original_event):
+                return
+            ours = [t for t in rule.targets if delivery.handles(str(t.get("Arn", "")))]
+            others = [t for t in rule.targets if t not in ours]
+            if ours:
+                delivery.deliver_rule_event(rule.arn, ours, original_event)
+            if others:
+                proxy = copy.copy(rule)
+                proxy.targets = others
+                original(proxy, original_event, transform_input)  # type: ignore[arg-type]
+
+        self._replace(Rule, "send_to_targets", send_to_targets)
+
+    # ------------------------------------------------------------------ SageMaker
+    def route_sagemaker(
+        self,
+        *,
+        create: Callable[[dict[str, Any]], dict[str, Any]],
+        describe: Callable[[str], dict[str, Any]],
+        stop: Callable[[str], None],
+    ) -> None:
+        """CreateTrainingJob(request) -> response, DescribeTrainingJob(name) -> response, StopTrainingJob(name).
+
+        Requests and responses use the API's member names; datetimes are serialised by moto.
+        Raise `RouteError("ValidationException", "Requested resource not found.")` for an unknown job.
+        """
+        from moto.sagemaker.responses import SageMakerResponse
+
+        def create_training_job(response: Any) -> Any:
+            return _routed(lambda: create(_request_json(response)))
+
+        def describe_training_job(response: Any) -> Any:
+            return _routed(lambda: describe(str(_request_json(response)["TrainingJobName"])))
+
+        def stop_training_job(response: Any) -> Any:
+            def call() -> dict[str, Any]:
+                stop(str(_request_json(response)["TrainingJobName"]))
+                return {}
+
+            return _routed(call)
+
+        self._replace(SageMakerResponse, "create_training_job", create_training_job)
+        self._replace(SageMakerResponse, "describe_training_job", describe_training_job)
+        self._replace(SageMakerResponse, "stop_training_job", stop_training_job)
+
+    # ------------------------------------------------------------------ CodeBuild
+    def route_codebuild(
+        self,
+        *,
+        start: Callable[[dict[str, Any]], dict[str, Any]],
+        batch_get: Callable[[list[str]], list[dict[str, Any]]],
+    ) -> None:
+        """StartBuild(request) -> build, BatchGetBuilds(ids) -> known builds (the rest are buildsNotFound).
+
+        The request keeps every member, environmentVariablesOverride included (moto's drops it).
+        """
+        from moto.codebuild.responses import CodeBuildResponse
+
+        def start_build(response: Any) -> Any:
+            return _routed(lambda: {"build": start(_request_json(response))})
+
+        def batch_get_builds(response: Any) -> Any:
+            def call() -> dict[str, Any]:
+                ids = [str(i) for i in _request_json(response).get("ids", [])]
+                builds = batch_get(ids)
+                found = {b.get("id") for b in builds}
+                return {"builds": builds, "buildsNotFound": [i for i in ids if i not in found]}
+
+            return _routed(call)
+
+        self._replace(CodeBuildResponse, "start_build", start_build)
+        self._replace(CodeBuildResponse, "batch_get_builds", batch_get_builds)
+
+    # ------------------------------------------------------------------ EKS
+    def route_eks_describe_cluster(self, endpoint: str, ca_pem: str | bytes) -> None:
+        """DescribeCluster reports `endpoint` and this CA (base64 PEM, as EKS does) for every cluster.
+
+        Clusters still have to exist (create them with `eks.create_cluster`); an unknown name is
+        ResourceNotFoundException as on AWS.
+        """
+        from moto.eks.models import EKSBackend
+
+        original = EKSBackend.describe_cluster
+        pem = ca_pem.encode() if isinstance(ca_pem, str) else ca_pem
+        data = base64.b64encode(pem).decode()
+
+        def describe_cluster(backend: Any, name: str) -> Any:
+            cluster = original(backend, name)
+            cluster.endpoint = endpoint
+            cluster.certificate_authority = {"data": data}
+            return cluster
+
+        self._replace(EKSBackend, "describe_cluster", describe_cluster)
+
+    # ------------------------------------------------------------------ S3 bucket policies
+    def s3_policy_conditions(self, context: Mapping[str, str] | None = None) -> None:
+        """Evaluate bucket policy Conditions against `context` instead of treating them as met."""
+        from moto.iam.access_control import IAMPolicy, PermissionResult
+        from moto.s3.models import FakeBucket
+
+        values = dict(TRUSTED_TRANSPORT if context is None else context)
+
+        def get_permission(bucket: Any, action: str, resource: str) -> Any:
+            if bucket.policy is None:
+                return PermissionResult.NEUTRAL
+            document = json.loads(
+                bucket.policy.decode() if isinstance(bucket.policy, bytes) else bucket.policy
+            )
+            statements = document.get("Statement", [])
+            statements = [statements] if isinstance(statements, dict) else statements
+            applicable = [
+                {k: v for k, v in s.items() if k != "Condition"}
+                for s in statements
+                if conditions_hold(s.get("Condition") or {}, values)
+            ]
+            if not applicable:
+                return PermissionResult.NEUTRAL
+            return IAMPolicy(json.dumps({**document, "Statement": applicable})).is_action_permitted(
+                action, resource
+            )
+
+        self._replace(FakeBucket, "get_permission", get_permission)
+
+
+# ---------------------------------------------------------------------- IAM conditions
+def conditions_hold(conditions: Mapping[str, Any], context: Mapping[str, str]) -> bool:
+    """Whether an IAM `Condition` block is met by the request `context` (keys case-insensitive).
+
+    Supports the String*, Arn*, Bool and Null operators and the `...IfExists` forms; a missing key
+    fails the condition (as in IAM) and an unknown operator is treated as not met.
+    """
+    lowered = {k.lower(): v for k, v in context.items()}
+    for operator, checks in conditions.items():
+        base = operator.removesuffix("IfExists")
+        if_exists = base != operator
+        for key, expected in (checks or {}).items():
+            wanted = [str(e) for e in (expected if isinstance(expected, list) else [expected])]
+            actual = lowered.get(key.lower())
+            if not _condition_met(base, if_exists, wanted, actual):
+                return False
+    return True
+
+
+def _condition_met(operator: str, if_exists: bool, wanted: list[str], actual: str | None) -> bool:
+    if operator == "Null":
+        return (actual is None) == (wanted[0].lower() == "true")
+    if actual is None:
+        return if_exists
+    tests: dict[str, Callable[[], bool]] = {
+        "StringEquals": lambda: actual in wanted,
+        "StringNotEquals": lambda: actual not in wanted,
+        "StringEqualsIgnoreCase": lambda: actual.lower() in [w.lower() for w in wanted],
+        "StringNotEqualsIgnoreCase": lambda: actual.lower() not in [w.lower() for w in wanted],
+        "StringLike": lambda: any(fnmatch.fnmatchcase(actual, w) for w in wanted),
+        "StringNotLike": lambda: not any(fnmatch.fnmatchcase(actual, w) for w in wanted),
+        "ArnEquals": lambda: actual in wanted,
+        "ArnLike": lambda: any(fnmatch.fnmatchcase(actual, w) for w in wanted),
+        "ArnNotEquals": lambda: actual not in wanted,
+        "ArnNotLike": lambda: not any(fnmatch.fnmatchcase(actual, w) for w in wanted),
+        "Bool": lambda: actual.lower() in [w.lower() for w in wanted],
+    }
+    test = tests.get(operator)
+    if test is None:
+        LOG.warning("IAM condition operator %s is not evaluated locally; treating it as not met", operator)
+        return False
+    return test()

@@ -1,0 +1,56 @@
+"""The product's own template.yaml deployed on the local backbone, and a real function triggered by S3."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[4]
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module")
+def product(backbone):
+    return backbone.deploy(
+        ROOT / "template.yaml", "modelops", {"ClusterName": "local", "TrainingImage": "local/train:latest"}
+    )
+
+
+def test_every_function_of_the_template_is_registered_with_the_layer(backbone, product):
+    functions = {spec.name for spec in backbone.runtime.functions()}
+    assert {
+        f"modelops-{name}" for name in ("start-pipeline", "run-state", "rollout", "on-alarm")
+    } <= functions
+    assert len(product.functions) == len(list((ROOT / "functions").glob("*/app.py")))
+    for spec in product.functions.values():
+        assert spec.layer_dirs == (ROOT / "layers" / "modelops",), spec.name
+
+
+def test_the_stack_parameter_describes_the_deployed_resources(backbone, product):
+    # Given the deployed product stack
+    name = product.outputs["StackConfigParameterName"]
+    # When the CLI's discovery parameter is read
+    config = json.loads(backbone.client("ssm").get_parameter(Name=name)["Parameter"]["Value"])
+    # Then it points at resources that exist
+    assert config["state_machine_arn"] == product.outputs["StateMachineArn"]
+    backbone.client("s3").head_bucket(Bucket=config["bucket"])
+    backbone.client("dynamodb").describe_table(TableName=config["table"])
+    assert backbone.client("stepfunctions").describe_state_machine(
+        stateMachineArn=config["state_machine_arn"]
+    )["name"] == ("modelops-retrain-and-rollout")
+
+
+def test_new_data_reaches_the_real_start_pipeline_function(backbone, product):
+    # Given the pipeline bucket and no model configured
+    bucket = product.outputs["PipelineBucketName"]
+    before = len(backbone.runtime.history())
+    # When a dataset lands under incoming/
+    backbone.client("s3").put_object(Bucket=bucket, Key="incoming/churn/2026-11-22.csv", Body=b"a,b\n1,2\n")
+    backbone.settle(timeout=30)
+    # Then start_pipeline ran once in its worker, read the state table and rejected the unknown model
+    runs = [r for r in backbone.runtime.history()[before:] if r.function_name == "modelops-start-pipeline"]
+    assert [(r.invocation_type, r.error_type) for r in runs] == [("Event", None)]
+    log = backbone.runtime.log_path("modelops-start-pipeline").read_text()
+    assert "trigger rejected" in log and "UnknownModelError" in log

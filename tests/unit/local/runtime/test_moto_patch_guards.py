@@ -1,0 +1,296 @@
+"""Guards for every moto patch in modelops_local.moto_patches: they fail loudly when moto changes.
+
+Each patched symbol must still exist with the parameters the patch was written against, and each
+patch must still produce the behaviour the runtime relies on (checked under `mock_aws`, in-process).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+from moto import mock_aws
+
+from modelops_local.lambda_runtime import FunctionSpec, InProcessLambda
+from modelops_local.moto_patches import PATCHED_SYMBOLS, MotoPatches, RouteError, conditions_hold
+
+REGION = "us-east-1"
+ROLE_POLICY = json.dumps({"Version": "2012-10-17", "Statement": []})
+
+
+def resolve(module: str, path: str) -> Any:
+    owner: Any = importlib.import_module(module)
+    for part in path.split(".")[:-1]:
+        owner = getattr(owner, part)
+    return owner, path.split(".")[-1]
+
+
+@pytest.mark.parametrize(
+    ("module", "path", "parameters"), PATCHED_SYMBOLS, ids=[p for _, p, _ in PATCHED_SYMBOLS]
+)
+def test_patched_symbols_keep_their_shape(module, path, parameters):
+    # Given a moto symbol the runtime patches
+    owner, name = resolve(module, path)
+    # Then it exists with the parameters the patch expects (or, for an addition, is still missing)
+    if parameters is None:
+        assert name not in vars(owner), f"moto now implements {path}: drop the local addition"
+    else:
+        assert name in vars(owner), f"moto no longer defines {module}.{path}"
+        assert tuple(inspect.signature(getattr(owner, name)).parameters) == parameters, (
+            f"{path} changed signature"
+        )
+
+
+@pytest.fixture
+def aws(monkeypatch):
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+    }.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with mock_aws(config={"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}):
+        yield
+
+
+class DatasetRejectedError(Exception):
+    pass
+
+
+def reject(event: Any, context: Any) -> Any:
+    raise DatasetRejectedError(f"dataset {event['name']} has no label column")
+
+
+def create_function(name: str) -> str:
+    role = boto3.client("iam", region_name=REGION).create_role(
+        RoleName=f"{name}-role", AssumeRolePolicyDocument=ROLE_POLICY
+    )
+    return boto3.client("lambda", region_name=REGION).create_function(
+        FunctionName=name,
+        Runtime="python3.11",
+        Role=role["Role"]["Arn"],
+        Handler="app.handler",
+        Code={"ZipFile": b"PK"},
+    )["FunctionArn"]
+
+
+def register(invoker: InProcessLambda, name: str, arn: str) -> None:
+    invoker.register(FunctionSpec(name=name, arn=arn, code_dir=Path("."), handler="app.handler", timeout=5))
+
+
+def test_lambda_invoke_reports_function_errors_as_lambda_does(aws):
+    # Given a function whose handler raises, routed to Python
+    invoker = InProcessLambda(overrides={"validate": reject, "echo": lambda event, context: {"got": event}})
+    register(invoker, "validate", create_function("validate"))
+    register(invoker, "echo", create_function("echo"))
+    with MotoPatches() as patches:
+        patches.route_lambda(invoker)
+        client = boto3.client("lambda", region_name=REGION)
+        # When it is invoked through the Lambda API
+        failed = client.invoke(FunctionName="validate", Payload=json.dumps({"name": "d1"}))
+        ok = client.invoke(FunctionName="echo", Payload=b'{"a": 1}')
+        queued = client.invoke(FunctionName="echo", Payload=b'{"a": 2}', InvocationType="Event")
+    # Then errors carry FunctionError and Lambda's error document; successes return the result
+    document = json.loads(failed["Payload"].read())
+    assert failed["FunctionError"] == "Unhandled"
+    assert (
+        document["errorType"] == "DatasetRejectedError"
+        and document["errorMessage"] == "dataset d1 has no label column"
+    )
+    assert json.loads(ok["Payload"].read()) == {"got": {"a": 1}}
+    assert queued["StatusCode"] == 202
+
+
+def test_step_functions_catches_the_exception_class_name(aws):
+    # Given a state machine whose Task (plain function ARN) catches DatasetRejectedError
+    invoker = InProcessLambda(overrides={"validate": reject})
+    arn = create_function("validate")
+    register(invoker, "validate", arn)
+    definition = {
+        "StartAt": "Validate",
+        "States": {
+            "Validate": {
+                "Type": "Task",
+                "Resource": arn,
+                "Catch": [
+                    {"ErrorEquals": ["DatasetRejectedError"], "ResultPath": "$.error", "Next": "Rejected"}
+                ],
+                "End": True,
+            },
+            "Rejected": {"Type": "Succeed"},
+        },
+    }
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    role = boto3.client("iam", region_name=REGION).create_role(
+        RoleName="sfn", AssumeRolePolicyDocument=ROLE_POLICY
+    )["Role"]["Arn"]
+    machine = sfn.create_state_machine(name="m", definition=json.dumps(definition), roleArn=role)[
+        "stateMachineArn"
+    ]
+    with MotoPatches() as patches:
+        patches.route_lambda(invoker)
+        # When it runs
+        execution = sfn.start_execution(stateMachineArn=machine, name="e1", input=json.dumps({"name": "d1"}))[
+            "executionArn"
+        ]
+        deadline = time.monotonic() + 20
+        while (described := sfn.describe_execution(executionArn=execution))["status"] == "RUNNING":
+            assert time.monotonic() < deadline, "execution did not finish"
+            time.sleep(0.05)
+    # Then the Catch saw Error = the class name and Cause = the error document, as on AWS
+    error = json.loads(described["output"])["error"]
+    assert described["status"] == "SUCCEEDED"
+    assert error["Error"] == "DatasetRejectedError"
+    assert json.loads(error["Cause"])["errorMessage"] == "dataset d1 has no label column"
+
+
+def test_sagemaker_training_calls_reach_the_injected_stand_in(aws):
+    # Given a training stand-in that keeps jobs in memory
+    jobs: dict[str, dict[str, Any]] = {}
+
+    def create(request: dict[str, Any]) -> dict[str, Any]:
+        jobs[request["TrainingJobName"]] = {
+            "TrainingJobName": request["TrainingJobName"],
+            "TrainingJobStatus": "InProgress",
+            "CreationTime": datetime(2026, 1, 1, tzinfo=UTC),
+            "HyperParameters": request.get("HyperParameters", {}),
+        }
+        return {
+            "TrainingJobArn": f"arn:aws:sagemaker:{REGION}:123456789012:training-job/{request['TrainingJobName']}"
+        }
+
+    def describe(name: str) -> dict[str, Any]:
+        if name not in jobs:
+            raise RouteError("ValidationException", "Requested resource not found.")
+        return jobs[name]
+
+    def stop(name: str) -> None:
+        jobs[name]["TrainingJobStatus"] = "Stopping"
+
+    sm = boto3.client("sagemaker", region_name=REGION)
+    with MotoPatches() as patches:
+        patches.route_sagemaker(create=create, describe=describe, stop=stop)
+        # When a job is created, described, stopped, and an unknown job is described
+        sm.create_training_job(
+            TrainingJobName="t1",
+            HyperParameters={"depth": "3"},
+            AlgorithmSpecification={"TrainingImage": "img", "TrainingInputMode": "File"},
+            RoleArn="arn:aws:iam::123456789012:role/sm",
+            OutputDataConfig={"S3OutputPath": "s3://b/models"},
+            ResourceConfig={"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 10},
+            StoppingCondition={"MaxRuntimeInSeconds": 600},
+        )
+        sm.stop_training_job(TrainingJobName="t1")
+        described = sm.describe_training_job(TrainingJobName="t1")
+        with pytest.raises(ClientError) as unknown:
+            sm.describe_training_job(TrainingJobName="nope")
+    # Then the stand-in saw the full request and its answers came back through the API
+    assert described["TrainingJobStatus"] == "Stopping" and described["HyperParameters"] == {"depth": "3"}
+    assert described["CreationTime"] == datetime(2026, 1, 1, tzinfo=UTC)
+    assert unknown.value.response["Error"]["Code"] == "ValidationException"
+    # And undoing the patches removed the local StopTrainingJob again
+    with pytest.raises(NotImplementedError):
+        sm.stop_training_job(TrainingJobName="t1")
+
+
+def test_codebuild_calls_reach_the_injected_stand_in_with_every_member(aws):
+    builds: dict[str, dict[str, Any]] = {}
+
+    def start(request: dict[str, Any]) -> dict[str, Any]:
+        build: dict[str, Any] = {
+            "id": f"{request['projectName']}:b1",
+            "buildStatus": "IN_PROGRESS",
+            "environment": {"environmentVariables": request["environmentVariablesOverride"]},
+        }
+        builds[build["id"]] = build
+        return build
+
+    cb = boto3.client("codebuild", region_name=REGION)
+    with MotoPatches() as patches:
+        patches.route_codebuild(start=start, batch_get=lambda ids: [builds[i] for i in ids if i in builds])
+        started = cb.start_build(
+            projectName="p",
+            environmentVariablesOverride=[{"name": "TAG", "value": "v1", "type": "PLAINTEXT"}],
+        )
+        got = cb.batch_get_builds(ids=["p:b1", "p:missing"])
+    assert started["build"]["environment"]["environmentVariables"][0]["value"] == "v1"
+    assert [b["id"] for b in got["builds"]] == ["p:b1"] and got["buildsNotFound"] == ["p:missing"]
+
+
+def test_eks_describe_cluster_reports_the_local_api_server(aws):
+    eks = boto3.client("eks", region_name=REGION)
+    eks.create_cluster(
+        name="local", roleArn="arn:aws:iam::123456789012:role/eks", resourcesVpcConfig={"subnetIds": []}
+    )
+    with MotoPatches() as patches:
+        patches.route_eks_describe_cluster("https://127.0.0.1:6443", "-----BEGIN CERTIFICATE-----\nX\n")
+        cluster = eks.describe_cluster(name="local")["cluster"]
+        with pytest.raises(ClientError) as unknown:
+            eks.describe_cluster(name="other")
+    assert cluster["endpoint"] == "https://127.0.0.1:6443"
+    assert cluster["certificateAuthority"]["data"] == "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tClgK"
+    assert unknown.value.response["Error"]["Code"] == "ResourceNotFoundException"
+
+
+def test_bucket_policy_conditions_are_evaluated_not_assumed(aws):
+    # Given the template's TLS-only Deny on a bucket
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(Bucket="data")
+    deny = {
+        "Effect": "Deny",
+        "Principal": "*",
+        "Action": "s3:*",
+        "Resource": ["arn:aws:s3:::data", "arn:aws:s3:::data/*"],
+        "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+    }
+    s3.put_bucket_policy(Bucket="data", Policy=json.dumps({"Version": "2012-10-17", "Statement": [deny]}))
+    # When objects are written without the patch, then with it
+    with pytest.raises(ClientError, match="403"):
+        s3.put_object(Bucket="data", Key="a", Body=b"x")  # moto still ignores the Condition
+    with MotoPatches() as patches:
+        patches.s3_policy_conditions()
+        s3.put_object(Bucket="data", Key="a", Body=b"x")
+        # And a Deny whose condition holds still denies
+        s3.put_bucket_policy(
+            Bucket="data",
+            Policy=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [{**deny, "Condition": {"Bool": {"aws:SecureTransport": "true"}}}],
+                }
+            ),
+        )
+        with pytest.raises(ClientError, match="403"):
+            s3.put_object(Bucket="data", Key="b", Body=b"x")
+
+
+def test_condition_operators():
+    context = {"aws:SecureTransport": "true", "AWS:SourceArn": "arn:aws:events:us-east-1:1:rule/r1"}
+    assert conditions_hold({"Bool": {"aws:securetransport": "true"}}, context)
+    assert conditions_hold({"ArnLike": {"AWS:SourceArn": "arn:aws:events:*:1:rule/*"}}, context)
+    assert not conditions_hold({"StringEquals": {"aws:SourceAccount": "1"}}, context)
+    assert conditions_hold({"StringEqualsIfExists": {"aws:SourceAccount": "1"}}, context)
+    assert conditions_hold({"Null": {"aws:SourceAccount": "true"}}, context)
+    assert not conditions_hold({"NumericLessThan": {"aws:MultiFactorAuthAge": "3600"}}, context)
+
+
+def test_undo_restores_moto():
+    from moto.awslambda_simple.models import LambdaSimpleBackend
+    from moto.events.models import Rule
+
+    before = (LambdaSimpleBackend.invoke, Rule.send_to_targets)
+    patches = MotoPatches()
+    patches.route_lambda(InProcessLambda())
+    patches.route_eventbridge(object())  # type: ignore[arg-type,unused-ignore]
+    assert (LambdaSimpleBackend.invoke, Rule.send_to_targets) != before
+    patches.undo()
+    assert (LambdaSimpleBackend.invoke, Rule.send_to_targets) == before
