@@ -172,6 +172,10 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
+        # Who answered: lets clients (and the demo's traffic) attribute a response to a variant.
+        service = self.server.service
+        self.send_header("X-Modelops-Variant", service.settings.variant)
+        self.send_header("X-Modelops-Version", service.version)
         if self.close_connection:
             self.send_header("Connection", "close")
         self.end_headers()

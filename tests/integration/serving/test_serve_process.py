@@ -270,3 +270,29 @@ def test_sigterm_flushes_metrics_and_exits_cleanly(trained_model, start_server):
     assert server.process.wait(timeout=15) == 0
     assert sum(d["Requests"] for d in server.emf_documents(want_requests=3)) == 3
     assert "shutting down" in server.stderr_path.read_text()
+
+
+def test_every_answer_names_the_variant_and_version_that_served_it(trained_model, start_server):
+    # Given a canary serving process for version 7
+    server = start_server(trained_model)
+
+    # When a prediction and a bad request are sent
+    import http.client
+
+    answers = []
+    for body in (json.dumps({"instances": [ROW]}).encode(), b"not json"):
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        connection.request("POST", "/invocations", body, {"Content-Type": "application/json"})
+        response = connection.getresponse()
+        response.read()
+        answers.append(
+            (
+                response.status,
+                response.getheader("X-Modelops-Variant"),
+                response.getheader("X-Modelops-Version"),
+            )
+        )
+        connection.close()
+
+    # Then both carry the variant and version, errors included (clients attribute failures to a variant)
+    assert answers == [(200, "canary", "7"), (400, "canary", "7")]
