@@ -2,8 +2,10 @@
 
 The templates use plain `string.Template` placeholders, so the same files work with `envsubst` on a
 real cluster: ${MODEL}, ${NAMESPACE}, ${IMAGE}, ${VERSION}, ${STABLE_REPLICAS}, and the derived
-${MAX_REPLICAS} (the HPA's ceiling, 3x the stable size, at least 3). Values are checked before
-substitution, so nothing a caller passes can change the YAML's structure.
+${MIN_REPLICAS} and ${MAX_REPLICAS} (the HPA's floor, at least 1, and ceiling, 3x the stable size,
+at least 3). Zero stable replicas is the bootstrap state before the first version: the workflow's
+first promotion scales the stable up. Values are checked before substitution, so nothing a caller
+passes can change the YAML's structure.
 """
 
 from __future__ import annotations
@@ -79,14 +81,15 @@ def template_values(
     if (
         isinstance(stable_replicas, bool)
         or not isinstance(stable_replicas, int)
-        or not 1 <= stable_replicas <= 100
+        or not 0 <= stable_replicas <= 100
     ):
-        raise ManifestError(f"stable_replicas {stable_replicas!r} must be an integer from 1 to 100")
+        raise ManifestError(f"stable_replicas {stable_replicas!r} must be an integer from 0 to 100")
     return {
         "MODEL": model,
         "NAMESPACE": namespace,
         "IMAGE": image,
         "VERSION": version,
         "STABLE_REPLICAS": str(stable_replicas),
+        "MIN_REPLICAS": str(max(1, stable_replicas)),  # an HPA's floor is at least 1
         "MAX_REPLICAS": str(max(3, 3 * stable_replicas)),
     }

@@ -131,7 +131,7 @@ def test_names_match_the_example_model_config():
         ({"namespace": "my_ns"}, "namespace 'my_ns' must be a DNS label"),
         ({"image": 'repo"\n  evil: true'}, "is not an image reference"),
         ({"version": "v 1"}, "version 'v 1' must be"),
-        ({"stable_replicas": 0}, "stable_replicas 0 must be an integer from 1 to 100"),
+        ({"stable_replicas": -1}, "stable_replicas -1 must be an integer from 0 to 100"),
     ],
 )
 def test_values_that_could_break_the_yaml_are_refused(overrides, message):
