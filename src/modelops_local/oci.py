@@ -144,7 +144,7 @@ def build_image(
     }
     manifest_bytes = _canonical(manifest)
     digest = write_blob(layout_dir, manifest_bytes)
-    _tag_in_index(layout_dir, Descriptor(MEDIA_MANIFEST, digest, len(manifest_bytes)), repository, tag)
+    tag_image(layout_dir, Descriptor(MEDIA_MANIFEST, digest, len(manifest_bytes)), repository, tag)
     return BuiltImage(
         digest=digest,
         manifest_bytes=manifest_bytes,
@@ -410,7 +410,8 @@ def _check_tag(tag: str) -> None:
         raise OciError(f"tag {tag!r} is not a valid tag ([A-Za-z0-9_][A-Za-z0-9._-]{{0,127}})")
 
 
-def _tag_in_index(layout_dir: Path, descriptor: Descriptor, repository: str, tag: str) -> None:
+def tag_image(layout_dir: Path, descriptor: Descriptor, repository: str, tag: str) -> None:
+    """Name `descriptor` (a manifest) `repository:tag` in index.json, replacing that tag's old entry."""
     with _index_lock:
         index = read_index(layout_dir)
         kept = [

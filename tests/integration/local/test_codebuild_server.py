@@ -1,0 +1,128 @@
+"""The local CodeBuild behind moto's HTTP server (`LocalAws`), as `modelops local` wires it: StartBuild
+arrives over HTTP, the builder calls back into the same server (CodeBuild, S3, ECR) from inside that
+request and from its build thread, and the product's build_status reads the real digest from ECR."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from modelops.pipeline import BuildFailedError, build_status, start_build
+
+from modelops_local import oci
+from modelops_local.aws_server import LocalAws
+from modelops_local.codebuild import LocalCodeBuild, package_source, unpack_reference
+from modelops_local.moto_patches import MotoPatches
+
+ROOT = Path(__file__).resolve().parents[3]
+BUCKET = "stack-pipeline"
+PROJECT = "stack-image-build"
+REPO = "stack-serving"
+WAIT = 15.0
+
+
+def model_tarball() -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, data in {
+            "metadata.json": b'{"task": "binary_classification"}',
+            "model.joblib": b"m",
+        }.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[LocalAws, LocalCodeBuild, str]]:
+    aws = LocalAws().start()
+    patches = MotoPatches()
+    builder = LocalCodeBuild(  # as the orchestrator (modelops_local.cloud) wires it
+        s3=aws.client("s3"),
+        ecr=aws.client("ecr"),
+        codebuild=aws.client("codebuild"),
+        layout_dir=tmp_path / "layout",
+        work_dir=tmp_path / "work",
+    )
+    try:
+        s3, ecr = aws.client("s3"), aws.client("ecr")
+        s3.create_bucket(Bucket=BUCKET)
+        s3.put_object(
+            Bucket=BUCKET, Key="source/serving_image.zip", Body=package_source(ROOT / "serving_image")
+        )
+        s3.put_object(Bucket=BUCKET, Key="models/run-1/model.tar.gz", Body=model_tarball())
+        repo_uri = ecr.create_repository(repositoryName=REPO, imageTagMutability="IMMUTABLE")["repository"][
+            "repositoryUri"
+        ]
+        role = aws.client("iam").create_role(RoleName="cb", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+        aws.client("codebuild").create_project(
+            name=PROJECT,
+            source={
+                "type": "S3",
+                "location": f"{BUCKET}/source/serving_image.zip",
+                "buildspec": "buildspec.yml",
+            },
+            artifacts={"type": "NO_ARTIFACTS"},
+            environment={
+                "type": "LINUX_CONTAINER",
+                "image": "aws/codebuild/standard:7.0",
+                "computeType": "BUILD_GENERAL1_SMALL",
+                "environmentVariables": [{"name": "IMAGE_REPOSITORY_URI", "value": repo_uri}],
+            },
+            serviceRole=role,
+        )
+        patches.route_codebuild(start=builder.start, batch_get=builder.batch_get)
+        yield aws, builder, repo_uri
+    finally:
+        builder.shutdown(5)
+        patches.undo()
+        aws.stop()
+
+
+def test_the_workflow_build_over_http_yields_the_real_digest_and_an_unpackable_image(server, tmp_path):
+    aws, builder, repo_uri = server
+    codebuild, ecr = aws.client("codebuild"), aws.client("ecr")
+    run = {"model": "churn", "run_id": "run-20260101-0000beef"}
+    evaluation = {"model_artifact": f"s3://{BUCKET}/models/run-1/model.tar.gz"}
+    # Given the build_image function's start call over the HTTP endpoint
+    build = start_build(
+        run, evaluation, {"version": 7}, codebuild=codebuild, project=PROJECT, repository_uri=repo_uri
+    )
+    # When the build finishes and build_status polls it
+    builder.wait(build["build_id"], WAIT)
+    status = build_status(build, codebuild=codebuild, ecr=ecr, repository_name=REPO, repository_uri=repo_uri)
+    # Then the digest is the manifest's sha256 and the pinned image unpacks to a runnable root
+    manifest = oci.blob_path(builder.layout_dir, status["digest"]).read_bytes()
+    assert status["done"] is True and status["digest"] == "sha256:" + hashlib.sha256(manifest).hexdigest()
+    root = unpack_reference(builder.layout_dir, status["image"], tmp_path / "rootfs")
+    assert (root / "opt/program/bin/serve").is_file() and (root / "opt/ml/model/metadata.json").is_file()
+    # And a retry of the same request (same idempotency token) is the same build, not a second push
+    again = start_build(
+        run, evaluation, {"version": 7}, codebuild=codebuild, project=PROJECT, repository_uri=repo_uri
+    )
+    assert again["build_id"] == build["build_id"]
+
+
+def test_a_failed_build_reaches_build_status_as_build_failed_with_the_reason(server):
+    aws, builder, repo_uri = server
+    codebuild, ecr = aws.client("codebuild"), aws.client("ecr")
+    run = {"model": "churn", "run_id": "run-20260101-0000dead"}
+    # Given a model artifact that does not exist
+    build = start_build(
+        run,
+        {"model_artifact": f"s3://{BUCKET}/models/missing/model.tar.gz"},
+        {"version": 1},
+        codebuild=codebuild,
+        project=PROJECT,
+        repository_uri=repo_uri,
+    )
+    # When it finishes and is polled
+    builder.wait(build["build_id"], WAIT)
+    # Then build_status raises with the failed phase and the message
+    with pytest.raises(BuildFailedError, match=r"FAILED: PRE_BUILD: .*NoSuchKey"):
+        build_status(build, codebuild=codebuild, ecr=ecr, repository_name=REPO, repository_uri=repo_uri)
