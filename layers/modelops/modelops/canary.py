@@ -66,10 +66,20 @@ def parse_alarm_name(name: str, prefix: str) -> tuple[str, str, str] | None:
 
 
 def analyze(
-    config: CanaryConfig, *, canary: VariantMetrics, stable: VariantMetrics, alarms: list[AlarmState]
+    config: CanaryConfig,
+    *,
+    canary: VariantMetrics,
+    stable: VariantMetrics,
+    alarms: list[AlarmState],
+    first_version: bool = False,
 ) -> CanaryReport:
     """Pass only when no canary alarm fires, enough canary requests arrived, and the canary's error
-    rate and p99 latency stay within the absolute and relative-to-stable thresholds."""
+    rate and p99 latency stay within the absolute and relative-to-stable thresholds.
+
+    `first_version`: nothing serves the model yet (the stable Deployment has no replicas), so no
+    production traffic can reach the canary and there is no baseline; the minimum-request guard
+    becomes a note, and the smoke test, alarms and absolute thresholds decide (Flagger likewise
+    skips analysis on a workload's initial deployment)."""
     reasons: list[str] = []
     notes: list[str] = []
     for alarm in alarms:
@@ -88,7 +98,12 @@ def analyze(
         else:
             notes.append(f"alarm {alarm.name} ({alarm.variant}) is in ALARM; not counted against the canary")
 
-    if canary.requests < config.min_requests:
+    if canary.requests < config.min_requests and first_version:
+        notes.append(
+            f"first version: canary served {canary.requests:.0f} requests (min_requests {config.min_requests} "
+            "applies once a stable version serves traffic); judged on the smoke test and alarms"
+        )
+    elif canary.requests < config.min_requests:
         reasons.append(
             f"canary served {canary.requests:.0f} requests, fewer than min_requests {config.min_requests}: "
             "not enough evidence to promote"

@@ -582,5 +582,6 @@ def analyze_canary(
         canary=metrics.variant_metrics(config.name, "canary", start, end),
         stable=metrics.variant_metrics(config.name, "stable", start, end),
         alarms=alarms,
+        first_version=int((rollout.get("previous_stable") or {}).get("replicas") or 0) == 0,
     )
     return {**report.to_dict(), "window": {"start": start.isoformat(), "end": end.isoformat()}}

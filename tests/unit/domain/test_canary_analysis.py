@@ -24,6 +24,24 @@ def test_minimum_request_guard():
     assert report.verdict == "fail" and "fewer than min_requests 50" in report.reasons[0]
 
 
+def test_a_first_version_with_no_production_traffic_is_judged_without_the_request_guard():
+    # Given nothing serves the model yet (no stable replicas): no traffic and no baseline
+    idle = VariantMetrics(requests=0, errors=0, latency_p99_ms=None)
+    # When the canary is analyzed as a first version
+    report = analyze(CFG, canary=VariantMetrics(3, 0, 30), stable=idle, alarms=[], first_version=True)
+    # Then the guard is a note, not a reason
+    assert report.verdict == "pass" and "first version" in report.notes[0]
+
+
+def test_a_first_version_still_fails_on_its_alarm_and_its_errors():
+    idle = VariantMetrics(requests=0, errors=0, latency_p99_ms=None)
+    alarm = AlarmState("p-churn-canary-error-rate", "ALARM", "canary")
+    report = analyze(CFG, canary=VariantMetrics(3, 0, 30), stable=idle, alarms=[alarm], first_version=True)
+    assert report.verdict == "fail" and "is in ALARM" in report.reasons[0]
+    report = analyze(CFG, canary=VariantMetrics(10, 5, 30), stable=idle, alarms=[], first_version=True)
+    assert report.verdict == "fail" and any("exceeds max_error_rate" in r for r in report.reasons)
+
+
 def test_error_rate_absolute_and_relative():
     report = analyze(CFG, canary=VariantMetrics(200, 10, 40), stable=STABLE, alarms=[])
     assert report.verdict == "fail"
