@@ -184,13 +184,16 @@ def _channel(name: str, uri: str, content_type: str) -> dict[str, Any]:
 
 
 def _newest_object(s3: Any, bucket: str, prefix: str) -> str:
+    """The most recently modified non-empty object under `prefix`; S3 keeps LastModified to the
+    second, so among objects of the same second the greatest key wins (name uploads by time)."""
     newest: tuple[datetime, str] | None = None
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for obj in page.get("Contents", []):
             if obj["Key"].endswith("/") or obj.get("Size", 0) == 0:
                 continue
-            if newest is None or obj["LastModified"] > newest[0]:
-                newest = (obj["LastModified"], obj["Key"])
+            candidate = (obj["LastModified"], obj["Key"])
+            if newest is None or candidate > newest:
+                newest = candidate
     if newest is None:
         raise DatasetInvalidError(f"no dataset under s3://{bucket}/{prefix}; upload a CSV there first")
     return newest[1]

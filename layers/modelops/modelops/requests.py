@@ -166,9 +166,15 @@ def _from_manual(event: dict[str, Any]) -> PipelineRequest:
 
 
 def queued_request(original: PipelineRequest, holder: str) -> PipelineRequest:
-    """The follow-up run for requests coalesced while `holder` held the model's lock."""
+    """The follow-up run for requests coalesced while `holder` held the model's lock.
+
+    Data that arrived through S3 is not pinned: the follow-up trains on the newest object under
+    incoming/<model>/ when it starts, so a burst of uploads ends with the newest data trained
+    whichever coalesced trigger happened to be stored last. A manual start that named its
+    dataset keeps it."""
     return original.model_copy(
         update={
+            "dataset": None if original.trigger == "s3" else original.dataset,
             "trigger": "queued",
             "reason": f"coalesced while {holder} ran: {original.reason}"[:500],
             "idempotency_key": f"queued|{holder}|{original.idempotency_key}",

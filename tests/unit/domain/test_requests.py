@@ -99,8 +99,19 @@ def test_documented_execution_input_parses():
 def test_queued_request_gets_its_own_name():
     original = parse_trigger(load_event("s3_object_created.json"), bucket=BUCKET)
     follow = queued_request(original, "churn-s3-abc")
-    assert follow.trigger == "queued" and follow.dataset == original.dataset
-    assert follow.execution_name() != original.execution_name()
+    assert follow.trigger == "queued" and follow.execution_name() != original.execution_name()
+
+
+def test_a_coalesced_upload_runs_on_the_newest_data_but_a_named_manual_dataset_is_kept():
+    # Given an S3 trigger and a manual start naming its dataset, both coalesced
+    upload = parse_trigger(load_event("s3_object_created.json"), bucket=BUCKET)
+    manual = parse_trigger(
+        {"model": "churn", "dataset_key": "incoming/churn/pinned.csv", "request_id": "r1"}, bucket=BUCKET
+    )
+    # When their follow-up runs are made
+    # Then the upload's follow-up resolves the newest object when it starts; the manual one keeps its file
+    assert queued_request(upload, "holder").dataset is None
+    assert queued_request(manual, "holder").dataset == manual.dataset
 
 
 def test_non_object_event_refused():
