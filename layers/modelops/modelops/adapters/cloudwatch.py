@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Any
 
@@ -32,7 +33,7 @@ class CloudWatchMetrics:
     def variant_metrics(self, model: str, variant: str, start: datetime, end: datetime) -> VariantMetrics:
         """Requests and errors summed, and p99 latency, for one variant over [start, end]."""
         dims = [{"Name": "Model", "Value": model}, {"Name": "Variant", "Value": variant}]
-        period = max(1, int((end - start).total_seconds()))
+        period = covering_period((end - start).total_seconds())
         queries = [
             {
                 "Id": qid,
@@ -127,3 +128,17 @@ def _stat_query(
         },
         "ReturnData": False,
     }
+
+
+HIGH_RESOLUTION_PERIODS = (1, 5, 10, 20, 30)
+
+
+def covering_period(seconds: float) -> int:
+    """The smallest period GetMetricData accepts (1, 5, 10, 20, 30 or a multiple of 60) that covers
+    `seconds`, so one datapoint per metric spans the whole window (p99 over the window, not a max
+    of per-period p99s)."""
+    wanted = max(1, math.ceil(seconds))
+    for period in HIGH_RESOLUTION_PERIODS:
+        if wanted <= period:
+            return period
+    return math.ceil(wanted / 60) * 60

@@ -324,6 +324,19 @@ def test_the_canary_analyzer_reads_sums_and_p99_over_a_valid_window(cw):
     assert (stable.requests, stable.errors, stable.latency_p99_ms) == (60.0, 0.0, 10.0)
 
 
+@pytest.mark.parametrize("window", [15, 37, 90])
+def test_any_bake_window_is_read_with_a_period_cloudwatch_accepts(cw, window):
+    # Given traffic every 10 s (datapoints at +3 s, +13 s, ...) and a bake window that is no valid period
+    traffic(cw, "canary", T0, 12, errors=1, latency_ms=30.0)
+    metrics = CloudWatchMetrics(cw, namespace="ModelOps", alarm_prefix=PREFIX)
+    # When the analyzer reads [T0, T0 + window) (CloudWatch refuses Period=15 or 37)
+    canary = metrics.variant_metrics("churn", "canary", T0, T0 + timedelta(seconds=window))
+    # Then it counts exactly the datapoints inside the window
+    inside = len([i for i in range(12) if 10 * i + 3 < window])
+    assert (canary.requests, canary.errors) == (10.0 * inside, 1.0 * inside)
+    assert canary.latency_p99_ms == 30.0
+
+
 def test_the_same_works_over_the_moto_server_the_local_runtime_embeds(monkeypatch):
     # Given moto's server on an ephemeral loopback port, patched, and a client pointed at it
     for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}.items():
