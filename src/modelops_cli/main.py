@@ -148,15 +148,6 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_local(args: argparse.Namespace) -> int:
-    print(
-        "`modelops local` (the embedded stand-in for AWS and EKS) is not built yet: see issue 3.\n"
-        "Meanwhile `make test` runs the real workflow in moto's Step Functions interpreter.",
-        file=sys.stderr,
-    )
-    return 2
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="modelops", description=__doc__.splitlines()[0])
     parser.add_argument("--stack", default=os.environ.get("MODELOPS_STACK", "modelops"), help="stack name")
@@ -186,9 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "history":
             p.add_argument("--limit", type=int, default=20)
         p.set_defaults(func=func)
-    local = sub.add_parser("local", help="the whole cycle on this machine (not built yet)")
-    local.add_argument("rest", nargs=argparse.REMAINDER)
-    local.set_defaults(func=cmd_local)
+    from modelops_cli.local import add_parser as add_local_parser
+
+    add_local_parser(sub)
     return parser
 
 

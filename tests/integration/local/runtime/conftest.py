@@ -3,7 +3,6 @@ moto patches, EventBridge delivery and the scheduler, with a stack deployed from
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -15,6 +14,7 @@ from modelops_local.events import EventDelivery, Scheduler
 from modelops_local.lambda_runtime import LambdaRuntime
 from modelops_local.moto_patches import MotoPatches
 from modelops_local.stack import StackResources, deploy_stack
+from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[4]
 FIXTURE_TEMPLATE = ROOT / "tests" / "fixtures" / "templates" / "runtime" / "template.yaml"
@@ -49,14 +49,7 @@ class Backbone:
 
     @staticmethod
     def wait_for(probe: Callable[[], T | None], what: str, timeout: float = 20) -> T:
-        """Poll `probe` until it returns something truthy (bounded)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = probe()
-            if value:
-                return value
-            time.sleep(0.05)
-        raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        return wait_for(probe, what, timeout, interval=0.05)
 
     def close(self) -> None:
         self.scheduler.stop()

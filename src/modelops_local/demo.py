@@ -1,0 +1,403 @@
+"""`modelops local demo`: the whole retrain-to-rollback story on the local runtime.
+
+1. deploy version 1 of the churn model (train, build, canary, bake, promote, watch);
+2. with steady prediction traffic on the model's Service, drop new data: version 2 is promoted
+   through a canary;
+3. switch on the documented demo fault (`serving.fault_error_rate` in the model config) and drop
+   new data again: version 3's canary fails half its requests, its alarm fires, the workflow rolls
+   back, and version 2 keeps serving;
+4. check that no request served by the stable variant failed, print a summary and write a report.
+
+Every expectation is checked; `run_demo` returns a non-zero exit code when one does not hold.
+"""
+
+from __future__ import annotations
+
+import csv
+import http.client
+import io
+import json
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from modelops.config import ModelConfig, load_config_file
+
+from modelops_local.cloud import ROOT, LocalCloud
+from modelops_local.sample_data import CHURN_FEATURES, generate_churn_csv
+
+DEMO_CONFIG = ROOT / "models" / "churn-local.yaml"
+FAULT_ERROR_RATE = 0.5
+#: Each version's data: (rows, seed). More rows each time, so each candidate beats its champion.
+DATASETS = {1: (1500, 11), 2: (4000, 12), 3: (8000, 13)}
+RUN_TIMEOUT_SECONDS = 240
+#: Workflow states grouped into the phases the summary times.
+PHASES = {
+    "ResolveRequest": "start",
+    "AcquireLock": "start",
+    "LockAcquired": "start",
+    "ValidateDataset": "validate",
+    "StartTraining": "train",
+    "InitTrainingPolls": "train",
+    "WaitTraining": "train",
+    "DescribeTraining": "train",
+    "CountTrainingPoll": "train",
+    "TrainingDone": "train",
+    "KeepPolling": "train",
+    "EvaluateModel": "evaluate",
+    "IsBetter": "evaluate",
+    "RegisterModel": "register",
+    "StartBuild": "build",
+    "WaitBuild": "build",
+    "CheckBuild": "build",
+    "BuildDone": "build",
+    "DeployCanary": "canary",
+    "WaitCanaryReady": "canary",
+    "CheckCanaryReady": "canary",
+    "IsCanaryReady": "canary",
+    "SmokeTest": "smoke",
+    "Bake": "bake",
+    "AnalyzeCanary": "analyze",
+    "CanaryVerdict": "analyze",
+    "CanaryRejected": "analyze",
+    "Promote": "promote",
+    "WaitStableReady": "promote",
+    "CheckStableReady": "promote",
+    "IsStableReady": "promote",
+    "FinishPromotion": "promote",
+    "Watch": "watch",
+    "Rollback": "rollback",
+    "WaitRollbackReady": "rollback",
+    "CheckRollbackReady": "rollback",
+    "IsRollbackReady": "rollback",
+}
+
+
+class DemoError(Exception):
+    """An expectation of the demo did not hold; the message says which."""
+
+
+# --- prediction traffic ---------------------------------------------------------------------------
+@dataclass
+class Answer:
+    at: float
+    status: int  # 0: no HTTP answer (connection failed)
+    variant: str  # "stable" | "canary" | "?" (no answer)
+    version: str
+    latency_ms: float
+
+
+class SteadyTraffic:
+    """Sends single-row predictions to a Service URL at a steady rate and keeps every answer."""
+
+    def __init__(self, url: str, rows: list[list[float]], rate_per_second: float = 20.0) -> None:
+        split = urlsplit(url)
+        self.host, self.port = split.hostname or "127.0.0.1", split.port or 80
+        self.rows = rows
+        self.interval = 1.0 / rate_per_second
+        self.answers: list[Answer] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="demo-traffic", daemon=True)
+
+    def start(self) -> SteadyTraffic:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        rng = random.Random(7)
+        connection: http.client.HTTPConnection | None = None
+        next_at = time.monotonic()
+        while not self._stop.is_set():
+            body = json.dumps({"instances": [rng.choice(self.rows)]}).encode()
+            started = time.perf_counter()
+            try:
+                if connection is None:
+                    connection = http.client.HTTPConnection(self.host, self.port, timeout=5)
+                connection.request("POST", "/invocations", body, {"Content-Type": "application/json"})
+                response = connection.getresponse()
+                response.read()
+                answer = Answer(
+                    time.time(),
+                    response.status,
+                    response.getheader("X-Modelops-Variant") or "?",
+                    response.getheader("X-Modelops-Version") or "?",
+                    (time.perf_counter() - started) * 1000.0,
+                )
+                if response.getheader("Connection", "").lower() == "close":
+                    connection.close()
+                    connection = None
+            except (OSError, http.client.HTTPException):
+                if connection is not None:
+                    connection.close()
+                connection = None
+                answer = Answer(time.time(), 0, "?", "?", (time.perf_counter() - started) * 1000.0)
+            self.answers.append(answer)
+            next_at += self.interval
+            self._stop.wait(max(0.0, next_at - time.monotonic()))
+        if connection is not None:
+            connection.close()
+
+    def summary(self, since: float = 0.0) -> dict[str, dict[str, int]]:
+        """{variant: {"ok": n, "failed": n}} for answers after `since`."""
+        out: dict[str, dict[str, int]] = {}
+        for a in self.answers:
+            if a.at < since:
+                continue
+            bucket = out.setdefault(a.variant, {"ok": 0, "failed": 0})
+            bucket["ok" if 200 <= a.status < 300 else "failed"] += 1
+        return out
+
+
+# --- following a run ------------------------------------------------------------------------------
+@dataclass
+class RunResult:
+    label: str
+    execution_arn: str
+    status: str
+    states: list[tuple[float, str]] = field(default_factory=list)  # (epoch seconds, state entered)
+    stop_time: float = 0.0
+    record: dict[str, Any] = field(default_factory=dict)  # the run's history record
+
+    def phase_seconds(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for (at, name), (end, _) in zip(self.states, [*self.states[1:], (self.stop_time, "")], strict=True):
+            phase = PHASES.get(name, "finish")
+            out[phase] = out.get(phase, 0.0) + max(0.0, end - at)
+        return out
+
+
+def find_new_execution_arn(sfn: Any, state_machine_arn: str, known: set[str], timeout: float = 30.0) -> str:
+    """The execution of `state_machine_arn` not in `known` (bounded wait); DemoError if none starts."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for execution in sfn.list_executions(stateMachineArn=state_machine_arn)["executions"]:
+            if execution["executionArn"] not in known:
+                return str(execution["executionArn"])
+        time.sleep(0.25)
+    raise DemoError(f"no execution started within {timeout:.0f}s of the upload; see start_pipeline's log")
+
+
+def follow(
+    sfn: Any,
+    arn: str,
+    show: Callable[[str], None],
+    *,
+    timeout: float = RUN_TIMEOUT_SECONDS,
+    detail: Callable[[str], str] | None = None,
+) -> tuple[str, RunResult]:
+    """Print each state as the workflow enters it (and `detail(state)` when it changes) until the
+    execution ends; returns (status, what was seen). DemoError after `timeout` seconds."""
+    result = RunResult(arn.rsplit(":", 1)[-1], arn, "RUNNING")
+    seen = 0
+    started = time.time()
+    deadline = time.monotonic() + timeout
+    last_detail = ""
+    while time.monotonic() < deadline:
+        events = _history(sfn, arn)
+        for event in events[seen:]:
+            if event["type"].endswith("StateEntered"):
+                name = event["stateEnteredEventDetails"]["name"]
+                at = event["timestamp"].timestamp()
+                if not result.states or result.states[-1][1] != name:
+                    result.states.append((at, name))
+                    if name not in _QUIET_STATES:
+                        show(f"  {at - started:6.1f}s  {name}")
+        seen = len(events)
+        text = detail(result.states[-1][1] if result.states else "") if detail else ""
+        if text and text != last_detail:
+            show(f"            {text}")
+            last_detail = text
+        description = sfn.describe_execution(executionArn=arn)
+        if description["status"] != "RUNNING":
+            result.status = description["status"]
+            stop = description.get("stopDate")
+            result.stop_time = stop.timestamp() if hasattr(stop, "timestamp") else time.time()
+            return result.status, result
+        time.sleep(0.5)
+    raise DemoError(f"execution {arn} still running after {timeout:.0f}s")
+
+
+_QUIET_STATES = frozenset(
+    {
+        "WaitTraining",
+        "DescribeTraining",
+        "CountTrainingPoll",
+        "TrainingDone",
+        "KeepPolling",
+        "InitTrainingPolls",
+    }
+    | {"WaitBuild", "CheckBuild", "BuildDone", "WaitCanaryReady", "CheckCanaryReady", "IsCanaryReady"}
+    | {"WaitStableReady", "CheckStableReady", "IsStableReady", "WaitRollbackReady", "CheckRollbackReady"}
+    | {"IsRollbackReady", "LockAcquired", "IsBetter", "CanaryVerdict", "Outcome"}
+)
+
+
+def _history(sfn: Any, arn: str) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = []
+    kwargs: dict[str, Any] = {"executionArn": arn, "maxResults": 1000}
+    for _ in range(50):
+        page = sfn.get_execution_history(**kwargs)
+        events.extend(page["events"])
+        if not page.get("nextToken"):
+            break
+        kwargs["nextToken"] = page["nextToken"]
+    return events
+
+
+def progress_detail(cloud: LocalCloud) -> Callable[[str], str]:
+    """Training status and Deployment replicas while the workflow is in those phases."""
+    return lambda state: _progress_detail(cloud, state)
+
+
+def _progress_detail(cloud: LocalCloud, state: str) -> str:
+    phase = PHASES.get(state)
+    if phase == "train" and cloud.training_updates:
+        _, job, status, secondary = cloud.training_updates[-1]
+        return f"training {job}: {status} / {secondary}"
+    if phase in {"canary", "promote", "rollback", "bake", "watch"}:
+        parts = []
+        for name in ("churn-stable", "churn-canary"):
+            try:
+                d = cloud.kube_store.get("Deployment", "models", name)
+            except Exception:
+                continue
+            st = d.get("status") or {}
+            parts.append(f"{name} {st.get('readyReplicas', 0)}/{d['spec'].get('replicas', 0)} ready")
+        return "; ".join(parts)
+    return ""
+
+
+# --- the story ------------------------------------------------------------------------------------
+def _dataset(version: int, workdir: Path) -> tuple[bytes, list[list[float]]]:
+    rows, seed = DATASETS[version]
+    path = generate_churn_csv(workdir / f"churn-v{version}.csv", rows, seed)
+    data = path.read_bytes()
+    sample = [
+        [float(row[f]) for f in CHURN_FEATURES]
+        for row in list(csv.DictReader(io.StringIO(data.decode())))[:200]
+    ]
+    return data, sample
+
+
+def _run_version(
+    cloud: LocalCloud, version: int, workdir: Path, show: Callable[[str], None], label: str
+) -> RunResult:
+    sfn = cloud.client("stepfunctions")
+    known = {
+        e["executionArn"]
+        for e in sfn.list_executions(stateMachineArn=cloud.info.state_machine_arn)["executions"]
+    }
+    data, _ = _dataset(version, workdir)
+    key = cloud.upload_dataset("churn", data, f"churn-v{version}.csv")
+    show(f"\n== {label}: uploaded s3://{cloud.info.bucket}/{key} ({len(data) // 1024} KiB)")
+    arn = find_new_execution_arn(sfn, cloud.info.state_machine_arn, known)
+    show(f"   execution {arn.rsplit(':', 1)[-1]}")
+    _, result = follow(sfn, arn, show, detail=progress_detail(cloud))
+    result.label = label
+    records = cloud.store().query_docs("churn", "HISTORY#", limit=20)
+    run_id = arn.rsplit(":", 1)[-1]
+    result.record = next((r for r in records if r.get("run_id") == run_id), {})
+    show(f"   -> {result.status}: {result.record.get('status')} {result.record.get('error') or ''}".rstrip())
+    return result
+
+
+def stable_image(cloud: LocalCloud) -> str:
+    d = cloud.kube_store.get("Deployment", "models", "churn-stable")
+    return str(d["spec"]["template"]["spec"]["containers"][0]["image"])
+
+
+def run_demo(
+    cloud: LocalCloud, workdir: Path, show: Callable[[str], None] = print
+) -> tuple[int, dict[str, Any]]:
+    """Run the story on a started LocalCloud; returns (exit code, facts for the summary/report)."""
+    failures: list[str] = []
+    config = load_config_file(DEMO_CONFIG)
+    cloud.put_model(config)
+    show(f"model churn stored from {DEMO_CONFIG.relative_to(ROOT)}; alarms and Deployments created")
+    results: list[RunResult] = []
+
+    v1 = _run_version(cloud, 1, workdir, show, "version 1 (first deploy)")
+    results.append(v1)
+    if v1.record.get("status") != "promoted":
+        failures.append(f"version 1 was not promoted: {v1.record.get('status')} {v1.record.get('cause')}")
+        return _finish(cloud, results, None, failures, workdir, show)
+
+    _, sample = _dataset(1, workdir)
+    url = cloud.service_url("models", "churn")
+    traffic = SteadyTraffic(url, sample).start()
+    show(f"\nsteady traffic: 20 predictions/s to {url}/invocations")
+    try:
+        v2 = _run_version(cloud, 2, workdir, show, "version 2 (canary, then promoted)")
+        results.append(v2)
+        if v2.record.get("status") != "promoted":
+            failures.append(f"version 2 was not promoted: {v2.record.get('status')} {v2.record.get('cause')}")
+        good_image = stable_image(cloud)
+
+        bad = ModelConfig.model_validate(
+            {**config.to_document(), "serving": {"fault_error_rate": FAULT_ERROR_RATE, "fault_latency_ms": 0}}
+        )
+        cloud.put_model(bad)
+        show(
+            f"\ndemo fault on: serving.fault_error_rate={FAULT_ERROR_RATE} (the next version fails half its requests)"
+        )
+        alarms_before = len(cloud.alarm_changes)
+        v3 = _run_version(cloud, 3, workdir, show, "version 3 (bad: canary alarm, rollback)")
+        results.append(v3)
+        cloud.put_model(config)  # the fault off again for whatever comes next
+        if v3.record.get("status") != "rolled_back":
+            failures.append(
+                f"version 3 was not rolled back: {v3.record.get('status')} {v3.record.get('cause')}"
+            )
+        fired = [c for c in cloud.alarm_changes[alarms_before:] if c.get("state", {}).get("value") == "ALARM"]
+        if not fired:
+            failures.append("no alarm fired for version 3's canary")
+        if stable_image(cloud) != good_image:
+            failures.append(
+                f"stable runs {stable_image(cloud)} after the rollback, not version 2's {good_image}"
+            )
+        time.sleep(2)  # answers in flight when the run ended
+    finally:
+        traffic.stop()
+    return _finish(cloud, results, traffic, failures, workdir, show)
+
+
+def _finish(
+    cloud: LocalCloud,
+    results: list[RunResult],
+    traffic: SteadyTraffic | None,
+    failures: list[str],
+    workdir: Path,
+    show: Callable[[str], None],
+) -> tuple[int, dict[str, Any]]:
+    facts: dict[str, Any] = {"runs": results, "traffic": traffic, "alarms": list(cloud.alarm_changes)}
+    if traffic is not None:
+        counts = traffic.summary()
+        facts["traffic_counts"] = counts
+        stable_failed = counts.get("stable", {}).get("failed", 0)
+        unanswered = counts.get("?", {}).get("failed", 0)
+        if stable_failed or unanswered:
+            failures.append(
+                f"{stable_failed} requests failed on the stable variant and {unanswered} got no answer"
+            )
+    from modelops_local.report import print_summary, write_report
+
+    print_summary(results, facts, show)
+    report = write_report(workdir / "demo-report.html", results, facts)
+    show(f"\nreport: {report}")
+    for failure in failures:
+        show(f"FAILED: {failure}")
+    if not failures:
+        show(
+            "demo passed: v1 deployed, v2 promoted through a canary, v3 rolled back on its alarm; stable never failed"
+        )
+    facts["failures"] = failures
+    return (1 if failures else 0), facts
