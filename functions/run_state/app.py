@@ -51,4 +51,4 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             sfn=client("stepfunctions"),
             state_machine_arn=env(Env).STATE_MACHINE_ARN,
         )
-    return finish(request.state, request.status, store=store())
+    return finish(request.state, request.status, store=store(), sagemaker=client("sagemaker"))

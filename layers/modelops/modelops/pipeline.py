@@ -243,10 +243,34 @@ def release(run: dict[str, Any], *, store: StateStore, sfn: Any, state_machine_a
     return {"released": released, "follow_up": follow_up}
 
 
+#: A registered version's approval once its run ends (SageMaker Model Registry semantics).
+APPROVAL_BY_STATUS = {
+    "promoted": "Approved",
+    "rolled_back": "Rejected",
+    "rollback_failed": "Rejected",
+    "failed": "Rejected",
+}
+
+
 def finish(
-    state: dict[str, Any], status: str, *, store: StateStore, now: float | None = None
+    state: dict[str, Any],
+    status: str,
+    *,
+    store: StateStore,
+    sagemaker: Any | None = None,
+    now: float | None = None,
 ) -> dict[str, Any]:
-    """Record the run's outcome in history (and the new champion when promoted); return the notification."""
+    """Record the run's outcome in history (and the new champion when promoted), set the registered
+    model package's approval (Approved when promoted, Rejected when it failed or was rolled back);
+    return the notification."""
+    package_arn = (state.get("package") or {}).get("package_arn")
+    approval = APPROVAL_BY_STATUS.get(status)
+    if sagemaker is not None and package_arn and approval:
+        sagemaker.update_model_package(
+            ModelPackageArn=package_arn,
+            ModelApprovalStatus=approval,
+            ApprovalDescription=f"modelops run {state['run']['run_id']}: {status}"[:1000],
+        )
     run = state["run"]
     model = run["model"]
     when = datetime.fromtimestamp(now if now is not None else time.time(), UTC).isoformat(timespec="seconds")

@@ -55,6 +55,18 @@ def test_happy_path_promotes_and_releases_the_lock(harness, kube):
     history = store.query_docs("churn", "HISTORY#")
     assert history[0]["status"] == "promoted"
     assert any("promoted" in m for m in harness.notifications())
+    # And the registered version is approved in the model registry
+    assert package_status(history[0]) == "Approved"
+
+
+def package_status(record: dict) -> str:
+    import boto3
+
+    sagemaker = boto3.client("sagemaker", region_name="us-east-1")
+    group = sagemaker.list_model_packages(ModelPackageGroupName="modelops-churn")["ModelPackageSummaryList"]
+    by_version = {str(p["ModelPackageVersion"]): p["ModelPackageArn"] for p in group}
+    arn = by_version[str(record["version"])]
+    return str(sagemaker.describe_model_package(ModelPackageName=arn)["ModelApprovalStatus"])
 
 
 def test_rejected_candidate_changes_nothing(harness, kube):
@@ -107,7 +119,10 @@ def test_canary_alarm_during_bake_rolls_back_at_once(harness, kube):
     assert kube.deployments["churn-canary"]["spec"]["replicas"] == 0
     assert json.dumps(kube.deployments["churn-stable"]["spec"], sort_keys=True) == stable_before
     assert harness.store().lock_holder("churn") is None
-    assert harness.store().query_docs("churn", "HISTORY#")[0]["status"] == "rolled_back"
+    record = harness.store().query_docs("churn", "HISTORY#")[0]
+    assert record["status"] == "rolled_back"
+    # And the version that failed its canary is rejected in the model registry
+    assert package_status(record) == "Rejected"
 
 
 def test_alarm_in_watch_window_restores_previous_stable_image(harness, kube):
