@@ -11,7 +11,9 @@ error; the next invocation starts a fresh worker. A handler exception becomes La
 document (`errorType` = the exception class name) with `function_error == "Unhandled"`, so Step
 Functions sees Error = errorType and Cause = the payload, as on AWS. Up to `max_workers` workers
 serve one function concurrently; a further invocation waits (bounded) for one to free up and is
-otherwise throttled (`LambdaThrottledError`, Lambda's TooManyRequestsException).
+otherwise throttled (`LambdaThrottledError`, Lambda's TooManyRequestsException). A throttled
+asynchronous (`Event`) invocation is kept and retried with backoff up to `max_event_age`, as
+Lambda's asynchronous queue does; it is not dropped.
 
 `InProcessLambda` offers the same `invoke` for tests that run the handlers as plain Python under
 moto's `mock_aws` (no processes, no timeout enforcement).
@@ -282,6 +284,8 @@ class LambdaRuntime:
         init_timeout: float = 10.0,
         async_threads: int = 8,
         history_size: int = 1000,
+        max_event_age: float = 6 * 3600.0,
+        throttle_retry_max_delay: float = 30.0,
     ) -> None:
         self.state_dir = Path(state_dir)
         self.log_dir = self.state_dir / "logs" / "lambda"
@@ -289,6 +293,10 @@ class LambdaRuntime:
         self.max_workers = max_workers
         self.queue_timeout = queue_timeout
         self.init_timeout = init_timeout
+        # Lambda keeps a throttled asynchronous event and retries it with backoff for up to the
+        # maximum event age (6 hours by default), instead of dropping it.
+        self.max_event_age = max_event_age
+        self.throttle_retry_max_delay = throttle_retry_max_delay
         self._specs: dict[str, FunctionSpec] = {}
         self._pools: dict[str, _Pool] = {}
         self._metrics: dict[str, FunctionMetrics] = {}
@@ -407,11 +415,25 @@ class LambdaRuntime:
         return future
 
     def _invoke_event(self, function: str, payload: bytes | str | None) -> InvocationResult:
-        try:
-            return self.invoke(function, payload, invocation_type=EVENT)
-        except LambdaRuntimeError as exc:
-            LOG.warning("asynchronous invocation of %s failed: %s", function, exc)
-            return InvocationResult(_error_payload("Runtime.Unavailable", str(exc)), UNHANDLED)
+        queued_at = time.monotonic()
+        delay = 1.0
+        while True:
+            try:
+                return self.invoke(function, payload, invocation_type=EVENT)
+            except LambdaThrottledError as exc:
+                age = time.monotonic() - queued_at
+                if self._closed or age + delay > self.max_event_age:
+                    LOG.warning(
+                        "asynchronous event for %s dropped after %.0fs of throttling: %s", function, age, exc
+                    )
+                    return InvocationResult(_error_payload("Runtime.Unavailable", str(exc)), UNHANDLED)
+                LOG.info("asynchronous event for %s throttled; retrying in %.0fs", function, delay)
+                with self._lock:
+                    self._idle.wait(delay)  # woken early only by shutdown or other events finishing
+                delay = min(delay * 2, self.throttle_retry_max_delay)
+            except LambdaRuntimeError as exc:
+                LOG.warning("asynchronous invocation of %s failed: %s", function, exc)
+                return InvocationResult(_error_payload("Runtime.Unavailable", str(exc)), UNHANDLED)
 
     def _async_done(self, future: Future[InvocationResult]) -> None:
         with self._lock:

@@ -177,6 +177,28 @@ def test_concurrent_invocations_use_up_to_max_workers_and_queue_the_rest(runtime
     assert len(runtime.metrics()["fn"].init_durations) == 2
 
 
+def test_a_throttled_asynchronous_event_is_retried_not_dropped(tmp_path):
+    # Given a function with one worker, busy for two seconds, and a short queue wait
+    rt = LambdaRuntime(tmp_path / "state", max_workers=1, queue_timeout=0.2, throttle_retry_max_delay=0.5)
+    try:
+        rt.register(make_function(tmp_path, "fn"))
+        busy = threading.Thread(target=rt.invoke, args=("fn", '{"sleep": 2}'))
+        busy.start()
+        deadline = time.monotonic() + 10
+        while not rt.metrics()["fn"].init_durations:
+            assert time.monotonic() < deadline, "the first invocation never started"
+            time.sleep(0.02)
+        # When an asynchronous (Event) invocation arrives and is throttled
+        future = rt.invoke_async("fn", "{}")
+        # Then, as Lambda does, the event is kept and retried until a worker is free
+        result = future.result(timeout=15)
+        busy.join(10)
+        assert result.function_error is None
+        assert rt.metrics()["fn"].throttles >= 1 and rt.metrics()["fn"].invocations == 2
+    finally:
+        rt.shutdown()
+
+
 def test_invocations_beyond_the_queue_wait_are_throttled(tmp_path):
     # Given a function with one worker, busy for two seconds
     rt = LambdaRuntime(tmp_path / "state", max_workers=1, queue_timeout=0.2)
