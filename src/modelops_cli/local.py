@@ -65,7 +65,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_up(args: argparse.Namespace) -> int:
     from modelops.config import load_config_file
 
-    configs = [load_config_file(path) for path in (args.model or [])]  # validated before anything starts
+    from modelops_local.demo import DEMO_CONFIG
+
+    # validated before anything starts
+    configs = [load_config_file(path) for path in (args.model or [DEMO_CONFIG])]
     cloud = _cloud(args)
     endpoints_path = Path(args.state_dir) / ENDPOINTS_FILE
     with _stop_on_signals(), cloud:
@@ -84,7 +87,9 @@ def cmd_up(args: argparse.Namespace) -> int:
             },
         }
         endpoints_path.parent.mkdir(parents=True, exist_ok=True)
-        endpoints_path.write_text(json.dumps(info, indent=2), encoding="utf-8")
+        partial = endpoints_path.with_suffix(".tmp")  # readers never see a half-written file
+        partial.write_text(json.dumps(info, indent=2), encoding="utf-8")
+        os.replace(partial, endpoints_path)
         _say("\nmodelops local is up. In another shell:")
         _say(f'  eval "$(modelops local env --state-dir {args.state_dir})"')
         _say("  modelops status --model churn        # or history / rollback / start")
@@ -246,7 +251,11 @@ def add_parser(sub: Any) -> None:
     up = local_sub.add_parser("up", help="start and stay up (Ctrl-C stops)")
     common(up)
     up.add_argument("--port", type=int, default=4566, help="AWS endpoint port (taken: another is picked)")
-    up.add_argument("--model", action="append", help="model config to put at start (repeatable)")
+    up.add_argument(
+        "--model",
+        action="append",
+        help="model config to put at start (repeatable; default models/churn-local.yaml)",
+    )
     up.set_defaults(func=cmd_up)
     for name, func, text in (
         ("env", cmd_env, "print shell exports for the running `up`"),

@@ -1,0 +1,119 @@
+"""One local runtime (`LocalCloud`) for the end-to-end tests, with helpers to drive runs.
+
+Each test uses its own model (its own namespace, Deployments, alarms and lock), so the tests share
+the runtime's start-up cost but not their state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from modelops.config import ModelConfig, load_config_file
+
+from modelops_local.cloud import ROOT, LocalCloud, LocalSettings
+from modelops_local.demo import RunResult, find_new_execution_arn, follow
+from modelops_local.sample_data import generate_churn_csv
+from tests.waiting import wait_for
+
+T = TypeVar("T")
+BASE_CONFIG = ROOT / "models" / "churn-local.yaml"
+
+
+class Driver:
+    def __init__(self, cloud: LocalCloud, workdir: Path) -> None:
+        self.cloud = cloud
+        self.workdir = workdir
+
+    def model(self, name: str, **sections: dict[str, Any]) -> ModelConfig:
+        """churn-local.yaml renamed to `name` (its own namespace objects), sections overridden."""
+        doc = load_config_file(BASE_CONFIG).to_document()
+        doc["name"] = name
+        doc["kubernetes"].update(
+            {
+                "namespace": "e2e",
+                "stable_deployment": f"{name}-stable",
+                "canary_deployment": f"{name}-canary",
+                "service": name,
+                "canary_service": f"{name}-canary",
+                "initial_replicas": 2,
+            }
+        )
+        doc["canary"].update({"bake_seconds": 15, "watch_seconds": 10})
+        for section, values in sections.items():
+            doc[section] = {**(doc.get(section) or {}), **values}
+        config = ModelConfig.model_validate(doc)
+        self.cloud.put_model(config)
+        return config
+
+    def executions(self) -> set[str]:
+        return set(self.statuses())
+
+    def statuses(self) -> dict[str, str]:
+        """Every execution's ARN and status, from ListExecutions (one call per 1,000)."""
+        sfn = self.cloud.client("stepfunctions")
+        arns: dict[str, str] = {}
+        kwargs: dict[str, Any] = {"stateMachineArn": self.cloud.info.state_machine_arn, "maxResults": 1000}
+        for _ in range(20):
+            page = sfn.list_executions(**kwargs)
+            arns.update({e["executionArn"]: e["status"] for e in page["executions"]})
+            if not page.get("nextToken"):
+                break
+            kwargs["nextToken"] = page["nextToken"]
+        return arns
+
+    def dataset(self, name: str, rows: int, seed: int) -> bytes:
+        return generate_churn_csv(self.workdir / f"{name}-{rows}-{seed}.csv", rows, seed).read_bytes()
+
+    def upload(self, model: str, data: bytes, key_name: str) -> str:
+        return self.cloud.upload_dataset(model, data, key_name)
+
+    def run(self, model: str, data: bytes, key_name: str, timeout: float = 240) -> RunResult:
+        """Upload, find the execution it starts, follow it to the end, attach its history record."""
+        known = self.executions()
+        self.upload(model, data, key_name)
+        sfn = self.cloud.client("stepfunctions")
+        arn = find_new_execution_arn(sfn, self.cloud.info.state_machine_arn, known)
+        _, result = follow(sfn, arn, lambda _: None, timeout=timeout)
+        result.record = self.record(model, arn.rsplit(":", 1)[-1])
+        return result
+
+    def record(self, model: str, run_id: str) -> dict[str, Any]:
+        records = self.cloud.store().query_docs(model, "HISTORY#", limit=50)
+        return next((r for r in records if r.get("run_id") == run_id), {})
+
+    def deployment(self, config: ModelConfig, which: str) -> dict[str, Any]:
+        k = config.kubernetes
+        name = k.stable_deployment if which == "stable" else k.canary_deployment
+        return self.cloud.kube_store.get("Deployment", k.namespace, name)
+
+    def image(self, config: ModelConfig, which: str = "stable") -> str:
+        return str(self.deployment(config, which)["spec"]["template"]["spec"]["containers"][0]["image"])
+
+    def retire(self, config: ModelConfig) -> None:
+        """Scale the model's Deployments to 0 so later tests have the CPU."""
+        k = config.kubernetes
+        for name in (k.stable_deployment, k.canary_deployment):
+            self.cloud.kube_store.patch(
+                "Deployment", k.namespace, name, {"spec": {"replicas": 0}}, "application/merge-patch+json"
+            )
+
+    @staticmethod
+    def wait_for(probe: Callable[[], T | None], what: str, timeout: float = 60) -> T:
+        return wait_for(probe, what, timeout, interval=0.2)
+
+
+@pytest.fixture(scope="session")
+def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloud]:
+    running = LocalCloud(LocalSettings(state_dir=tmp_path_factory.mktemp("local-cloud"))).start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="session")
+def driver(cloud: LocalCloud, tmp_path_factory: pytest.TempPathFactory) -> Driver:
+    return Driver(cloud, tmp_path_factory.mktemp("e2e-data"))

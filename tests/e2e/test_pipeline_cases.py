@@ -1,0 +1,185 @@
+"""The workflow's cases end to end on the local runtime: each uses its own model."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+
+import pytest
+
+from modelops_local.demo import SteadyTraffic
+
+pytestmark = pytest.mark.timeout(900)
+
+
+def test_first_deploy_then_a_tie_is_rejected_then_a_watch_alarm_restores_the_previous_image(driver):
+    # Given a new model and its first dataset
+    config = driver.model("e2e-watch")
+    first = driver.dataset("e2e-watch", 1500, 11)  # the demo's v1 and v2 data: v2 is better
+
+    # When the first version runs, Then it is promoted and serves with its image pinned by digest
+    v1 = driver.run("e2e-watch", first, "v1.csv")
+    assert v1.status == "SUCCEEDED" and v1.record["status"] == "promoted"
+    v1_image = driver.image(config)
+    assert "@sha256:" in v1_image and v1_image == v1.record["image"]
+    assert driver.deployment(config, "stable")["status"]["readyReplicas"] == 2
+    assert driver.deployment(config, "canary")["spec"]["replicas"] == 0
+
+    # When the same data arrives again under another key (the candidate ties the champion)
+    tie = driver.run("e2e-watch", first, "v1-again.csv")
+    # Then it is rejected and nothing on the cluster changed
+    assert tie.status == "SUCCEEDED" and tie.record["status"] == "rejected"
+    assert "Bake" not in [name for _, name in tie.states] and driver.image(config) == v1_image
+
+    # When, under steady traffic, a better version is promoted and the stable alarm fires in its watch
+    traffic = SteadyTraffic(driver.cloud.service_url("e2e", "e2e-watch"), [[12, 80, 3, 20, 1, 1]]).start()
+    known = driver.executions()
+    driver.upload("e2e-watch", driver.dataset("e2e-watch", 4000, 12), "v2.csv")
+    sfn = driver.cloud.client("stepfunctions")
+    arn = driver.wait_for(lambda: next(iter(driver.executions() - known), None), "the v2 execution")
+
+    def in_watch() -> bool:
+        events = sfn.get_execution_history(executionArn=arn, maxResults=1000, reverseOrder=True)["events"]
+        return any(
+            e["type"] == "TaskStateEntered" and e["stateEnteredEventDetails"]["name"] == "Watch"
+            for e in events
+        )
+
+    def ended() -> bool:
+        return sfn.describe_execution(executionArn=arn)["status"] != "RUNNING"
+
+    driver.wait_for(lambda: in_watch() or ended(), "the Watch state", timeout=240)
+    if not in_watch():
+        traffic.stop()
+        history = driver.cloud.store().query_docs("e2e-watch", "HISTORY#", limit=1)
+        raise AssertionError(f"v2 never reached Watch: {history}")
+    time.sleep(1)  # the watch token is registered by the state's own invocation
+    assert driver.image(config) != v1_image  # promoted: stable runs v2 now
+    prefix = driver.cloud.info.alarm_prefix
+    driver.cloud.set_alarm_state(f"{prefix}e2e-watch-stable-error-rate", "ALARM", "e2e: stable errors")
+
+    # Then the run rolls back and the stable Deployment is restored to exactly v1's image, ready
+    final = driver.wait_for(
+        lambda: sfn.describe_execution(executionArn=arn)["status"] != "RUNNING" and arn,
+        "the end",
+        timeout=120,
+    )
+    traffic.stop()
+    record = driver.record("e2e-watch", final.rsplit(":", 1)[-1])
+    assert record["status"] == "rolled_back" and record["error"] == "WatchAlarmError", record
+    assert driver.image(config) == v1_image
+    stable = driver.deployment(config, "stable")
+    assert stable["status"]["readyReplicas"] == 2 == stable["status"]["updatedReplicas"]
+    # And no request failed on the stable variant through promotion and rollback
+    assert traffic.summary().get("stable", {}).get("failed", 0) == 0 and "?" not in traffic.summary()
+    driver.retire(config)
+
+
+def test_a_training_failure_changes_nothing_on_the_cluster_and_says_why(driver):
+    # Given a model whose training cannot succeed (scikit-learn refuses max_iter 0)
+    config = driver.model("e2e-trainfail", training={"hyperparameters": {"max_iter": 0}})
+
+    # When data arrives
+    run = driver.run("e2e-trainfail", driver.dataset("e2e-trainfail", 800, 31), "d.csv")
+
+    # Then the run fails with the training job's reason, no canary was started and the lock is free
+    assert run.status == "FAILED" and run.record["status"] == "failed"
+    assert "max_iter" in (run.record.get("cause") or ""), run.record
+    assert "DeployCanary" not in [name for _, name in run.states]
+    assert driver.deployment(config, "canary")["spec"]["replicas"] == 0
+    assert driver.cloud.store().lock_holder("e2e-trainfail") is None
+
+
+def test_a_redelivered_s3_event_starts_nothing_new(driver):
+    # Given a model with one upload whose run finished
+    config = driver.model("e2e-redeliver", canary={"bake_seconds": 3, "watch_seconds": 2})
+    run = driver.run("e2e-redeliver", driver.dataset("e2e-redeliver", 800, 41), "d.csv")
+    assert run.record["status"] == "promoted"
+    head = driver.cloud.client("s3").head_object(
+        Bucket=driver.cloud.info.bucket, Key="incoming/e2e-redeliver/d.csv"
+    )
+    known = driver.executions()
+
+    # When EventBridge delivers that object's Object Created event again, five times
+    detail = {
+        "version": "0",
+        "bucket": {"name": driver.cloud.info.bucket},
+        "object": {
+            "key": "incoming/e2e-redeliver/d.csv",
+            "size": head["ContentLength"],
+            "etag": head["ETag"].strip('"'),
+            "version-id": head.get("VersionId"),
+            "sequencer": "0001",
+        },
+        "request-id": "redelivery",
+        "requester": "123456789012",
+        "reason": "PutObject",
+    }
+    for _ in range(5):
+        driver.cloud.client("events").put_events(
+            Entries=[
+                {
+                    "Source": "aws.s3",
+                    "DetailType": "Object Created",
+                    "Detail": json.dumps(detail),
+                    "Resources": [f"arn:aws:s3:::{driver.cloud.info.bucket}"],
+                }
+            ]
+        )
+    driver.cloud.delivery.wait_idle(30)
+    driver.cloud.runtime.wait_idle(30)
+
+    # Then start_pipeline ran for each and started no execution: the name is the idempotency key
+    assert driver.executions() == known
+    driver.retire(config)
+
+
+def test_a_burst_of_200_uploads_never_runs_two_rollouts_and_ends_on_the_newest_data(driver):
+    # Given a model with a short canary
+    config = driver.model("e2e-burst", canary={"bake_seconds": 3, "watch_seconds": 2})
+    data = driver.dataset("e2e-burst", 600, 51)
+    known = driver.executions()
+
+    # When 200 datasets land within seconds (keys in upload order)
+    for i in range(200):
+        driver.upload("e2e-burst", data, f"burst-{i:03d}.csv")
+    sfn = driver.cloud.client("stepfunctions")
+
+    def settled() -> bool:
+        time.sleep(1)  # ListExecutions is cheap, but not free for the interpreter it shares moto with
+        statuses = {arn: status for arn, status in driver.statuses().items() if arn not in known}
+        return len(statuses) >= 201 and "RUNNING" not in statuses.values()
+
+    driver.wait_for(settled, "every burst execution to end", timeout=600)
+
+    # Then every object started one execution (200) and each run that released the lock with
+    # requests coalesced behind it started one follow-up; every other execution was coalesced
+    arns = driver.executions() - known
+    trained = []
+    for arn in arns:
+        events = sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
+        entered = {
+            e["stateEnteredEventDetails"]["name"]: e["timestamp"]
+            for e in events
+            if "stateEnteredEventDetails" in e
+        }
+        if "ValidateDataset" in entered:
+            trained.append((entered["ValidateDataset"], entered["ReleaseLock"], arn))
+        else:
+            assert "Coalesced" in entered, arn
+    follow_ups = [arn for *_, arn in trained if "-queued-" in arn]
+    assert len(arns) == 200 + len(follow_ups) and 2 <= len(trained) < 20
+    print(
+        f"burst: {len(arns)} executions, {len(trained)} trained ({len(follow_ups)} follow-ups), rest coalesced"
+    )
+    # And no two runs ever held the model between lock and release at once
+    trained.sort()
+    for (_, released, _), (next_start, _, _) in itertools.pairwise(trained):
+        assert next_start >= released, "two rollouts overlapped"
+    # And the last run trained on the newest upload
+    record = driver.record("e2e-burst", trained[-1][2].rsplit(":", 1)[-1])
+    assert record["dataset"]["key"] == "incoming/e2e-burst/burst-199.csv"
+    assert record["status"] in {"promoted", "rejected"}, record
+    assert driver.cloud.store().lock_holder("e2e-burst") is None
+    driver.retire(config)
