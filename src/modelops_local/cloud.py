@@ -152,9 +152,9 @@ class LocalCloud:
             self.progress(f"port {s.aws_port} is in use; the AWS endpoint is on {aws.port} instead")
         moto_cloudwatch_patch.apply()
         self._on_stop("cloudwatch patch", moto_cloudwatch_patch.remove)
-        # This process is a client too (model put, uploads, the CLI's commands): same endpoints.
-        os.environ.update(aws.function_environment())
-        _reset_cached_clients()
+        # This process is a client too (model put, uploads, the CLI's commands): same endpoints,
+        # until stop() puts the environment back.
+        self._set_environment(aws.function_environment())
 
         runtime = LambdaRuntime(self.state_dir, aws.function_environment())  # logs in logs/lambda/
         self.runtime = runtime
@@ -266,6 +266,21 @@ class LocalCloud:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def _set_environment(self, values: Mapping[str, str]) -> None:
+        previous = {key: os.environ.get(key) for key in values}
+
+        def restore() -> None:
+            for key, value in previous.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+            _reset_cached_clients()
+
+        os.environ.update(values)
+        _reset_cached_clients()
+        self._on_stop("environment", restore)
 
     def _on_stop(self, what: str, stop: Callable[[], Any]) -> None:
         self._stoppers.append((what, stop))

@@ -6,6 +6,7 @@ the runtime's start-up cost but not their state.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -107,11 +108,14 @@ class Driver:
 
 @pytest.fixture(scope="session")
 def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloud]:
+    before = os.environ.get("AWS_ENDPOINT_URL")
     running = LocalCloud(LocalSettings(state_dir=tmp_path_factory.mktemp("local-cloud"))).start()
     try:
         yield running
     finally:
         running.stop()
+    # The runtime points this process at itself while up, and puts the environment back when stopped
+    assert os.environ.get("AWS_ENDPOINT_URL") == before
 
 
 @pytest.fixture(scope="session")
