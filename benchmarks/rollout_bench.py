@@ -18,6 +18,7 @@ separately: it is CloudWatch's, identical on AWS, and tunable by the alarm perio
 from __future__ import annotations
 
 import argparse
+import logging
 import statistics
 import sys
 import tempfile
@@ -35,6 +36,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="bad versions rolled back (default 3)")
     args = parser.parse_args()
     quiet = lambda _: None  # noqa: E731
+    logging.basicConfig(
+        filename=str(Path(tempfile.gettempdir()) / "rollout_bench.log"), level=logging.INFO
+    )  # moto's interpreter is chatty
     with tempfile.TemporaryDirectory(prefix="modelops-bench-") as tmp:
         workdir = Path(tmp)
         with LocalCloud(LocalSettings(state_dir=workdir / "state"), progress=quiet) as cloud:
@@ -78,13 +82,16 @@ def main() -> int:
                             "to_stable_only": last_canary - alarm_at,
                         }
                     )
-                    time.sleep(3)
+                    _wait_canary_alarms_ok(
+                        cloud, timeout=90
+                    )  # the next round starts from OK, not preexisting
             finally:
                 traffic.stop()
             runs_overhead = _overhead(cloud, good)
             metrics = cloud.runtime.metrics()
 
     print("\n== alarm -> rollback (per round, seconds)")
+    print("(traffic: 20 req/s, a quarter to the canary: stable-only is resolved to about 0.2 s)")
     print(f"{'round':>5} {'bake start->alarm':>18} {'alarm->Rollback state':>22} {'alarm->stable-only':>19}")
     for i, r in enumerate(rows, 1):
         print(f"{i:>5} {r['detect']:>18.2f} {r['to_rollback']:>22.2f} {r['to_stable_only']:>19.2f}")
@@ -101,12 +108,25 @@ def main() -> int:
     return 0
 
 
+def _wait_canary_alarms_ok(cloud: LocalCloud, timeout: float) -> None:
+    """Bounded wait until the model's canary alarms left ALARM (no data: notBreaching -> OK)."""
+    cw = cloud.client("cloudwatch")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        alarms = cw.describe_alarms(AlarmNamePrefix=f"{cloud.info.alarm_prefix}churn-canary")["MetricAlarms"]
+        if all(a["StateValue"] != "ALARM" for a in alarms):
+            return
+        time.sleep(1)
+    print(f"canary alarms still in ALARM after {timeout:.0f}s", file=sys.stderr)
+
+
 def _overhead(cloud: LocalCloud, run: object) -> dict[str, float]:
     states = run.states  # type: ignore[attr-defined]
     stop = run.stop_time  # type: ignore[attr-defined]
     wall = stop - states[0][0]
-    jobs = [u for u in cloud.training_updates if u[2] in ("InProgress", "Completed")]
-    training = (jobs[-1][0] - jobs[0][0]) if jobs else 0.0
+    first_job = cloud.training_updates[0][1] if cloud.training_updates else ""
+    jobs = [u for u in cloud.training_updates if u[1] == first_job]
+    training = (jobs[-1][0] - jobs[0][0]) if jobs else 0.0  # created -> Completed
     phases = run.phase_seconds()  # type: ignore[attr-defined]
     waits = phases.get("bake", 0.0) + phases.get("watch", 0.0)
     return {
