@@ -5,12 +5,12 @@ from __future__ import annotations
 import copy
 import http.client
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from modelops_local.kube import KubeStore
+from tests import waiting
 
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/fake@sha256:" + "a" * 64
 IMAGE_V2 = "123456789012.dkr.ecr.us-east-1.amazonaws.com/fake@sha256:" + "b" * 64
@@ -152,14 +152,7 @@ def service(name: str, selector: dict[str, str], namespace: str = "models") -> d
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float = 15.0, interval: float = 0.05) -> Any:
     """Poll `check` until it returns something truthy; AssertionError naming `what` after `timeout`."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+    return waiting.wait_for(check, what, timeout, interval)
 
 
 def pods_of(store: KubeStore, selector: str, namespace: str = "models") -> list[dict[str, Any]]:
