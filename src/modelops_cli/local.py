@@ -223,9 +223,13 @@ class _stop_on_signals:
 
     def __enter__(self) -> None:
         self.previous = signal.signal(signal.SIGTERM, self._raise)
+        # A process started in the background of a script inherits SIGINT ignored; Ctrl-C (or
+        # `kill -INT`) must still stop everything.
+        self.previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def __exit__(self, *exc: object) -> None:
         signal.signal(signal.SIGTERM, self.previous)
+        signal.signal(signal.SIGINT, self.previous_int)
 
     @staticmethod
     def _raise(signum: int, frame: Any) -> None:
