@@ -532,6 +532,32 @@ class LocalCodeBuild:
                 )
         self._log(build, f"Waiting for agent ping; build environment {build.doc['environment'].get('image')}")
 
+    def _fetch(
+        self,
+        bucket: str,
+        key: str,
+        dest: Path,
+        *,
+        limit: int,
+        kind: str,
+        too_big: Callable[[int], str],
+        failed: Callable[[str, str], str],
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Copy s3://bucket/key to `dest`; _PhaseFailed(kind) with `too_big(size)` past `limit` bytes or
+        `failed(code, message)` when S3 refuses."""
+        try:
+            response = self.s3.get_object(Bucket=bucket, Key=key, **(extra or {}))
+            size = int(response.get("ContentLength") or 0)
+            if size > limit:
+                raise _PhaseFailed(kind, too_big(size))
+            with dest.open("wb") as out:
+                shutil.copyfileobj(response["Body"], out)
+        except _PhaseFailed:
+            raise
+        except Exception as exc:
+            raise _PhaseFailed(kind, failed(*_error(exc))) from None
+
     def _download_source(self, build: _Build) -> None:
         bucket, key = _source_bucket_key(build.source_location)
         where = f"arn:aws:s3:::{bucket}/{key}" if bucket else build.source_location
@@ -543,26 +569,22 @@ class LocalCodeBuild:
             )
         extra = {"VersionId": build.source_version} if build.source_version else {}
         archive = build.dir / "source.zip"
-        try:
-            response = self.s3.get_object(Bucket=bucket, Key=key, **extra)
-            size = int(response.get("ContentLength") or 0)
-            if size > self.max_source_bytes:
-                raise _PhaseFailed(
-                    "CLIENT_ERROR",
-                    f"source {where} is {size} bytes; at most {self.max_source_bytes} build locally",
-                )
-            with archive.open("wb") as out:
-                shutil.copyfileobj(response["Body"], out)
-        except _PhaseFailed:
-            raise
-        except Exception as exc:
-            code, message = _error(exc)
-            raise _PhaseFailed(
-                "CLIENT_ERROR",
+        self._fetch(
+            bucket,
+            key,
+            archive,
+            limit=self.max_source_bytes,
+            kind="CLIENT_ERROR",
+            too_big=lambda size: (
+                f"source {where} is {size} bytes; at most {self.max_source_bytes} build locally"
+            ),
+            failed=lambda code, message: (
                 f"{code}: {message} for primary source and source version {where}. Upload the zipped "
                 f"serving_image folder there (modelops_local.codebuild.package_source) or fix the project's "
-                "source location",
-            ) from None
+                "source location"
+            ),
+            extra=extra,
+        )
         source_dir = build.dir / "src"
         try:
             safe_unzip(archive, source_dir, max_bytes=self.max_source_bytes)
@@ -631,25 +653,20 @@ class LocalCodeBuild:
                 f"aws s3 cp {uri} model.tar.gz failed: MODEL_ARTIFACT_S3_URI must be s3://<bucket>/<key>",
             )
         archive = build.dir / "model.tar.gz"
-        try:
-            response = self.s3.get_object(Bucket=bucket, Key=key)
-            size = int(response.get("ContentLength") or 0)
-            if size > self.max_model_bytes:
-                raise _PhaseFailed(
-                    "COMMAND_EXECUTION_ERROR",
-                    f"model artifact {uri} is {size} bytes; at most {self.max_model_bytes} build locally",
-                )
-            with archive.open("wb") as out:
-                shutil.copyfileobj(response["Body"], out)
-        except _PhaseFailed:
-            raise
-        except Exception as exc:
-            code, message = _error(exc)
-            raise _PhaseFailed(
-                "COMMAND_EXECUTION_ERROR",
+        self._fetch(
+            bucket,
+            key,
+            archive,
+            limit=self.max_model_bytes,
+            kind="COMMAND_EXECUTION_ERROR",
+            too_big=lambda size: (
+                f"model artifact {uri} is {size} bytes; at most {self.max_model_bytes} build locally"
+            ),
+            failed=lambda code, message: (
                 f"aws s3 cp {uri} model.tar.gz failed: {code}: {message}. Check that MODEL_ARTIFACT_S3_URI "
-                "names the training job's output/model.tar.gz and that it exists",
-            ) from None
+                "names the training job's output/model.tar.gz and that it exists"
+            ),
+        )
         self._log(build, f"downloaded {uri} ({archive.stat().st_size} bytes)")
         model_dir = build.dir / "model"
         try:
