@@ -189,7 +189,8 @@ class LocalCloud:
 
         self.progress("starting the Kubernetes stand-in (API server, controller, Service ports)")
         self.kube_store = KubeStore()
-        self.authorizer_objects: list[dict[str, Any]] = []
+        # RBAC documents by (kind, namespace, name): putting a model again replaces, never duplicates
+        self.rbac_objects: dict[tuple[str, str | None, str], dict[str, Any]] = {}
         self.kube_server = KubeApiServer(
             self.kube_store,
             authenticate=EksTokenValidator(s.cluster_name, {ACCESS_KEY_ID: SECRET_ACCESS_KEY}),
@@ -337,7 +338,8 @@ class LocalCloud:
         for obj in objects:
             kind, name = obj["kind"], obj["metadata"]["name"]
             if kind in RBAC_KINDS:
-                self.authorizer_objects.append(obj)
+                meta = obj["metadata"]
+                self.rbac_objects[(kind, meta.get("namespace"), name)] = obj
                 continue
             if kind not in SERVED_KINDS:
                 skipped.append(f"{kind}/{name}")
@@ -348,7 +350,7 @@ class LocalCloud:
             except NotFoundError:
                 self.kube_store.create(obj, namespace=namespace)
                 created.append(f"{kind}/{name}")
-        self._authorizer = RoleAuthorizer(self.authorizer_objects, {ACCESS_KEY_ID: [ROLLOUT_GROUP]})
+        self._authorizer = RoleAuthorizer(self.rbac_objects.values(), {ACCESS_KEY_ID: [ROLLOUT_GROUP]})
         if skipped:
             self.progress(f"not applied locally (no local controller): {', '.join(skipped)}")
         return created
