@@ -292,14 +292,8 @@ class EventDelivery:
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until queued rule deliveries have been handed to their targets; False on timeout."""
-        deadline = time.monotonic() + timeout
         with self._lock:
-            while self._pending:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._lock.wait(remaining)
-        return True
+            return self._lock.wait_for(lambda: not self._pending, timeout)
 
     def shutdown(self) -> None:
         """Stop accepting deliveries (queued ones are dropped)."""

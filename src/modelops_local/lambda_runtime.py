@@ -442,14 +442,8 @@ class LambdaRuntime:
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until every queued asynchronous invocation has finished; False on timeout."""
-        deadline = time.monotonic() + timeout
         with self._lock:
-            while self._pending:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._idle.wait(remaining)
-        return True
+            return self._idle.wait_for(lambda: not self._pending, timeout)
 
     def _acquire(
         self, spec: FunctionSpec, pool: _Pool, request_id: str
