@@ -26,7 +26,10 @@ class Env(BaseEnv):
 @tracer.capture_lambda_handler
 def handler(event: Any, context: Any) -> dict[str, Any]:
     settings = env(Env)
-    from_event = isinstance(event, dict) and event.get("source") in {"aws.s3", "modelops.schedule"}
+    # Events (EventBridge, Scheduler, an S3 notification) are answered, not raised: a retry cannot fix them.
+    from_event = isinstance(event, dict) and (
+        event.get("source") in {"aws.s3", "modelops.schedule"} or "Records" in event
+    )
     try:
         request = parse_trigger(event, bucket=settings.BUCKET_NAME)
         result = start_run(

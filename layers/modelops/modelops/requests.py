@@ -99,6 +99,12 @@ def parse_trigger(event: Any, *, bucket: str) -> PipelineRequest:
     """
     if not isinstance(event, dict):
         raise RequestError(f"event must be a JSON object, got {type(event).__name__}")
+    if "Records" in event:
+        raise RequestError(
+            "S3 event notifications (Records) are not a trigger: the stack receives S3 events through "
+            "EventBridge (detail-type Object Created); enable EventBridge on the bucket instead of "
+            "an event notification to this function"
+        )
     if event.get("source") == "aws.s3" or event.get("detail-type") == "Object Created":
         return _from_s3(event, bucket=bucket)
     if event.get("source") == "modelops.schedule":
@@ -114,11 +120,17 @@ def _from_s3(event: dict[str, Any], *, bucket: str) -> PipelineRequest:
         parsed = S3EventNotificationEventBridgeModel.model_validate(event)
     except ValidationError as exc:
         raise RequestError(f"malformed S3 Object Created event: {format_validation_error(exc)}") from None
+    if parsed.source != "aws.s3" or parsed.detail_type != "Object Created":
+        raise RequestError(
+            f"event {parsed.source}/{parsed.detail_type} is not an S3 Object Created event; nothing to do"
+        )
     detail = parsed.detail
     if detail.bucket.name != bucket:
         raise RequestError(f"event is for bucket {detail.bucket.name!r}, not the pipeline bucket {bucket!r}")
     key = detail.object.key
     model = model_from_key(key)
+    if detail.object.size is None:
+        raise RequestError(f"malformed S3 Object Created event: detail.object.size missing for {key!r}")
     if not detail.object.size:
         raise RequestError(f"object {key!r} is empty (0 bytes); upload a CSV with a header and rows")
     version = detail.object.version_id or detail.object.etag or detail.object.sequencer or ""
