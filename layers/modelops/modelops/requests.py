@@ -15,7 +15,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from modelops.config import format_validation_error
 from modelops.errors import RequestError
@@ -66,7 +66,7 @@ class ManualStart(BaseModel):
 
 
 class ScheduledStart(BaseModel):
-    """The Input of a per-model EventBridge Scheduler schedule (see modelops.schedules)."""
+    """The Input of a per-model EventBridge Scheduler schedule (see modelops.model_admin)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -75,6 +75,26 @@ class ScheduledStart(BaseModel):
     # EventBridge Scheduler fills <aws.scheduler.scheduled-time> in: the slot, so a retried
     # delivery of the same slot maps to the same execution.
     scheduled_time: str = Field(min_length=1)
+
+    @field_validator("scheduled_time")
+    @classmethod
+    def _timestamp(cls, value: str) -> str:
+        # The slot is the idempotency key: a constant (an unfilled placeholder, a date without a
+        # time) would make every later slot a "duplicate" that never runs.
+        if value.startswith("<aws.scheduler."):
+            raise ValueError(
+                f"{value} was not filled in; the schedule must be an EventBridge Scheduler schedule "
+                "(created by `modelops model put`)"
+            )
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(
+                f"expected an ISO 8601 timestamp such as 2026-11-22T06:00:00Z, got {value!r}"
+            ) from None
+        if moment.tzinfo is None:
+            raise ValueError(f"expected a timestamp with a zone such as 2026-11-22T06:00:00Z, got {value!r}")
+        return value
 
 
 def model_from_key(key: str) -> str:
