@@ -20,7 +20,7 @@ class Env(BaseEnv):
 class Event(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    request: dict[str, Any]
+    request: Any  # checked by modelops.requests.parse_execution_input, which names the bad field
     execution_name: str
 
 

@@ -25,7 +25,7 @@ from modelops.errors import (
     UnknownModelError,
 )
 from modelops.evaluation import judge, read_evaluation_from_tarball
-from modelops.requests import PipelineRequest, queued_request, safe_name
+from modelops.requests import PipelineRequest, parse_execution_input, queued_request, safe_name
 from modelops.rollout import require_digest
 from modelops.rollout_service import relevant_alarms
 
@@ -63,7 +63,7 @@ def start_run(
 
 # --- resolve -------------------------------------------------------------------------------------
 def resolve(
-    raw_request: dict[str, Any],
+    raw_request: Any,
     *,
     execution_name: str,
     store: StateStore,
@@ -75,16 +75,7 @@ def resolve(
     poll_seconds: int,
 ) -> dict[str, Any]:
     """Turn the execution input into the run context every later state reads."""
-    try:
-        request = PipelineRequest.model_validate(raw_request)
-    except Exception as exc:
-        from pydantic import ValidationError
-
-        from modelops.config import format_validation_error
-
-        if isinstance(exc, ValidationError):
-            raise RequestError(f"invalid execution input: {format_validation_error(exc)}") from None
-        raise
+    request = parse_execution_input(raw_request, bucket=bucket)
     config = load_model(store, request.model)
     dataset = request.dataset.model_dump() if request.dataset else None
     if dataset is None:

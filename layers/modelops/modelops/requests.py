@@ -197,6 +197,29 @@ def _from_manual(event: dict[str, Any]) -> PipelineRequest:
     )
 
 
+def parse_execution_input(raw: Any, *, bucket: str) -> PipelineRequest:
+    """The execution input (what start_pipeline passes, or `aws stepfunctions start-execution
+    --input`) -> PipelineRequest; RequestError naming the field when it is malformed or names a
+    dataset outside the pipeline bucket or the model's incoming/<model>/ prefix."""
+    if not isinstance(raw, dict):
+        raise RequestError(f"execution input must be a JSON object, got {type(raw).__name__}")
+    try:
+        request = PipelineRequest.model_validate(raw)
+    except ValidationError as exc:
+        raise RequestError(f"invalid execution input: {format_validation_error(exc)}") from None
+    dataset = request.dataset
+    if dataset is not None:
+        if dataset.bucket not in (None, bucket):
+            raise RequestError(
+                f"dataset.bucket {dataset.bucket!r} is not the pipeline bucket {bucket!r}; "
+                f"upload the data to s3://{bucket}/{INCOMING_PREFIX}{request.model}/"
+            )
+        prefix = f"{INCOMING_PREFIX}{request.model}/"
+        if not dataset.key.startswith(prefix) or dataset.key.endswith("/"):
+            raise RequestError(f"dataset.key {dataset.key!r} is not a file under {prefix}")
+    return request
+
+
 def queued_request(original: PipelineRequest, holder: str) -> PipelineRequest:
     """The follow-up run for requests coalesced while `holder` held the model's lock.
 
