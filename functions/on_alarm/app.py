@@ -15,7 +15,7 @@ class Env(BaseEnv):
 
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
-def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+def handler(event: Any, context: Any) -> dict[str, Any]:
     result = handle_alarm(
         event, store=store(), sfn=client("stepfunctions"), alarm_prefix=env(Env).ALARM_PREFIX
     )

@@ -20,12 +20,17 @@ from modelops.errors import (
     BuildFailedError,
     DatasetInvalidError,
     EvaluationError,
-    RequestError,
     TrainingFailedError,
     UnknownModelError,
 )
 from modelops.evaluation import judge, read_evaluation_from_tarball
-from modelops.requests import PipelineRequest, parse_execution_input, queued_request, safe_name
+from modelops.requests import (
+    PipelineRequest,
+    parse_alarm_event,
+    parse_execution_input,
+    queued_request,
+    safe_name,
+)
 from modelops.rollout import require_digest
 from modelops.rollout_service import relevant_alarms
 
@@ -508,17 +513,12 @@ def build_status(
 
 # --- alarms ----------------------------------------------------------------------------------------
 def handle_alarm(
-    event: dict[str, Any], *, store: StateStore, sfn: Any, alarm_prefix: str, now: float | None = None
+    event: Any, *, store: StateStore, sfn: Any, alarm_prefix: str, now: float | None = None
 ) -> dict[str, Any]:
     """An alarm state change: fail the active rollout's bake/watch task when it counts against the
     new version; record it otherwise. Alarms of other stacks or models are ignored."""
-    detail = event.get("detail") or {}
-    name = detail.get("alarmName")
-    state = (detail.get("state") or {}).get("value")
-    if not isinstance(name, str) or not isinstance(state, str):
-        raise RequestError(
-            "malformed CloudWatch Alarm State Change event: detail.alarmName / detail.state.value missing"
-        )
+    change = parse_alarm_event(event)
+    name, state = change.alarm_name, change.state
     parsed = parse_alarm_name(name, alarm_prefix)
     if parsed is None:
         return {"action": "ignored", "reason": f"alarm {name} is not one of this stack's model alarms"}
@@ -532,7 +532,7 @@ def handle_alarm(
         "variant": variant,
         "kind": kind,
         "at": at,
-        "reason": (detail.get("state") or {}).get("reason", ""),
+        "reason": change.reason,
     }
     if state != "ALARM":
         return {"action": "ignored", "reason": f"{name} -> {state}"}

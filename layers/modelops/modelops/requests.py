@@ -97,6 +97,54 @@ class ScheduledStart(BaseModel):
         return value
 
 
+class _AlarmState(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    value: Literal["OK", "ALARM", "INSUFFICIENT_DATA"]
+    reason: str = ""
+
+
+class _AlarmDetail(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    alarmName: str = Field(min_length=1)
+    state: _AlarmState
+
+
+class AlarmStateChange(BaseModel):
+    """The `CloudWatch Alarm State Change` event EventBridge delivers to on_alarm (the fields it reads)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+    source: Literal["aws.cloudwatch"]
+    detail_type: Literal["CloudWatch Alarm State Change"] = Field(alias="detail-type")
+    detail: _AlarmDetail
+
+    @property
+    def alarm_name(self) -> str:
+        return self.detail.alarmName
+
+    @property
+    def state(self) -> str:
+        return self.detail.state.value
+
+    @property
+    def reason(self) -> str:
+        return self.detail.state.reason
+
+
+def parse_alarm_event(event: Any) -> AlarmStateChange:
+    """An alarm state-change event; RequestError naming the bad field when malformed."""
+    if not isinstance(event, dict):
+        raise RequestError(f"event must be a JSON object, got {type(event).__name__}")
+    try:
+        return AlarmStateChange.model_validate(event)
+    except ValidationError as exc:
+        raise RequestError(
+            f"malformed CloudWatch Alarm State Change event: {format_validation_error(exc)}"
+        ) from None
+
+
 def model_from_key(key: str) -> str:
     """`incoming/<model>/<file>` -> model; RequestError for anything else."""
     if not key.startswith(INCOMING_PREFIX):
