@@ -213,19 +213,71 @@ def parse_config(document: dict[str, Any], *, source: str = "model config") -> M
         raise ConfigError(f"{source} is invalid: {format_validation_error(exc)}") from None
 
 
+class _DuplicateKeyError(ValueError):
+    pass
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last silently,
+    so a second `canary:` block would replace the first without a word)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *base`; a key after it may override a merged one
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, list | dict):
+                continue  # unhashable; SafeLoader reports it below
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _load_yaml(text: str, *, name: str) -> Any:
+    loader = _UniqueKeyLoader(text)
+    loader.name = name  # error marks say `in "<file>", line N` instead of "<unicode string>"
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    document: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in document:
+            raise _DuplicateKeyError(f"duplicate key {key!r}")
+        document[key] = value
+    return document
+
+
 def load_config_file(path: str | Path) -> ModelConfig:
     """Read a JSON or YAML model config file and validate it."""
     path = Path(path)
+    kind = "JSON" if path.suffix == ".json" else "YAML"
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read model config {path}: {exc.strerror}") from None
     try:
-        document = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(
-            f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}"
-        ) from None
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    if not text.strip():
+        raise ConfigError(f"{path} is empty; expected a model config ({kind} mapping with name, data, ...)")
+    try:
+        if kind == "JSON":
+            document = json.loads(text, object_pairs_hook=_unique_pairs)
+        else:
+            document = _load_yaml(text, name=str(path))
+    except (json.JSONDecodeError, yaml.YAMLError, _DuplicateKeyError) as exc:
+        raise ConfigError(f"{path} is not valid {kind}: {exc}") from None
+    if document is None:
+        raise ConfigError(f"{path} holds no document (only comments?); expected a model config mapping")
     if not isinstance(document, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(document).__name__}")
     return parse_config(document, source=str(path))
@@ -236,5 +288,7 @@ def format_validation_error(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"]) or "(document)"
-        parts.append(f"{loc}: {err['msg']}")
+        # "... or instance of _AlarmDetail" names a Python class, which means nothing to the user
+        message = "Input should be a valid dictionary" if err["type"] == "model_type" else err["msg"]
+        parts.append(f"{loc}: {message}")
     return "; ".join(parts)
