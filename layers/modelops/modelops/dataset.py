@@ -10,11 +10,15 @@ import io
 import math
 import random
 from dataclasses import dataclass, field
+from typing import Literal
 
 from modelops.config import DataSchema
 from modelops.errors import DatasetInvalidError
 
 _SNIFF_BYTES = 64 * 1024
+# How CSV writers spell a missing value (numpy, R, SQL exports); never a real class or target.
+_MISSING_MARKERS = {"nan", "na", "n/a", "null"}
+Task = Literal["binary_classification", "regression"]
 
 
 @dataclass(frozen=True)
@@ -27,9 +31,17 @@ class DatasetReport:
 
 
 def validate_csv(
-    data: bytes, schema: DataSchema, *, name: str, smoke_size: int = 20, seed: int = 0
+    data: bytes,
+    schema: DataSchema,
+    *,
+    name: str,
+    task: Task = "binary_classification",
+    smoke_size: int = 20,
+    seed: int = 0,
 ) -> DatasetReport:
-    """Check `data` (a CSV file called `name`) against `schema`; DatasetInvalidError says what is wrong."""
+    """Check `data` (a CSV file called `name`) against `schema` and the model's `task` (binary
+    classification: exactly two label values; regression: numeric labels); DatasetInvalidError
+    says what is wrong."""
     if not data.strip():
         raise DatasetInvalidError(f"{name}: file is empty")
     if len(data) > schema.max_bytes:
@@ -82,6 +94,13 @@ def validate_csv(
             label = row[label_idx].strip()
             if label == "":
                 raise DatasetInvalidError(f"{name}: line {line_no}: label {schema.label_column!r} is empty")
+            if label.lower() in _MISSING_MARKERS:
+                raise DatasetInvalidError(
+                    f"{name}: line {line_no}: label {schema.label_column!r} is {label!r}, a missing value; "
+                    "drop the row or fill the label in"
+                )
+            if task == "regression":
+                _number(row[label_idx], name=name, line=line_no, column=schema.label_column)
             features = []
             for col, idx in zip(schema.feature_columns, feature_idx, strict=True):
                 features.append(_number(row[idx], name=name, line=line_no, column=col))
@@ -104,6 +123,12 @@ def validate_csv(
     if len(labels) < 2:
         raise DatasetInvalidError(
             f"{name}: label {schema.label_column!r} has a single value {list(labels)}; cannot train"
+        )
+    if task == "binary_classification" and len(labels) > 2:
+        shown = sorted(labels)[:5]
+        raise DatasetInvalidError(
+            f"{name}: label {schema.label_column!r} has {len(labels)} distinct values "
+            f"{shown}{'...' if len(labels) > 5 else ''}; binary_classification needs exactly 2"
         )
     return DatasetReport(rows=rows, columns=header, label_distribution=labels, smoke_sample=sample)
 

@@ -370,7 +370,13 @@ def validate_dataset(run: dict[str, Any], *, s3: Any) -> dict[str, Any]:
             f"{name}: {head['ContentLength']} bytes exceeds max_bytes {config.data.schema_.max_bytes}"
         )
     body = s3.get_object(**kwargs)["Body"].read()
-    report = validate_csv(body, config.data.schema_, name=name, smoke_size=config.canary.smoke_sample_size)
+    report = validate_csv(
+        body,
+        config.data.schema_,
+        name=name,
+        task=config.data.task,
+        smoke_size=config.canary.smoke_sample_size,
+    )
     return {"rows": report.rows, "labels": report.label_distribution, "smoke_sample": report.smoke_sample}
 
 
