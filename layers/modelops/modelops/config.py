@@ -19,7 +19,15 @@ from modelops.errors import ConfigError
 
 # Kubernetes DNS-1123 label: what a Deployment, Service or namespace name may be.
 _DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
-ModelName = Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$")]
+_MODEL_NAME = r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$"
+# What a pattern means, for the error message (a regular expression helps nobody fix a file).
+_PATTERN_HINTS = {
+    _DNS_LABEL: "should be a Kubernetes name: lowercase letters, digits and '-', at most 63, "
+    "starting and ending with a letter or digit",
+    _MODEL_NAME: "should be a model name: lowercase letters, digits and '-', at most 40, "
+    "starting and ending with a letter or digit",
+}
+ModelName = Annotated[str, Field(pattern=_MODEL_NAME)]
 K8sName = Annotated[str, Field(pattern=_DNS_LABEL)]
 # Higher is better for these; lower is better for everything else we know.
 _MAXIMIZE = {"auc", "accuracy", "f1", "r2", "precision", "recall"}
@@ -159,7 +167,10 @@ class AlarmConfig(_Strict):
     @model_validator(mode="after")
     def _m_of_n(self) -> AlarmConfig:
         if self.datapoints_to_alarm > self.evaluation_periods:
-            raise ValueError("datapoints_to_alarm must be <= evaluation_periods")
+            raise ValueError(
+                f"datapoints_to_alarm ({self.datapoints_to_alarm}) must be <= evaluation_periods "
+                f"({self.evaluation_periods})"
+            )
         return self
 
 
@@ -266,7 +277,10 @@ def load_config_file(path: str | Path) -> ModelConfig:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{path} is not UTF-8 text (line {line}, byte {exc.start}); save it as UTF-8"
+        ) from None
     if not text.strip():
         raise ConfigError(f"{path} is empty; expected a model config ({kind} mapping with name, data, ...)")
     try:
@@ -288,7 +302,15 @@ def format_validation_error(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"]) or "(document)"
-        # "... or instance of _AlarmDetail" names a Python class, which means nothing to the user
-        message = "Input should be a valid dictionary" if err["type"] == "model_type" else err["msg"]
+        message = err["msg"]
+        if err["type"] == "model_type":  # "... or instance of _AlarmDetail": a Python class name
+            message = "Input should be a valid dictionary"
+        elif err["type"] == "value_error":
+            message = message.removeprefix("Value error, ")
+        elif err["type"] == "string_pattern_mismatch":
+            pattern = (err.get("ctx") or {}).get("pattern")
+            message = (
+                f"{_PATTERN_HINTS[pattern]}, got {err['input']!r}" if pattern in _PATTERN_HINTS else message
+            )
         parts.append(f"{loc}: {message}")
     return "; ".join(parts)
