@@ -1,5 +1,6 @@
-"""The model artifact: model.joblib + metadata.json (+ evaluation.json) in the model folder, shipped
-by SageMaker as model.tar.gz. One module writes and reads it, so train and serve agree."""
+"""The model artifact: model.joblib + metadata.json (+ evaluation.json, + forest.json when the model
+compiles, see forest.py) in the model folder, shipped by SageMaker as model.tar.gz. One module
+writes and reads it, so train and serve agree."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import joblib
 import numpy as np
 
 from model_server.contract import METADATA_FILE, MODEL_FILE
@@ -36,6 +36,9 @@ class ModelMetadata:
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     model_file: str = MODEL_FILE
     format_version: int = FORMAT_VERSION
+    # The compiled predictor's document (forest.py) and its largest gap to the estimator on the holdout.
+    forest_file: str | None = None
+    forest_max_abs_diff: float | None = None
 
     @property
     def training_rows(self) -> int:
@@ -71,6 +74,8 @@ class ModelMetadata:
                 hyperparameters=dict(doc.get("hyperparameters") or {}),
                 model_file=str(doc.get("model_file", MODEL_FILE)),
                 format_version=int(doc.get("format_version", FORMAT_VERSION)),
+                forest_file=doc.get("forest_file"),
+                forest_max_abs_diff=doc.get("forest_max_abs_diff"),
             )
         except KeyError as exc:
             raise ModelLoadError(f"{source}: field {exc.args[0]!r} is missing") from None
@@ -82,8 +87,9 @@ class ModelMetadata:
             raise ModelLoadError(f"{source}: feature_columns is empty")
         if not 0 <= meta.fault_error_rate <= 1 or meta.fault_latency_ms < 0:
             raise ModelLoadError(f"{source}: fault_error_rate must be in [0, 1] and fault_latency_ms >= 0")
-        if PurePosixPath(meta.model_file).name != meta.model_file:
-            raise ModelLoadError(f"{source}: model_file {meta.model_file!r} must be a plain file name")
+        for name in (meta.model_file, meta.forest_file):
+            if name is not None and PurePosixPath(name).name != name:
+                raise ModelLoadError(f"{source}: {name!r} must be a plain file name")
         return meta
 
 
@@ -103,15 +109,23 @@ class LoadedModel:
         return [float(p) for p in self.estimator.predict(rows)]
 
 
-def save_model(model_dir: Path, estimator: Any, metadata: ModelMetadata) -> None:
-    """Write the estimator and its metadata into `model_dir`."""
+def save_model(
+    model_dir: Path, estimator: Any, metadata: ModelMetadata, forest: dict[str, Any] | None = None
+) -> None:
+    """Write the estimator, its metadata and (when given) its compiled-forest document into `model_dir`."""
+    import joblib
+
     model_dir.mkdir(parents=True, exist_ok=True)
     joblib.dump(estimator, model_dir / metadata.model_file)
+    if forest is not None and metadata.forest_file:
+        (model_dir / metadata.forest_file).write_text(
+            json.dumps(forest, separators=(",", ":")), encoding="utf-8"
+        )
     write_json(model_dir / METADATA_FILE, metadata.to_dict())
 
 
-def load_model(model_dir: Path) -> LoadedModel:
-    """Load a model folder written by `save_model`; ModelLoadError says which file is wrong."""
+def read_metadata(model_dir: Path) -> ModelMetadata:
+    """metadata.json of a model folder; ModelLoadError says what is wrong with it."""
     meta_path = model_dir / METADATA_FILE
     try:
         doc = json.loads(meta_path.read_text(encoding="utf-8"))
@@ -119,7 +133,30 @@ def load_model(model_dir: Path) -> LoadedModel:
         raise ModelLoadError(f"{meta_path} not found: is the model folder populated?") from None
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"{meta_path} is unreadable: {exc}") from None
-    metadata = ModelMetadata.from_dict(doc, source=str(meta_path))
+    return ModelMetadata.from_dict(doc, source=str(meta_path))
+
+
+def read_forest(model_dir: Path, metadata: ModelMetadata) -> Any:
+    """The compiled-forest document named by the metadata (None when the model has none)."""
+    if not metadata.forest_file:
+        return None
+    path = model_dir / metadata.forest_file
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{path} (named by {METADATA_FILE}) is unreadable: {exc}") from None
+
+
+def load_model(model_dir: Path) -> LoadedModel:
+    """Load a model folder written by `save_model`; ModelLoadError says which file is wrong."""
+    metadata = read_metadata(model_dir)
+    return LoadedModel(estimator=load_estimator(model_dir, metadata), metadata=metadata)
+
+
+def load_estimator(model_dir: Path, metadata: ModelMetadata) -> Any:
+    """Unpickle the estimator named by the metadata and check it against the feature list."""
+    import joblib
+
     model_path = model_dir / metadata.model_file
     try:
         estimator = joblib.load(model_path)
@@ -132,7 +169,7 @@ def load_model(model_dir: Path) -> LoadedModel:
         raise ModelLoadError(
             f"{model_path} expects {expected} features but {METADATA_FILE} lists {len(metadata.feature_columns)}"
         )
-    return LoadedModel(estimator=estimator, metadata=metadata)
+    return estimator
 
 
 def extract_model_archive(archive: Path, dest: Path) -> Path:

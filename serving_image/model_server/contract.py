@@ -41,6 +41,19 @@ VERSION_ENV = "MODELOPS_VERSION"
 EMF_FLUSH_ENV = "EMF_FLUSH_SECONDS"
 DEFAULT_EMF_FLUSH_SECONDS = 1.0
 FAULT_SEED_ENV = "MODELOPS_FAULT_SEED"
+# Serving behaviour (defaults suit a Kubernetes pod; see serving_image/README.md).
+DRAIN_SECONDS_ENV = "SERVE_DRAIN_SECONDS"  # after SIGTERM: keep serving, /ping 503, Connection: close
+DEFAULT_DRAIN_SECONDS = 0.0
+GRACEFUL_TIMEOUT_ENV = "SERVE_GRACEFUL_TIMEOUT_SECONDS"  # then: wait this long for in-flight requests
+DEFAULT_GRACEFUL_TIMEOUT_SECONDS = 20.0
+KEEP_ALIVE_ENV = "SERVE_KEEP_ALIVE_SECONDS"  # idle keep-alive; above the 60 s of AWS load balancers
+DEFAULT_KEEP_ALIVE_SECONDS = 65.0
+BATCH_MAX_ROWS_ENV = "SERVE_BATCH_MAX_ROWS"
+DEFAULT_BATCH_MAX_ROWS = 1024
+BATCH_WAIT_MS_ENV = "SERVE_BATCH_WAIT_MS"  # 0: batch only requests that arrived together
+DEFAULT_BATCH_WAIT_MS = 0.0
+COMPILED_MAX_ROWS_ENV = "SERVE_COMPILED_MAX_ROWS"  # batches this big go to scikit-learn
+DEFAULT_COMPILED_MAX_ROWS = 64
 
 # --- file names ----------------------------------------------------------------------------------
 HYPERPARAMETERS_FILE = "hyperparameters.json"
@@ -49,6 +62,7 @@ RESOURCE_CONFIG_FILE = "resourceconfig.json"
 FAILURE_FILE = "failure"
 MODEL_FILE = "model.joblib"
 METADATA_FILE = "metadata.json"
+FOREST_FILE = "forest.json"
 EVALUATION_FILE = "evaluation.json"
 TRAIN_CHANNEL = "train"
 CHAMPION_CHANNEL = "champion"
@@ -128,6 +142,12 @@ class ServeSettings:
     version: str | None
     emf_flush_seconds: float
     fault_seed: int
+    drain_seconds: float = DEFAULT_DRAIN_SECONDS
+    graceful_timeout_seconds: float = DEFAULT_GRACEFUL_TIMEOUT_SECONDS
+    keep_alive_seconds: float = DEFAULT_KEEP_ALIVE_SECONDS
+    batch_max_rows: int = DEFAULT_BATCH_MAX_ROWS
+    batch_wait_ms: float = DEFAULT_BATCH_WAIT_MS
+    compiled_max_rows: int = DEFAULT_COMPILED_MAX_ROWS
 
 
 def serve_settings(env: Mapping[str, str] | None = None) -> ServeSettings:
@@ -150,7 +170,24 @@ def serve_settings(env: Mapping[str, str] | None = None) -> ServeSettings:
         version=env.get(VERSION_ENV) or None,
         emf_flush_seconds=flush,
         fault_seed=_int(env, FAULT_SEED_ENV, 0),
+        drain_seconds=_at_least(env, DRAIN_SECONDS_ENV, DEFAULT_DRAIN_SECONDS, 0),
+        graceful_timeout_seconds=_at_least(env, GRACEFUL_TIMEOUT_ENV, DEFAULT_GRACEFUL_TIMEOUT_SECONDS, 0),
+        keep_alive_seconds=_at_least(env, KEEP_ALIVE_ENV, DEFAULT_KEEP_ALIVE_SECONDS, 1),
+        batch_max_rows=int(_at_least(env, BATCH_MAX_ROWS_ENV, DEFAULT_BATCH_MAX_ROWS, 1, integer=True)),
+        batch_wait_ms=_at_least(env, BATCH_WAIT_MS_ENV, DEFAULT_BATCH_WAIT_MS, 0),
+        compiled_max_rows=int(
+            _at_least(env, COMPILED_MAX_ROWS_ENV, DEFAULT_COMPILED_MAX_ROWS, 0, integer=True)
+        ),
     )
+
+
+def _at_least(
+    env: Mapping[str, str], name: str, default: float, low: float, *, integer: bool = False
+) -> float:
+    value: float = _int(env, name, int(default)) if integer else _float(env, name, default)
+    if value < low:
+        raise ContractError(f"{name}={value} must be >= {low}")
+    return value
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:

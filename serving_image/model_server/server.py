@@ -1,35 +1,58 @@
-"""The `serve` program: the SageMaker hosting contract (`GET /ping`, `POST /invocations`) on a
-threaded stdlib HTTP server, with per-request demo faults and EMF metrics on stdout.
+"""The `serve` program: the SageMaker hosting contract (`GET /ping`, `POST /invocations`, port 8080).
 
-/ping answers 503 until the model in model/ is loaded (in the background, after the port is bound),
-then 200. Logs go to stderr; stdout carries only EMF lines.
+One process, one event loop (uvicorn with httptools and uvloop), a bare ASGI app, no framework.
+Requests that arrive together are predicted in one call (predictor.MicroBatcher), with the
+compiled forest for small batches and scikit-learn for large ones (predictor.Predictor).
+
+- /ping answers 503 until the model is loaded (in the background, after the port is bound), then
+  200; 503 again once the pod is draining.
+- Bad bodies get 4xx with a message naming what is wrong (inputs.py); 5xx only for server faults
+  and the demo's injected faults.
+- Every answer carries `X-Modelops-Variant` and `X-Modelops-Version`.
+- Metrics: per-request counters in memory; a background thread writes them to stdout as EMF lines
+  once per flush interval (emf.py). Logs go to stderr; stdout carries only EMF lines.
+- SIGTERM (Kubernetes on rollout): /ping turns 503 and responses say `Connection: close` for
+  `SERVE_DRAIN_SECONDS` (the Service stops routing here meanwhile); then the listening socket
+  closes, in-flight requests finish (at most `SERVE_GRACEFUL_TIMEOUT_SECONDS`), idle keep-alive
+  connections close, pending metrics are flushed, and the process exits 0. A second signal
+  skips the drain.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
+import contextlib
 import logging
 import os
 import random
 import signal
+import socket
 import sys
 import threading
 import time
-from collections.abc import Mapping
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
-from model_server.artifact import LoadedModel, load_model
+import orjson
+
+from model_server.artifact import load_estimator, read_forest, read_metadata
 from model_server.contract import ContractError, ServeSettings, container_paths, serve_settings
 from model_server.emf import EmfFlusher, RequestMetrics
 from model_server.errors import BadRequestError, ModelLoadError
-from model_server.inputs import parse_instances
+from model_server.forest import ForestError, compile_forest
+from model_server.inputs import parse_rows
+from model_server.predictor import MicroBatcher, Predictor
 
 log = logging.getLogger("model_server.serve")
 MAX_BODY_BYTES = 6 * 1024 * 1024  # SageMaker real-time inference's payload limit
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+_JSON = (b"content-type", b"application/json")
+_CLOSE = (b"connection", b"close")
 
 
 class ModelService:
@@ -39,26 +62,57 @@ class ModelService:
         self.model_dir = model_dir
         self.settings = settings
         self.metrics = metrics
-        self.model: LoadedModel | None = None
+        self.predictor: Predictor | None = None
         self.load_error: str | None = None
+        self.draining = False
         self.version = settings.version or "unknown"
         self._rng = random.Random(settings.fault_seed)
-        self._rng_lock = threading.Lock()
+        self.batcher = MicroBatcher(
+            self._predict,
+            max_rows=settings.batch_max_rows,
+            max_wait_seconds=settings.batch_wait_ms / 1000.0,
+        )
+
+    def _predict(self, rows: Any) -> list[float]:
+        assert self.predictor is not None
+        return self.predictor.predict_rows(rows)
 
     def load(self) -> None:
-        """Load the model; on failure /ping keeps answering 503 with the reason."""
+        """Load the model: ready as soon as the compiled forest is, then scikit-learn behind it.
+
+        A model folder that cannot be served leaves /ping at 503 with the reason."""
         started = time.monotonic()
         try:
-            model = load_model(self.model_dir)
+            meta = read_metadata(self.model_dir)
+            if not self.settings.version and meta.training_job:
+                self.version = meta.training_job
+                self.metrics.set_dimension("Version", self.version)
+            forest = None
+            try:
+                doc = read_forest(self.model_dir, meta)
+                forest = compile_forest(doc) if doc is not None else None
+            except (ModelLoadError, ForestError) as exc:
+                log.warning("compiled predictor unusable, using scikit-learn for every batch: %s", exc)
+            if forest is not None:
+                self.predictor = Predictor(
+                    meta, forest=forest, compiled_max_rows=self.settings.compiled_max_rows
+                )
+                log.info(
+                    "ready in %.2fs with the compiled predictor (%d trees, %d nodes); loading scikit-learn for large batches",
+                    time.monotonic() - started,
+                    forest.n_trees,
+                    forest.n_nodes,
+                )
+            estimator = load_estimator(self.model_dir, meta)
         except ModelLoadError as exc:
+            self.predictor = None  # a broken artifact is never served, even if its forest compiled
             self.load_error = str(exc)
             log.error("model not loaded: %s", exc)
             return
-        meta = model.metadata
-        if not self.settings.version and meta.training_job:
-            self.version = meta.training_job
-            self.metrics.set_dimension("Version", self.version)
-        self.model = model
+        if self.predictor is not None:
+            self.predictor.estimator = estimator
+        else:
+            self.predictor = Predictor(meta, estimator=estimator)
         log.info(
             "model loaded in %.2fs: task=%s features=%d version=%s fault_error_rate=%s fault_latency_ms=%s",
             time.monotonic() - started,
@@ -70,124 +124,209 @@ class ModelService:
         )
 
     def ping(self) -> tuple[int, dict[str, Any]]:
-        if self.model is not None:
+        if self.draining:
+            return 503, {"status": "draining", "model_version": self.version}
+        if self.predictor is not None:
             return 200, {"status": "ready", "model_version": self.version}
         if self.load_error:
             return 503, {"status": "failed", "error": self.load_error}
         return 503, {"status": "loading"}
 
-    def invoke(self, body: bytes, content_type: str | None) -> tuple[int, dict[str, Any]]:
+    async def invoke(self, body: bytes, content_type: str | None) -> tuple[int, dict[str, Any]]:
         """(status, JSON document) for one /invocations request, demo faults applied."""
-        model = self.model
-        if model is None:
+        predictor = self.predictor
+        if predictor is None:
             return 503, {"error": f"model not loaded: {self.load_error or 'still loading'}"}
+        meta = predictor.metadata
         try:
-            rows = parse_instances(body, content_type, model.metadata.feature_columns)
+            rows = parse_rows(body, content_type, meta.feature_columns)
         except BadRequestError as exc:
             return exc.status, {"error": exc.message}
-        meta = model.metadata
         if meta.fault_latency_ms:
-            time.sleep(meta.fault_latency_ms / 1000.0)
-        if meta.fault_error_rate:
-            with self._rng_lock:
-                roll = self._rng.random()
-            if roll < meta.fault_error_rate:
-                return 500, {
-                    "error": f"injected fault: this model version fails {meta.fault_error_rate:.0%} of requests"
-                }
+            await asyncio.sleep(meta.fault_latency_ms / 1000.0)
+        if meta.fault_error_rate and self._rng.random() < meta.fault_error_rate:
+            return 500, {
+                "error": f"injected fault: this model version fails {meta.fault_error_rate:.0%} of requests"
+            }
         try:
-            predictions = model.predict(rows)
+            predictions = await self.batcher.submit(rows)
         except Exception as exc:  # a model bug must answer 500, not drop the connection
-            log.exception("prediction failed")
+            log.error("prediction failed: %s: %s", type(exc).__name__, exc, exc_info=exc)
             return 500, {"error": f"prediction failed: {type(exc).__name__}: {exc}"}
         return 200, {"predictions": predictions, "model_version": self.version}
 
 
-class ModelHTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    service: ModelService
+class App:
+    """The ASGI application: routing, body limits, headers, metrics."""
 
+    def __init__(self, service: ModelService) -> None:
+        self.service = service
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: ModelHTTPServer
-
-    def do_GET(self) -> None:
-        if self.path.split("?", 1)[0] == "/ping":
-            status, doc = self.server.service.ping()
-            self._reply(status, doc)
-        else:
-            self._reply(404, {"error": f"no route GET {self.path}; use GET /ping or POST /invocations"})
-
-    def do_POST(self) -> None:
-        if self.path.split("?", 1)[0] != "/invocations":
-            self._drain_body()
-            self._reply(404, {"error": f"no route POST {self.path}; use POST /invocations"})
-            return
-        started = time.perf_counter()
-        try:
-            body = self._read_body()
-            self._check_accept()
-        except BadRequestError as exc:
-            status, doc = exc.status, {"error": exc.message}
-        else:
-            status, doc = self.server.service.invoke(body, self.headers.get("Content-Type"))
-        self._reply(status, doc)
-        self.server.service.metrics.record(status, (time.perf_counter() - started) * 1000.0)
-
-    def _read_body(self) -> bytes:
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            self.close_connection = True
-            raise BadRequestError(411, "chunked bodies are not supported; send Content-Length")
-        raw = self.headers.get("Content-Length")
-        if raw is None:
-            raise BadRequestError(411, "Content-Length header is required")
-        try:
-            length = int(raw)
-        except ValueError:
-            self.close_connection = True
-            raise BadRequestError(400, f"Content-Length {raw!r} is not a number") from None
-        if length > MAX_BODY_BYTES:
-            self.close_connection = True
-            raise BadRequestError(413, f"body of {length} bytes exceeds the {MAX_BODY_BYTES}-byte limit")
-        return self.rfile.read(length) if length > 0 else b""
-
-    def _check_accept(self) -> None:
-        accept = (self.headers.get("Accept") or "").lower()
-        if accept and not any(t in accept for t in ("application/json", "*/*", "application/*")):
-            raise BadRequestError(406, f"cannot answer Accept: {accept}; responses are application/json")
-
-    def _drain_body(self) -> None:
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            length = 0
-        if 0 < length <= MAX_BODY_BYTES:
-            self.rfile.read(length)
-        elif length:
-            self.close_connection = True
-
-    def _reply(self, status: int, doc: dict[str, Any]) -> None:
-        payload = json.dumps(doc).encode("utf-8")
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
+    def identity(self) -> list[tuple[bytes, bytes]]:
         # Who answered: lets clients (and the demo's traffic) attribute a response to a variant.
-        service = self.server.service
-        self.send_header("X-Modelops-Variant", service.settings.variant)
-        self.send_header("X-Modelops-Version", service.version)
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(payload)
+        return [
+            (b"x-modelops-variant", self.service.settings.variant.encode()),
+            (b"x-modelops-version", self.service.version.encode()),
+        ]
 
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s %s", self.address_string(), format % args)
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return  # lifespan is off; nothing else is served
+        method, path = scope["method"], scope["path"]
+        if path == "/invocations":
+            if method == "POST":
+                await self._invocations(scope, receive, send)
+            else:
+                await self._reply(send, 405, {"error": f"{method} /invocations: use POST"}, close=True)
+        elif path == "/ping":
+            if method == "GET":
+                status, doc = self.service.ping()
+                await self._reply(send, status, doc)
+            else:
+                await self._reply(send, 405, {"error": f"{method} /ping: use GET"}, close=True)
+        else:
+            await self._reply(
+                send,
+                404,
+                {"error": f"no route {method} {path}; use GET /ping or POST /invocations"},
+                close=True,
+            )
 
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        status = int(code) if isinstance(code, int | HTTPStatus) or str(code).isdigit() else 0
-        level = logging.WARNING if status >= 500 else logging.DEBUG
-        log.log(level, '"%s" %s', self.requestline, code)
+    async def _invocations(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        content_type = accept = length = None
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                content_type = value.decode("latin-1")
+            elif name == b"accept":
+                accept = value.decode("latin-1").lower()
+            elif name == b"content-length":
+                length = value
+        close = False
+        try:
+            if (
+                accept
+                and "application/json" not in accept
+                and "*/*" not in accept
+                and "application/*" not in accept
+            ):
+                raise BadRequestError(406, f"cannot answer Accept: {accept}; responses are application/json")
+            body = await _read_body(receive, length)
+        except BadRequestError as exc:
+            # refused before the body was read: close rather than parse what follows
+            status, doc, close = exc.status, {"error": exc.message}, True
+        except _Disconnected:
+            return
+        else:
+            status, doc = await self.service.invoke(body, content_type)
+        await self._reply(send, status, doc, close=close)
+        self.service.metrics.record(status, (time.perf_counter() - started) * 1000.0)
+
+    async def _reply(self, send: Send, status: int, doc: dict[str, Any], *, close: bool = False) -> None:
+        payload = orjson.dumps(doc)
+        headers = [_JSON, (b"content-length", str(len(payload)).encode()), *self.identity()]
+        if close or self.service.draining:
+            headers.append(_CLOSE)  # draining: make keep-alive clients reconnect to another pod
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
+
+
+class _Disconnected(Exception):
+    """The client went away before its body arrived; there is no one to answer."""
+
+
+async def _read_body(receive: Receive, length: bytes | None) -> bytes:
+    if length is not None:
+        try:
+            declared = int(length)
+        except ValueError:
+            raise BadRequestError(
+                400, f"Content-Length {length.decode('latin-1')!r} is not a number"
+            ) from None
+        if declared > MAX_BODY_BYTES:
+            raise BadRequestError(413, f"body of {declared} bytes exceeds the {MAX_BODY_BYTES}-byte limit")
+    message = await receive()
+    if message["type"] == "http.disconnect":
+        raise _Disconnected
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body"):
+        return body
+    chunks, size = [body], len(body)
+    while True:  # a chunked or split body: bounded by MAX_BODY_BYTES
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Disconnected
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise BadRequestError(413, f"body exceeds the {MAX_BODY_BYTES}-byte limit")
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+def _uvicorn_server(app: App, settings: ServeSettings) -> Any:
+    """A uvicorn.Server whose SIGTERM drains first (see the module docstring)."""
+    import uvicorn
+
+    loop = "uvloop" if _importable("uvloop") else "asyncio"
+    http = "httptools" if _importable("httptools") else "h11"
+    config = uvicorn.Config(
+        app,
+        loop=loop,
+        http=http,
+        lifespan="off",
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        timeout_keep_alive=int(settings.keep_alive_seconds),
+        timeout_graceful_shutdown=int(settings.graceful_timeout_seconds),
+    )
+
+    class DrainingServer(uvicorn.Server):
+        exit_at: float | None = None
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            name = signal.Signals(sig).name
+            if app.service.draining or settings.drain_seconds <= 0:
+                log.info("signal %s: shutting down (in-flight requests finish first)", name)
+                app.service.draining = True
+                self.should_exit = True  # uvicorn: stop accepting, finish in-flight, close
+                return
+            app.service.draining = True
+            self.exit_at = time.monotonic() + settings.drain_seconds
+            log.info("signal %s: draining for %.1fs, then shutting down", name, settings.drain_seconds)
+
+        async def on_tick(self, counter: int) -> bool:
+            if self.exit_at is not None and time.monotonic() >= self.exit_at:
+                log.info("drain period over: shutting down")
+                self.should_exit = True
+            return await super().on_tick(counter)
+
+    return DrainingServer(config), loop, http
+
+
+def _importable(module: str) -> bool:
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return True
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    # Listening before the port is announced: early connections wait in the backlog until the loop runs.
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
 
 
 def serve(env: Mapping[str, str] | None = None, stdout: TextIO | None = None) -> int:
@@ -208,32 +347,33 @@ def serve(env: Mapping[str, str] | None = None, stdout: TextIO | None = None) ->
     )
     service = ModelService(paths.model_dir, settings, metrics)
     try:
-        server = ModelHTTPServer((settings.host, settings.port), Handler)
+        sock = _listen(settings.host, settings.port)
     except OSError as exc:
         log.error("cannot listen on %s:%s: %s", settings.host, settings.port, exc)
         return 2
-    server.service = service
-    port = server.server_address[1]
+    port = sock.getsockname()[1]
     if settings.port_file:
         _write_atomically(settings.port_file, f"{port}\n")
-    log.info("listening on http://%s:%s (model folder %s)", settings.host, port, paths.model_dir)
+    server, loop, http = _uvicorn_server(App(service), settings)
+    log.info(
+        "listening on http://%s:%s (model folder %s; %s, %s)",
+        settings.host,
+        port,
+        paths.model_dir,
+        loop,
+        http,
+    )
 
     flusher = EmfFlusher(metrics, stdout or sys.stdout, settings.emf_flush_seconds)
     flusher.start()
     threading.Thread(target=service.load, name="model-loader", daemon=True).start()
-
-    def _stop(signum: int, _frame: FrameType | None) -> None:
-        log.info("signal %s: shutting down", signal.Signals(signum).name)
-        threading.Thread(target=server.shutdown, name="shutdown", daemon=True).start()
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _stop)
-        signal.signal(signal.SIGINT, _stop)
     try:
-        server.serve_forever(poll_interval=0.2)
+        server.run(sockets=[sock])
     finally:
-        server.server_close()
+        with contextlib.suppress(OSError):
+            sock.close()
         flusher.stop()
+    log.info("stopped")
     return 0
 
 

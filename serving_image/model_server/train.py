@@ -9,6 +9,7 @@ stdout for SageMaker's MetricDefinitions. On error: one line in output/failure, 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -35,6 +36,7 @@ from model_server.artifact import (
 from model_server.contract import (
     CHAMPION_CHANNEL,
     EVALUATION_FILE,
+    FOREST_FILE,
     METADATA_FILE,
     TRAIN_CHANNEL,
     TRAINING_JOB_NAME_ENV,
@@ -49,6 +51,7 @@ from model_server.errors import (
     TrainingDataError,
     TrainingError,
 )
+from model_server.forest import TOLERANCE, export_forest, verify_forest
 from model_server.hyperparameters import TrainingParams, parse_hyperparameters
 from model_server.metrics import classification_metrics, regression_metrics
 
@@ -153,7 +156,11 @@ def train(paths: ContainerPaths, *, training_job: str | None = None) -> dict[str
     }
     if champion_note:
         evaluation["champion_skipped"] = champion_note
-    save_model(paths.model_dir, estimator, loaded.metadata)
+    forest, forest_diff = _compiled_forest(loaded, features[val_idx])
+    metadata = loaded.metadata
+    if forest is not None:
+        metadata = dataclasses.replace(metadata, forest_file=FOREST_FILE, forest_max_abs_diff=forest_diff)
+    save_model(paths.model_dir, estimator, metadata, forest)
     write_json(paths.model_dir / EVALUATION_FILE, evaluation)
     paths.output_data_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(paths.model_dir / EVALUATION_FILE, paths.output_data_dir / EVALUATION_FILE)
@@ -293,6 +300,25 @@ def _score_champion(
         return _score(champion.model, rows, y), None
     except ValueError as exc:
         return None, f"champion cannot predict on the holdout: {exc}"
+
+
+def _compiled_forest(model: LoadedModel, holdout: np.ndarray) -> tuple[dict[str, Any] | None, float | None]:
+    """The compiled predictor's document, shipped only when it reproduces the model on the holdout."""
+    doc, why = export_forest(model.estimator)
+    if doc is None:
+        log.warning("no compiled predictor (serve will use scikit-learn for every batch): %s", why)
+        return None, None
+    diff = verify_forest(doc, lambda rows: model.predict(np.asarray(rows)), holdout)
+    if diff > TOLERANCE:
+        log.warning("compiled predictor differs from the model by %.3g on the holdout; not shipped", diff)
+        return None, None
+    log.info(
+        "compiled predictor: %d trees, max |difference| %.3g on %d holdout rows",
+        len(doc["trees"]),
+        diff,
+        len(holdout),
+    )
+    return doc, diff
 
 
 def _score(model: LoadedModel, rows: np.ndarray, y: np.ndarray) -> dict[str, float]:

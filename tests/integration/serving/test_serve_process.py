@@ -296,3 +296,246 @@ def test_every_answer_names_the_variant_and_version_that_served_it(trained_model
 
     # Then both carry the variant and version, errors included (clients attribute failures to a variant)
     assert answers == [(200, "canary", "7"), (400, "canary", "7")]
+
+
+# --- the serving contract: shapes, equality with the original model, errors, draining ------------
+
+
+def _holdout(n: int, seed: int = 99) -> list[list[float]]:
+    """Feature rows the model never saw (a different seed from training)."""
+    from modelops_local.sample_data import churn_rows
+
+    return [[float(r[f]) for f in CHURN_FEATURES] for r in churn_rows(n, seed, 0.0)]
+
+
+def _original_probabilities(trained_model: Path, rows: list[list[float]]):
+    import joblib
+    import numpy as np
+
+    estimator = joblib.load(trained_model / "model" / "model.joblib")
+    return estimator, estimator.predict_proba(np.asarray(rows))[:, 1]
+
+
+def _wait_sklearn_loaded(server: Server) -> None:
+    _wait_for(lambda: "model loaded in" in server.stderr_path.read_text(), 30, "scikit-learn to load")
+
+
+def test_predictions_equal_the_original_models_for_single_rows_batches_json_and_csv(
+    trained_model, start_server
+):
+    # Given a serving process with its compiled predictor and scikit-learn both loaded
+    import numpy as np
+
+    server = start_server(trained_model)
+    _wait_sklearn_loaded(server)
+    rows = _holdout(500)
+    estimator, want = _original_probabilities(trained_model, rows)
+
+    # When the held-out rows are sent one by one, as one JSON batch, and as one CSV body
+    singles = [server.predict([row])[1]["predictions"][0] for row in rows[:40]]
+    status, batch = server.predict(rows)
+    assert status == 200
+    csv_body = "".join(",".join(repr(v) for v in row) + "\n" for row in rows).encode()
+    status, from_csv = server.request("POST", "/invocations", csv_body, "text/csv")
+    assert status == 200
+
+    # Then every probability equals predict_proba's within 1e-6 (small batches run the compiled
+    # forest, this large one scikit-learn), and thresholding gives predict's classes
+    assert np.max(np.abs(np.asarray(singles) - want[:40])) <= 1e-6
+    assert np.max(np.abs(np.asarray(batch["predictions"]) - want)) <= 1e-6
+    assert np.max(np.abs(np.asarray(from_csv["predictions"]) - want)) <= 1e-6
+    classes = estimator.predict(np.asarray(rows))
+    assert ((np.asarray(batch["predictions"]) > 0.5).astype(int) == classes).all()
+
+
+def test_concurrent_requests_are_batched_yet_each_gets_its_own_answer(trained_model, start_server):
+    # Given 16 clients sending different rows at the same time
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+
+    server = start_server(trained_model)
+    rows = _holdout(320, seed=7)
+    _, want = _original_probabilities(trained_model, rows)
+
+    def client(start: int) -> list[float]:
+        got = []
+        for row in rows[start : start + 20]:
+            status, doc = server.predict([row])
+            assert status == 200
+            got.append(doc["predictions"][0])
+        return got
+
+    with ThreadPoolExecutor(16) as pool:
+        answers = [p for part in pool.map(client, range(0, 320, 20)) for p in part]
+
+    # Then every answer is the model's for that client's row: batching never mixes requests up
+    assert np.max(np.abs(np.asarray(answers) - want)) <= 1e-6
+
+
+def _raw(server: Server, method: str, path: str, body: bytes = b"", headers: dict | None = None):
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        connection.request(method, path, body, headers or {})
+        response = connection.getresponse()
+        return (
+            response.status,
+            json.loads(response.read() or b"{}"),
+            {k.lower(): v for k, v in response.getheaders()},
+        )
+    finally:
+        connection.close()
+
+
+JSON = {"Content-Type": "application/json"}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "headers", "status", "message"),
+    [
+        ("POST", "/invocations", b'{"instances": [[1, 2', JSON, 400, "body is not valid JSON"),
+        ("POST", "/invocations", b'{"rows": []}', JSON, 400, 'JSON object has no "instances" field'),
+        ("POST", "/invocations", b'{"instances": []}', JSON, 400, "no instances to predict"),
+        (
+            "POST",
+            "/invocations",
+            b"[[1, 2, 3]]",
+            JSON,
+            400,
+            "instance 0 has 3 values; the model expects 6 features",
+        ),
+        ("POST", "/invocations", b'[[1, 2, 3, 4, 5, "six"]]', JSON, 400, "is not a number: 'six'"),
+        ("POST", "/invocations", b"[[1, 2, 3, 4, 5, true]]", JSON, 400, "is not a number: True"),
+        ("POST", "/invocations", b'[{"tenure_months": 1}]', JSON, 400, "instance 0 lacks features"),
+        ("POST", "/invocations", b'{"instances": 5}', JSON, 400, '"instances" must be a list'),
+        ("POST", "/invocations", b"[[1e400, 2, 3, 4, 5, 6]]", JSON, 400, "body is not valid JSON"),
+        (
+            "POST",
+            "/invocations",
+            b"1,2,3,4,5,6\n1,2,x,4,5,6\n",
+            {"Content-Type": "text/csv"},
+            400,
+            "CSV line 2 feature 'support_calls' is not a number: 'x'",
+        ),
+        ("POST", "/invocations", b"1,2,3\n", {"Content-Type": "text/csv"}, 400, "CSV line 1 has 3 values"),
+        ("POST", "/invocations", b"1,2,inf,4,5,6\n", {"Content-Type": "text/csv"}, 400, "is infinite"),
+        ("POST", "/invocations", b"\xff\xfe", {"Content-Type": "text/csv"}, 400, "CSV body is not UTF-8"),
+        (
+            "POST",
+            "/invocations",
+            b"<x/>",
+            {"Content-Type": "application/xml"},
+            415,
+            "unsupported Content-Type",
+        ),
+        (
+            "POST",
+            "/invocations",
+            b"[[1,2,3,4,5,6]]",
+            {**JSON, "Accept": "text/html"},
+            406,
+            "responses are application/json",
+        ),
+        ("GET", "/invocations", b"", {}, 405, "use POST"),
+        ("POST", "/ping", b"", {}, 405, "use GET"),
+        ("GET", "/metrics", b"", {}, 404, "no route GET /metrics"),
+    ],
+)
+def test_malformed_requests_get_a_4xx_naming_the_problem(
+    trained_model, start_server, method, path, body, headers, status, message
+):
+    server = start_server(trained_model)
+    got_status, doc, response_headers = _raw(server, method, path, body, headers)
+    assert (got_status, message in doc.get("error", "")) == (status, True), doc
+    assert response_headers.get("x-modelops-variant") == "canary"
+    # And the server keeps serving good requests afterwards
+    assert server.predict([ROW])[0] == 200
+
+
+def test_an_oversized_body_is_refused_with_413_before_it_is_read(trained_model, start_server):
+    import http.client
+
+    server = start_server(trained_model)
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    connection.putrequest("POST", "/invocations")
+    connection.putheader("Content-Type", "application/json")
+    connection.putheader("Content-Length", str(6 * 1024 * 1024 + 1))
+    connection.endheaders()  # the body is never sent: the answer comes from the header alone
+    response = connection.getresponse()
+    doc = json.loads(response.read())
+    connection.close()
+    assert response.status == 413 and "exceeds the 6291456-byte limit" in doc["error"]
+    assert response.getheader("Connection") == "close"
+
+
+def test_a_chunked_body_is_accepted(trained_model, start_server):
+    import http.client
+
+    server = start_server(trained_model)
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    body = json.dumps({"instances": [ROW, ROW]}).encode()
+    chunks = iter([body[:7], body[7:]])
+    connection.request(
+        "POST", "/invocations", chunks, {"Content-Type": "application/json"}, encode_chunked=True
+    )
+    response = connection.getresponse()
+    assert response.status == 200 and len(json.loads(response.read())["predictions"]) == 2
+    connection.close()
+
+
+def _established(pid: int) -> int:
+    import psutil
+
+    return sum(1 for c in psutil.Process(pid).net_connections("tcp") if c.status == psutil.CONN_ESTABLISHED)
+
+
+def _refused(port: int) -> bool:
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return True
+    return False
+
+
+def test_sigterm_finishes_in_flight_requests_then_exits(trained_model, start_server, tmp_path):
+    # Given a version whose requests take 1.5 s, and 4 requests in flight
+    from concurrent.futures import ThreadPoolExecutor
+
+    server = start_server(_variant(trained_model, tmp_path, fault_latency_ms=1500))
+    with ThreadPoolExecutor(4) as pool:
+        started = time.monotonic()
+        futures = [pool.submit(server.predict, [ROW]) for _ in range(4)]
+        _wait_for(lambda: _established(server.process.pid) >= 4, 10, "4 connections in flight")
+
+        # When Kubernetes sends SIGTERM
+        server.process.send_signal(signal.SIGTERM)
+
+        # Then new connections are refused at once, while the 4 requests still complete with 200
+        _wait_for(lambda: _refused(server.port), 5, "the listening socket to close")
+        assert not all(f.done() for f in futures)
+        results = [f.result(timeout=15) for f in futures]
+    assert [status for status, _ in results] == [200] * 4
+    assert time.monotonic() - started >= 1.5
+    # And the process exits 0 once they are answered
+    assert server.process.wait(timeout=15) == 0
+
+
+def test_with_a_drain_period_ping_turns_503_while_requests_are_still_served(trained_model, start_server):
+    # Given a pod configured to drain for 2 s after SIGTERM
+    server = start_server(trained_model, SERVE_DRAIN_SECONDS="2")
+
+    # When it gets SIGTERM
+    server.process.send_signal(signal.SIGTERM)
+
+    # Then readiness fails (the Service stops routing here) but requests are still answered,
+    # each asking the client to reconnect elsewhere
+    _wait_for(lambda: _raw(server, "GET", "/ping")[0] == 503, 5, "/ping to report draining")
+    assert _raw(server, "GET", "/ping")[1]["status"] == "draining"
+    status, _, headers = _raw(server, "POST", "/invocations", json.dumps([ROW]).encode(), JSON)
+    assert status == 200 and headers.get("connection") == "close"
+    # And it exits 0 after the drain period
+    assert server.process.wait(timeout=15) == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from pathlib import Path
@@ -104,6 +105,11 @@ def model_dir(tmp_path_factory) -> Path:
     return base / "model"
 
 
+def _invoke(service: ModelService, body: bytes, content_type: str) -> tuple[int, dict]:
+    """One /invocations call on the service, on an event loop of its own (the server runs one)."""
+    return asyncio.run(service.invoke(body, content_type))
+
+
 def _service(model_dir: Path, error_rate: float = 0.0, **env: str) -> ModelService:
     meta = json.loads((model_dir / "metadata.json").read_text())
     meta["fault_error_rate"] = error_rate
@@ -123,8 +129,8 @@ def test_ping_is_503_until_the_model_is_loaded_then_200(model_dir):
 
     # Then it is ready and predicts probabilities, one per row, with its version
     assert service.ping() == (200, {"status": "ready", "model_version": "7"})
-    status, doc = service.invoke(
-        json.dumps({"instances": [[10, 80, 2, 30, 1, 0]] * 3}).encode(), "application/json"
+    status, doc = _invoke(
+        service, json.dumps({"instances": [[10, 80, 2, 30, 1, 0]] * 3}).encode(), "application/json"
     )
     assert status == 200
     assert len(doc["predictions"]) == 3 and all(0.0 <= p <= 1.0 for p in doc["predictions"])
@@ -141,7 +147,7 @@ def test_an_unloadable_model_keeps_ping_at_503_with_the_reason(tmp_path):
     # Then ping stays 503 and says why
     status, doc = service.ping()
     assert status == 503 and "metadata.json not found" in doc["error"]
-    assert service.invoke(b"[]", "application/json")[0] == 503
+    assert _invoke(service, b"[]", "application/json")[0] == 503
 
 
 def _service_without_model(tmp_path: Path) -> ModelService:
@@ -157,7 +163,7 @@ def test_wrong_feature_count_names_the_expected_count(model_dir):
     service.load()
 
     # When a row has five values
-    status, doc = service.invoke(b"1,2,3,4,5\n", "text/csv")
+    status, doc = _invoke(service, b"1,2,3,4,5\n", "text/csv")
 
     # Then the answer is 400 naming the expected count
     assert status == 400
@@ -171,7 +177,7 @@ def test_fault_error_rate_from_metadata_fails_that_fraction_of_requests(model_di
     def statuses() -> list[int]:
         service = _service(model_dir, error_rate=0.3)
         service.load()
-        return [service.invoke(body, "application/json")[0] for _ in range(400)]
+        return [_invoke(service, body, "application/json")[0] for _ in range(400)]
 
     # When it answers 400 requests
     first = statuses()
@@ -190,4 +196,4 @@ def test_fault_free_version_never_fails(model_dir):
     body = json.dumps({"instances": [[10, 80, 2, 30, 1, 0]]}).encode()
 
     # Then every request succeeds
-    assert {service.invoke(body, "application/json")[0] for _ in range(50)} == {200}
+    assert {_invoke(service, body, "application/json")[0] for _ in range(50)} == {200}

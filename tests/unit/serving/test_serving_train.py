@@ -54,7 +54,12 @@ def test_training_writes_model_metadata_and_evaluation(tmp_path, capsys):
     # Then it succeeds and writes the model folder and a copy of evaluation.json in output/data
     assert code == 0
     paths = container_paths(env)
-    assert {p.name for p in paths.model_dir.iterdir()} == {"model.joblib", "metadata.json", "evaluation.json"}
+    assert {p.name for p in paths.model_dir.iterdir()} == {
+        "model.joblib",
+        "metadata.json",
+        "evaluation.json",
+        "forest.json",
+    }
     evaluation = json.loads((paths.model_dir / "evaluation.json").read_text())
     assert evaluation["metric"] == "auc"
     assert 0.5 < evaluation["candidate"] <= 1.0
@@ -73,6 +78,9 @@ def test_training_writes_model_metadata_and_evaluation(tmp_path, capsys):
     assert meta["training_rows"] == 400
     assert meta["training_job"] == "churn-job-1"
     assert meta["sklearn_version"]
+    # And the compiled predictor ships, checked against the estimator on the holdout
+    assert meta["forest_file"] == "forest.json"
+    assert 0 <= meta["forest_max_abs_diff"] <= 1e-9
     # And SageMaker MetricDefinitions can scrape the objective from stdout
     assert f"validation:auc={evaluation['candidate']:.6f}" in capsys.readouterr().out.splitlines()
     assert not paths.failure_file.exists()

@@ -1,0 +1,131 @@
+"""What `serve` predicts with, and the micro-batcher that feeds it.
+
+`Predictor` answers a batch of rows with the compiled forest (forest.py) while the batch is small,
+where scikit-learn's fixed cost per call dominates, and with scikit-learn's `predict_proba` /
+`predict` once the batch is large enough for its vectorised code to win. Both give the same numbers
+(train.py checks the forest against the estimator before shipping it), so the choice is only speed.
+
+`MicroBatcher` runs on the server's event loop. Requests that arrive together (in the same turn of
+the loop) are predicted in one call: the first one schedules a flush with `call_soon`, which runs
+after every request already read has been queued. An idle server therefore adds no wait at all; a
+busy one pays the model's fixed cost once per turn instead of once per request. An optional
+bounded wait (`max_wait_seconds`) trades latency for bigger batches; a batch never exceeds
+`max_rows` (a request larger than that is predicted on its own).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from model_server.artifact import ModelMetadata
+from model_server.forest import CompiledForest
+
+log = logging.getLogger("model_server.predictor")
+Row = Sequence[float]
+# Batches of at least this many rows go to scikit-learn (when loaded): measured crossover on the
+# reference model (20 features, 100 trees) is 60-120 rows; bench/serving/ measures it.
+DEFAULT_COMPILED_MAX_ROWS = 64
+
+
+class Predictor:
+    def __init__(
+        self,
+        metadata: ModelMetadata,
+        *,
+        forest: CompiledForest | None = None,
+        estimator: Any = None,
+        compiled_max_rows: int = DEFAULT_COMPILED_MAX_ROWS,
+    ) -> None:
+        if forest is None and estimator is None:
+            raise ValueError("a Predictor needs a compiled forest or an estimator")
+        self.metadata = metadata
+        self.forest = forest
+        self.estimator = estimator
+        self.compiled_max_rows = compiled_max_rows
+        self._classification = metadata.task == "binary_classification"
+
+    def predict_rows(self, rows: Sequence[Row]) -> list[float]:
+        """P(positive label) for classification, the predicted value for regression; one per row."""
+        forest = self.forest
+        if forest is not None and (self.estimator is None or len(rows) < self.compiled_max_rows):
+            return forest.predict_rows(rows)
+        import numpy as np
+
+        matrix = np.asarray(rows, dtype=np.float64)
+        if self._classification:
+            return self.estimator.predict_proba(matrix)[:, 1].tolist()  # type: ignore[no-any-return]
+        return self.estimator.predict(matrix).tolist()  # type: ignore[no-any-return]
+
+
+Pending = tuple[Sequence[Row], "asyncio.Future[list[float]]"]
+
+
+class MicroBatcher:
+    def __init__(
+        self,
+        predict: Callable[[Sequence[Row]], list[float]],
+        *,
+        max_rows: int = 1024,
+        max_wait_seconds: float = 0.0,
+    ) -> None:
+        self._predict = predict
+        self.max_rows = max_rows
+        self.max_wait_seconds = max_wait_seconds
+        self._pending: list[Pending] = []
+        self._rows = 0
+        self._handle: asyncio.Handle | asyncio.TimerHandle | None = None
+        self.batches = 0  # flushed batches, for tests and logs
+
+    def submit(self, rows: Sequence[Row]) -> asyncio.Future[list[float]]:
+        """A future of the predictions for `rows`; call from the event loop."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[float]] = loop.create_future()
+        if self._pending and self._rows + len(rows) > self.max_rows:
+            self._flush()  # the batch is full: predict it now and start a new one with these rows
+        self._pending.append((rows, future))
+        self._rows += len(rows)
+        if self._rows >= self.max_rows:
+            self._flush()
+        elif self._handle is None:
+            if self.max_wait_seconds > 0:
+                self._handle = loop.call_later(self.max_wait_seconds, self._flush)
+            else:
+                self._handle = loop.call_soon(self._flush)
+        return future
+
+    def _flush(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        batch, self._pending, self._rows = self._pending, [], 0
+        live = [(rows, future) for rows, future in batch if not future.done()]  # skip cancelled
+        if not live:
+            return
+        self.batches += 1
+        rows = live[0][0] if len(live) == 1 else [row for part, _ in live for row in part]
+        try:
+            predictions = self._predict(rows)
+        except Exception as exc:
+            if len(live) == 1:
+                live[0][1].set_exception(exc)
+                return
+            # One bad request must not fail the others: predict each on its own.
+            log.warning(
+                "batch of %d requests failed (%s: %s); retrying one by one",
+                len(live),
+                type(exc).__name__,
+                exc,
+            )
+            for part, future in live:
+                try:
+                    future.set_result(self._predict(part))
+                except Exception as single:
+                    future.set_exception(single)
+            return
+        start = 0
+        for part, future in live:
+            future.set_result(predictions[start : start + len(part)])
+            start += len(part)
