@@ -48,10 +48,17 @@ def validate_csv(
         raise DatasetInvalidError(
             f"{name}: {len(data)} bytes exceeds the schema's max_bytes {schema.max_bytes}"
         )
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise DatasetInvalidError(
+            f"{name}: not UTF-8 text but UTF-16 (Excel's 'Unicode Text'); save it as 'CSV UTF-8 (comma delimited)'"
+        )
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise DatasetInvalidError(f"{name}: not UTF-8 text (byte {exc.start}); expected a CSV file") from None
+        line = data[: exc.start].count(b"\n") + 1
+        raise DatasetInvalidError(
+            f"{name}: not UTF-8 text (line {line}, byte {exc.start}); expected a CSV file saved as UTF-8"
+        ) from None
     if "\x00" in text[:_SNIFF_BYTES]:
         raise DatasetInvalidError(f"{name}: contains NUL bytes; expected a CSV file")
 
@@ -88,8 +95,14 @@ def validate_csv(
             if not row or all(not cell.strip() for cell in row):
                 continue
             if len(row) != len(header):
+                if any("\n" in cell for cell in row):
+                    raise DatasetInvalidError(
+                        f"{name}: line {line_no}: a quoted field is never closed (it runs on to line "
+                        f"{reader.line_num})"
+                    )
+                hint = " (a ',' inside an unquoted value?)" if len(row) > len(header) else ""
                 raise DatasetInvalidError(
-                    f"{name}: line {line_no} has {len(row)} fields, header has {len(header)}"
+                    f"{name}: line {line_no} has {len(row)} fields, header has {len(header)}{hint}"
                 )
             label = row[label_idx].strip()
             if label == "":
