@@ -231,10 +231,7 @@ def _from_manual(event: dict[str, Any]) -> PipelineRequest:
         raise RequestError(f"invalid manual start input: {format_validation_error(exc)}") from None
     dataset = None
     if parsed.dataset_key:
-        if model_from_key(parsed.dataset_key) != parsed.model:
-            raise RequestError(
-                f"dataset_key {parsed.dataset_key!r} is not under {INCOMING_PREFIX}{parsed.model}/"
-            )
+        _check_dataset_key(parsed.dataset_key, parsed.model, field="dataset_key")
         dataset = DatasetRef(key=parsed.dataset_key)
     return PipelineRequest(
         model=parsed.model,
@@ -262,10 +259,17 @@ def parse_execution_input(raw: Any, *, bucket: str) -> PipelineRequest:
                 f"dataset.bucket {dataset.bucket!r} is not the pipeline bucket {bucket!r}; "
                 f"upload the data to s3://{bucket}/{INCOMING_PREFIX}{request.model}/"
             )
-        prefix = f"{INCOMING_PREFIX}{request.model}/"
-        if not dataset.key.startswith(prefix) or dataset.key.endswith("/"):
-            raise RequestError(f"dataset.key {dataset.key!r} is not a file under {prefix}")
+        _check_dataset_key(dataset.key, request.model, field="dataset.key")
     return request
+
+
+def _check_dataset_key(key: str, model: str, *, field: str) -> None:
+    """A named dataset must be a file under the model's own incoming/<model>/ prefix."""
+    prefix = f"{INCOMING_PREFIX}{model}/"
+    if not key.startswith(prefix):
+        raise RequestError(f"{field} {key!r} is not under {prefix}")
+    if key.endswith("/"):
+        raise RequestError(f"{field} {key!r} is a folder, not a file under {prefix}")
 
 
 def queued_request(original: PipelineRequest, holder: str) -> PipelineRequest:
