@@ -248,13 +248,18 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def _load_yaml(text: str, *, name: str) -> Any:
-    loader = _UniqueKeyLoader(text)
-    loader.name = name  # error marks say `in "<file>", line N` instead of "<unicode string>"
-    try:
-        return loader.get_single_data()
-    finally:
-        loader.dispose()
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's error on one line: `line L, column C: problem (context at line L, column C)`."""
+    if not isinstance(exc, yaml.MarkedYAMLError) or exc.problem_mark is None:
+        return " ".join(str(exc).split())
+    mark = exc.problem_mark
+    text = f"line {mark.line + 1}, column {mark.column + 1}: {exc.problem}"
+    if exc.context:
+        where = exc.context_mark
+        elsewhere = where is not None and (where.line, where.column) != (mark.line, mark.column)
+        text += f" ({exc.context}"
+        text += f" at line {where.line + 1}, column {where.column + 1})" if elsewhere and where else ")"
+    return text
 
 
 def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -287,9 +292,11 @@ def load_config_file(path: str | Path) -> ModelConfig:
         if kind == "JSON":
             document = json.loads(text, object_pairs_hook=_unique_pairs)
         else:
-            document = _load_yaml(text, name=str(path))
-    except (json.JSONDecodeError, yaml.YAMLError, _DuplicateKeyError) as exc:
-        raise ConfigError(f"{path} is not valid {kind}: {exc}") from None
+            document = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: builds no objects
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {_yaml_problem(exc)}") from None
+    except (json.JSONDecodeError, _DuplicateKeyError) as exc:
+        raise ConfigError(f"{path} is not valid JSON: {exc}") from None
     if document is None:
         raise ConfigError(f"{path} holds no document (only comments?); expected a model config mapping")
     if not isinstance(document, dict):
