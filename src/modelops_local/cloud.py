@@ -331,7 +331,8 @@ class LocalCloud:
 
     def apply_manifests(self, config: ModelConfig) -> list[str]:
         """Create the model's serving objects from serving_image/k8s (kept if they exist); returns
-        what was created. Kinds with no local controller (PodDisruptionBudget, HPA) are reported."""
+        what was created. Kinds with no local controller (PodDisruptionBudget, HPA, NetworkPolicy:
+        local pods are processes on loopback, nothing enforces it) are reported, not applied."""
         k = config.kubernetes
         objects = render_manifests(config.name, k.namespace, BOOTSTRAP_IMAGE, "0", 0)
         created, skipped = [], []
@@ -389,11 +390,13 @@ class LocalCloud:
         return list(self.scheduler.tick())
 
     # --- wiring ------------------------------------------------------------------------------------
-    _authorizer: Callable[[str, str, str, str | None], bool] | None = None
+    _authorizer: Callable[[str, str, str, str | None, str | None], bool] | None = None
 
-    def _authorize(self, user: str, verb: str, resource: str, namespace: str | None) -> bool:
+    def _authorize(
+        self, user: str, verb: str, resource: str, namespace: str | None, name: str | None
+    ) -> bool:
         authorizer = self._authorizer
-        return bool(authorizer and authorizer(user, verb, resource, namespace))
+        return bool(authorizer and authorizer(user, verb, resource, namespace, name))
 
     def _upload_build_source(self) -> None:
         """The CodeBuild project's source, s3://<bucket>/source/serving_image.zip, as a deploy puts it."""

@@ -1,15 +1,17 @@
 """Render the serving image's Kubernetes manifests (serving_image/k8s/*.yaml) for one model.
 
 The templates use plain `string.Template` placeholders, so the same files work with `envsubst` on a
-real cluster: ${MODEL}, ${NAMESPACE}, ${IMAGE}, ${VERSION}, ${STABLE_REPLICAS}, and the derived
+real cluster: ${MODEL}, ${NAMESPACE}, ${IMAGE}, ${VERSION}, ${STABLE_REPLICAS}, the derived
 ${MIN_REPLICAS} and ${MAX_REPLICAS} (the HPA's floor, at least 1, and ceiling, 3x the stable size,
-at least 3). Zero stable replicas is the bootstrap state before the first version: the workflow's
+at least 3), and ${CONTROL_PLANE_CIDR}, where the API server's service proxy connects to pods from
+(the canary's NetworkPolicy admits it; locally the API server is on loopback). Zero stable replicas is the bootstrap state before the first version: the workflow's
 first promotion scales the stable up. Values are checked before substitution, so nothing a caller
 passes can change the YAML's structure.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 from string import Template
@@ -22,6 +24,8 @@ _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 # registry/repository[:tag][@sha256:digest]: no spaces, quotes or YAML syntax characters
 _IMAGE = re.compile(r"^[a-z0-9][a-z0-9._\-/:]*[a-z0-9](:[\w][\w.-]{0,127})?(@sha256:[0-9a-f]{64})?$")
+#: Where the local Kubernetes stand-in's API server (and so its service proxy) connects from.
+LOCAL_CONTROL_PLANE_CIDR = "127.0.0.0/8"
 
 
 class ManifestError(ValueError):
@@ -35,10 +39,13 @@ def render_manifests(
     version: str,
     stable_replicas: int,
     *,
+    control_plane_cidr: str = LOCAL_CONTROL_PLANE_CIDR,
     template_dir: Path = DEFAULT_TEMPLATE_DIR,
 ) -> list[dict[str, Any]]:
     """Every object of the templates, in file order (Namespace first), with the placeholders filled."""
-    values = template_values(model, namespace, image, version, stable_replicas)
+    values = template_values(
+        model, namespace, image, version, stable_replicas, control_plane_cidr=control_plane_cidr
+    )
     files = sorted(template_dir.glob("*.yaml"))
     if not files:
         raise ManifestError(f"no *.yaml templates in {template_dir}")
@@ -64,7 +71,13 @@ def render_manifests(
 
 
 def template_values(
-    model: str, namespace: str, image: str, version: str, stable_replicas: int
+    model: str,
+    namespace: str,
+    image: str,
+    version: str,
+    stable_replicas: int,
+    *,
+    control_plane_cidr: str = LOCAL_CONTROL_PLANE_CIDR,
 ) -> dict[str, str]:
     """The placeholder values; ManifestError names the argument that is not acceptable."""
     # "<model>-canary" must itself be a DNS label of at most 63 characters
@@ -84,6 +97,14 @@ def template_values(
         or not 0 <= stable_replicas <= 100
     ):
         raise ManifestError(f"stable_replicas {stable_replicas!r} must be an integer from 0 to 100")
+    try:
+        if not isinstance(control_plane_cidr, str):
+            raise TypeError(control_plane_cidr)
+        cidr = str(ipaddress.ip_network(control_plane_cidr, strict=True))
+    except (TypeError, ValueError):
+        raise ManifestError(
+            f"control_plane_cidr {control_plane_cidr!r} must be a network in CIDR notation (10.0.0.0/16)"
+        ) from None
     return {
         "MODEL": model,
         "NAMESPACE": namespace,
@@ -92,4 +113,29 @@ def template_values(
         "STABLE_REPLICAS": str(stable_replicas),
         "MIN_REPLICAS": str(max(1, stable_replicas)),  # an HPA's floor is at least 1
         "MAX_REPLICAS": str(max(3, 3 * stable_replicas)),
+        "CONTROL_PLANE_CIDR": cidr,
     }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m modelops_local.manifests OUT_DIR`: the manifests rendered for an example model (the
+    churn config, a digest-pinned image, a /16 control-plane range), one file per object, for
+    scanners that cannot read placeholders (`make template` runs checkov on them)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("out_dir", type=Path)
+    args = parser.parse_args(argv)
+    image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/modelops-serving@sha256:" + "0" * 64
+    objects = render_manifests("churn", "models", image, "1", 2, control_plane_cidr="10.0.0.0/16")
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in args.out_dir.glob("*.yaml"):
+        stale.unlink()
+    for index, obj in enumerate(objects):
+        name = f"{index:02d}-{obj['kind'].lower()}-{obj['metadata']['name']}.yaml"
+        (args.out_dir / name).write_text(yaml.safe_dump(obj, sort_keys=False), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -3,12 +3,14 @@
 `RoleAuthorizer(objects, groups)` takes the Role/RoleBinding (and ClusterRole/ClusterRoleBinding)
 documents of the shipped manifests (serving_image/k8s/40-rbac.yaml) and a map from user name to
 its groups (what an EKS access entry does for an IAM role). Called as
-`authorize(user, verb, resource, namespace)`, it allows a request when a binding that names the user
-(kind User) or one of its groups (kind Group) refers to a role with a rule whose `verbs` and
-`resources` match (`*` matches anything; `resources` may name a subresource, `services/proxy`).
-A Role only grants inside its namespace; a ClusterRoleBinding grants everywhere. Like the real
-authorizer, everything not granted is denied. API groups are not checked: the stand-in serves no
-two resources with the same plural.
+`authorize(user, verb, resource, namespace, name)`, it allows a request when a binding that names
+the user (kind User) or one of its groups (kind Group) refers to a role with a rule whose `verbs`
+and `resources` match (`*` matches anything; `resources` may name a subresource, `services/proxy`)
+and, when the rule lists `resourceNames`, whose names include the request's `name` (a request
+without one, such as a create or an unfiltered list, never matches such a rule). A Role only grants
+inside its namespace; a ClusterRoleBinding grants everywhere. Like the real authorizer, everything
+not granted is denied. API groups are not checked: the stand-in serves no two resources with the
+same plural.
 """
 
 from __future__ import annotations
@@ -29,10 +31,13 @@ class RbacError(ValueError):
 class _Rule:
     verbs: frozenset[str]
     resources: frozenset[str]
+    resource_names: frozenset[str] = frozenset()  # empty: any name
 
-    def allows(self, verb: str, resource: str) -> bool:
-        return ("*" in self.verbs or verb in self.verbs) and (
-            "*" in self.resources or resource in self.resources
+    def allows(self, verb: str, resource: str, name: str | None) -> bool:
+        return (
+            ("*" in self.verbs or verb in self.verbs)
+            and ("*" in self.resources or resource in self.resources)
+            and (not self.resource_names or name in self.resource_names)
         )
 
 
@@ -75,13 +80,15 @@ class RoleAuthorizer:
                 self._grants.setdefault((kind, name), []).append(grant)
         self._groups = {user: tuple(names) for user, names in groups.items()}
 
-    def __call__(self, user: str, verb: str, resource: str, namespace: str | None) -> bool:
+    def __call__(
+        self, user: str, verb: str, resource: str, namespace: str | None, name: str | None = None
+    ) -> bool:
         subjects = [("User", user), *(("Group", group) for group in self._groups.get(user, ()))]
         for subject in subjects:
             for grant in self._grants.get(subject, ()):
                 if grant.namespace is not None and grant.namespace != namespace:
                     continue
-                if any(rule.allows(verb, resource) for rule in grant.rules):
+                if any(rule.allows(verb, resource, name) for rule in grant.rules):
                     return True
         return False
 
@@ -90,4 +97,8 @@ def _rule(raw: Mapping[str, Any], where: str) -> _Rule:
     verbs, resources = raw.get("verbs"), raw.get("resources")
     if not verbs or not resources:
         raise RbacError(f"{where}: every rule needs verbs and resources, got {dict(raw)}")
-    return _Rule(frozenset(map(str, verbs)), frozenset(map(str, resources)))
+    return _Rule(
+        frozenset(map(str, verbs)),
+        frozenset(map(str, resources)),
+        frozenset(map(str, raw.get("resourceNames") or ())),
+    )

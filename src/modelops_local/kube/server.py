@@ -3,8 +3,10 @@
 `KubeApiServer(store, authenticate, authorize).start()` serves the store on 127.0.0.1 (an ephemeral
 port) over TLS with a throwaway CA (`ca_pem`). Every request except /healthz, /livez and /readyz
 needs `Authorization: Bearer <token>`: `authenticate(token)` returns a user name or None (401);
-`authorize(user, verb, resource, namespace)` returns whether RBAC would allow it (403 otherwise,
-worded like the RBAC authorizer). Errors are `kind: Status` bodies. Watches stream
+`authorize(user, verb, resource, namespace, name)` returns whether RBAC would allow it (403
+otherwise, worded like the RBAC authorizer); `name` is what RBAC's resourceNames match, as the API
+server takes it: the path's name segment as written (a proxy's `service:port` included), for a
+list or watch the value of a `metadata.name` field selector, else None. Errors are `kind: Status` bodies. Watches stream
 newline-delimited JSON events in a chunked response.
 """
 
@@ -30,13 +32,14 @@ from modelops_local.kube.patch import check_patch_content_type
 from modelops_local.kube.proxy import ServiceBackend, forward
 from modelops_local.kube.resources import SERVICES, UnknownResourceError
 from modelops_local.kube.routes import Route, discovery_document, parse_path, split_proxy_name
+from modelops_local.kube.selectors import parse_field_selector
 from modelops_local.kube.store import KubeStore
 from modelops_local.kube.tls import ServingCertificate, make_serving_certificate
 
 log = logging.getLogger(__name__)
 
 Authenticate = Callable[[str], "str | None"]
-Authorize = Callable[[str, str, str, "str | None"], bool]
+Authorize = Callable[[str, str, str, "str | None", "str | None"], bool]
 
 MAX_BODY_BYTES = 3 * 1024 * 1024
 DEFAULT_WATCH_SECONDS = 1800
@@ -281,7 +284,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         assert route.rt is not None
         resource = route.rbac_resource
-        if self.api.authorize(self._user, verb, resource, route.namespace):
+        if self.api.authorize(self._user, verb, resource, route.namespace, self._rbac_name(verb, route)):
             return
         name = route.name
         if route.subresource == "proxy" and name:
@@ -295,6 +298,20 @@ class _Handler(BaseHTTPRequestHandler):
             group=route.rt.group,
             namespace=route.namespace,
         )
+
+    def _rbac_name(self, verb: str, route: Route) -> str | None:
+        """The request's name as RBAC sees it (see the module docstring)."""
+        if route.name is not None:
+            return route.name
+        if verb not in ("list", "watch"):
+            return None
+        assert route.rt is not None
+        try:
+            selector = parse_field_selector(self._text("fieldSelector"), route.rt.plural)
+        except BadRequestError:
+            return None  # the request itself answers 400 once authorized by other rules
+        names = {value for field, equal, value in selector.terms if field == "metadata.name" and equal}
+        return names.pop() if len(names) == 1 else None
 
     def _apply_fault(self, verb: str, route: Route) -> bool:
         """Play an armed fault; True when it answered (or dropped) the request."""

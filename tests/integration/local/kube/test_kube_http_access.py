@@ -13,6 +13,8 @@ from modelops.adapters.kube import KubeClient
 from modelops.errors import KubeForbiddenError, KubeNotFoundError, KubeUnavailableError
 
 from modelops_local.kube import EksTokenValidator, KubeApiServer
+from modelops_local.kube.rbac import RoleAuthorizer
+from modelops_local.manifests import render_manifests
 
 
 def _status(exc: ApiException) -> dict:
@@ -69,7 +71,7 @@ def test_eks_tokens_authenticate_end_to_end(store, tmp_path, eks_token, deployme
 # --- authorization -------------------------------------------------------------------------------
 
 
-def _deployer_rbac(user: str, verb: str, resource: str, namespace: str | None) -> bool:
+def _deployer_rbac(user: str, verb: str, resource: str, namespace: str | None, name: str | None) -> bool:
     """admin may do anything; deployer may only read deployments in `models`."""
     if user == "admin":
         return True
@@ -105,6 +107,43 @@ def test_the_product_reports_a_missing_rbac_permission(server, make_client, depl
             "models", "churn-stable", [{"op": "replace", "path": "/spec/replicas", "value": 1}]
         )
     assert kube.get_deployment("models", "churn-stable")["spec"]["replicas"] == 2
+
+
+def test_the_shipped_role_authorizes_by_name_as_the_api_server_does(
+    server, core, make_client, deployment, echo_backend
+):
+    # Given the shipped Role and RoleBinding, with the deployer mapped to their group (admin sets up)
+    shipped = RoleAuthorizer(
+        render_manifests("churn", "models", "repo/model:1", "1", 2), {"deployer": ["modelops-rollout"]}
+    )
+    server.authorize = lambda user, verb, resource, namespace, name: (
+        user == "admin" or shipped(user, verb, resource, namespace, name)
+    )
+    for name in ("churn-stable", "other-stable"):
+        client.AppsV1Api(make_client()).create_namespaced_deployment("models", deployment(name))
+    _service(core, "churn-canary")
+    _service(core)
+    server.service_backend = lambda namespace, name, port: echo_backend
+    apps, proxy = client.AppsV1Api(make_client("deployer-token")), KubeClient(make_client("deployer-token"))
+
+    # Then the deployer may read its model's Deployment by name, and list it only by a name selector
+    assert apps.read_namespaced_deployment("churn-stable", "models").metadata.name == "churn-stable"
+    listed = apps.list_namespaced_deployment("models", field_selector="metadata.name=churn-stable")
+    assert [d.metadata.name for d in listed.items] == ["churn-stable"]
+    for forbidden in (
+        lambda: apps.read_namespaced_deployment("other-stable", "models"),
+        lambda: apps.list_namespaced_deployment("models"),
+    ):
+        with pytest.raises(ApiException) as caught:
+            forbidden()
+        assert caught.value.status == 403
+    # And it may POST through the canary Service's proxy (the name segment carries the port), not the main one
+    assert (
+        proxy.service_proxy_post("models", "churn-canary", 8080, "/invocations", {}, "application/json")[0]
+        == 200
+    )
+    with pytest.raises(KubeForbiddenError, match='cannot create resource "services/proxy"'):
+        proxy.service_proxy_post("models", "churn", 8080, "/invocations", {}, "application/json")
 
 
 # --- service proxy -------------------------------------------------------------------------------
