@@ -546,7 +546,10 @@ def handle_alarm(
     if rollout is None:
         stamp = datetime.fromtimestamp(at, UTC).isoformat(timespec="seconds")
         store.put_doc(model, f"ALARM#{stamp}#{name}", {**alarm, "note": "fired with no rollout active"})
-        return {"action": "recorded", "reason": "no rollout active"}
+        return {
+            "action": "recorded",
+            "reason": f"no rollout of {model} active; {name} recorded in its history",
+        }
     phase = rollout.get("phase")
     token = rollout.get("task_token")
     if phase not in {"bake", "watch"} or not token:
