@@ -122,7 +122,9 @@ def definition() -> dict[str, Any]:
         {"request.$": "$", "execution_name.$": "$$.Execution.Name"},
         result="$.run",
         nxt="AcquireLock",
-        catch=[{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "NotifyInvalidRequest"}],
+        # ResultPath "$": the error replaces the input, which may not be an object (an input that
+        # is a list or a string could not take an `error` field: States.Runtime instead of the reason)
+        catch=[{"ErrorEquals": ["States.ALL"], "ResultPath": "$", "Next": "NotifyInvalidRequest"}],
         comment="Validate the input, load the model config, build the run context",
     )
     states["NotifyInvalidRequest"] = {
@@ -131,7 +133,7 @@ def definition() -> dict[str, Any]:
         "Parameters": {
             "TopicArn": "${NotificationTopicArn}",
             "Subject": "[modelops] run refused: invalid request",
-            "Message.$": "States.Format('{}: {}', $.error.Error, $.error.Cause)",
+            "Message.$": "States.Format('{}: {}', $.Error, $.Cause)",
         },
         "ResultPath": None,
         "Retry": [
@@ -139,13 +141,13 @@ def definition() -> dict[str, Any]:
         ],
         "Next": "RequestRefused",
     }
-    states["RequestRefused"] = {"Type": "Fail", "ErrorPath": "$.error.Error", "CausePath": "$.error.Cause"}
+    states["RequestRefused"] = {"Type": "Fail", "ErrorPath": "$.Error", "CausePath": "$.Cause"}
     states["AcquireLock"] = fn(
         "RunStateFunctionArn",
         {"action": "acquire", "run.$": "$.run"},
         result="$.lock",
         nxt="LockAcquired",
-        catch=[{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "NotifyInvalidRequest"}],
+        catch=[{"ErrorEquals": ["States.ALL"], "ResultPath": "$", "Next": "NotifyInvalidRequest"}],
         comment="One rollout per model: a second trigger is coalesced into the running one",
     )
     states["LockAcquired"] = {
