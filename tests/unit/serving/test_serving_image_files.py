@@ -99,3 +99,22 @@ def test_buildspec_uses_the_workflow_variables_and_exports_the_digest():
     assert any(c.startswith("docker push") for c in commands)
     assert any("RepoDigests" in c for c in commands)
     assert any(c.startswith("IMAGE_DIGEST=") for c in commands)
+
+
+def test_pods_drain_within_their_termination_grace_period():
+    # Given the two Deployments of the serving image
+    from model_server.contract import serve_settings
+
+    for name in ("10-deployment-stable.yaml", "11-deployment-canary.yaml"):
+        doc = yaml.safe_load((IMAGE_DIR / "k8s" / name).read_text())
+        pod = doc["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+
+        # Then the server keeps serving while the endpoint removal propagates (the pod leaves the
+        # EndpointSlices at deletion; kube-proxy and load balancers learn it seconds later), then
+        # waits for in-flight requests, and both fit in the grace period before the SIGKILL
+        settings = serve_settings(env)
+        assert settings.drain_seconds >= 3, name
+        grace = pod["terminationGracePeriodSeconds"]
+        assert settings.drain_seconds + settings.graceful_timeout_seconds < grace, name
