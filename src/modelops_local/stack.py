@@ -570,6 +570,16 @@ def _lambda_permission(ctx: DeployContext, logical_id: str, props: dict[str, Any
     return Created(logical_id)
 
 
+@resource_type(
+    "AWS::Lambda::EventInvokeConfig",
+    "FunctionName Qualifier",
+    not_emulated="DestinationConfig MaximumRetryAttempts MaximumEventAgeInSeconds",
+)
+def _event_invoke_config(ctx: DeployContext, logical_id: str, props: dict[str, Any]) -> Created:
+    """Accepted: the local Lambda runtime keeps its own retry policy and has no destinations."""
+    return Created(f"{props['FunctionName']}:{props.get('Qualifier', '$LATEST')}")
+
+
 # ---------------------------------------------------------------------- EventBridge + Scheduler
 @resource_type(
     "AWS::Events::Rule",
@@ -849,6 +859,17 @@ def _sqs_queue(ctx: DeployContext, logical_id: str, props: dict[str, Any]) -> Cr
     url = sqs.create_queue(**kwargs)["QueueUrl"]
     arn = ctx.arn("sqs", name)
     return Created(url, {"Arn": arn, "QueueName": name, "QueueUrl": url})
+
+
+@resource_type(
+    "AWS::SQS::QueuePolicy",
+    "Queues PolicyDocument",
+)
+def _sqs_queue_policy(ctx: DeployContext, logical_id: str, props: dict[str, Any]) -> Created:
+    sqs = ctx.client("sqs")
+    for url in props["Queues"]:
+        sqs.set_queue_attributes(QueueUrl=url, Attributes={"Policy": _json_text(props["PolicyDocument"])})
+    return Created(logical_id)
 
 
 @resource_type(
