@@ -44,8 +44,9 @@ class PipelineRequest(BaseModel):
     dataset: DatasetRef | None = None
     requested_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     reason: str = Field(default="", max_length=500)
-    # What makes this request unique; folded into the execution name.
-    idempotency_key: str = Field(min_length=1, max_length=512)
+    # What makes this request unique; folded into the execution name. Room for an S3 key and a
+    # version id of 1024 bytes each.
+    idempotency_key: str = Field(min_length=1, max_length=4096)
 
     def execution_name(self) -> str:
         """A Step Functions execution name (<= 80 chars of [A-Za-z0-9-_]) unique per request."""
@@ -206,7 +207,7 @@ def _from_s3(event: dict[str, Any], *, bucket: str) -> PipelineRequest:
         model=model,
         trigger="s3",
         dataset=DatasetRef(bucket=detail.bucket.name, key=key, version_id=detail.object.version_id),
-        reason=f"new data s3://{detail.bucket.name}/{key}",
+        reason=f"new data s3://{detail.bucket.name}/{key}"[:500],
         idempotency_key=f"s3|{detail.bucket.name}|{key}|{version}",
     )
 
