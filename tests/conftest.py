@@ -4,15 +4,27 @@ pyproject.toml and applied here, so `pytest -m unit` selects by folder)."""
 from __future__ import annotations
 
 import json
+import os
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 ROOT = Path(__file__).resolve().parent.parent
 EVENTS = ROOT / "events"
 
 
 TIER_ORDER = {"unit": 0, "integration": 1, "e2e": 2}
+
+# Property tests (hypothesis) are bounded and deterministic by default: the same examples on every
+# run (derandomize), no example database written into the tree, and a deadline loose enough for a
+# busy 2-core CI machine. HYPOTHESIS_PROFILE=explore searches harder and at random.
+settings.register_profile(
+    "ci", max_examples=150, deadline=timedelta(seconds=2), derandomize=True, database=None, print_blob=True
+)
+settings.register_profile("explore", max_examples=2000, deadline=None, derandomize=False, database=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
