@@ -15,6 +15,12 @@ otherwise throttled (`LambdaThrottledError`, Lambda's TooManyRequestsException).
 asynchronous (`Event`) invocation is kept and retried with backoff up to `max_event_age`, as
 Lambda's asynchronous queue does; it is not dropped.
 
+Test support (off unless armed): `runtime.faults.add(function, match=..., timeout=..., kill_after=...)`
+makes the function's next matching invocations run with a shorter timeout or have their worker
+SIGKILLed part-way, and `kill_busy(function)` kills the workers running it right now (e.g. from a
+Kubernetes fault hook, so a worker dies mid-request). Either way the invocation ends as on Lambda:
+`Sandbox.Timedout` or `Runtime.ExitError`, and the next one gets a fresh worker.
+
 `InProcessLambda` offers the same `invoke` for tests that run the handlers as plain Python under
 moto's `mock_aws` (no processes, no timeout enforcement).
 """
@@ -132,6 +138,70 @@ class FunctionMetrics:
     throttles: int = 0
     durations: list[float] = field(default_factory=list)
     init_durations: list[float] = field(default_factory=list)
+
+
+@dataclass
+class InvocationFault:
+    """One armed fault on a function's next `times` invocations whose event `match` accepts."""
+
+    function: str
+    match: Callable[[Any], bool] | None = None  # on the parsed event; None: every invocation
+    timeout: float | None = None  # seconds: the invocation's timeout in place of the function's
+    kill_after: float | None = None  # seconds into the invocation: SIGKILL its worker
+    times: int = 1
+    fired: int = 0
+
+
+class InvocationFaults:
+    """The invocation faults armed on one runtime; thread-safe. Off (empty) by default."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._faults: list[InvocationFault] = []
+
+    def add(
+        self,
+        function: str,
+        *,
+        match: Callable[[Any], bool] | None = None,
+        timeout: float | None = None,
+        kill_after: float | None = None,
+        times: int = 1,
+    ) -> InvocationFault:
+        """Arm a fault for `function` (name or ARN); returns it (`fired` counts its hits)."""
+        if times < 1:
+            raise ValueError("times must be at least 1")
+        if timeout is None and kill_after is None:
+            raise ValueError("an invocation fault needs a timeout or kill_after")
+        fault = InvocationFault(function_name_of(function), match, timeout, kill_after, times)
+        with self._lock:
+            self._faults.append(fault)
+        return fault
+
+    def take(self, function: str, event: Any) -> InvocationFault | None:
+        """The first armed fault for this invocation, counted as fired; None if none."""
+        with self._lock:
+            for fault in self._faults:
+                if fault.function != function or fault.fired >= fault.times:
+                    continue
+                if fault.match is not None:
+                    try:
+                        if not fault.match(event):
+                            continue
+                    except Exception:  # a predicate that cannot judge this event does not match
+                        continue
+                fault.fired += 1
+                return fault
+        return None
+
+    @property
+    def pending(self) -> list[InvocationFault]:
+        with self._lock:
+            return [f for f in self._faults if f.fired < f.times]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._faults.clear()
 
 
 class FunctionRegistry(Protocol):
@@ -307,6 +377,8 @@ class LambdaRuntime:
         self._async = ThreadPoolExecutor(max_workers=async_threads, thread_name_prefix="lambda-async")
         self._pending: set[Future[InvocationResult]] = set()
         self._idle = threading.Condition(self._lock)
+        self.faults = InvocationFaults()
+        self._busy: dict[str, set[_Worker]] = {}
         atexit.register(_shutdown_ref, weakref.ref(self))
 
     # ------------------------------------------------------------------ registry
@@ -371,6 +443,7 @@ class LambdaRuntime:
                     f"function {spec.name}: the request payload is not valid JSON (InvalidRequestContentException)"
                 ) from None
         pool = self._pools[spec.name]
+        fault = self.faults.take(spec.name, _parsed(body)) if self.faults.pending else None
         request_id = str(uuid.uuid4())
         started_wall = time.time()
         started = time.monotonic()
@@ -382,7 +455,7 @@ class LambdaRuntime:
                 if worker is None:
                     outcome = init_error
                 else:
-                    outcome, healthy = self._run(spec, worker, body, request_id)
+                    outcome, healthy = self._run(spec, worker, body, request_id, fault)
             finally:
                 self._release(pool, worker, healthy)
             if outcome is not None:
@@ -518,33 +591,52 @@ class LambdaRuntime:
         return worker
 
     def _run(
-        self, spec: FunctionSpec, worker: _Worker, body: bytes, request_id: str
+        self,
+        spec: FunctionSpec,
+        worker: _Worker,
+        body: bytes,
+        request_id: str,
+        fault: InvocationFault | None = None,
     ) -> tuple[InvocationResult | None, bool]:
         """The result and whether the worker stays usable; None when the invocation never reached
         the handler (a warm worker that had died), so it can be retried on a fresh one."""
-        deadline = time.monotonic() + spec.timeout
+        timeout = fault.timeout if fault is not None and fault.timeout is not None else spec.timeout
+        deadline = time.monotonic() + timeout
         message = {
             "type": "invoke",
             "request_id": request_id,
             "payload": body.decode() or "{}",
-            "deadline": time.time() + spec.timeout,
+            "deadline": time.time() + timeout,
         }
         try:
             worker.send(message)
         except OSError:  # the worker is gone before it got the request
             return None, False
-        reply = worker.receive(deadline)
-        if reply is None and worker.gone:
-            return None, False
-        if reply is not None and reply.get("type") == "started":
+        killer = None
+        if fault is not None and fault.kill_after is not None:
+            killer = threading.Timer(fault.kill_after, _kill_group, (worker.process.pid,))
+            killer.daemon = True
+            killer.start()
+        with self._lock:
+            self._busy.setdefault(spec.name, set()).add(worker)
+        try:
             reply = worker.receive(deadline)
+            if reply is None and worker.gone and fault is None:
+                return None, False
+            if reply is not None and reply.get("type") == "started":
+                reply = worker.receive(deadline)
+        finally:
+            with self._lock:
+                self._busy.get(spec.name, set()).discard(worker)
+            if killer is not None:
+                killer.cancel()
         worker.invocations += 1
         if reply is None:
             if not worker.gone:
                 with self._lock:
                     self._metrics[spec.name].timeouts += 1
-                LOG.info("function %s timed out after %.2fs; killing its worker", spec.name, spec.timeout)
-                payload = timeout_payload(request_id, spec.timeout)
+                LOG.info("function %s timed out after %.2fs; killing its worker", spec.name, timeout)
+                payload = timeout_payload(request_id, timeout)
                 with contextlib.suppress(OSError), self.log_path(spec.name).open("a") as log:
                     log.write(json.loads(payload)["errorMessage"] + "\n")
                 return InvocationResult(payload, UNHANDLED), False
@@ -656,6 +748,16 @@ class LambdaRuntime:
         with self._lock:
             self._listeners.append(listener)
 
+    def kill_busy(self, function: str) -> list[int]:
+        """SIGKILL the workers running an invocation of `function` now (test support: a worker that
+        dies mid-invocation); returns their process ids. Each such invocation ends Runtime.ExitError."""
+        name = function_name_of(function)
+        with self._lock:
+            workers = list(self._busy.get(name, ()))
+        for worker in workers:
+            _kill_group(worker.process.pid)
+        return [w.process.pid for w in workers]
+
     def worker_pids(self) -> list[int]:
         """Process ids of the idle (warm) workers."""
         pids: list[int] = []
@@ -686,6 +788,18 @@ class LambdaRuntime:
 
     def __exit__(self, *exc: object) -> None:
         self.shutdown()
+
+
+def _parsed(body: bytes) -> Any:
+    try:
+        return json.loads(body) if body else {}
+    except ValueError:
+        return None
+
+
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
 
 
 def _shutdown_ref(ref: weakref.ref[LambdaRuntime]) -> None:

@@ -3,12 +3,20 @@
 Off by default. A fault matches a request by verb (get, list, watch, create, update, patch, delete,
 deletecollection) and resource as RBAC names it ("deployments", "deployments/scale",
 "services/proxy"), optionally namespace and name; None matches anything.
+
+What a matching request meets, in order: `delay` seconds of stall (beyond the client's read timeout
+it is a timeout on the client's side, while the server still goes on), `on_match()` (a test's hook:
+e.g. kill the client mid-request), `rewrite(body)` (the parsed JSON body replaced by what it
+returns: a patch that lands other than sent, e.g. a bad image or command), then either the answer
+`status` (the request is not served) or, with `status=None`, the request served as usual.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass
@@ -23,6 +31,8 @@ class Fault:
     message: str | None = None
     retry_after: int | None = None  # seconds, sent as Retry-After and details.retryAfterSeconds
     disconnect: bool = False  # close the connection without an answer
+    rewrite: Callable[[Any], Any] | None = None  # the parsed JSON body -> the body served instead
+    on_match: Callable[[], None] | None = None  # called (on the server's thread) when it hits
     fired: int = 0  # how many requests it has hit so far
 
     def matches(self, verb: str, resource: str, namespace: str | None, name: str | None) -> bool:
@@ -55,13 +65,28 @@ class FaultInjector:
         message: str | None = None,
         retry_after: int | None = None,
         disconnect: bool = False,
+        rewrite: Callable[[Any], Any] | None = None,
+        on_match: Callable[[], None] | None = None,
     ) -> Fault:
         """Arm a fault; returns it (its `fired` counts the requests it hit)."""
         if times < 1:
             raise ValueError("times must be at least 1")
-        if status is None and not delay and not disconnect:
-            raise ValueError("a fault needs a status, a delay or disconnect=True")
-        fault = Fault(verb, resource, status, times, delay, namespace, name, message, retry_after, disconnect)
+        if status is None and not delay and not disconnect and rewrite is None and on_match is None:
+            raise ValueError("a fault needs a status, a delay, disconnect=True, rewrite or on_match")
+        fault = Fault(
+            verb,
+            resource,
+            status,
+            times,
+            delay,
+            namespace,
+            name,
+            message,
+            retry_after,
+            disconnect,
+            rewrite,
+            on_match,
+        )
         with self._lock:
             self._faults.append(fault)
         return fault
@@ -84,3 +109,8 @@ class FaultInjector:
     def clear(self) -> None:
         with self._lock:
             self._faults.clear()
+
+    def remove(self, fault: Fault) -> None:
+        """Disarm one fault (whether or not it has hit all its requests)."""
+        with self._lock:
+            self._faults = [f for f in self._faults if f is not fault]

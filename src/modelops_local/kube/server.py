@@ -321,6 +321,10 @@ class _Handler(BaseHTTPRequestHandler):
             return False
         if fault.delay:
             self.api._stopping.wait(fault.delay)
+        if fault.on_match is not None:
+            fault.on_match()
+        if fault.rewrite is not None and self._body:
+            self._body = json.dumps(fault.rewrite(json.loads(self._body))).encode()
         if fault.disconnect:
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)

@@ -275,3 +275,27 @@ def test_the_products_image_patch_and_pod_listing_work_against_the_stand_in(make
     assert [p["metadata"]["name"] for p in kube.list_pods("models", "app=churn,variant=stable")] == [
         "churn-stable-abcde"
     ]
+
+
+def test_a_rewrite_fault_serves_a_patch_other_than_sent_and_a_hook_runs_mid_request(server, apps, deployment):
+    # Given a fault that adds an op to the next JSON Patch of the Deployment and records the hit
+    apps.create_namespaced_deployment("models", deployment())
+    hits: list[str] = []
+    server.faults.add(
+        "patch",
+        "deployments",
+        name="churn-stable",
+        status=None,
+        rewrite=lambda ops: [*ops, {"op": "replace", "path": "/spec/replicas", "value": 5}],
+        on_match=lambda: hits.append("patch"),
+    )
+    # When the client patches only the paused flag
+    patched = apps.patch_namespaced_deployment(
+        "churn-stable", "models", [{"op": "add", "path": "/spec/paused", "value": True}]
+    )
+    # Then the server applied the rewritten patch, and the hook ran for that request only
+    assert patched.spec.paused is True and patched.spec.replicas == 5 and hits == ["patch"]
+    again = apps.patch_namespaced_deployment(
+        "churn-stable", "models", [{"op": "replace", "path": "/spec/replicas", "value": 1}]
+    )
+    assert again.spec.replicas == 1 and hits == ["patch"]

@@ -315,3 +315,49 @@ def test_workers_do_not_outlive_the_runtime_process(tmp_path, stop_signal):
 def _running(pid: int) -> bool:
     status = Path(f"/proc/{pid}/status")
     return status.exists() and "zombie" not in status.read_text()
+
+
+# --- fault injection (test support) --------------------------------------------------------------
+
+
+def test_an_invocation_fault_shortens_the_timeout_of_matching_invocations_only(runtime, tmp_path):
+    # Given a function with a 5 s timeout and a fault: the next sleep invocation gets 0.5 s
+    runtime.register(make_function(tmp_path, "fn"))
+    fault = runtime.faults.add("fn", match=lambda event: event.get("sleep") == 2, timeout=0.5)
+    # When a non-matching invocation runs, Then it is untouched
+    assert runtime.invoke("fn", '{"sleep": 0.1}').function_error is None
+    # When the matching one runs, Then it times out at 0.5 s as Lambda reports it, worker replaced
+    started = time.monotonic()
+    timed_out = runtime.invoke("fn", '{"sleep": 2}')
+    assert timed_out.error_type == "Sandbox.Timedout" and "0.50 seconds" in timed_out.json()["errorMessage"]
+    assert time.monotonic() - started < 1.5 and fault.fired == 1 and runtime.faults.pending == []
+    # And the next invocation, the same again, runs with the function's own timeout
+    assert runtime.invoke("fn", '{"sleep": 2}').function_error is None
+
+
+def test_an_invocation_fault_kills_the_worker_part_way(runtime, tmp_path):
+    # Given a fault that kills the worker 0.3 s into the next invocation
+    runtime.register(make_function(tmp_path, "fn"))
+    runtime.faults.add("fn", kill_after=0.3)
+    # When it runs, Then it ends Runtime.ExitError (SIGKILL), and the next one gets a fresh worker
+    killed = runtime.invoke("fn", '{"sleep": 2}')
+    assert killed.error_type == "Runtime.ExitError" and "signal: 9" in killed.json()["errorMessage"]
+    assert runtime.invoke("fn", "{}").function_error is None
+
+
+def test_kill_busy_kills_the_workers_running_the_function_now(runtime, tmp_path):
+    # Given an invocation in progress
+    runtime.register(make_function(tmp_path, "fn"))
+    runtime.invoke("fn", "{}")  # warm
+    results = []
+    thread = threading.Thread(target=lambda: results.append(runtime.invoke("fn", '{"sleep": 3}')))
+    thread.start()
+    deadline = time.monotonic() + 5
+    killed: list[int] = []
+    while not killed and time.monotonic() < deadline:
+        time.sleep(0.05)
+        killed = runtime.kill_busy("fn")
+    thread.join(10)
+    # Then that invocation died mid-way as a crashed worker does; an idle function has none to kill
+    assert killed and results[0].error_type == "Runtime.ExitError"
+    assert runtime.kill_busy("fn") == []
