@@ -129,6 +129,25 @@ class LocalCloud:
         self._image_lock = threading.Lock()
         self.training_updates: list[tuple[float, str, str, str]] = []  # (time, job, status, secondary)
         self.alarm_changes: list[dict[str, Any]] = []
+        self._training_rewrites: list[Callable[[dict[str, Any]], dict[str, Any]]] = []
+
+    # --- test support: fault injection (off unless a test arms it) ---------------------------------
+    @property
+    def kube_faults(self) -> Any:
+        """The Kubernetes API server's `FaultInjector` (kube/faults.py): answer 500/409/503, stall,
+        drop or rewrite the next matching requests."""
+        return self.kube_server.faults
+
+    def rewrite_next_training_job(self, rewrite: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        """The next CreateTrainingJob request goes through `rewrite` first (e.g. a StoppingCondition
+        shorter than the config allows, for a job that exceeds its max runtime)."""
+        self._training_rewrites.append(rewrite)
+
+    @property
+    def lambda_faults(self) -> Any:
+        """The Lambda runtime's `InvocationFaults`: shorter timeouts or a killed worker for the next
+        matching invocations (and `self.runtime.kill_busy(function)` for a worker mid-request)."""
+        return self.runtime.faults
 
     # --- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> LocalCloud:
@@ -167,6 +186,7 @@ class LocalCloud:
         patches.route_lambda(runtime)
         patches.route_eventbridge(delivery)
         patches.s3_policy_conditions()
+        patches.execution_status_events(self._emit_event)
 
         self.training = TrainingRunner(
             aws.client("s3"), self.state_dir / "training", s.serving_image, self._training_update
@@ -451,6 +471,10 @@ class LocalCloud:
 
     def _emit_alarm_event(self, event: dict[str, Any]) -> None:
         self.alarm_changes.append({"time": time.time(), **event.get("detail", {})})
+        self._emit_event(event)
+
+    def _emit_event(self, event: dict[str, Any]) -> None:
+        """Put an AWS service's event (source aws.*) on the default bus, as the service would."""
         self.client("events").put_events(
             Entries=[
                 {
@@ -467,6 +491,8 @@ class LocalCloud:
         self.training_updates.append((time.time(), name, state.status, state.secondary_status))
 
     def _create_training_job(self, request: dict[str, Any]) -> dict[str, Any]:
+        if self._training_rewrites:
+            request = self._training_rewrites.pop(0)(request)
         try:
             self.training.start(request)
         except TrainingJobExistsError as exc:

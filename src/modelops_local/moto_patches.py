@@ -13,6 +13,13 @@ them moves or changes signature.
   moto keeps delivering its own target kinds (SQS, logs, buses, archives, API destinations).
 - `route_sagemaker(create=, describe=, stop=)`, `route_codebuild(start=, batch_get=)`,
   `route_eks_describe_cluster(endpoint, ca_pem)`: hand these APIs to other stand-ins.
+- `execution_status_events(emit)`: when a Step Functions execution ends (SUCCEEDED, FAILED,
+  TIMED_OUT or ABORTED), `emit(event)` gets the `Step Functions Execution Status Change` event
+  EventBridge would carry on AWS (moto emits none); the caller puts it on the default bus. And
+  StopExecution behaves as on AWS: the execution is ABORTED (with its stop date) at once, its event
+  emitted then, and it stays ABORTED. moto's interpreter otherwise keeps a stopped execution
+  RUNNING until its current task ends (a bake's task-token wait: until its timeout) and then
+  reports it FAILED with that task's error.
 - `s3_policy_conditions(context)`: moto applies a bucket policy statement whatever its Condition
   says (it only understands StringEquals and ignores missing keys), so the template's TLS-only Deny
   would refuse every object request. Conditions are evaluated against `context` (by default
@@ -26,6 +33,7 @@ import copy
 import fnmatch
 import json
 import logging
+import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +58,12 @@ PATCHED_SYMBOLS: list[tuple[str, str, tuple[str, ...] | None]] = [
     ("moto.codebuild.responses", "CodeBuildResponse.batch_get_builds", ("self",)),
     ("moto.eks.models", "EKSBackend.describe_cluster", ("self", "name")),
     ("moto.s3.models", "FakeBucket.get_permission", ("self", "action", "resource")),
+    ("moto.stepfunctions.parser.backend.execution", "BaseExecutionWorkerCommunication.terminated", ("self",)),
+    (
+        "moto.stepfunctions.parser.backend.execution",
+        "Execution.stop",
+        ("self", "stop_date", "error", "cause"),
+    ),
 ]
 
 TRUSTED_TRANSPORT: dict[str, str] = {"aws:SecureTransport": "true"}
@@ -274,6 +288,52 @@ class MotoPatches:
 
         self._replace(EKSBackend, "describe_cluster", describe_cluster)
 
+    # ------------------------------------------------------------------ Step Functions events
+    def execution_status_events(self, emit: Callable[[dict[str, Any]], None]) -> None:
+        """Hand `emit` the `Step Functions Execution Status Change` event of every execution that ends."""
+        from moto.stepfunctions.parser.api import ExecutionStatus
+        from moto.stepfunctions.parser.backend.execution import BaseExecutionWorkerCommunication, Execution
+
+        original_terminated = BaseExecutionWorkerCommunication.terminated
+        original_stop = Execution.stop
+
+        def send(execution: Any) -> None:
+            try:
+                event = execution_status_change_event(execution)
+            except Exception:
+                LOG.exception("building the status change event of an execution failed")
+                return
+            try:
+                emit(event)
+            except Exception:
+                LOG.exception("emitting %s's status change event failed", event["detail"]["name"])
+
+        def stop(execution: Any, stop_date: Any, error: str | None, cause: str | None) -> None:
+            running = execution.exec_status == ExecutionStatus.RUNNING
+            original_stop(execution, stop_date, error, cause)
+            if not running:
+                return
+            execution.exec_status = ExecutionStatus.ABORTED
+            execution.stop_date = stop_date
+            execution.error, execution.cause = error or None, cause or None
+            execution._modelops_aborted = True
+            # Off the API's thread: StopExecution answers at once, the event follows (as on AWS).
+            threading.Thread(target=send, args=(execution,), name="sfn-aborted-event", daemon=True).start()
+
+        def terminated(comm: Any) -> None:
+            execution = comm.execution
+            aborted = getattr(execution, "_modelops_aborted", False)
+            stop_date = execution.stop_date
+            original_terminated(comm)
+            if aborted:  # stopped: whatever the interrupted task then raised, it stays ABORTED
+                execution.exec_status = ExecutionStatus.ABORTED
+                execution.stop_date = stop_date
+                return
+            send(execution)
+
+        self._replace(Execution, "stop", stop)
+        self._replace(BaseExecutionWorkerCommunication, "terminated", terminated)
+
     # ------------------------------------------------------------------ S3 bucket policies
     def s3_policy_conditions(self, context: Mapping[str, str] | None = None) -> None:
         """Evaluate bucket policy Conditions against `context` instead of treating them as met."""
@@ -302,6 +362,42 @@ class MotoPatches:
             )
 
         self._replace(FakeBucket, "get_permission", get_permission)
+
+
+# ---------------------------------------------------------------------- Step Functions events
+def execution_status_change_event(execution: Any) -> dict[str, Any]:
+    """The EventBridge event AWS sends when `execution` (moto's parser Execution) changes status.
+
+    Shape as documented for `Step Functions Execution Status Change`: dates in epoch milliseconds,
+    `input`/`output` as JSON text (output only when SUCCEEDED), `error`/`cause` or null."""
+    status = getattr(execution.exec_status, "value", execution.exec_status)
+    error, cause = execution.error, execution.cause
+
+    def millis(moment: Any) -> int | None:
+        return None if moment is None else int(moment.timestamp() * 1000)
+
+    output = None
+    if status == "SUCCEEDED" and execution.output is not None:
+        output = json.dumps(execution.output, separators=(",", ":"))
+    return {
+        "source": "aws.states",
+        "detail-type": "Step Functions Execution Status Change",
+        "resources": [execution.exec_arn],
+        "detail": {
+            "executionArn": execution.exec_arn,
+            "stateMachineArn": execution.state_machine_arn,
+            "name": execution.name,
+            "status": status,
+            "startDate": millis(execution.start_date),
+            "stopDate": millis(execution.stop_date),
+            "input": json.dumps(execution.input_data, separators=(",", ":")),
+            "output": output,
+            "inputDetails": {"included": True},
+            "outputDetails": {"included": True} if output is not None else None,
+            "error": error,
+            "cause": cause,
+        },
+    }
 
 
 # ---------------------------------------------------------------------- IAM conditions

@@ -294,3 +294,47 @@ def test_undo_restores_moto():
     assert (LambdaSimpleBackend.invoke, Rule.send_to_targets) != before
     patches.undo()
     assert (LambdaSimpleBackend.invoke, Rule.send_to_targets) == before
+
+
+def test_executions_emit_their_status_change_and_a_stop_aborts_at_once(aws):
+    # Given a state machine that would wait 30 s, and one that ends at once
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    role = boto3.client("iam", region_name=REGION).create_role(
+        RoleName="sfn-events", AssumeRolePolicyDocument=ROLE_POLICY
+    )["Role"]["Arn"]
+
+    def machine(name: str, state: dict[str, Any]) -> str:
+        definition = {"StartAt": "Only", "States": {"Only": {**state, "End": True}}}
+        return sfn.create_state_machine(name=name, definition=json.dumps(definition), roleArn=role)[
+            "stateMachineArn"
+        ]
+
+    slow = machine("slow", {"Type": "Wait", "Seconds": 30})
+    quick = machine("quick", {"Type": "Pass"})
+    events: list[dict[str, Any]] = []
+    with MotoPatches() as patches:
+        patches.execution_status_events(events.append)
+        # When one is stopped mid-wait and the other runs to its end
+        stopped = sfn.start_execution(stateMachineArn=slow, name="s1", input='{"model": "churn"}')[
+            "executionArn"
+        ]
+        time.sleep(0.3)
+        sfn.stop_execution(executionArn=stopped)
+        status_after_stop = sfn.describe_execution(executionArn=stopped)["status"]
+        done = sfn.start_execution(stateMachineArn=quick, name="q1", input="{}")["executionArn"]
+        deadline = time.monotonic() + 10
+        while len(events) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    # Then the stopped one is ABORTED at once (moto alone keeps it RUNNING until its state ends)
+    assert status_after_stop == "ABORTED"
+    by_arn = {e["detail"]["executionArn"]: e for e in events}
+    aborted, succeeded = by_arn[stopped], by_arn[done]
+    # And each emitted the event EventBridge carries on AWS, once
+    assert (
+        aborted["source"] == "aws.states"
+        and aborted["detail-type"] == "Step Functions Execution Status Change"
+    )
+    assert aborted["detail"]["status"] == "ABORTED" and aborted["detail"]["stateMachineArn"] == slow
+    assert json.loads(aborted["detail"]["input"]) == {"model": "churn"} and aborted["detail"]["stopDate"]
+    assert succeeded["detail"]["status"] == "SUCCEEDED" and succeeded["detail"]["output"] == "{}"
+    assert len(events) == 2
