@@ -33,6 +33,17 @@ RETRY = [
         "JitterStrategy": "FULL",
     }
 ]
+# The rollout function's actions are idempotent (modelops.rollout_service), so an invocation that
+# timed out or whose worker died (the patch may or may not have landed) is retried as well: Lambda
+# reports these as Sandbox.Timedout / Runtime.ExitError (Lambda.Unknown through some integrations).
+LAMBDA_DIED = ["Lambda.Unknown", "Sandbox.Timedout", "Runtime.ExitError"]
+ROLLOUT_RETRY = [{**RETRY[0], "ErrorEquals": TRANSIENT + LAMBDA_DIED}]
+# Rolling back is retried for minutes, not seconds (an API server restarting, a control-plane
+# upgrade): giving up leaves the bad version serving. Backoff capped at 30 s, about 4.5 min in all.
+ROLLBACK_RETRY = [{**ROLLOUT_RETRY[0], "MaxAttempts": 12, "MaxDelaySeconds": 30}]
+# The rollout function's own timeout (template.yaml: 120 s) must fire before the task's, so that a
+# hung invocation is a retried Sandbox.Timedout rather than a States.Timeout that is not retried.
+ROLLOUT_TASK_TIMEOUT = 150
 # Before the canary: any error records the failure and releases the lock.
 CATCH_FAIL = [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "RecordFailure"}]
 # From DeployCanary on: any error rolls back.
@@ -77,6 +88,7 @@ def rollout(
     nxt: str,
     catch: list[Any] | None,
     comment: str = "",
+    retry: list[Any] | None = None,
 ) -> dict[str, Any]:
     return fn(
         "RolloutFunctionArn",
@@ -85,7 +97,8 @@ def rollout(
         nxt=nxt,
         catch=catch,
         comment=comment,
-        timeout=120,
+        timeout=ROLLOUT_TASK_TIMEOUT,
+        retry=ROLLOUT_RETRY if retry is None else retry,
     )
 
 
@@ -378,7 +391,7 @@ def definition() -> dict[str, Any]:
         },
         "TimeoutSecondsPath": "$.run.canary.bake_seconds",
         "ResultPath": "$.bake",
-        "Retry": RETRY,
+        "Retry": ROLLOUT_RETRY,
         "Catch": [
             {"ErrorEquals": ["States.Timeout"], "ResultPath": "$.bake", "Next": "AnalyzeCanary"},
             *CATCH_ROLLBACK,
@@ -462,6 +475,7 @@ def definition() -> dict[str, Any]:
             {"ErrorEquals": ["States.ALL"], "ResultPath": "$.rollback_error", "Next": "RecordRollbackFailure"}
         ],
         comment="Scale the canary to 0 and restore the stable's recorded image",
+        retry=ROLLBACK_RETRY,
     )
     states.update(
         wait_loop(
@@ -478,6 +492,7 @@ def definition() -> dict[str, Any]:
                         "Next": "RecordRollbackFailure",
                     }
                 ],
+                retry=ROLLBACK_RETRY,
             ),
             "RecordRollback",
         )
