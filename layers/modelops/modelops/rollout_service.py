@@ -57,6 +57,7 @@ class RolloutService:
         cfg = ModelConfig.model_validate(run["config"])
         k = cfg.kubernetes
         run_id, model = run["run_id"], cfg.name
+        self._require_lock(model, run_id)
         stable = self.kube.get_deployment(k.namespace, k.stable_deployment)
         existing = self.store.get_rollout(model)
         if existing is not None and existing.get("run_id") != run_id:
@@ -101,6 +102,7 @@ class RolloutService:
         cfg = ModelConfig.model_validate(run["config"])
         k = cfg.kubernetes
         rollout = self._rollout(cfg.name, run["run_id"])
+        self._require_lock(cfg.name, run["run_id"])
         # Recorded before the patch: if the patch's response is lost, rollback still restores.
         self.store.update_rollout(
             cfg.name,
@@ -259,6 +261,16 @@ class RolloutService:
         return {"ready": ready, "message": message, "stable_image": previous["image"]}
 
     # --- helpers -----------------------------------------------------------------------------
+    def _require_lock(self, model: str, run_id: str) -> None:
+        """Change a Deployment only while this run holds the model's lock: a run whose lock expired
+        or was released for it (its execution was stopped) must not start or promote a canary."""
+        holder = self.store.lock_holder(model)
+        if holder is None or holder[0] != run_id:
+            raise RolloutFailedError(
+                f"run {run_id} no longer holds the lock of model {model} "
+                f"({'held by ' + holder[0] if holder else 'released'}); not changing its Deployments"
+            )
+
     def _rollout(self, model: str, run_id: str) -> dict[str, Any]:
         rollout = self.store.get_rollout(model)
         if rollout is None or rollout.get("run_id") != run_id:
