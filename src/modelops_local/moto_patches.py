@@ -7,7 +7,9 @@ them moves or changes signature.
 - `route_lambda(invoker)`: Lambda Invoke (RequestResponse, Event, DryRun) runs the function in the
   local runtime. A function error sets `X-Amz-Function-Error: Unhandled` and the payload is
   Lambda's error document, which moto's Step Functions interpreter turns into Error = errorType,
-  Cause = payload, as AWS does. No free worker -> TooManyRequestsException (429).
+  Cause = payload, as AWS does. No free worker -> TooManyRequestsException (429). And a Lambda API
+  error (throttling, service errors) reaches a Task's Retry/Catch as `Lambda.<ErrorCode>` (e.g.
+  `Lambda.TooManyRequestsException`), as Step Functions names it; moto calls them all `Exception`.
 - `route_eventbridge(delivery)`: rules deliver to Lambda and Step Functions targets (moto raises
   NotImplementedError for both) through `events.EventDelivery`; disabled rules deliver nothing.
   moto keeps delivering its own target kinds (SQS, logs, buses, archives, API destinations).
@@ -58,6 +60,11 @@ PATCHED_SYMBOLS: list[tuple[str, str, tuple[str, ...] | None]] = [
     ("moto.codebuild.responses", "CodeBuildResponse.batch_get_builds", ("self",)),
     ("moto.eks.models", "EKSBackend.describe_cluster", ("self", "name")),
     ("moto.s3.models", "FakeBucket.get_permission", ("self", "action", "resource")),
+    (
+        "moto.stepfunctions.parser.asl.component.state.exec.state_task.state_task_lambda",
+        "StateTaskLambda._from_error",
+        ("self", "env", "ex"),
+    ),
     ("moto.stepfunctions.parser.backend.execution", "BaseExecutionWorkerCommunication.terminated", ("self",)),
     (
         "moto.stepfunctions.parser.backend.execution",
@@ -183,6 +190,31 @@ class MotoPatches:
             return result.payload
 
         self._replace(LambdaSimpleBackend, "invoke", invoke)
+        self._name_lambda_api_errors()
+
+    def _name_lambda_api_errors(self) -> None:
+        from botocore.exceptions import ClientError
+        from moto.stepfunctions.parser.asl.component.common.error_name.custom_error_name import (
+            CustomErrorName,
+        )
+        from moto.stepfunctions.parser.asl.component.state.exec.state_task.state_task_lambda import (
+            StateTaskLambda,
+        )
+
+        original = StateTaskLambda._from_error
+
+        def from_error(state: Any, env: Any, ex: Exception) -> Any:
+            event = original(state, env, ex)
+            if isinstance(ex, ClientError):
+                name = f"Lambda.{ex.response['Error']['Code']}"
+                event.error_name = CustomErrorName(name)
+                details = event.event_details or {}
+                failed = details.get("lambdaFunctionFailedEventDetails")
+                if failed is not None:
+                    failed["error"] = name
+            return event
+
+        self._replace(StateTaskLambda, "_from_error", from_error)
 
     # ------------------------------------------------------------------ EventBridge
     def route_eventbridge(self, delivery: EventDelivery) -> None:

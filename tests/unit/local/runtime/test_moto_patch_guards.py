@@ -19,7 +19,7 @@ import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
-from modelops_local.lambda_runtime import FunctionSpec, InProcessLambda
+from modelops_local.lambda_runtime import FunctionSpec, InProcessLambda, LambdaThrottledError
 from modelops_local.moto_patches import PATCHED_SYMBOLS, MotoPatches, RouteError, conditions_hold
 
 REGION = "us-east-1"
@@ -110,6 +110,28 @@ def test_lambda_invoke_reports_function_errors_as_lambda_does(aws):
     assert queued["StatusCode"] == 202
 
 
+def run_machine(definition: dict, invoker: InProcessLambda, payload: dict) -> tuple[dict, list[dict]]:
+    """Create the state machine, run one execution with Lambda routed to `invoker` (bounded wait);
+    returns DescribeExecution and the execution's history events."""
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    role = boto3.client("iam", region_name=REGION).create_role(
+        RoleName="sfn", AssumeRolePolicyDocument=ROLE_POLICY
+    )["Role"]["Arn"]
+    machine = sfn.create_state_machine(name="m", definition=json.dumps(definition), roleArn=role)[
+        "stateMachineArn"
+    ]
+    with MotoPatches() as patches:
+        patches.route_lambda(invoker)
+        execution = sfn.start_execution(stateMachineArn=machine, name="e1", input=json.dumps(payload))[
+            "executionArn"
+        ]
+        deadline = time.monotonic() + 20
+        while (described := sfn.describe_execution(executionArn=execution))["status"] == "RUNNING":
+            assert time.monotonic() < deadline, "execution did not finish"
+            time.sleep(0.05)
+        return described, sfn.get_execution_history(executionArn=execution)["events"]
+
+
 def test_step_functions_catches_the_exception_class_name(aws):
     # Given a state machine whose Task (plain function ARN) catches DatasetRejectedError
     invoker = InProcessLambda(overrides={"validate": reject})
@@ -129,23 +151,8 @@ def test_step_functions_catches_the_exception_class_name(aws):
             "Rejected": {"Type": "Succeed"},
         },
     }
-    sfn = boto3.client("stepfunctions", region_name=REGION)
-    role = boto3.client("iam", region_name=REGION).create_role(
-        RoleName="sfn", AssumeRolePolicyDocument=ROLE_POLICY
-    )["Role"]["Arn"]
-    machine = sfn.create_state_machine(name="m", definition=json.dumps(definition), roleArn=role)[
-        "stateMachineArn"
-    ]
-    with MotoPatches() as patches:
-        patches.route_lambda(invoker)
-        # When it runs
-        execution = sfn.start_execution(stateMachineArn=machine, name="e1", input=json.dumps({"name": "d1"}))[
-            "executionArn"
-        ]
-        deadline = time.monotonic() + 20
-        while (described := sfn.describe_execution(executionArn=execution))["status"] == "RUNNING":
-            assert time.monotonic() < deadline, "execution did not finish"
-            time.sleep(0.05)
+    # When it runs
+    described, _ = run_machine(definition, invoker, {"name": "d1"})
     # Then the Catch saw Error = the class name and Cause = the error document, as on AWS
     error = json.loads(described["output"])["error"]
     assert described["status"] == "SUCCEEDED"
@@ -338,3 +345,37 @@ def test_executions_emit_their_status_change_and_a_stop_aborts_at_once(aws):
     assert json.loads(aborted["detail"]["input"]) == {"model": "churn"} and aborted["detail"]["stopDate"]
     assert succeeded["detail"]["status"] == "SUCCEEDED" and succeeded["detail"]["output"] == "{}"
     assert len(events) == 2
+
+
+class ThrottledOnce(InProcessLambda):
+    """Throttles the first synchronous invoke (no free worker), then runs normally."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.throttled = 0
+
+    def invoke(self, arn: str, payload: bytes) -> Any:
+        if self.throttled == 0:
+            self.throttled += 1
+            raise LambdaThrottledError(f"function {arn}: all workers stayed busy")
+        return super().invoke(arn, payload)
+
+
+def test_a_throttled_invoke_reaches_retry_as_lambda_too_many_requests(aws):
+    # Given a Task that retries Lambda.TooManyRequestsException, as the workflow's Tasks do
+    invoker = ThrottledOnce(overrides={"echo": lambda event, context: {"ok": True}})
+    arn = create_function("echo")
+    register(invoker, "echo", arn)
+    retry = [{"ErrorEquals": ["Lambda.TooManyRequestsException"], "IntervalSeconds": 1, "MaxAttempts": 2}]
+    definition = {
+        "StartAt": "Echo",
+        "States": {"Echo": {"Type": "Task", "Resource": arn, "Retry": retry, "End": True}},
+    }
+    # When the first invoke is throttled
+    described, events = run_machine(definition, invoker, {})
+    # Then the error is named as Step Functions names it, the Retry matched, and the run succeeded
+    failed = [
+        e["lambdaFunctionFailedEventDetails"] for e in events if "lambdaFunctionFailedEventDetails" in e
+    ]
+    assert [f["error"] for f in failed] == ["Lambda.TooManyRequestsException"]
+    assert invoker.throttled == 1 and described["status"] == "SUCCEEDED", described
