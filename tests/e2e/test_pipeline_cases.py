@@ -135,26 +135,36 @@ def test_a_redelivered_s3_event_starts_nothing_new(driver):
     driver.retire(config)
 
 
-def test_a_burst_of_200_uploads_never_runs_two_rollouts_and_ends_on_the_newest_data(driver):
+# 1,000 uploads (issue 5) saturate the local runtime on 2 cores (~0.5 s per upload end to end),
+# so the local burst is 200; the ordering rule it checks does not depend on the count.
+BURST = 200
+
+
+def test_a_burst_of_uploads_never_runs_two_rollouts_and_ends_on_the_newest_data(driver):
     # Given a model with a short canary
     config = driver.model("e2e-burst", canary={"bake_seconds": 3, "watch_seconds": 2})
     data = driver.dataset("e2e-burst", 600, 51)
     known = driver.executions()
 
-    # When 200 datasets land within seconds (keys in upload order)
-    for i in range(200):
-        driver.upload("e2e-burst", data, f"burst-{i:03d}.csv")
+    # When BURST datasets land back to back (keys in upload order)
+    started = time.monotonic()
+    for i in range(BURST):
+        driver.upload("e2e-burst", data, f"burst-{i:04d}.csv")
+    uploaded_in = time.monotonic() - started
     sfn = driver.cloud.client("stepfunctions")
 
     def settled() -> bool:
         time.sleep(1)  # ListExecutions is cheap, but not free for the interpreter it shares moto with
         statuses = {arn: status for arn, status in driver.statuses().items() if arn not in known}
-        return len(statuses) >= 201 and "RUNNING" not in statuses.values()
+        if len(statuses) < BURST or "RUNNING" in statuses.values():
+            return False
+        store = driver.cloud.store()  # nothing left to run: no lock held, no request waiting
+        return store.lock_holder("e2e-burst") is None and store.get_doc("e2e-burst", "PENDING") is None
 
-    driver.wait_for(settled, "every burst execution to end", timeout=600)
+    driver.wait_for(settled, "every burst execution to end", timeout=900)
 
-    # Then every object started one execution (200) and each run that released the lock with
-    # requests coalesced behind it started one follow-up; every other execution was coalesced
+    # Then every object started one execution and each run that released the lock with requests
+    # coalesced behind it started one follow-up; every other execution was coalesced or superseded
     arns = driver.executions() - known
     trained = []
     for arn in arns:
@@ -169,16 +179,18 @@ def test_a_burst_of_200_uploads_never_runs_two_rollouts_and_ends_on_the_newest_d
         else:
             assert "Coalesced" in entered, arn
     follow_ups = [arn for arn in arns if "-queued-" in arn]  # a follow-up may itself be coalesced
-    assert len(arns) == 200 + len(follow_ups) and 2 <= len(trained) < 20
+    assert len(arns) == BURST + len(follow_ups) and 1 <= len(trained) < 30
     print(
-        f"burst: {len(arns)} executions, {len(trained)} trained, {len(follow_ups)} follow-ups, rest coalesced"
+        f"burst: {BURST} uploads in {uploaded_in:.0f}s, {len(arns)} executions, {len(trained)} trained, "
+        f"{len(follow_ups)} follow-ups, rest coalesced or superseded"
     )
     # And no two runs ever held the model between lock and release at once
     trained.sort()
     for (_, released, _), (next_start, _, _) in itertools.pairwise(trained):
         assert next_start >= released, "two rollouts overlapped"
-    # And the newest upload was trained (by its own run or by a follow-up, which takes the newest)
+    # And the last run to train used the newest upload (its own run or a follow-up, which takes
+    # the newest; a late run for older data defers to it)
     records = [driver.record("e2e-burst", arn.rsplit(":", 1)[-1]) for *_, arn in trained]
-    assert "incoming/e2e-burst/burst-199.csv" in [r["dataset"]["key"] for r in records], records
+    assert records[-1]["dataset"]["key"] == f"incoming/e2e-burst/burst-{BURST - 1:04d}.csv", records
     assert driver.cloud.store().lock_holder("e2e-burst") is None
     driver.retire(config)

@@ -398,9 +398,18 @@ def hyperparameters(world) -> dict[str, str]:
     return dict(run["training"]["HyperParameters"])
 
 
+@pytest.fixture
+def dataset_key(world, request) -> Iterator[str]:
+    """incoming/churn/<case file>, deleted afterwards: an upload's run defers to any newer upload
+    under the prefix (pipeline._superseded_by), so earlier cases' files must not linger."""
+    key = f"incoming/churn/{request.node.callspec.params['case'].file}"
+    yield key
+    world.h.s3.delete_object(Bucket=BUCKET, Key=key)
+
+
 @pytest.mark.parametrize("case", cases("datasets"))
-def test_dataset_fails_the_run_before_training(world, case):
-    key = f"incoming/churn/{case.file}"
+def test_dataset_fails_the_run_before_training(world, case, dataset_key):
+    key = dataset_key
     event = world.object_created(key, case.path.read_bytes())
     world.notifications()
     before = world.snapshot()

@@ -434,7 +434,8 @@ def _refs(value: Any) -> set[str]:
 
 def test_no_lambda_environment_carries_a_secret(template):
     functions = [r for r in template["Resources"].values() if r["Type"] == "AWS::Lambda::Function"]
-    assert len(functions) == 10
+    # one per folder under functions/ (the walk covers them all, whatever their number)
+    assert len(functions) == len([d for d in (ROOT / "functions").iterdir() if (d / "app.py").exists()])
     # the Globals' variables reached every function in the transform
     assert all("TABLE_NAME" in f["Properties"]["Environment"]["Variables"] for f in functions)
     assert secret_violations(template) == []

@@ -90,6 +90,7 @@ def resolve(
             "version_id": None,
         }
     dataset["bucket"] = dataset.get("bucket") or bucket
+    superseded_by = _superseded_by(request, dataset, s3, config.data_prefix)
     champion = store.get_doc(config.name, "CHAMPION")
     job_name = training_job_name(stack_name, config.name, execution_name)
     output_prefix = f"s3://{bucket}/models/{config.name}"
@@ -156,7 +157,25 @@ def resolve(
         "poll_seconds": poll_seconds,
         "limits": {"training_polls": max(1, worst_case // max(1, poll_seconds))},
         "canary": {"bake_seconds": config.canary.bake_seconds, "watch_seconds": config.canary.watch_seconds},
+        "superseded_by": superseded_by,
     }
+
+
+def _superseded_by(request: PipelineRequest, dataset: dict[str, Any], s3: Any, prefix: str) -> str | None:
+    """For a run started by an upload: the key of a newer upload, if one exists (else None).
+
+    Uploads can be delivered, and runs reach the lock, in any order. An upload's run that finds a
+    newer object under the prefix skips training: the newer object's own run trains it, or, if
+    that run was coalesced, the follow-up does (follow-ups take the newest object). So however a
+    burst interleaves, the last run to train uses the newest data, and no run retrains old data
+    after it. Objects only ever become "newer", so checking here, before the lock, is safe."""
+    if request.trigger != "s3":
+        return None
+    try:
+        newest = _newest_object(s3, dataset["bucket"], prefix)
+    except DatasetInvalidError:
+        return None  # the object is gone: validation reports it
+    return newest if newest != dataset["key"] else None
 
 
 def training_job_name(stack: str, model: str, run_id: str) -> str:
@@ -208,6 +227,14 @@ def acquire(run: dict[str, Any], *, store: StateStore) -> dict[str, Any]:
         + config.canary.watch_seconds
         + 3600
     )
+    newer = run.get("superseded_by")
+    if newer:
+        # Not a coalesced request: the newer upload is trained by its own run (or a follow-up).
+        return {
+            "acquired": False,
+            "superseded_by": newer,
+            "message": f"superseded: {newer} is newer than {run['dataset']['key']} and is trained instead",
+        }
     result = store.acquire_lock(config.name, run["run_id"], ttl)
     if result.acquired:
         return {"acquired": True, "expires_at": result.expires_at}

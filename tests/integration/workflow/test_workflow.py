@@ -157,3 +157,44 @@ def test_kubernetes_failure_during_promotion_rolls_back(harness, kube):
     assert "Rollback" in harness.states(arn)
     assert kube.deployments["churn-canary"]["spec"]["replicas"] == 0
     assert harness.store().lock_holder("churn") is None
+
+
+def _object_created(harness, key: str, body: bytes) -> dict:
+    """Upload `body` under `key` and return the EventBridge Object Created event S3 sends for it."""
+    from tests.conftest import load_event
+    from tests.integration.workflow.harness import BUCKET
+
+    harness.upload(key, body)
+    event = load_event("s3_object_created.json")
+    event["resources"] = [f"arn:aws:s3:::{BUCKET}"]
+    event["detail"]["bucket"]["name"] = BUCKET
+    event["detail"]["object"] = {"key": key, "size": len(body), "etag": "e", "sequencer": "0A"}
+    return event
+
+
+def test_an_upload_whose_run_arrives_after_a_newer_one_was_trained_trains_nothing(harness, kube):
+    # Given two uploads, where the newer one's run went first and was promoted
+    harness.put_model(**FAST)
+    older = _object_created(harness, "incoming/churn/2026-11-22-a.csv", CSV)
+    newer = _object_created(harness, "incoming/churn/2026-11-22-b.csv", CSV)
+    started = harness.start(newer)
+    assert harness.wait(started["execution_arn"])["status"] == "SUCCEEDED"
+    stable = kube.deployments["churn-stable"]["spec"]["template"]["spec"]["containers"][0]["image"]
+    history = harness.store().query_docs("churn", "HISTORY#")
+
+    # When the older upload's run arrives late (delivery order is not upload order)
+    late = harness.start(older)
+    result = harness.wait(late["execution_arn"])
+
+    # Then it ends without training, saying which newer data superseded it, and nothing changed
+    assert result["status"] == "SUCCEEDED"
+    states = harness.states(late["execution_arn"])
+    assert "Coalesced" in states and "StartTraining" not in states
+    lock = json.loads(result["output"])["lock"]
+    assert lock["superseded_by"] == "incoming/churn/2026-11-22-b.csv"
+    assert "is newer than incoming/churn/2026-11-22-a.csv" in lock["message"]
+    assert kube.deployments["churn-stable"]["spec"]["template"]["spec"]["containers"][0]["image"] == stable
+    assert harness.store().query_docs("churn", "HISTORY#") == history
+    assert (
+        harness.store().get_doc("churn", "PENDING") is None and harness.store().lock_holder("churn") is None
+    )
