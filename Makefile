@@ -11,7 +11,7 @@ PY := $(VENV)/bin/python
 # Template checks run offline: a region and dummy credentials, never a real account.
 AWS_OFFLINE := AWS_DEFAULT_REGION=us-east-1 AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing SAM_CLI_TELEMETRY=0
 
-.PHONY: demo test install lint typecheck template unit integration e2e bench clean
+.PHONY: demo test install lint typecheck template unit integration e2e bench bench-serving clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	@echo "==> creating $(VENV) and installing modelops with its local runtime (first run: about a minute)"
@@ -69,6 +69,20 @@ test: lint typecheck template
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/rollout_bench.py
+
+# Serving benchmark (bench/serving/README.md): ours vs MLServer vs FastAPI-naive, each pinned to one
+# core, wrk on the other. The baselines live in their own venv; extra flags via BENCH_SERVING_ARGS.
+BENCH_SERVING_VENV := bench/serving/.venv
+$(BENCH_SERVING_VENV)/.installed: bench/serving/requirements.txt bench/serving/constraints.txt
+	@echo "==> creating $(BENCH_SERVING_VENV) for the serving benchmark's baselines (MLServer, FastAPI)"
+	@$(PYTHON) -m venv $(BENCH_SERVING_VENV)
+	@$(BENCH_SERVING_VENV)/bin/pip install --quiet --disable-pip-version-check -r bench/serving/requirements.txt -c bench/serving/constraints.txt $(QUIET_PIP)
+	@touch $@
+
+bench-serving: $(VENV)/.installed $(BENCH_SERVING_VENV)/.installed
+	@command -v wrk >/dev/null || { echo "==> installing wrk (apt-get)"; \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq wrk; }
+	$(PY) bench/serving/run.py $(BENCH_SERVING_ARGS)
 
 clean:
 	rm -rf $(VENV) $(SAMVENV) $(CHECKOVVENV) .aws-sam .modelops

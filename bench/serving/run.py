@@ -1,0 +1,1248 @@
+#!/usr/bin/env python3
+"""Side-by-side serving benchmark: the project's `serve`, MLServer and a FastAPI-naive baseline.
+
+One run trains the reference model once with the project's own `train` program (scikit-learn
+HistGradientBoostingClassifier, 100 iterations, on 20 float features from make_classification with
+a fixed seed), then, for each round and each stack in turn (the order rotates per round):
+
+1. starts the stack's one server process pinned to one core (`taskset -c 0`) on that very
+   model.joblib and polls until the first successful prediction (the ready time);
+2. sends the held-out set (rows the model never saw) in 100-row requests and compares the answers
+   with the original model's predict_proba[:, 1] (max abs difference) and predicted class;
+3. drives wrk from the other core (`taskset -c 1 wrk -t1 -c16 --latency`): a warm-up, then
+   1-row requests, then a warm-up and 100-row requests; any non-2xx answer or socket error makes
+   the stack's result unusable;
+4. reads the peak RSS (VmHWM, summed over the server's process tree) and stops the stack.
+
+Medians over the rounds go into a markdown table with the ratios of ours vs fastapi-naive and vs
+mlserver and pass/fail against the issue's goals; everything measured goes to --out (JSON).
+
+    .venv/bin/python bench/serving/run.py [--rounds 3] [--duration 10] [--connections 16]
+                                          [--stacks ours,mlserver,fastapi-naive]
+
+Needs: wrk and taskset on PATH, the project's .venv (ours) and bench/serving/.venv (the baselines,
+from requirements.txt + constraints.txt); `make bench-serving` sets all of them up. Runs on Linux
+only (taskset, /proc).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import json
+import os
+import platform
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+LUA_SCRIPT = HERE / "wrk_report.lua"
+DEFAULT_OURS_PYTHON = ROOT / ".venv" / "bin" / "python"
+DEFAULT_BASELINE_PYTHON = HERE / ".venv" / "bin" / "python"
+DEFAULT_WORKDIR = HERE / ".work"
+DEFAULT_OUT = HERE / "results.json"
+
+STACKS = ("ours", "mlserver", "fastapi-naive")
+BASELINE = "fastapi-naive"
+N_FEATURES = 20
+N_TRAIN_ROWS = 20_000  # the CSV given to `train` (it keeps 20% of it for its own validation)
+N_HELDOUT_ROWS = 2_000  # never shown to `train`: the correctness set and the load bodies
+BATCH_ROWS = 100
+SINGLE_BODIES = 200  # distinct 1-row bodies wrk cycles through
+DATA_SEED = 20261201
+MLSERVER_MODEL = "bench"
+PROBA_TOLERANCE = 1e-6
+NOISY_PCT = 5.0  # a measurement during which others took more of the server core is flagged
+
+# The issue's goals, checked against the medians (correctness: the worst round).
+GOAL_SINGLE_VS_BASELINE = 8.0
+GOAL_SINGLE_VS_MLSERVER = 8.0
+GOAL_SINGLE_P99_MS = 10.0
+GOAL_BATCH_VS_BASELINE = 3.0
+GOAL_READY_S = 2.0
+
+
+class BenchError(Exception):
+    """A problem that stops the benchmark (missing tool, failed training)."""
+
+
+class StackError(Exception):
+    """A stack could not be measured in one round (did not start, answered wrongly, errors)."""
+
+
+def log(message: str) -> None:
+    print(message, flush=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Pure parts (unit-tested in tests/unit/serving/test_bench_serving.py)
+# --------------------------------------------------------------------------------------------
+
+WRK_ERROR_FIELDS = ("errors_connect", "errors_read", "errors_write", "errors_status", "errors_timeout")
+
+
+def parse_wrk_output(stdout: str) -> dict[str, Any]:
+    """The `WRK_JSON {...}` line that wrk_report.lua's done() prints; ValueError if there is none."""
+    for line in reversed(stdout.splitlines()):
+        if line.startswith("WRK_JSON "):
+            doc = json.loads(line[len("WRK_JSON ") :])
+            missing = [
+                k for k in ("requests", "duration_us", "p50_us", "p99_us", *WRK_ERROR_FIELDS) if k not in doc
+            ]
+            if missing:
+                raise ValueError(f"wrk report lacks {missing}: {line}")
+            return dict(doc)
+    raise ValueError("no WRK_JSON line in wrk's output (did wrk_report.lua's done() run?)")
+
+
+def wrk_error_count(doc: Mapping[str, Any]) -> int:
+    """Non-2xx (wrk counts status > 399) plus socket errors: connect, read, write, timeout."""
+    return sum(int(doc[k]) for k in WRK_ERROR_FIELDS)
+
+
+def summarize_load(doc: Mapping[str, Any], rows_per_request: int) -> dict[str, Any]:
+    """req/s, rows/s and latency percentiles (ms) from a wrk report."""
+    seconds = float(doc["duration_us"]) / 1e6
+    if seconds <= 0:
+        raise ValueError(f"wrk reported a duration of {doc['duration_us']} us")
+    req_s = int(doc["requests"]) / seconds
+    return {
+        "requests": int(doc["requests"]),
+        "seconds": seconds,
+        "req_s": req_s,
+        "rows_s": req_s * rows_per_request,
+        "p50_ms": float(doc["p50_us"]) / 1000,
+        "p90_ms": float(doc.get("p90_us", 0.0)) / 1000,
+        "p99_ms": float(doc["p99_us"]) / 1000,
+        "errors": wrk_error_count(doc),
+    }
+
+
+def instances_request(rows: Sequence[Sequence[float]]) -> dict[str, Any]:
+    """The body ours and fastapi-naive take: {"instances": [[20 floats], ...]}."""
+    return {"instances": [[float(v) for v in row] for row in rows]}
+
+
+def parse_instances_response(doc: Mapping[str, Any]) -> tuple[list[float], None]:
+    """P(class 1) per row from {"predictions": [...]}; no class output."""
+    return [float(p) for p in doc["predictions"]], None
+
+
+def v2_request(
+    rows: Sequence[Sequence[float]], outputs: Sequence[str] = ("predict_proba",)
+) -> dict[str, Any]:
+    """An Open Inference Protocol (V2) request for MLServer: one FP64 tensor of shape
+    [rows, features], row-major data, asking for the named outputs (mlserver-sklearn runs the
+    estimator method of that name: predict_proba, predict)."""
+    n_features = len(rows[0]) if rows else 0
+    if any(len(row) != n_features for row in rows):
+        raise ValueError("every row needs the same number of features")
+    return {
+        "inputs": [
+            {
+                "name": "input-0",
+                "shape": [len(rows), n_features],
+                "datatype": "FP64",
+                "data": [float(v) for row in rows for v in row],
+            }
+        ],
+        "outputs": [{"name": name} for name in outputs],
+    }
+
+
+def _flatten(data: Any) -> list[Any]:
+    if isinstance(data, list):
+        return [v for item in data for v in _flatten(item)]
+    return [data]
+
+
+def parse_v2_response(doc: Mapping[str, Any]) -> tuple[list[float], list[int] | None]:
+    """(P(class 1) per row, predicted class per row or None) from a V2 response whose outputs
+    include predict_proba (shape [rows, 2]) and maybe predict (shape [rows])."""
+    outputs = {out["name"]: out for out in doc["outputs"]}
+    if "predict_proba" not in outputs:
+        raise ValueError(f"V2 response has no predict_proba output (outputs: {sorted(outputs)})")
+    proba = outputs["predict_proba"]
+    shape = [int(s) for s in proba["shape"]]
+    data = _flatten(proba["data"])
+    if len(shape) != 2 or shape[1] != 2 or len(data) != shape[0] * 2:
+        raise ValueError(f"predict_proba output has shape {shape} and {len(data)} values; expected [rows, 2]")
+    positive = [float(data[i * 2 + 1]) for i in range(shape[0])]
+    classes = None
+    if "predict" in outputs:
+        classes = [int(c) for c in _flatten(outputs["predict"]["data"])]
+    return positive, classes
+
+
+def compare_predictions(
+    expected_proba: Sequence[float],
+    expected_class: Sequence[int],
+    got_proba: Sequence[float],
+    got_class: Sequence[int] | None,
+) -> dict[str, Any]:
+    """max abs difference of P(class 1) and the number of rows whose class differs from predict's.
+    Without a class output the class is the one predict() picks: 1 when P(class 1) > 0.5."""
+    if len(got_proba) != len(expected_proba):
+        raise ValueError(f"{len(got_proba)} predictions for {len(expected_proba)} rows")
+    classes = list(got_class) if got_class is not None else [1 if p > 0.5 else 0 for p in got_proba]
+    max_diff = max((abs(a - b) for a, b in zip(expected_proba, got_proba, strict=True)), default=0.0)
+    mismatches = sum(1 for a, b in zip(expected_class, classes, strict=True) if int(a) != int(b))
+    return {
+        "rows": len(expected_proba),
+        "max_abs_diff": max_diff,
+        "class_mismatches": mismatches,
+        "class_source": "predict output" if got_class is not None else "P(class 1) > 0.5",
+        "ok": max_diff <= PROBA_TOLERANCE and mismatches == 0,
+    }
+
+
+def median_results(rounds: Sequence[Mapping[str, Any]], stacks: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Per stack, the median of each metric over its rounds; a stack with any failed round gets
+    {"error": ...} instead (its numbers are not reported)."""
+    medians: dict[str, dict[str, Any]] = {}
+    for stack in stacks:
+        mine = [r for r in rounds if r["stack"] == stack]
+        failed = [r for r in mine if r.get("error")]
+        if not mine:
+            medians[stack] = {"error": "not measured"}
+            continue
+        if failed:
+            medians[stack] = {"error": f"round {failed[0]['round']}: {failed[0]['error']}"}
+            continue
+        medians[stack] = {
+            "rounds": len(mine),
+            "ready_s": statistics.median(r["ready_s"] for r in mine),
+            "single_req_s": statistics.median(r["single"]["req_s"] for r in mine),
+            "single_p50_ms": statistics.median(r["single"]["p50_ms"] for r in mine),
+            "single_p99_ms": statistics.median(r["single"]["p99_ms"] for r in mine),
+            "batch_rows_s": statistics.median(r["batch"]["rows_s"] for r in mine),
+            "batch_p50_ms": statistics.median(r["batch"]["p50_ms"] for r in mine),
+            "batch_p99_ms": statistics.median(r["batch"]["p99_ms"] for r in mine),
+            "peak_rss_mib": statistics.median(r["peak_rss_mib"] for r in mine),
+            # correctness: the worst round
+            "max_abs_diff": max(r["correctness"]["max_abs_diff"] for r in mine),
+            "class_mismatches": max(r["correctness"]["class_mismatches"] for r in mine),
+            # the noisiest measurement: share of the server core that other processes took
+            "noise_pct": max(
+                float(r[kind].get(core, 0.0))
+                for r in mine
+                for kind in ("single", "batch")
+                for core in ("server_core_other_pct", "load_core_other_pct")
+            ),
+        }
+    return medians
+
+
+RATIO_METRICS = (
+    ("single_req_s", "1-row req/s"),
+    ("single_p99_ms", "1-row p99 latency"),
+    ("batch_rows_s", "100-row rows/s"),
+    ("batch_p99_ms", "100-row p99 latency"),
+    ("peak_rss_mib", "peak RSS"),
+    ("ready_s", "ready time"),
+)
+
+
+def compute_ratios(
+    medians: Mapping[str, Mapping[str, Any]], ours: str = "ours"
+) -> dict[str, dict[str, float]]:
+    """ours' median / the other stack's median, per metric, for each other stack with numbers
+    (ratio of medians; > 1 is better for throughput, < 1 is better for latency, RSS, ready)."""
+    mine = medians.get(ours, {})
+    ratios: dict[str, dict[str, float]] = {}
+    if "error" in mine or not mine:
+        return ratios
+    for other, theirs in medians.items():
+        if other == ours or "error" in theirs:
+            continue
+        ratios[other] = {
+            metric: mine[metric] / theirs[metric] for metric, _ in RATIO_METRICS if theirs.get(metric)
+        }
+    return ratios
+
+
+@dataclass(frozen=True)
+class GoalResult:
+    goal: str
+    measured: str
+    target: str
+    passed: bool | None  # None: could not be judged (a stack was not measured)
+
+
+def evaluate_goals(
+    medians: Mapping[str, Mapping[str, Any]], ratios: Mapping[str, Mapping[str, float]], connections: int
+) -> list[GoalResult]:
+    """The issue's acceptance goals for ours."""
+    ours = medians.get("ours", {"error": "not measured"})
+    have_ours = "error" not in ours
+
+    def ratio_goal(other: str, metric: str, label: str, minimum: float) -> GoalResult:
+        value = ratios.get(other, {}).get(metric)
+        if value is None:
+            return GoalResult(f"{label} vs {other}", "n/a", f">= {minimum:g}x", None)
+        return GoalResult(f"{label} vs {other}", f"{value:.2f}x", f">= {minimum:g}x", value >= minimum)
+
+    goals = [
+        ratio_goal(BASELINE, "single_req_s", "1-row req/s", GOAL_SINGLE_VS_BASELINE),
+        ratio_goal("mlserver", "single_req_s", "1-row req/s", GOAL_SINGLE_VS_MLSERVER),
+    ]
+    if have_ours:
+        p99 = ours["single_p99_ms"]
+        goals.append(
+            GoalResult(
+                f"1-row p99 at {connections} connections",
+                f"{p99:.2f} ms",
+                f"< {GOAL_SINGLE_P99_MS:g} ms",
+                p99 < GOAL_SINGLE_P99_MS,
+            )
+        )
+    else:
+        goals.append(
+            GoalResult(f"1-row p99 at {connections} connections", "n/a", f"< {GOAL_SINGLE_P99_MS:g} ms", None)
+        )
+    goals.append(ratio_goal(BASELINE, "batch_rows_s", "100-row rows/s", GOAL_BATCH_VS_BASELINE))
+    if have_ours:
+        diff, mismatches = ours["max_abs_diff"], ours["class_mismatches"]
+        goals.append(
+            GoalResult(
+                "predictions = original model (held-out set)",
+                f"max abs diff {diff:.1e}, {mismatches} class mismatches",
+                f"<= {PROBA_TOLERANCE:g}, 0 mismatches",
+                diff <= PROBA_TOLERANCE and mismatches == 0,
+            )
+        )
+    else:
+        goals.append(GoalResult("predictions = original model (held-out set)", "n/a", "", None))
+    rss_other = medians.get("mlserver", {}).get("peak_rss_mib")
+    if have_ours and rss_other:
+        goals.append(
+            GoalResult(
+                "peak RSS vs mlserver",
+                f"{ours['peak_rss_mib']:.0f} vs {rss_other:.0f} MiB",
+                "<= mlserver's",
+                ours["peak_rss_mib"] <= rss_other,
+            )
+        )
+    else:
+        goals.append(GoalResult("peak RSS vs mlserver", "n/a", "<= mlserver's", None))
+    if have_ours:
+        goals.append(
+            GoalResult(
+                "ready (first successful prediction)",
+                f"{ours['ready_s']:.2f} s",
+                f"< {GOAL_READY_S:g} s",
+                ours["ready_s"] < GOAL_READY_S,
+            )
+        )
+    else:
+        goals.append(GoalResult("ready (first successful prediction)", "n/a", f"< {GOAL_READY_S:g} s", None))
+    return goals
+
+
+def _fmt(value: float, digits: int = 0) -> str:
+    return f"{value:,.{digits}f}"
+
+
+def render_tables(
+    medians: Mapping[str, Mapping[str, Any]],
+    ratios: Mapping[str, Mapping[str, float]],
+    goals: Sequence[GoalResult],
+    *,
+    rounds: int,
+    connections: int,
+) -> str:
+    """The markdown the run prints: medians per stack, ratios of ours, the goals."""
+    lines = [
+        f"Medians of {rounds} round(s); {connections} connections; one server process on one core, "
+        "wrk on the other. noise: the largest share of either core that other processes took "
+        "during a measurement (0 on a quiet machine).",
+        "",
+        "| stack | ready (s) | 1-row req/s | 1-row p50 / p99 (ms) | 100-row rows/s | "
+        "100-row p50 / p99 (ms) | peak RSS (MiB) | max abs diff | class mismatches | noise (max %) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for stack, m in medians.items():
+        if "error" in m:
+            reason = (str(m["error"]).splitlines() or [""])[0].replace("|", "/")
+            lines.append(f"| {stack} | not reported: {reason} | | | | | | | | |")
+            continue
+        lines.append(
+            f"| {stack} | {m['ready_s']:.2f} | {_fmt(m['single_req_s'])} | "
+            f"{m['single_p50_ms']:.2f} / {m['single_p99_ms']:.2f} | {_fmt(m['batch_rows_s'])} | "
+            f"{m['batch_p50_ms']:.2f} / {m['batch_p99_ms']:.2f} | {m['peak_rss_mib']:.0f} | "
+            f"{m['max_abs_diff']:.1e} | {m['class_mismatches']} | {m.get('noise_pct', 0.0):.0f} |"
+        )
+    if ratios:
+        others = list(ratios)
+        lines += [
+            "",
+            "| ours / other (ratio of medians) | " + " | ".join(f"vs {o}" for o in others) + " |",
+            "|---|" + "---:|" * len(others),
+        ]
+        for metric, label in RATIO_METRICS:
+            cells = [f"{ratios[o][metric]:.2f}x" if metric in ratios[o] else "n/a" for o in others]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += ["", "| goal (issue) | measured | target | result |", "|---|---|---|---|"]
+    for g in goals:
+        result = "n/a" if g.passed is None else ("PASS" if g.passed else "FAIL")
+        lines.append(f"| {g.goal} | {g.measured} | {g.target} | {result} |")
+    return "\n".join(lines)
+
+
+def round_order(stacks: Sequence[str], round_index: int) -> list[str]:
+    """The stacks in the order of one round: rotated by one per round, so none always goes first."""
+    if not stacks:
+        return []
+    shift = round_index % len(stacks)
+    return [*stacks[shift:], *stacks[:shift]]
+
+
+def parse_ppid(stat: str) -> int:
+    """The parent pid from /proc/<pid>/stat (the command name may hold spaces and parentheses)."""
+    return int(stat[stat.rindex(")") + 2 :].split()[1])
+
+
+def parse_vm_hwm_kib(status: str) -> int:
+    """VmHWM (peak resident set size, KiB) from /proc/<pid>/status; 0 if absent (a zombie)."""
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
+def parse_cpu_ticks(proc_stat: str, cpu: int) -> tuple[int, int]:
+    """(busy, total) clock ticks of one core from /proc/stat; busy counts steal (the hypervisor's)."""
+    for line in proc_stat.splitlines():
+        name, *values = line.split()
+        if name == f"cpu{cpu}":
+            user, nice, system, idle, iowait, irq, softirq, steal = (int(v) for v in values[:8])
+            busy = user + nice + system + irq + softirq + steal
+            return busy, busy + idle + iowait
+    raise ValueError(f"no cpu{cpu} line in /proc/stat")
+
+
+def parse_process_ticks(stat: str) -> int:
+    """utime + stime (clock ticks) from /proc/<pid>/stat."""
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def interference(core_before: tuple[int, int], core_after: tuple[int, int], server_ticks: int) -> float:
+    """The share of the server core's time spent on anything but the server (other processes,
+    interrupts, the hypervisor's steal) over a measurement: 0 on a quiet machine."""
+    busy = core_after[0] - core_before[0]
+    total = core_after[1] - core_before[1]
+    if total <= 0:
+        return 0.0
+    return max(0.0, min(1.0, (busy - server_ticks) / total))
+
+
+# --------------------------------------------------------------------------------------------
+# The model and the data
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Reference:
+    model_dir: Path
+    model_file: Path
+    heldout: list[list[float]]
+    expected_proba: list[float]
+    expected_class: list[int]
+    sklearn_version: str
+    numpy_version: str
+
+
+def feature_names() -> list[str]:
+    return [f"f{i:02d}" for i in range(N_FEATURES)]
+
+
+def train_reference(workdir: Path, ours_python: Path) -> Reference:
+    """Generate the data, train with the project's `train` program, score the held-out set with
+    the model file it wrote (loaded here: the 'original model')."""
+    import joblib
+    import numpy as np
+    import sklearn
+    from sklearn.datasets import make_classification
+
+    base = workdir / "ml"
+    if base.exists():
+        shutil.rmtree(base)
+    (base / "input" / "config").mkdir(parents=True)
+    (base / "input" / "data" / "train").mkdir(parents=True)
+    X, y = make_classification(
+        n_samples=N_TRAIN_ROWS + N_HELDOUT_ROWS,
+        n_features=N_FEATURES,
+        n_informative=10,
+        n_redundant=4,
+        random_state=DATA_SEED,
+    )
+    names = feature_names()
+    csv_path = base / "input" / "data" / "train" / "train.csv"
+    with csv_path.open("w", encoding="utf-8") as out:
+        out.write(",".join([*names, "label"]) + "\n")
+        for row, label in zip(X[:N_TRAIN_ROWS], y[:N_TRAIN_ROWS], strict=True):
+            out.write(",".join(repr(float(v)) for v in row) + f",{int(label)}\n")
+    hyperparameters = {"label_column": "label", "feature_columns": json.dumps(names), "seed": "0"}
+    (base / "input" / "config" / "hyperparameters.json").write_text(json.dumps(hyperparameters, indent=2))
+    log(
+        f"==> training the reference model with serving_image/bin/train ({N_TRAIN_ROWS} rows x "
+        f"{N_FEATURES} features, HistGradientBoostingClassifier defaults, 100 iterations)"
+    )
+    started = time.monotonic()
+    proc = subprocess.run(
+        [str(ours_python), str(ROOT / "serving_image" / "bin" / "train")],
+        env={**os.environ, "SAGEMAKER_BASE_DIR": str(base)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise BenchError(f"train exited {proc.returncode}:\n{_tail(proc.stderr)}")
+    metrics = " ".join(line for line in proc.stdout.splitlines() if line.startswith("validation:auc"))
+    log(f"    trained in {time.monotonic() - started:.1f}s: {metrics}")
+    model_dir = base / "model"
+    model_file = model_dir / json.loads((model_dir / "metadata.json").read_text())["model_file"]
+    heldout = np.ascontiguousarray(X[N_TRAIN_ROWS:], dtype=np.float64)
+    model = joblib.load(model_file)
+    return Reference(
+        model_dir=model_dir,
+        model_file=model_file,
+        heldout=heldout.tolist(),
+        expected_proba=[float(p) for p in model.predict_proba(heldout)[:, 1]],
+        expected_class=[int(c) for c in model.predict(heldout)],
+        sklearn_version=sklearn.__version__,
+        numpy_version=np.__version__,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Stacks
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class StackSpec:
+    name: str
+    python: Path
+    path: str  # the prediction endpoint
+    encode: Callable[[Sequence[Sequence[float]]], dict[str, Any]]  # body for the load
+    encode_check: Callable[[Sequence[Sequence[float]]], dict[str, Any]]  # body for correctness
+    decode: Callable[[Mapping[str, Any]], tuple[list[float], list[int] | None]]
+    command: Callable[
+        [int, Path], tuple[list[str], dict[str, str], Path]
+    ]  # (port, workdir) -> argv, env, cwd
+    notes: str = ""
+
+
+def _ours_command(
+    python: Path, reference: Reference
+) -> Callable[[int, Path], tuple[list[str], dict[str, str], Path]]:
+    def command(port: int, workdir: Path) -> tuple[list[str], dict[str, str], Path]:
+        env = {
+            "SAGEMAKER_BASE_DIR": str(reference.model_dir.parent),
+            "SERVE_HOST": "127.0.0.1",
+            "PORT": str(port),
+            "MODELOPS_MODEL": "bench",
+            "MODELOPS_VARIANT": "bench",
+        }
+        return [str(python), str(ROOT / "serving_image" / "bin" / "serve")], env, ROOT
+
+    return command
+
+
+def _mlserver_command(
+    python: Path, reference: Reference
+) -> Callable[[int, Path], tuple[list[str], dict[str, str], Path]]:
+    def command(port: int, workdir: Path) -> tuple[list[str], dict[str, str], Path]:
+        folder = workdir / "mlserver"
+        folder.mkdir(parents=True, exist_ok=True)
+        grpc_port, metrics_port = free_port(), free_port()
+        settings = {
+            "host": "127.0.0.1",
+            "http_port": port,
+            "grpc_port": grpc_port,
+            "metrics_port": metrics_port,
+            "parallel_workers": 0,  # inference in the server process itself: one process, one core
+            "debug": False,  # MLServer's default (True) logs every request
+        }
+        model_settings = {
+            "name": MLSERVER_MODEL,
+            "implementation": "mlserver_sklearn.SKLearnModel",
+            "parameters": {"uri": str(reference.model_file), "version": "v1"},
+        }
+        (folder / "settings.json").write_text(json.dumps(settings, indent=2) + "\n")
+        (folder / "model-settings.json").write_text(json.dumps(model_settings, indent=2) + "\n")
+        return [str(python), "-m", "mlserver.cli.main", "start", str(folder)], {}, folder
+
+    return command
+
+
+def _fastapi_command(
+    python: Path, reference: Reference
+) -> Callable[[int, Path], tuple[list[str], dict[str, str], Path]]:
+    def command(port: int, workdir: Path) -> tuple[list[str], dict[str, str], Path]:
+        argv = [
+            str(python),
+            "-m",
+            "uvicorn",
+            "baselines.fastapi_app:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ]
+        return argv, {"MODEL_PATH": str(reference.model_file)}, HERE
+
+    return command
+
+
+def build_specs(ours_python: Path, baseline_python: Path, reference: Reference) -> dict[str, StackSpec]:
+    return {
+        "ours": StackSpec(
+            name="ours",
+            python=ours_python,
+            path="/invocations",
+            encode=instances_request,
+            encode_check=instances_request,
+            decode=parse_instances_response,
+            command=_ours_command(ours_python, reference),
+            notes="python serving_image/bin/serve",
+        ),
+        "mlserver": StackSpec(
+            name="mlserver",
+            python=baseline_python,
+            path=f"/v2/models/{MLSERVER_MODEL}/infer",
+            encode=lambda rows: v2_request(rows, ("predict_proba",)),
+            encode_check=lambda rows: v2_request(rows, ("predict", "predict_proba")),
+            decode=parse_v2_response,
+            command=_mlserver_command(baseline_python, reference),
+            notes="mlserver start, mlserver_sklearn.SKLearnModel, parallel_workers=0, debug=false",
+        ),
+        "fastapi-naive": StackSpec(
+            name="fastapi-naive",
+            python=baseline_python,
+            path="/invocations",
+            encode=instances_request,
+            encode_check=instances_request,
+            decode=parse_instances_response,
+            command=_fastapi_command(baseline_python, reference),
+            notes="uvicorn baselines.fastapi_app:app, one worker, --no-access-log",
+        ),
+    }
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def cpu_ticks(cpu: int) -> tuple[int, int]:
+    return parse_cpu_ticks(Path("/proc/stat").read_text(), cpu)
+
+
+def _cpu_seconds(who: int) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _tail(text: str, lines: int = 25) -> str:
+    return "\n".join("    | " + line for line in text.rstrip().splitlines()[-lines:])
+
+
+def post_json(port: int, path: str, body: bytes, timeout: float = 10.0) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def process_tree(root_pid: int) -> list[int]:
+    """root_pid and its descendants, from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            ppid = parse_ppid(Path(f"/proc/{entry}/stat").read_text())
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    tree, todo = [], [root_pid]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo.extend(children.get(pid, []))
+    return tree
+
+
+class RssWatcher:
+    """Samples VmHWM of every process in a server's tree; keeps each pid's peak (a child that
+    exits keeps the peak it reached). The sum over the tree is the stack's peak RSS."""
+
+    def __init__(self, pid: int, interval: float = 0.25) -> None:
+        self.pid = pid
+        self.interval = interval
+        self.peaks: dict[int, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss-watcher", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def sample(self) -> None:
+        for pid in process_tree(self.pid):
+            try:
+                kib = parse_vm_hwm_kib(Path(f"/proc/{pid}/status").read_text())
+            except OSError:
+                continue
+            self.peaks[pid] = max(self.peaks.get(pid, 0), kib)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sample()
+
+    def stop(self) -> float:
+        """Stop sampling; the peak RSS in MiB (summed over the tree's processes)."""
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+        return sum(self.peaks.values()) / 1024
+
+
+class RunningStack:
+    def __init__(self, spec: StackSpec, workdir: Path, server_cpu: int, label: str) -> None:
+        self.spec = spec
+        self.port = free_port()
+        argv, extra_env, cwd = spec.command(self.port, workdir)
+        logs = workdir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        self.stdout_path = logs / f"{label}.stdout"
+        self.stderr_path = logs / f"{label}.stderr"
+        # One thread for OpenMP/BLAS in every stack: one core each, and the same setting for all.
+        env = {**os.environ, "OMP_NUM_THREADS": "1", **extra_env}
+        env.pop("PYTHONPATH", None)
+        self.argv = ["taskset", "-c", str(server_cpu), *argv]
+        with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
+            self.started = time.monotonic()
+            self.proc = subprocess.Popen(
+                self.argv,
+                cwd=cwd,
+                env=env,
+                stdout=out,
+                stderr=err,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # its own process group: stop() ends the whole tree
+            )
+        self.rss = RssWatcher(self.proc.pid)
+        self.rss.start()
+
+    def cpu_ticks(self) -> int:
+        """CPU time (clock ticks) of the server's live process tree."""
+        total = 0
+        for pid in process_tree(self.proc.pid):
+            try:
+                total += parse_process_ticks(Path(f"/proc/{pid}/stat").read_text())
+            except (OSError, ValueError, IndexError):
+                continue
+        return total
+
+    def stderr_tail(self) -> str:
+        try:
+            return _tail(self.stderr_path.read_text(errors="replace"))
+        except OSError:
+            return "    | (no stderr)"
+
+    def wait_ready(self, probe_body: bytes, timeout: float) -> float:
+        """Seconds from spawn to the first 200 answer to a prediction request."""
+        deadline = self.started + timeout
+        last = "no answer"
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise StackError(
+                    f"{self.spec.name} exited with code {self.proc.returncode} before it was ready "
+                    f"(last probe: {last}); stderr ({self.stderr_path}):\n{self.stderr_tail()}"
+                )
+            try:
+                status, body = post_json(self.port, self.spec.path, probe_body, timeout=5.0)
+            except OSError as exc:
+                last = f"{type(exc).__name__}: {exc}"
+            else:
+                if status == 200:
+                    ready = time.monotonic() - self.started
+                    self.spec.decode(json.loads(body))
+                    return ready
+                last = f"HTTP {status}: {body[:200]!r}"
+            time.sleep(0.01)
+        raise StackError(
+            f"{self.spec.name} was not ready after {timeout:.0f}s (last probe: {last}); "
+            f"stderr ({self.stderr_path}):\n{self.stderr_tail()}"
+        )
+
+    def stop(self) -> float:
+        """Stop the process group; the peak RSS (MiB) measured up to now."""
+        peak = self.rss.stop()
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=15)
+        # anything left in the group (a worker that outlived its parent)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        return peak
+
+
+# --------------------------------------------------------------------------------------------
+# Measurements
+# --------------------------------------------------------------------------------------------
+
+
+def check_correctness(stack: RunningStack, reference: Reference) -> dict[str, Any]:
+    got_proba: list[float] = []
+    got_class: list[int] | None = []
+    for start in range(0, len(reference.heldout), BATCH_ROWS):
+        rows = reference.heldout[start : start + BATCH_ROWS]
+        body = json.dumps(stack.spec.encode_check(rows)).encode()
+        status, answer = post_json(stack.port, stack.spec.path, body)
+        if status != 200:
+            raise StackError(f"{stack.spec.name}: HTTP {status} on a held-out batch: {answer[:300]!r}")
+        proba, classes = stack.spec.decode(json.loads(answer))
+        got_proba += proba
+        if classes is None or got_class is None:
+            got_class = None
+        else:
+            got_class += classes
+    return compare_predictions(reference.expected_proba, reference.expected_class, got_proba, got_class)
+
+
+def write_bodies(path: Path, bodies: Sequence[dict[str, Any]]) -> Path:
+    with path.open("w", encoding="utf-8") as out:
+        for body in bodies:
+            out.write(json.dumps(body, separators=(",", ":")) + "\n")
+    return path
+
+
+def load_bodies(spec: StackSpec, reference: Reference, workdir: Path) -> dict[str, Path]:
+    """The request bodies wrk cycles through: 1-row and 100-row, from the held-out rows."""
+    folder = workdir / "bodies"
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = reference.heldout
+    single = [spec.encode([rows[i]]) for i in range(SINGLE_BODIES)]
+    batch = [spec.encode(rows[i : i + BATCH_ROWS]) for i in range(0, len(rows), BATCH_ROWS)]
+    return {
+        "single": write_bodies(folder / f"{spec.name}-single.jsonl", single),
+        "batch": write_bodies(folder / f"{spec.name}-batch.jsonl", batch),
+    }
+
+
+def run_wrk(
+    port: int, path: str, bodies: Path, *, seconds: float, connections: int, load_cpu: int
+) -> dict[str, Any]:
+    argv = [
+        "taskset",
+        "-c",
+        str(load_cpu),
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{max(1, round(seconds))}s",
+        "--timeout",
+        "2s",
+        "--latency",
+        "-s",
+        str(LUA_SCRIPT),
+        f"http://127.0.0.1:{port}{path}",
+        "--",
+        str(bodies),
+        "application/json",
+    ]
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=seconds + 60)
+    if proc.returncode != 0:
+        raise StackError(f"wrk exited {proc.returncode}: {proc.stderr.strip() or proc.stdout.strip()}")
+    try:
+        return parse_wrk_output(proc.stdout)
+    except ValueError as exc:
+        raise StackError(
+            f"{exc}\nwrk stdout:\n{_tail(proc.stdout)}\nwrk stderr:\n{_tail(proc.stderr)}"
+        ) from None
+
+
+def check_body(stack: RunningStack, bodies: Path, rows: int) -> None:
+    """One request of each kind answered 200 with `rows` predictions before the load starts."""
+    first = bodies.read_text().splitlines()[0].encode()
+    status, answer = post_json(stack.port, stack.spec.path, first)
+    if status != 200:
+        raise StackError(f"{stack.spec.name}: HTTP {status} on the load body: {answer[:300]!r}")
+    proba, _ = stack.spec.decode(json.loads(answer))
+    if len(proba) != rows:
+        raise StackError(f"{stack.spec.name}: {len(proba)} predictions for a {rows}-row body")
+
+
+def measure_load(
+    stack: RunningStack, bodies: Path, rows: int, args: argparse.Namespace, label: str
+) -> dict[str, Any]:
+    check_body(stack, bodies, rows)
+    if args.warmup > 0:
+        warm = run_wrk(
+            stack.port,
+            stack.spec.path,
+            bodies,
+            seconds=args.warmup,
+            connections=args.connections,
+            load_cpu=args.load_cpu,
+        )
+        if wrk_error_count(warm):
+            raise StackError(f"{label} warm-up: {_error_text(warm)}")
+    core_before, server_before = cpu_ticks(args.server_cpu), stack.cpu_ticks()
+    load_before = cpu_ticks(args.load_cpu)
+    # wrk is this script's only child that ends during the measurement: RUSAGE_CHILDREN is its CPU
+    children_before, self_before = _cpu_seconds(resource.RUSAGE_CHILDREN), _cpu_seconds(resource.RUSAGE_SELF)
+    doc = run_wrk(
+        stack.port,
+        stack.spec.path,
+        bodies,
+        seconds=args.duration,
+        connections=args.connections,
+        load_cpu=args.load_cpu,
+    )
+    server_ticks = stack.cpu_ticks() - server_before
+    load_ticks = round(
+        CLOCK_TICKS
+        * (
+            _cpu_seconds(resource.RUSAGE_CHILDREN)
+            - children_before
+            + _cpu_seconds(resource.RUSAGE_SELF)
+            - self_before
+        )
+    )
+    result = summarize_load(doc, rows)
+    result["server_core_other_pct"] = 100 * interference(
+        core_before, cpu_ticks(args.server_cpu), server_ticks
+    )
+    result["load_core_other_pct"] = 100 * interference(load_before, cpu_ticks(args.load_cpu), load_ticks)
+    result["server_cpu_s"] = server_ticks / CLOCK_TICKS
+    result["load_cpu_s"] = load_ticks / CLOCK_TICKS
+    result["wrk"] = doc
+    if result["errors"]:
+        raise StackError(f"{label}: {_error_text(doc)} in {doc['requests']} requests; not reported")
+    return result
+
+
+def _error_text(doc: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k.removeprefix('errors_')} {doc[k]}" for k in WRK_ERROR_FIELDS if doc[k]) + " errors"
+
+
+def measure_stack(
+    spec: StackSpec, reference: Reference, args: argparse.Namespace, round_no: int, bodies: dict[str, Path]
+) -> dict[str, Any]:
+    label = f"round{round_no}-{spec.name}"
+    result: dict[str, Any] = {"round": round_no, "stack": spec.name}
+    probe = json.dumps(spec.encode([reference.heldout[0]])).encode()
+    log(f"  {spec.name}: starting on core {args.server_cpu} ({spec.notes})")
+    stack = RunningStack(spec, args.workdir, args.server_cpu, label)
+    try:
+        result["ready_s"] = stack.wait_ready(probe, args.start_timeout)
+        log(f"  {spec.name}: ready (first successful prediction) in {result['ready_s']:.2f}s")
+        result["correctness"] = check_correctness(stack, reference)
+        c = result["correctness"]
+        log(
+            f"  {spec.name}: {c['rows']} held-out rows: max abs diff {c['max_abs_diff']:.1e}, "
+            f"{c['class_mismatches']} class mismatches ({c['class_source']}) -> {'ok' if c['ok'] else 'WRONG'}"
+        )
+        for kind, rows in (("single", 1), ("batch", BATCH_ROWS)):
+            what = "1-row" if rows == 1 else f"{rows}-row"
+            log(f"  {spec.name}: {what} requests: {args.warmup:g}s warm-up, {args.duration:g}s measured ...")
+            load = measure_load(stack, bodies[kind], rows, args, f"{spec.name} {what}")
+            result[kind] = load
+            log(
+                f"  {spec.name}: {what}: {load['req_s']:,.0f} req/s ({load['rows_s']:,.0f} rows/s), "
+                f"p50 {load['p50_ms']:.2f} ms, p99 {load['p99_ms']:.2f} ms; core {args.server_cpu}: server "
+                f"{100 * load['server_cpu_s'] / load['seconds']:.0f}%, others "
+                f"{load['server_core_other_pct']:.0f}%; core {args.load_cpu}: wrk "
+                f"{100 * load['load_cpu_s'] / load['seconds']:.0f}%, others {load['load_core_other_pct']:.0f}%"
+            )
+            for core, key in (
+                (args.server_cpu, "server_core_other_pct"),
+                (args.load_cpu, "load_core_other_pct"),
+            ):
+                if load[key] > NOISY_PCT:
+                    log(
+                        f"  warning: other processes took {load[key]:.0f}% of core {core} during this "
+                        "measurement: it understates this stack"
+                    )
+            if stack.proc.poll() is not None:
+                raise StackError(f"{spec.name} exited during the load:\n{stack.stderr_tail()}")
+    except (StackError, OSError, ValueError, KeyError, TypeError, subprocess.TimeoutExpired) as exc:
+        # OSError: the server went away mid-request; ValueError/KeyError/TypeError: an answer of
+        # the wrong shape. Either way this stack is not reported for this round.
+        result["error"] = str(exc) if isinstance(exc, StackError) else f"{type(exc).__name__}: {exc}"
+        if stack.proc.poll() is not None and "stderr" not in result["error"]:
+            result["error"] += (
+                f"\n{spec.name} exited with code {stack.proc.returncode}; stderr:\n{stack.stderr_tail()}"
+            )
+        log(f"  {spec.name}: FAILED: {result['error']}")
+    finally:
+        result["peak_rss_mib"] = stack.stop()
+        result["pids_seen"] = len(stack.rss.peaks)
+    if "error" not in result:
+        log(
+            f"  {spec.name}: peak RSS {result['peak_rss_mib']:.0f} MiB ({result['pids_seen']} process(es)); stopped"
+        )
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# Set-up checks
+# --------------------------------------------------------------------------------------------
+
+
+def python_versions(python: Path) -> dict[str, str]:
+    code = (
+        "import json, platform, numpy, sklearn, joblib; "
+        "print(json.dumps({'python': platform.python_version(), 'numpy': numpy.__version__, "
+        "'scikit-learn': sklearn.__version__, 'joblib': joblib.__version__}))"
+    )
+    proc = subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise BenchError(f"{python} cannot import numpy/scikit-learn/joblib:\n{_tail(proc.stderr)}")
+    return dict(json.loads(proc.stdout))
+
+
+def package_version(python: Path, package: str) -> str:
+    code = f"from importlib.metadata import version; print(version({package!r}))"
+    proc = subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=False)
+    return proc.stdout.strip() if proc.returncode == 0 else "not installed"
+
+
+def preflight(args: argparse.Namespace, stacks: Sequence[str]) -> dict[str, Any]:
+    if not sys.platform.startswith("linux"):
+        raise BenchError("this benchmark needs Linux (taskset, /proc)")
+    if shutil.which("wrk") is None:
+        raise BenchError("wrk is not installed: apt-get install -y wrk (make bench-serving installs it)")
+    if shutil.which("taskset") is None:
+        raise BenchError("taskset is not installed (package util-linux)")
+    allowed = os.sched_getaffinity(0)
+    for cpu in (args.server_cpu, args.load_cpu):
+        if cpu not in allowed:
+            raise BenchError(f"core {cpu} is not available to this process (cores: {sorted(allowed)})")
+    if args.server_cpu == args.load_cpu:
+        raise BenchError("--server-cpu and --load-cpu must differ")
+    pythons = {"ours": args.ours_python}
+    if any(s != "ours" for s in stacks):
+        pythons["baselines"] = args.baseline_python
+    for what, python in pythons.items():
+        if not Path(python).exists():
+            hint = (
+                "make install"
+                if what == "ours"
+                else "make bench-serving, or: python3.11 -m venv bench/serving/.venv && bench/serving/.venv/bin/pip "
+                "install -r bench/serving/requirements.txt -c bench/serving/constraints.txt"
+            )
+            raise BenchError(f"python for {what} not found at {python}: run {hint}")
+    env: dict[str, Any] = {
+        "machine": platform.machine(),
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3],
+        "wrk": subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False).stdout.splitlines()[
+            0:1
+        ],
+        "pythons": {},
+    }
+    for what, python in pythons.items():
+        versions = python_versions(Path(python))
+        if what == "baselines":
+            for package in (
+                "mlserver",
+                "mlserver-sklearn",
+                "fastapi",
+                "uvicorn",
+                "uvloop",
+                "httptools",
+                "pydantic",
+            ):
+                versions[package] = package_version(Path(python), package)
+        else:
+            for package in ("uvicorn", "uvloop", "httptools", "orjson"):
+                versions[package] = package_version(Path(python), package)
+        env["pythons"][what] = {"path": str(python), **versions}
+    return env
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+# --------------------------------------------------------------------------------------------
+# Main
+# --------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds; medians are reported (default 3)")
+    parser.add_argument(
+        "--duration", type=float, default=10.0, help="seconds of wrk per measurement (default 10)"
+    )
+    parser.add_argument(
+        "--warmup", type=float, default=2.0, help="seconds of wrk before each measurement (default 2)"
+    )
+    parser.add_argument("--connections", type=int, default=16, help="wrk connections (default 16)")
+    parser.add_argument(
+        "--stacks", default=",".join(STACKS), help=f"comma-separated, from {', '.join(STACKS)} (default all)"
+    )
+    parser.add_argument(
+        "--server-cpu", type=int, default=0, help="core the server process is pinned to (default 0)"
+    )
+    parser.add_argument(
+        "--load-cpu", type=int, default=1, help="core wrk (and this script) runs on (default 1)"
+    )
+    parser.add_argument(
+        "--start-timeout", type=float, default=60.0, help="seconds a stack may take to be ready"
+    )
+    parser.add_argument("--ours-python", type=Path, default=DEFAULT_OURS_PYTHON)
+    parser.add_argument("--baseline-python", type=Path, default=DEFAULT_BASELINE_PYTHON)
+    parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR, help="model, bodies, server logs")
+    parser.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help="results JSON (default bench/serving/results.json)"
+    )
+    parser.add_argument(
+        "--require-goals", action="store_true", help="exit 1 unless every goal of the issue passes"
+    )
+    args = parser.parse_args(argv)
+    stacks = [s.strip() for s in args.stacks.split(",") if s.strip()]
+    unknown = [s for s in stacks if s not in STACKS]
+    if unknown or not stacks:
+        parser.error(f"--stacks: unknown {unknown}; choose from {', '.join(STACKS)}")
+    if args.rounds < 1 or args.duration < 1 or args.connections < 1:
+        parser.error("--rounds, --duration and --connections must be at least 1")
+    args.stack_list = stacks
+    args.workdir = args.workdir.resolve()
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    stacks: list[str] = args.stack_list
+    try:
+        environment = preflight(args, stacks)
+    except BenchError as exc:
+        log(f"error: {exc}")
+        return 2
+    # This script waits on wrk most of the time; keep it (and the training) off the server's core.
+    os.sched_setaffinity(0, {args.load_cpu})
+    log(
+        f"==> serving benchmark: stacks {', '.join(stacks)}; {args.rounds} round(s) of {args.warmup:g}s warm-up + "
+        f"{args.duration:g}s per load; wrk -t1 -c{args.connections} on core {args.load_cpu}, servers on core "
+        f"{args.server_cpu}; load average {' '.join(environment['loadavg_at_start'])}"
+    )
+    if float(environment["loadavg_at_start"][0]) > 0.5:
+        log(
+            f"warning: load average {environment['loadavg_at_start'][0]}: something else is running; "
+            "the numbers will be noisy"
+        )
+    for what, versions in environment["pythons"].items():
+        log(f"    {what}: " + ", ".join(f"{k} {v}" for k, v in versions.items() if k != "path"))
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        reference = train_reference(args.workdir, args.ours_python)
+    except BenchError as exc:
+        log(f"error: {exc}")
+        return 2
+    for what, versions in environment["pythons"].items():
+        if versions["scikit-learn"] != reference.sklearn_version:
+            log(
+                f"error: {what} runs scikit-learn {versions['scikit-learn']} but the model was trained with "
+                f"{reference.sklearn_version}: every stack must unpickle the same model with the same version"
+            )
+            return 2
+    log(
+        f"    model: {reference.model_file} ({reference.model_file.stat().st_size / 1024:.0f} KiB), "
+        f"{len(reference.heldout)} held-out rows"
+    )
+
+    specs = build_specs(args.ours_python, args.baseline_python, reference)
+    bodies = {name: load_bodies(specs[name], reference, args.workdir) for name in stacks}
+    rounds: list[dict[str, Any]] = []
+    started = time.monotonic()
+    for round_index in range(args.rounds):
+        order = round_order(stacks, round_index)
+        log(f"==> round {round_index + 1}/{args.rounds}: {', '.join(order)}")
+        for name in order:
+            rounds.append(measure_stack(specs[name], reference, args, round_index + 1, bodies[name]))
+
+    medians = median_results(rounds, stacks)
+    ratios = compute_ratios(medians)
+    goals = evaluate_goals(medians, ratios, args.connections)
+    table = render_tables(medians, ratios, goals, rounds=args.rounds, connections=args.connections)
+    log(f"==> done in {time.monotonic() - started:.0f}s\n")
+    print(table, flush=True)
+
+    doc = {
+        "config": {
+            "rounds": args.rounds,
+            "duration_s": args.duration,
+            "warmup_s": args.warmup,
+            "connections": args.connections,
+            "wrk_threads": 1,
+            "server_cpu": args.server_cpu,
+            "load_cpu": args.load_cpu,
+            "stacks": stacks,
+            "batch_rows": BATCH_ROWS,
+            "heldout_rows": len(reference.heldout),
+            "train_rows": N_TRAIN_ROWS,
+            "data_seed": DATA_SEED,
+        },
+        "environment": environment,
+        "model": {"file": str(reference.model_file), "scikit-learn": reference.sklearn_version},
+        "rounds": rounds,
+        "medians": medians,
+        "ratios": ratios,
+        "goals": [asdict(g) for g in goals],
+        "table": table,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(doc, indent=2) + "\n")
+    log(f"\nresults: {args.out}; server logs: {args.workdir / 'logs'}")
+    if any("error" in m for m in medians.values()):
+        return 1
+    if args.require_goals and not all(g.passed for g in goals):
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
