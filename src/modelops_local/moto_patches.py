@@ -197,6 +197,7 @@ class MotoPatches:
         from moto.stepfunctions.parser.asl.component.common.error_name.custom_error_name import (
             CustomErrorName,
         )
+        from moto.stepfunctions.parser.asl.component.common.error_name.failure_event import FailureEvent
         from moto.stepfunctions.parser.asl.component.state.exec.state_task.state_task_lambda import (
             StateTaskLambda,
         )
@@ -205,14 +206,19 @@ class MotoPatches:
 
         def from_error(state: Any, env: Any, ex: Exception) -> Any:
             event = original(state, env, ex)
-            if isinstance(ex, ClientError):
-                name = f"Lambda.{ex.response['Error']['Code']}"
-                event.error_name = CustomErrorName(name)
-                details = event.event_details or {}
-                failed = details.get("lambdaFunctionFailedEventDetails")
-                if failed is not None:
-                    failed["error"] = name
-            return event
+            if not isinstance(ex, ClientError):
+                return event
+            name = f"Lambda.{ex.response['Error']['Code']}"
+            details: dict[str, Any] = dict(event.event_details or {})
+            failed = details.get("lambdaFunctionFailedEventDetails")
+            if failed is not None:
+                details["lambdaFunctionFailedEventDetails"] = {**failed, "error": name}
+            return FailureEvent(
+                env=env,
+                error_name=CustomErrorName(name),
+                event_type=event.event_type,
+                event_details=details,  # type: ignore[arg-type]  # EventDetails is this TypedDict
+            )
 
         self._replace(StateTaskLambda, "_from_error", from_error)
 
