@@ -11,6 +11,7 @@ from modelops.adapters.aws import client
 from moto import mock_aws
 
 from modelops_cli.main import main
+from tests.state_table import create_state_table
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -27,18 +28,7 @@ def stack(monkeypatch):
     client.cache_clear()
     with mock_aws():
         ddb = boto3.client("dynamodb", region_name="us-east-1")
-        ddb.create_table(
-            TableName="t",
-            BillingMode="PAY_PER_REQUEST",
-            AttributeDefinitions=[
-                {"AttributeName": "pk", "AttributeType": "S"},
-                {"AttributeName": "sk", "AttributeType": "S"},
-            ],
-            KeySchema=[
-                {"AttributeName": "pk", "KeyType": "HASH"},
-                {"AttributeName": "sk", "KeyType": "RANGE"},
-            ],
-        )
+        create_state_table(ddb, "t")
         boto3.client("scheduler", region_name="us-east-1").create_schedule_group(Name="modelops")
         info = {
             "stack_name": "modelops",

@@ -25,6 +25,8 @@ from modelops.adapters.store import StateStore
 from modelops.config import load_config_file
 from modelops.rollout_service import RolloutService
 
+from tests.state_table import create_state_table
+
 ROOT = Path(__file__).resolve().parents[3]
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
@@ -119,18 +121,7 @@ class Harness:
     # --- resources ---------------------------------------------------------------------------------
     def _setup_resources(self) -> None:
         self.s3.create_bucket(Bucket=BUCKET)
-        self.ddb.create_table(
-            TableName=TABLE,
-            BillingMode="PAY_PER_REQUEST",
-            AttributeDefinitions=[
-                {"AttributeName": "pk", "AttributeType": "S"},
-                {"AttributeName": "sk", "AttributeType": "S"},
-            ],
-            KeySchema=[
-                {"AttributeName": "pk", "KeyType": "HASH"},
-                {"AttributeName": "sk", "KeyType": "RANGE"},
-            ],
-        )
+        create_state_table(self.ddb, TABLE)
         self.topic_arn = boto3.client("sns", region_name=REGION).create_topic(Name="modelops-notify")[
             "TopicArn"
         ]

@@ -15,6 +15,8 @@ from modelops.config import load_config_file
 from modelops.errors import RequestError, RollbackFailedError
 from moto import mock_aws
 
+from tests.state_table import create_state_table
+
 ROOT = Path(__file__).resolve().parents[3]
 MACHINE = "arn:aws:states:us-east-1:123456789012:stateMachine:modelops-retrain-and-rollout"
 RUN = "churn-s3-0123456789abcdef"
@@ -31,18 +33,7 @@ def store(monkeypatch):
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     with mock_aws():
         ddb = boto3.client("dynamodb", region_name="us-east-1")
-        ddb.create_table(
-            TableName="state",
-            BillingMode="PAY_PER_REQUEST",
-            AttributeDefinitions=[
-                {"AttributeName": "pk", "AttributeType": "S"},
-                {"AttributeName": "sk", "AttributeType": "S"},
-            ],
-            KeySchema=[
-                {"AttributeName": "pk", "KeyType": "HASH"},
-                {"AttributeName": "sk", "KeyType": "RANGE"},
-            ],
-        )
+        create_state_table(ddb, "state")
         result = StateStore("state", ddb)
         result.put_model_document("churn", load_config_file(ROOT / "models" / "churn.yaml").to_document())
         yield result
