@@ -75,8 +75,14 @@ def test_up_env_status_tick_and_ctrl_c(tmp_path):
             timeout=60,
         )
         assert tick.returncode == 0 and "fired 0 schedule(s)" in tick.stdout, tick.stderr
-        children = [p.pid for p in psutil.Process(up.pid).children(recursive=True)]
-        assert children, "up runs its functions in worker processes"
+        # And the functions run in worker processes of `up`: the four alarms `up` created leave
+        # INSUFFICIENT_DATA at their first evaluation, and each state change reaches on_alarm
+        children = wait_for(
+            lambda: [p.pid for p in psutil.Process(up.pid).children(recursive=True)],
+            "on_alarm worker processes under `up`",
+            timeout=90,
+            interval=0.2,
+        )
     finally:
         # When Ctrl-C arrives
         up.send_signal(signal.SIGINT)
