@@ -515,6 +515,18 @@ def train_reference(workdir: Path, ours_python: Path) -> Reference:
     metrics = " ".join(line for line in proc.stdout.splitlines() if line.startswith("validation:auc"))
     log(f"    trained in {time.monotonic() - started:.1f}s: {metrics}")
     model_dir = base / "model"
+    # What the image build does next (the Dockerfile's model stage): the native predictor
+    proc = subprocess.run(
+        [str(ours_python), "-m", "model_server.native", "build", str(model_dir)],
+        env={**os.environ, "PYTHONPATH": str(ROOT / "serving_image")},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise BenchError(f"native build exited {proc.returncode}:\n{_tail(proc.stderr)}")
+    log(f"    {proc.stdout.strip()}")
     model_file = model_dir / json.loads((model_dir / "metadata.json").read_text())["model_file"]
     heldout = np.ascontiguousarray(X[N_TRAIN_ROWS:], dtype=np.float64)
     model = joblib.load(model_file)

@@ -102,8 +102,17 @@ def verify_forest(doc: dict[str, Any], reference: Callable[[Any], Sequence[float
     return max(abs(a - float(b)) for a, b in zip(got, want, strict=True))
 
 
-def compile_forest(doc: Any) -> CompiledForest:
-    """Compile a document written by `export_forest`; ForestError names what is malformed."""
+@dataclass(frozen=True)
+class ForestHeader:
+    n_features: int
+    link: str
+    baseline: float
+    trees: list[Any]
+    n_nodes: int
+
+
+def read_header(doc: Any) -> ForestHeader:
+    """The header fields of a document written by `export_forest`; ForestError names a bad one."""
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise ForestError(f"not a {FORMAT} document")
     try:
@@ -120,6 +129,19 @@ def compile_forest(doc: Any) -> CompiledForest:
     n_nodes = sum(len(t.get("value", ())) for t in trees if isinstance(t, dict))
     if n_nodes > MAX_NODES:
         raise ForestError(f"{n_nodes} nodes exceed the {MAX_NODES}-node limit for compiling")
+    return ForestHeader(n_features, link, baseline, trees, n_nodes)
+
+
+def compile_forest(doc: Any) -> CompiledForest:
+    """Compile a document written by `export_forest`; ForestError names what is malformed."""
+    header = read_header(doc)
+    n_features, link, baseline, trees, n_nodes = (
+        header.n_features,
+        header.link,
+        header.baseline,
+        header.trees,
+        header.n_nodes,
+    )
     source = _source(n_features, link, baseline, trees)
     # repr() of a float is a Python literal, except inf and nan: name them.
     namespace: dict[str, Any] = {"exp": math.exp, "inf": math.inf, "nan": math.nan}
@@ -161,6 +183,26 @@ def _source(n_features: int, link: str, baseline: float, trees: list[Any]) -> st
 
 
 def _emit_tree(lines: list[str], tree: Any, index: int, n_features: int) -> None:
+    for kind, depth, a, b, c in walk_tree(tree, index, n_features):
+        indent = "    " * (depth + 2)
+        if kind == "leaf":
+            lines.append(f"{indent}s += {a!r}")
+        elif kind == "else":
+            lines.append(f"{indent}else:")
+        else:
+            # NaN compares False with everything, so without `x != x` a missing value goes right.
+            cond = f"x{a} <= {b!r} or x{a} != x{a}" if c else f"x{a} <= {b!r}"
+            lines.append(f"{indent}if {cond}:")
+
+
+# One step of a tree in source order: ("if", depth, feature, threshold, missing_left) opens the
+# left subtree, ("else", depth, 0, 0.0, False) the right one, ("leaf", depth, value, 0.0, False)
+# adds a leaf's value. Every code generator (this module's Python, native.py's C) walks the same.
+Step = tuple[str, int, Any, float, bool]
+
+
+def walk_tree(tree: Any, index: int, n_features: int) -> list[Step]:
+    """A tree's nodes in depth-first source order; ForestError names a malformed node."""
     where = f"tree {index}"
     try:
         feature = tree["feature"]
@@ -177,14 +219,14 @@ def _emit_tree(lines: list[str], tree: Any, index: int, n_features: int) -> None
     size = len(value)
     if size == 0 or any(len(a) != size for a in (feature, threshold, missing_left, left, right, is_leaf)):
         raise ForestError(f"{where}: node arrays are empty or of different lengths")
-    # Iterative depth-first emission (node, depth); `else` markers go on the same stack.
+    steps: list[Step] = []
+    # Iterative depth-first walk (node, depth); `else` markers go on the same stack.
     stack: list[tuple[int, int, bool]] = [(0, 0, False)]
     seen = 0
     while stack:
         node, depth, is_else = stack.pop()
-        indent = "    " * (depth + 2)
         if is_else:
-            lines.append(f"{indent}else:")
+            steps.append(("else", depth, 0, 0.0, False))
             continue
         seen += 1
         if seen > size:
@@ -194,16 +236,14 @@ def _emit_tree(lines: list[str], tree: Any, index: int, n_features: int) -> None
         if not 0 <= node < size:
             raise ForestError(f"{where}: child index {node} is outside 0..{size - 1}")
         if is_leaf[node]:
-            lines.append(f"{indent}s += {float(value[node])!r}")
+            steps.append(("leaf", depth, float(value[node]), 0.0, False))
             continue
         f = int(feature[node])
         if not 0 <= f < n_features:
             raise ForestError(f"{where}: feature index {f} is outside 0..{n_features - 1}")
-        t = float(threshold[node])
-        # NaN compares False with everything, so without `x != x` a missing value goes right.
-        cond = f"x{f} <= {t!r} or x{f} != x{f}" if missing_left[node] else f"x{f} <= {t!r}"
-        lines.append(f"{indent}if {cond}:")
+        steps.append(("if", depth, f, float(threshold[node]), bool(missing_left[node])))
         # Pushed in reverse: left subtree, then `else:`, then right subtree.
         stack.append((int(right[node]), depth + 1, False))
         stack.append((node, depth, True))
         stack.append((int(left[node]), depth + 1, False))
+    return steps

@@ -1,9 +1,11 @@
 """What `serve` predicts with, and the micro-batcher that feeds it.
 
-`Predictor` answers a batch of rows with the compiled forest (forest.py) while the batch is small,
-where scikit-learn's fixed cost per call dominates, and with scikit-learn's `predict_proba` /
-`predict` once the batch is large enough for its vectorised code to win. Both give the same numbers
-(train.py checks the forest against the estimator before shipping it), so the choice is only speed.
+`Predictor` answers a batch of rows with the native predictor (native.py: the forest as C, built
+with the image) whatever its size, when the image has one. Without it, it uses the compiled Python
+forest (forest.py) while the batch is small, where scikit-learn's fixed cost per call dominates,
+and scikit-learn's `predict_proba` / `predict` once the batch is large enough for its vectorised
+code to win. All give the same numbers (train.py checks the forest against the estimator before
+shipping it, the image build checks the native predictor against both), so the choice is speed.
 
 `MicroBatcher` runs on the server's event loop. Requests that arrive together (in the same turn of
 the loop) are predicted in one call: the first one schedules a flush with `call_soon`, which runs
@@ -23,6 +25,7 @@ from typing import Any
 
 from model_server.artifact import ModelMetadata
 from model_server.forest import CompiledForest
+from model_server.native import NativeForest
 
 log = logging.getLogger("model_server.predictor")
 Row = Sequence[float]
@@ -38,18 +41,29 @@ class Predictor:
         *,
         forest: CompiledForest | None = None,
         estimator: Any = None,
+        native: NativeForest | None = None,
         compiled_max_rows: int = DEFAULT_COMPILED_MAX_ROWS,
     ) -> None:
-        if forest is None and estimator is None:
-            raise ValueError("a Predictor needs a compiled forest or an estimator")
+        if forest is None and estimator is None and native is None:
+            raise ValueError("a Predictor needs a native predictor, a compiled forest or an estimator")
         self.metadata = metadata
+        self.native = native
         self.forest = forest
         self.estimator = estimator
         self.compiled_max_rows = compiled_max_rows
         self._classification = metadata.task == "binary_classification"
 
+    @property
+    def kind(self) -> str:
+        """What answers a large batch: native, compiled (the Python forest) or scikit-learn."""
+        if self.native is not None:
+            return "native"
+        return "compiled" if self.estimator is None else "scikit-learn"
+
     def predict_rows(self, rows: Sequence[Row]) -> list[float]:
         """P(positive label) for classification, the predicted value for regression; one per row."""
+        if self.native is not None:
+            return self.native.predict_rows(rows)
         forest = self.forest
         if forest is not None and (self.estimator is None or len(rows) < self.compiled_max_rows):
             return forest.predict_rows(rows)

@@ -2,7 +2,8 @@
 
 One process, one event loop (uvicorn with httptools and uvloop), a bare ASGI app, no framework.
 Requests that arrive together are predicted in one call (predictor.MicroBatcher), with the
-compiled forest for small batches and scikit-learn for large ones (predictor.Predictor).
+native predictor built with the image, or else the compiled forest for small batches and
+scikit-learn for large ones (predictor.Predictor; /ping names which).
 
 - /ping answers 503 until the model is loaded (in the background, after the port is bound), then
   200; 503 again once the pod is draining.
@@ -44,6 +45,8 @@ from model_server.emf import EmfFlusher, RequestMetrics
 from model_server.errors import BadRequestError, ModelLoadError
 from model_server.forest import ForestError, compile_forest
 from model_server.inputs import parse_rows
+from model_server.native import NativeError, NativeForest
+from model_server.native import load as load_native
 from model_server.predictor import MicroBatcher, Predictor
 
 log = logging.getLogger("model_server.serve")
@@ -88,19 +91,21 @@ class ModelService:
             if not self.settings.version and meta.training_job:
                 self.version = meta.training_job
                 self.metrics.set_dimension("Version", self.version)
-            forest = None
+            forest, native = None, None
             try:
                 doc = read_forest(self.model_dir, meta)
                 forest = compile_forest(doc) if doc is not None else None
             except (ModelLoadError, ForestError) as exc:
                 log.warning("compiled predictor unusable, using scikit-learn for every batch: %s", exc)
-            if forest is not None:
+            if forest is not None and meta.forest_file:
+                native = self._native(meta.forest_file, doc)
                 self.predictor = Predictor(
-                    meta, forest=forest, compiled_max_rows=self.settings.compiled_max_rows
+                    meta, forest=forest, native=native, compiled_max_rows=self.settings.compiled_max_rows
                 )
                 log.info(
-                    "ready in %.2fs with the compiled predictor (%d trees, %d nodes); loading scikit-learn for large batches",
+                    "ready in %.2fs with the %s predictor (%d trees, %d nodes); loading scikit-learn behind it",
                     time.monotonic() - started,
+                    "native" if native is not None else "compiled",
                     forest.n_trees,
                     forest.n_nodes,
                 )
@@ -129,11 +134,18 @@ class ModelService:
             meta.fault_latency_ms,
         )
 
+    def _native(self, forest_file: str, doc: Any) -> NativeForest | None:
+        try:
+            return load_native(self.model_dir, forest_file, doc)
+        except NativeError as exc:
+            log.info("native predictor not used (the compiled forest and scikit-learn serve): %s", exc)
+            return None
+
     def ping(self) -> tuple[int, dict[str, Any]]:
         if self.draining:
             return 503, {"status": "draining", "model_version": self.version}
         if self.predictor is not None:
-            return 200, {"status": "ready", "model_version": self.version}
+            return 200, {"status": "ready", "model_version": self.version, "predictor": self.predictor.kind}
         if self.load_error:
             return 503, {"status": "failed", "error": self.load_error}
         return 503, {"status": "loading"}

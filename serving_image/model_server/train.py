@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import shutil
 import sys
@@ -56,6 +57,8 @@ from model_server.hyperparameters import TrainingParams, parse_hyperparameters
 from model_server.metrics import classification_metrics, regression_metrics
 
 log = logging.getLogger("model_server.train")
+# Holdout rows stored with the forest for the image build's native-predictor check (native.py).
+CHECK_ROWS = 256
 FAILURE_REASON_MAX = 1000  # SageMaker's FailureReason holds at most 1024 characters
 _POSITIVE_WORDS = {"true", "yes", "y", "t"}
 _NEGATIVE_WORDS = {"false", "no", "n", "f"}
@@ -312,6 +315,12 @@ def _compiled_forest(model: LoadedModel, holdout: np.ndarray) -> tuple[dict[str,
     if diff > TOLERANCE:
         log.warning("compiled predictor differs from the model by %.3g on the holdout; not shipped", diff)
         return None, None
+    # The rows a build step checks a native predictor against (native.py), with the model's answers.
+    sample = holdout[:CHECK_ROWS]
+    doc["check"] = {
+        "rows": [[None if math.isnan(v) else float(v) for v in row] for row in sample.tolist()],
+        "expected": [float(v) for v in model.predict(sample)],
+    }
     log.info(
         "compiled predictor: %d trees, max |difference| %.3g on %d holdout rows",
         len(doc["trees"]),

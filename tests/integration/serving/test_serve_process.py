@@ -110,6 +110,23 @@ def trained_model(tmp_path_factory) -> Path:
     return base
 
 
+@pytest.fixture(scope="module")
+def native_model(trained_model, tmp_path_factory) -> Path:
+    """The trained model folder with the native predictor built into it, as the image build does."""
+    base = tmp_path_factory.mktemp("ml-native")
+    shutil.copytree(trained_model / "model", base / "model")
+    done = subprocess.run(
+        [sys.executable, "-m", "model_server.native", "build", str(base / "model")],
+        env={**os.environ, "PYTHONPATH": str(SERVING_IMAGE)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    assert "native predictor: built native/forest.so" in done.stdout, done.stdout + done.stderr
+    return base
+
+
 def _variant(trained_model: Path, tmp_path: Path, **faults: float) -> Path:
     """A copy of the trained model whose metadata carries demo fault settings."""
     base = tmp_path / "ml"
@@ -175,7 +192,8 @@ def test_ping_and_predictions_over_json_and_csv(trained_model, start_server):
     # When /ping is called
     status, doc = server.request("GET", "/ping")
 
-    # Then it is ready and reports its version
+    # Then it is ready and reports its version and predictor (scikit-learn may still be loading)
+    assert doc.pop("predictor") in {"compiled", "scikit-learn"}
     assert (status, doc) == (200, {"status": "ready", "model_version": "7"})
 
     # And JSON lists, JSON objects and CSV rows all predict one probability per row
@@ -320,14 +338,19 @@ def _wait_sklearn_loaded(server: Server) -> None:
     _wait_for(lambda: "model loaded in" in server.stderr_path.read_text(), 30, "scikit-learn to load")
 
 
+@pytest.mark.parametrize(
+    ("folder", "predictor"), [("trained_model", "scikit-learn"), ("native_model", "native")]
+)
 def test_predictions_equal_the_original_models_for_single_rows_batches_json_and_csv(
-    trained_model, start_server
+    trained_model, start_server, request, folder, predictor
 ):
-    # Given a serving process with its compiled predictor and scikit-learn both loaded
+    # Given a serving process with its fast predictor (the compiled Python forest, or the native
+    # one the image build made) and scikit-learn loaded
     import numpy as np
 
-    server = start_server(trained_model)
+    server = start_server(request.getfixturevalue(folder))
     _wait_sklearn_loaded(server)
+    assert server.request("GET", "/ping")[1]["predictor"] == predictor
     rows = _holdout(500)
     estimator, want = _original_probabilities(trained_model, rows)
 
@@ -339,8 +362,9 @@ def test_predictions_equal_the_original_models_for_single_rows_batches_json_and_
     status, from_csv = server.request("POST", "/invocations", csv_body, "text/csv")
     assert status == 200
 
-    # Then every probability equals predict_proba's within 1e-6 (small batches run the compiled
-    # forest, this large one scikit-learn), and thresholding gives predict's classes
+    # Then every probability equals predict_proba's within 1e-6 (without the native predictor,
+    # small batches run the compiled forest and this large one scikit-learn), and thresholding
+    # gives predict's classes
     assert np.max(np.abs(np.asarray(singles) - want[:40])) <= 1e-6
     assert np.max(np.abs(np.asarray(batch["predictions"]) - want)) <= 1e-6
     assert np.max(np.abs(np.asarray(from_csv["predictions"]) - want)) <= 1e-6
@@ -348,13 +372,16 @@ def test_predictions_equal_the_original_models_for_single_rows_batches_json_and_
     assert ((np.asarray(batch["predictions"]) > 0.5).astype(int) == classes).all()
 
 
-def test_concurrent_requests_are_batched_yet_each_gets_its_own_answer(trained_model, start_server):
+@pytest.mark.parametrize("folder", ["trained_model", "native_model"])
+def test_concurrent_requests_are_batched_yet_each_gets_its_own_answer(
+    trained_model, start_server, request, folder
+):
     # Given 16 clients sending different rows at the same time
     from concurrent.futures import ThreadPoolExecutor
 
     import numpy as np
 
-    server = start_server(trained_model)
+    server = start_server(request.getfixturevalue(folder))
     rows = _holdout(320, seed=7)
     _, want = _original_probabilities(trained_model, rows)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import shutil
 import tarfile
 import threading
 import time
@@ -32,6 +33,7 @@ from modelops_local.codebuild import (
     unpack_reference,
 )
 from modelops_local.moto_patches import MotoPatches
+from tests.serving_models import tiny_forest_doc
 
 ROOT = Path(__file__).resolve().parents[3]
 REGION = "us-east-1"
@@ -52,7 +54,27 @@ def model_tarball(files: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
-MODEL_FILES = {"metadata.json": b'{"task": "binary_classification"}', "model.joblib": b"\x00weights\xff" * 64}
+# A one-split forest over 2 features (x0 <= 0.5 -> -1, else 2), with the check rows train.py adds.
+FOREST = {
+    **tiny_forest_doc(),
+    "check": {"rows": [[0.5, 1.0], [0.6, 1.0], [None, 0.0]], "expected": [-0.75, 2.25, -0.75]},
+}
+METADATA = {
+    "task": "regression",
+    "label_column": "y",
+    "feature_columns": ["a", "b"],
+    "classes": [],
+    "objective_metric": "rmse",
+    "n_train": 10,
+    "n_validation": 2,
+    "sklearn_version": "",
+    "forest_file": "forest.json",
+}
+MODEL_FILES = {
+    "metadata.json": json.dumps(METADATA).encode(),
+    "model.joblib": b"\x00weights\xff" * 64,
+    "forest.json": json.dumps(FOREST).encode(),
+}
 
 
 @dataclass
@@ -188,12 +210,19 @@ def test_build_pushes_a_real_oci_image_and_ecr_reports_its_manifest_digest(route
     root = unpack_reference(stack.layout, exported["IMAGE_URI"], tmp_path / "rootfs")
     assert (root / "opt/program/bin/serve").is_file()
     assert (root / "opt/program/bin/serve").stat().st_mode & 0o111
-    assert json.loads((root / "opt/ml/model/metadata.json").read_text()) == {"task": "binary_classification"}
+    assert json.loads((root / "opt/ml/model/metadata.json").read_text()) == METADATA
+    # with the native predictor built into the model folder, as the Dockerfile's model stage does
+    # (when this machine has a C compiler; without one the step says so and the build goes on)
+    log_text = stack.builder.log_path(build["id"]).read_text()
+    if shutil.which("cc"):
+        assert "native predictor: built native/forest.so" in log_text
+        assert (root / "opt/ml/model/native/forest.so").is_file()
+    else:
+        assert "native predictor: not built" in log_text
     config = oci.read_config(stack.layout, oci.read_manifest(stack.layout, digest))
     assert config["config"]["Labels"]["io.modelops.model"] == "churn"
     assert config["config"]["Labels"]["io.modelops.version"] == "1"
     # And the log file and CodeBuild's logs entry exist
-    log_text = stack.builder.log_path(build["id"]).read_text()
     assert "Entering phase BUILD" in log_text and f"pushed {exported['IMAGE_URI']}" in log_text
     assert build["logs"]["groupName"] == f"/aws/codebuild/{PROJECT}" and build["logs"]["deepLink"]
     assert build["id"].startswith(f"{PROJECT}:") and build["arn"].endswith(f":build/{build['id']}")

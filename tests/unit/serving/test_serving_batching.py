@@ -7,11 +7,12 @@ from collections.abc import Sequence
 
 import numpy as np
 import pytest
-from model_server.artifact import ModelMetadata
 from model_server.forest import compile_forest, export_forest
 from model_server.predictor import MicroBatcher, Predictor
 from sklearn.datasets import make_classification
 from sklearn.ensemble import HistGradientBoostingClassifier
+
+from tests.serving_models import classifier_metadata
 
 
 class Recorder:
@@ -124,18 +125,7 @@ def model():
     X, y = make_classification(n_samples=1200, n_features=6, random_state=0)
     estimator = HistGradientBoostingClassifier(max_iter=20, random_state=0).fit(X[:1000], y[:1000])
     doc, _ = export_forest(estimator)
-    metadata = ModelMetadata(
-        task="binary_classification",
-        label_column="y",
-        feature_columns=tuple(f"f{i}" for i in range(6)),
-        classes=("0", "1"),
-        objective_metric="auc",
-        fault_error_rate=0.0,
-        fault_latency_ms=0,
-        n_train=1000,
-        n_validation=200,
-        sklearn_version="",
-    )
+    metadata = classifier_metadata(6)
     return estimator, compile_forest(doc), metadata, X[1000:]
 
 
@@ -162,5 +152,5 @@ def test_until_scikit_learn_is_loaded_the_forest_answers_every_batch(model):
     _, forest, metadata, holdout = model
     predictor = Predictor(metadata, forest=forest)
     assert len(predictor.predict_rows(holdout.tolist())) == len(holdout)
-    with pytest.raises(ValueError, match="needs a compiled forest or an estimator"):
+    with pytest.raises(ValueError, match="needs a native predictor, a compiled forest or an estimator"):
         Predictor(metadata)

@@ -12,6 +12,8 @@ from model_server.forest import ForestError, compile_forest, export_forest, veri
 from sklearn.datasets import make_classification, make_regression
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 
+from tests.serving_models import tiny_forest_doc
+
 
 @pytest.fixture(scope="module")
 def classifier_data():
@@ -91,25 +93,7 @@ def test_models_it_cannot_reproduce_are_not_exported(make, reason):
     assert reason in why
 
 
-def _tiny_doc() -> dict:
-    """A one-tree forest: x0 <= 0.5 -> leaf -1.0, else leaf +2.0 (NaN goes left)."""
-    return {
-        "format": "modelops.forest/1",
-        "n_features": 2,
-        "link": "identity",
-        "baseline": 0.25,
-        "trees": [
-            {
-                "feature": [0, 0, 0],
-                "threshold": [0.5, 0.0, 0.0],
-                "missing_left": [True, False, False],
-                "left": [1, 0, 0],
-                "right": [2, 0, 0],
-                "is_leaf": [False, True, True],
-                "value": [0.0, -1.0, 2.0],
-            }
-        ],
-    }
+_tiny_doc = tiny_forest_doc
 
 
 def test_the_tiny_forest_routes_values_and_missing_values_as_documented():

@@ -63,6 +63,20 @@ def test_dockerfile_is_multi_stage_non_root_and_serves_on_8080():
     assert "ARG MODEL_ARTIFACT=model.tar.gz" in stages["model"]
     assert any("tar --extract" in i for i in stages["model"])
     assert "COPY --from=model --chown=10001:10001 /model /opt/ml/model" in stages["serving"]
+    # ...after building the native predictor into it, with the code the image serves with, in a stage
+    # whose compiler never reaches the final image
+    assert "COPY model_server /opt/program/model_server" in stages["model"]
+    assert stages["model"][-1] == "RUN PYTHONPATH=/opt/program python -m model_server.native build /model"
+
+
+def test_the_model_stage_builds_on_the_same_python_as_the_runtime():
+    text = (IMAGE_DIR / "Dockerfile").read_text()
+    args = dict(re.findall(r"^ARG (\w+)=(\S+)$", text, re.MULTILINE))
+    # Given the runtime's base image and the model stage's (which has gcc and Python's headers)
+    runtime, build = args["PYTHON_IMAGE"], args["BUILD_IMAGE"]
+    assert re.search(r"^FROM \$\{BUILD_IMAGE\} AS model$", text, re.MULTILINE)
+    # Then both are the same Python minor version (the native predictor is built against its ABI)
+    assert runtime.split(":")[1].split("-")[0] == build.split(":")[1].split("-")[0] == "3.11"
 
 
 def test_the_copied_paths_exist():

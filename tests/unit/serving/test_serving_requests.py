@@ -128,7 +128,7 @@ def test_ping_is_503_until_the_model_is_loaded_then_200(model_dir):
     service.load()
 
     # Then it is ready and predicts probabilities, one per row, with its version
-    assert service.ping() == (200, {"status": "ready", "model_version": "7"})
+    assert service.ping() == (200, {"status": "ready", "model_version": "7", "predictor": "scikit-learn"})
     status, doc = _invoke(
         service, json.dumps({"instances": [[10, 80, 2, 30, 1, 0]] * 3}).encode(), "application/json"
     )
