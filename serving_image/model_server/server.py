@@ -82,7 +82,8 @@ class ModelService:
         return self.predictor.predict_rows(rows)
 
     def load(self) -> None:
-        """Load the model: ready as soon as the compiled forest is, then scikit-learn behind it.
+        """Load the model: ready as soon as the native predictor or the compiled forest is; then
+        scikit-learn behind the compiled forest (the native predictor needs nothing more).
 
         A model folder that cannot be served leaves /ping at 503 with the reason."""
         started = time.monotonic()
@@ -103,22 +104,28 @@ class ModelService:
                     meta, forest=forest, native=native, compiled_max_rows=self.settings.compiled_max_rows
                 )
                 log.info(
-                    "ready in %.2fs with the %s predictor (%d trees, %d nodes); loading scikit-learn behind it",
+                    "ready in %.2fs with the %s predictor (%d trees, %d nodes); %s",
                     time.monotonic() - started,
                     "native" if native is not None else "compiled",
                     forest.n_trees,
                     forest.n_nodes,
+                    "it answers every batch, scikit-learn is not loaded"
+                    if native is not None
+                    else "loading scikit-learn behind it for large batches",
                 )
-            estimator = load_estimator(self.model_dir, meta)
+            # The native predictor was checked against the estimator when the image was built;
+            # importing scikit-learn next to it would only cost ~60 MiB and, under traffic, a
+            # second of GIL-bound imports in the canary's first seconds (its p99).
+            estimator = None if native is not None else load_estimator(self.model_dir, meta)
         except ModelLoadError as exc:
             self.predictor = None  # a broken artifact is never served, even if its forest compiled
             self.load_error = str(exc)
             log.error("model not loaded: %s", exc)
             return
-        if self.predictor is not None:
-            self.predictor.estimator = estimator
-        else:
+        if self.predictor is None:
             self.predictor = Predictor(meta, estimator=estimator)
+        elif estimator is not None:
+            self.predictor.estimator = estimator
         # Everything loaded so far lives as long as the process: keep it out of the collector's
         # full passes, which otherwise walk scikit-learn's and SciPy's objects again and again
         # under load (tens of milliseconds each, straight into the tail latency).

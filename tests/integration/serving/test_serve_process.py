@@ -351,6 +351,8 @@ def test_predictions_equal_the_original_models_for_single_rows_batches_json_and_
     server = start_server(request.getfixturevalue(folder))
     _wait_sklearn_loaded(server)
     assert server.request("GET", "/ping")[1]["predictor"] == predictor
+    # (the native predictor answers alone: scikit-learn is never imported next to it)
+    assert ("scikit-learn is not loaded" in server.stderr_path.read_text()) == (predictor == "native")
     rows = _holdout(500)
     estimator, want = _original_probabilities(trained_model, rows)
 
