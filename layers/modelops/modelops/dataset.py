@@ -25,9 +25,13 @@ Task = Literal["binary_classification", "regression"]
 class DatasetReport:
     rows: int
     columns: list[str]
+    # Rows per label value (binary classification); empty for regression, whose every row can be
+    # a distinct value: `target` summarises it instead (min, max, mean), so the report stays small
+    # whatever the file's size (it is a Step Functions state: 256 KB at most).
     label_distribution: dict[str, int]
     # A few feature rows (feature order of the schema) for the canary's smoke predictions.
     smoke_sample: list[list[float]] = field(default_factory=list)
+    target: dict[str, float] | None = None
 
 
 def validate_csv(
@@ -87,6 +91,7 @@ def validate_csv(
     label_idx = header.index(schema.label_column)
     feature_idx = [header.index(c) for c in schema.feature_columns]
     labels: dict[str, int] = {}
+    low, high, total = math.inf, -math.inf, 0.0  # regression targets
     sample: list[list[float]] = []
     rng = random.Random(seed)
     rows = 0
@@ -112,12 +117,16 @@ def validate_csv(
                     f"{name}: line {line_no}: label {schema.label_column!r} is {label!r}, a missing value; "
                     "drop the row or fill the label in"
                 )
-            if task == "regression":
-                _number(row[label_idx], name=name, line=line_no, column=schema.label_column)
             features = []
             for col, idx in zip(schema.feature_columns, feature_idx, strict=True):
                 features.append(_number(row[idx], name=name, line=line_no, column=col))
-            labels[label] = labels.get(label, 0) + 1
+            if task == "regression":
+                value = _number(row[label_idx], name=name, line=line_no, column=schema.label_column)
+                low, high, total = min(low, value), max(high, value), total + value
+                if len(labels) < 2:  # two distinct values are all the checks below need
+                    labels[label] = 1
+            else:
+                labels[label] = labels.get(label, 0) + 1
             rows += 1
             # Reservoir sampling keeps the smoke sample uniform without holding the file twice.
             if len(sample) < smoke_size:
@@ -142,6 +151,14 @@ def validate_csv(
         raise DatasetInvalidError(
             f"{name}: label {schema.label_column!r} has {len(labels)} distinct values "
             f"{shown}{'...' if len(labels) > 5 else ''}; binary_classification needs exactly 2"
+        )
+    if task == "regression":
+        return DatasetReport(
+            rows=rows,
+            columns=header,
+            label_distribution={},
+            smoke_sample=sample,
+            target={"min": low, "max": high, "mean": total / rows},
         )
     return DatasetReport(rows=rows, columns=header, label_distribution=labels, smoke_sample=sample)
 

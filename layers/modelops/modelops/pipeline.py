@@ -404,7 +404,12 @@ def validate_dataset(run: dict[str, Any], *, s3: Any) -> dict[str, Any]:
         task=config.data.task,
         smoke_size=config.canary.smoke_sample_size,
     )
-    return {"rows": report.rows, "labels": report.label_distribution, "smoke_sample": report.smoke_sample}
+    summary: dict[str, Any] = {"rows": report.rows, "smoke_sample": report.smoke_sample}
+    if report.target is not None:
+        summary["target"] = report.target
+    else:
+        summary["labels"] = report.label_distribution
+    return summary
 
 
 def explain_training_failure(run: dict[str, Any], *, sagemaker: Any) -> None:

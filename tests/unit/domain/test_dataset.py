@@ -53,3 +53,19 @@ def test_too_large_for_schema():
     schema = DataSchema(label_column="y", feature_columns=["a", "b"], min_rows=10, max_bytes=100)
     with pytest.raises(DatasetInvalidError, match="exceeds the schema's max_bytes"):
         validate_csv(_csv(50), schema, name="d.csv")
+
+
+def test_a_regression_dataset_is_summarised_not_counted_per_value():
+    # Given 20,000 rows whose targets are all different (a regression model's usual data)
+    lines = ["a,b,y"] + [f"{i},{i * 0.5},{i * 0.001 - 3}" for i in range(20_000)]
+    report = validate_csv(("\n".join(lines) + "\n").encode(), SCHEMA, name="r.csv", task="regression")
+    # Then the report holds the target's range and mean, not one entry per value: it stays a few
+    # hundred bytes as a Step Functions state (256 KB at most) whatever the file's size
+    assert report.rows == 20_000 and report.label_distribution == {}
+    assert report.target == pytest.approx({"min": -3.0, "max": 16.999, "mean": 6.9995})
+
+
+def test_a_regression_target_with_a_single_value_is_refused():
+    lines = ["a,b,y"] + [f"{i},{i},4.5" for i in range(20)]
+    with pytest.raises(DatasetInvalidError, match="label 'y' has a single value \\['4.5'\\]; cannot train"):
+        validate_csv(("\n".join(lines) + "\n").encode(), SCHEMA, name="r.csv", task="regression")
