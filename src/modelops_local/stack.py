@@ -873,6 +873,47 @@ def _sqs_queue_policy(ctx: DeployContext, logical_id: str, props: dict[str, Any]
 
 
 @resource_type(
+    "AWS::CloudWatch::Alarm",
+    "AlarmName AlarmDescription Namespace MetricName Dimensions Statistic ExtendedStatistic Period "
+    "EvaluationPeriods DatapointsToAlarm Threshold ComparisonOperator TreatMissingData ActionsEnabled "
+    "AlarmActions OKActions InsufficientDataActions Unit Tags",
+    not_emulated="Metrics ThresholdMetricId EvaluateLowSampleCountPercentile",
+)
+def _cloudwatch_alarm(ctx: DeployContext, logical_id: str, props: dict[str, Any]) -> Created:
+    name = props.get("AlarmName") or ctx.physical_name(logical_id, 255)
+    kwargs: dict[str, Any] = {
+        "AlarmName": name,
+        "EvaluationPeriods": int(props["EvaluationPeriods"]),
+        "ComparisonOperator": props["ComparisonOperator"],
+    }
+    for key in ("Period", "DatapointsToAlarm"):
+        if key in props:
+            kwargs[key] = int(props[key])
+    if "Threshold" in props:
+        kwargs["Threshold"] = float(props["Threshold"])
+    if "ActionsEnabled" in props:
+        kwargs["ActionsEnabled"] = str(props["ActionsEnabled"]).lower() == "true"
+    for key in (
+        "AlarmDescription",
+        "Namespace",
+        "MetricName",
+        "Statistic",
+        "ExtendedStatistic",
+        "TreatMissingData",
+        "Unit",
+    ):
+        if key in props:
+            kwargs[key] = str(props[key])
+    for key in ("Dimensions", "AlarmActions", "OKActions", "InsufficientDataActions"):
+        if key in props:
+            kwargs[key] = list(props[key])
+    if props.get("Tags"):
+        kwargs["Tags"] = _tags(props["Tags"])
+    ctx.client("cloudwatch").put_metric_alarm(**kwargs)
+    return Created(name, {"Arn": ctx.arn("cloudwatch", f"alarm:{name}")})
+
+
+@resource_type(
     "AWS::SSM::Parameter",
     "Name Type Value Description AllowedPattern Tier DataType Tags",
     not_emulated="Policies",

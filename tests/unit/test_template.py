@@ -285,3 +285,24 @@ def test_samconfig_has_no_account_specific_values() -> None:
     assert "arn:aws" not in text
     assert "region" not in active
     assert 'capabilities = "CAPABILITY_IAM"' in active
+
+
+def test_an_event_in_the_failure_queue_alarms_to_the_topic_outside_the_model_alarm_prefix() -> None:
+    alarm = RESOURCES["AsyncFailureQueueAlarm"]["Properties"]
+    # The first undelivered event (one visible message) alarms within a minute
+    assert alarm["Dimensions"] == [
+        {"Name": "QueueName", "Value": {"Fn::GetAtt": ["AsyncFailureQueue", "QueueName"]}}
+    ]
+    assert (alarm["MetricName"], alarm["Statistic"], alarm["Period"]) == (
+        "ApproximateNumberOfMessagesVisible",
+        "Maximum",
+        60,
+    )
+    assert (alarm["ComparisonOperator"], alarm["Threshold"], alarm["EvaluationPeriods"]) == (
+        "GreaterThanThreshold",
+        0,
+        1,
+    )
+    assert alarm["AlarmActions"] == [{"Ref": "NotificationTopic"}]
+    # and its name is not "<stack>-...": the alarm-state-change rule hands those to on_alarm as model alarms
+    assert not alarm["AlarmName"]["Fn::Sub"].startswith("${AWS::StackName}-")

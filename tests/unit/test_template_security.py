@@ -328,6 +328,7 @@ STORES_NOTHING_OR_ALWAYS_ENCRYPTED = {
     "AWS::Logs::LogGroup",  # CloudWatch Logs encrypts every log group at rest
     "AWS::StepFunctions::StateMachine",  # execution history encrypted by Step Functions
     "AWS::SSM::Parameter",  # a String of resource names, no secret
+    "AWS::CloudWatch::Alarm",  # a definition; no data of ours
 }
 
 

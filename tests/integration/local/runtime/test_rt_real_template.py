@@ -54,3 +54,27 @@ def test_new_data_reaches_the_real_start_pipeline_function(backbone, product):
     assert [(r.invocation_type, r.error_type) for r in runs] == [("Event", None)]
     log = backbone.runtime.log_path("modelops-start-pipeline").read_text()
     assert "trigger rejected" in log and "UnknownModelError" in log
+
+
+def test_the_failure_queue_alarm_watches_the_deployed_queue_and_notifies_the_topic(backbone, product):
+    # Given the deployed stack's failure queue and topic
+    config = json.loads(
+        backbone.client("ssm").get_parameter(Name=product.outputs["StackConfigParameterName"])["Parameter"][
+            "Value"
+        ]
+    )
+    queues = backbone.client("sqs").list_queues()["QueueUrls"]
+    # When its alarms are described
+    (alarm,) = backbone.client("cloudwatch").describe_alarms(AlarmNames=["undelivered-events-modelops"])[
+        "MetricAlarms"
+    ]
+    # Then it watches the failure queue's visible messages (the queue exists) and tells the topic
+    queue_name = {d["Name"]: d["Value"] for d in alarm["Dimensions"]}["QueueName"]
+    assert any(url.endswith("/" + queue_name) for url in queues)
+    assert (alarm["Namespace"], alarm["MetricName"], alarm["Threshold"]) == (
+        "AWS/SQS",
+        "ApproximateNumberOfMessagesVisible",
+        0.0,
+    )
+    assert alarm["ComparisonOperator"] == "GreaterThanThreshold"
+    assert alarm["AlarmActions"] == alarm["OKActions"] == [config["topic_arn"]]
