@@ -42,3 +42,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def load_event(name: str) -> dict:
     """The sample events in events/ are the ones `sam local invoke` uses; tests load the same files."""
     return json.loads((EVENTS / name).read_text())
+
+
+@pytest.fixture
+def offline_aws(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fake credentials in us-east-1 and no AWS_ENDPOINT_URL: boto3 clients in the test talk to
+    moto's in-process mock (or fail), never to a real account or a running local stack."""
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)

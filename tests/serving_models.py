@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from model_server.artifact import ModelMetadata
+if TYPE_CHECKING:  # model_server is importable only where tests/unit/serving/conftest.py put it on sys.path
+    from model_server.artifact import ModelMetadata
 
 
 def tiny_forest_doc() -> dict[str, Any]:
@@ -30,6 +31,8 @@ def tiny_forest_doc() -> dict[str, Any]:
 
 def classifier_metadata(n_features: int, **fields: Any) -> ModelMetadata:
     """Metadata of a binary classifier over features f0..f<n-1>; `fields` override the rest."""
+    from model_server.artifact import ModelMetadata
+
     values: dict[str, Any] = {
         "task": "binary_classification",
         "label_column": "y",

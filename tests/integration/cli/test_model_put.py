@@ -17,14 +17,7 @@ ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture
-def stack(monkeypatch):
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+def stack(monkeypatch, offline_aws):
     client.cache_clear()
     with mock_aws():
         ddb = boto3.client("dynamodb", region_name="us-east-1")

@@ -23,14 +23,7 @@ RUN = "churn-s3-0123456789abcdef"
 
 
 @pytest.fixture
-def store(monkeypatch):
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "t",
-        "AWS_SECRET_ACCESS_KEY": "t",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+def store(offline_aws):
     with mock_aws():
         ddb = boto3.client("dynamodb", region_name="us-east-1")
         create_state_table(ddb, "state")

@@ -32,10 +32,7 @@ def manifest(layer: str) -> bytes:
 
 
 @pytest.fixture
-def ecr(monkeypatch):
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+def ecr(offline_aws):
     with mock_aws():
         client = boto3.client("ecr", region_name=REGION)
         client.create_repository(repositoryName="serving", imageTagMutability="IMMUTABLE")

@@ -29,15 +29,8 @@ PREFIX = "modelops-"
 
 
 @pytest.fixture
-def cw(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+def cw(monkeypatch: pytest.MonkeyPatch, offline_aws: None) -> Iterator[Any]:
     """A CloudWatch client on in-process moto with our patch (removed afterwards if we applied it)."""
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     already = moto_cloudwatch_patch.is_applied()
     moto_cloudwatch_patch.apply()
     with mock_aws():

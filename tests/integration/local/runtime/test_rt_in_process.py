@@ -22,14 +22,7 @@ pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture
-def in_process(monkeypatch):
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+def in_process(monkeypatch, offline_aws):
     config = {
         "stepfunctions": {"execute_state_machine": True},
         "lambda": {"use_docker": False},
