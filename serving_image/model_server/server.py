@@ -95,20 +95,20 @@ class ModelService:
             forest, native = None, None
             try:
                 doc = read_forest(self.model_dir, meta)
-                forest = compile_forest(doc) if doc is not None else None
+                if doc is not None and meta.forest_file:
+                    native = self._native(meta.forest_file, doc)
+                    # the Python forest only where it will answer: without the native predictor
+                    forest = compile_forest(doc) if native is None else None
             except (ModelLoadError, ForestError) as exc:
                 log.warning("compiled predictor unusable, using scikit-learn for every batch: %s", exc)
-            if forest is not None and meta.forest_file:
-                native = self._native(meta.forest_file, doc)
+            if native is not None or forest is not None:
                 self.predictor = Predictor(
                     meta, forest=forest, native=native, compiled_max_rows=self.settings.compiled_max_rows
                 )
                 log.info(
-                    "ready in %.2fs with the %s predictor (%d trees, %d nodes); %s",
+                    "ready in %.2fs with the %s predictor; %s",
                     time.monotonic() - started,
-                    "native" if native is not None else "compiled",
-                    forest.n_trees,
-                    forest.n_nodes,
+                    self.predictor.kind,
                     "it answers every batch, scikit-learn is not loaded"
                     if native is not None
                     else "loading scikit-learn behind it for large batches",
