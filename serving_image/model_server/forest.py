@@ -134,23 +134,16 @@ def read_header(doc: Any) -> ForestHeader:
 
 def compile_forest(doc: Any) -> CompiledForest:
     """Compile a document written by `export_forest`; ForestError names what is malformed."""
-    header = read_header(doc)
-    n_features, link, baseline, trees, n_nodes = (
-        header.n_features,
-        header.link,
-        header.baseline,
-        header.trees,
-        header.n_nodes,
-    )
-    source = _source(n_features, link, baseline, trees)
+    h = read_header(doc)
+    source = _source(h.n_features, h.link, h.baseline, h.trees)
     # repr() of a float is a Python literal, except inf and nan: name them.
     namespace: dict[str, Any] = {"exp": math.exp, "inf": math.inf, "nan": math.nan}
     exec(compile(source, "<modelops compiled forest>", "exec"), namespace)
     return CompiledForest(
-        n_features=n_features,
-        n_trees=len(trees),
-        n_nodes=n_nodes,
-        link=link,
+        n_features=h.n_features,
+        n_trees=len(h.trees),
+        n_nodes=h.n_nodes,
+        link=h.link,
         predict_rows=namespace["predict_rows"],
     )
 
