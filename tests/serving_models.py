@@ -47,3 +47,11 @@ def classifier_metadata(n_features: int, **fields: Any) -> ModelMetadata:
         **fields,
     }
     return ModelMetadata(**values)
+
+
+def has_c_compiler() -> bool:
+    """Whether `python -m model_server.native build` finds a compiler here (native.find_compiler's
+    names, without importing model_server, which only tests/unit/serving puts on sys.path)."""
+    import shutil
+
+    return any(shutil.which(name) for name in ("cc", "gcc", "clang"))

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from modelops_local.sample_data import CHURN_FEATURES, CHURN_LABEL, generate_churn_csv
+from tests.serving_models import has_c_compiler
 
 ROOT = Path(__file__).resolve().parents[3]
 SERVING_IMAGE = ROOT / "serving_image"
@@ -113,7 +114,7 @@ def trained_model(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def native_model(trained_model, tmp_path_factory) -> Path:
     """The trained model folder with the native predictor built into it, as the image build does."""
-    if not any(shutil.which(cc) for cc in ("cc", "gcc", "clang")):
+    if not has_c_compiler():
         pytest.skip("no C compiler: the native predictor cannot be built here")
     base = tmp_path_factory.mktemp("ml-native")
     shutil.copytree(trained_model / "model", base / "model")

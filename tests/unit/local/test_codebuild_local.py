@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import shutil
 import tarfile
 import threading
 import time
@@ -33,7 +32,7 @@ from modelops_local.codebuild import (
     unpack_reference,
 )
 from modelops_local.moto_patches import MotoPatches
-from tests.serving_models import tiny_forest_doc
+from tests.serving_models import has_c_compiler, tiny_forest_doc
 
 ROOT = Path(__file__).resolve().parents[3]
 REGION = "us-east-1"
@@ -207,7 +206,7 @@ def test_build_pushes_a_real_oci_image_and_ecr_reports_its_manifest_digest(route
     # with the native predictor built into the model folder, as the Dockerfile's model stage does
     # (when this machine has a C compiler; without one the step says so and the build goes on)
     log_text = stack.builder.log_path(build["id"]).read_text()
-    if shutil.which("cc"):
+    if has_c_compiler():
         assert "native predictor: built native/forest.so" in log_text
         assert (root / "opt/ml/model/native/forest.so").is_file()
     else:
