@@ -125,10 +125,15 @@ def analyze(
             reasons.append(
                 f"canary p99 latency {canary.latency_p99_ms:.1f} ms exceeds {config.max_latency_p99_ms} ms"
             )
-        if stable.latency_p99_ms and canary.latency_p99_ms > stable.latency_p99_ms * config.max_latency_ratio:
+        if (
+            stable.latency_p99_ms
+            and canary.latency_p99_ms > stable.latency_p99_ms * config.max_latency_ratio
+            and canary.latency_p99_ms - stable.latency_p99_ms > config.min_latency_increase_ms
+        ):
             reasons.append(
                 f"canary p99 latency {canary.latency_p99_ms:.1f} ms is more than {config.max_latency_ratio}x "
-                f"stable's {stable.latency_p99_ms:.1f} ms"
+                f"stable's {stable.latency_p99_ms:.1f} ms (and more than {config.min_latency_increase_ms:g} ms "
+                "above it)"
             )
     summary = [asdict(a) for a in alarms]
     return CanaryReport(

@@ -138,6 +138,9 @@ class CanaryConfig(_Strict):
     max_error_rate_increase: float = Field(default=0.01, ge=0.0, le=1.0)
     max_latency_p99_ms: float = Field(default=500.0, gt=0)
     max_latency_ratio: float = Field(default=1.5, ge=1.0)
+    # The ratio counts only when the canary's p99 is also this much above stable's: at a 2 ms
+    # stable p99, one slow scheduling slice on a fresh pod makes 3x, and that is not a regression.
+    min_latency_increase_ms: float = Field(default=20.0, ge=0)
 
     @model_validator(mode="after")
     def _one_size(self) -> CanaryConfig:

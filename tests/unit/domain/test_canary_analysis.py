@@ -54,6 +54,20 @@ def test_latency_ratio_against_stable():
     assert report.verdict == "fail" and "1.5x" in report.reasons[0]
 
 
+def test_latency_ratio_needs_an_absolute_increase_too():
+    # Given a fast model: stable p99 2 ms, the canary's 15 ms (a fresh pod's slow first slices)
+    fast = VariantMetrics(requests=1000, errors=0, latency_p99_ms=2)
+    # Then 7.5x is not a regression while the canary is under 20 ms (min_latency_increase_ms) above stable
+    report = analyze(CFG, canary=VariantMetrics(200, 0, 15), stable=fast, alarms=[])
+    assert report.verdict == "pass", report.reasons
+    # And past the margin the ratio counts again
+    report = analyze(CFG, canary=VariantMetrics(200, 0, 22.5), stable=fast, alarms=[])
+    assert report.verdict == "fail" and "more than 20 ms above it" in report.reasons[0]
+    # And a margin of 0 restores the pure ratio
+    strict = CFG.model_copy(update={"min_latency_increase_ms": 0})
+    assert analyze(strict, canary=VariantMetrics(200, 0, 15), stable=fast, alarms=[]).verdict == "fail"
+
+
 def test_canary_alarm_fails_stable_alarm_is_only_noted():
     alarms = [
         AlarmState("p-churn-canary-error-rate", "ALARM", "canary"),
