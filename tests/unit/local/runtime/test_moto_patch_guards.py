@@ -103,16 +103,23 @@ def test_lambda_invoke_reports_function_errors_as_lambda_does(aws):
     assert queued["StatusCode"] == 202
 
 
+def create_machine(definition: dict) -> str:
+    """Create a state machine "m" running `definition`; returns its ARN."""
+    role = boto3.client("iam", region_name=REGION).create_role(
+        RoleName="sfn", AssumeRolePolicyDocument=ROLE_POLICY
+    )["Role"]["Arn"]
+    return str(
+        boto3.client("stepfunctions", region_name=REGION).create_state_machine(
+            name="m", definition=json.dumps(definition), roleArn=role
+        )["stateMachineArn"]
+    )
+
+
 def run_machine(definition: dict, invoker: InProcessLambda, payload: dict) -> tuple[dict, list[dict]]:
     """Create the state machine, run one execution with Lambda routed to `invoker` (bounded wait);
     returns DescribeExecution and the execution's history events."""
     sfn = boto3.client("stepfunctions", region_name=REGION)
-    role = boto3.client("iam", region_name=REGION).create_role(
-        RoleName="sfn", AssumeRolePolicyDocument=ROLE_POLICY
-    )["Role"]["Arn"]
-    machine = sfn.create_state_machine(name="m", definition=json.dumps(definition), roleArn=role)[
-        "stateMachineArn"
-    ]
+    machine = create_machine(definition)
     with MotoPatches() as patches:
         patches.route_lambda(invoker)
         execution = sfn.start_execution(stateMachineArn=machine, name="e1", input=json.dumps(payload))[
@@ -372,3 +379,82 @@ def test_a_throttled_invoke_reaches_retry_as_lambda_too_many_requests(aws):
     ]
     assert [f["error"] for f in failed] == ["Lambda.TooManyRequestsException"]
     assert invoker.throttled == 1 and described["status"] == "SUCCEEDED", described
+
+
+def test_a_definition_parsed_once_still_runs_each_execution_on_its_own_input(aws, monkeypatch):
+    # Given a state machine with a Choice, a Retry-free Pass and a Fail path, parsed once
+    from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser
+
+    parses = []
+    original = AmazonStateLanguageParser.parse
+    monkeypatch.setattr(
+        AmazonStateLanguageParser, "parse", staticmethod(lambda text: parses.append(1) or original(text))
+    )
+    definition = {
+        "StartAt": "Which",
+        "States": {
+            "Which": {
+                "Type": "Choice",
+                "Choices": [{"Variable": "$.n", "NumericGreaterThan": 0, "Next": "Double"}],
+                "Default": "Refuse",
+            },
+            "Double": {"Type": "Pass", "Parameters": {"n.$": "States.MathAdd($.n, $.n)"}, "End": True},
+            "Refuse": {"Type": "Fail", "Error": "NotPositiveError", "Cause": "n <= 0"},
+        },
+    }
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    machine = create_machine(definition)
+    parses.clear()  # CreateStateMachine validates by parsing; executions are what is cached
+    with MotoPatches() as patches:
+        patches.parse_definitions_once()
+        # When eight executions with different inputs run at once
+        arns = [
+            sfn.start_execution(stateMachineArn=machine, name=f"e{n}", input=json.dumps({"n": n}))[
+                "executionArn"
+            ]
+            for n in range(-3, 5)
+        ]
+        deadline = time.monotonic() + 20
+        described = {}
+        while len(described) < len(arns):
+            assert time.monotonic() < deadline, "executions did not finish"
+            for arn in arns:
+                result = sfn.describe_execution(executionArn=arn)
+                if result["status"] != "RUNNING":
+                    described[arn] = result
+            time.sleep(0.05)
+    # Then the definition was parsed once and each execution followed its own input
+    assert len(parses) == 1
+    for n, arn in zip(range(-3, 5), arns, strict=True):
+        if n > 0:
+            assert described[arn]["status"] == "SUCCEEDED" and json.loads(described[arn]["output"]) == {
+                "n": 2 * n
+            }
+        else:
+            assert described[arn]["status"] == "FAILED" and described[arn]["error"] == "NotPositiveError"
+
+
+def test_timestamps_parsed_once_parse_as_botocore_does():
+    import botocore.parsers
+    import botocore.utils
+
+    original = botocore.utils.parse_timestamp
+    texts = [
+        "2026-12-01T10:00:00.000Z",
+        "2026-12-01T10:00:00Z",
+        "Tue, 01 Dec 2026 10:00:00 GMT",
+        1796119200,
+        "1796119200.5",
+    ]
+    with MotoPatches() as patches:
+        patches.memoize_timestamp_parsing()
+        parse = botocore.utils.parse_timestamp
+        # Then every form parses to what botocore gives, the second time from the cache
+        assert [parse(t) for t in texts] == [original(t) for t in texts]
+        assert all(parse(t) is parse(t) for t in texts)
+        assert botocore.parsers.DEFAULT_TIMESTAMP_PARSER is parse
+        with pytest.raises(ValueError):
+            parse("not a time")
+    assert (
+        botocore.utils.parse_timestamp is original and botocore.parsers.DEFAULT_TIMESTAMP_PARSER is original
+    )
