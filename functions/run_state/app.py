@@ -43,7 +43,13 @@ Action: TypeAdapter[Acquire | Release | Finish] = TypeAdapter(
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     request = Action.validate_python(event)
     if isinstance(request, Acquire):
-        return acquire(request.run, store=store())
+        return acquire(
+            request.run,
+            store=store(),
+            s3=client("s3"),
+            sfn=client("stepfunctions"),
+            state_machine_arn=env(Env).STATE_MACHINE_ARN,
+        )
     if isinstance(request, Release):
         return release(
             request.run,

@@ -1,6 +1,6 @@
 """A Kubernetes test double with behaviour, for the functions' integration tests.
 
-It keeps Deployments as JSON, applies RFC 6902 patches (including `test`), bumps `generation` on
+It keeps Deployments as JSON (by name; one in another namespace is not found, as on a cluster), applies RFC 6902 patches (including `test`), bumps `generation` on
 spec changes, and plays the Deployment controller on demand (`settle`): status catches up with the
 spec, so `rollout status` logic sees what it would see on a cluster. Faults are explicit.
 It stands where modelops.adapters.kube.KubeClient stands; the local runtime's API server replaces
@@ -18,14 +18,16 @@ import jsonpatch
 from modelops.errors import KubeForbiddenError, KubeInvalidError, KubeNotFoundError, KubeUnavailableError
 
 
-def deployment(name: str, variant: str, image: str, replicas: int) -> dict[str, Any]:
+def deployment(
+    name: str, variant: str, image: str, replicas: int, namespace: str = "models", app: str = "churn"
+) -> dict[str, Any]:
     return {
-        "metadata": {"name": name, "namespace": "models", "generation": 1, "labels": {"app": "churn"}},
+        "metadata": {"name": name, "namespace": namespace, "generation": 1, "labels": {"app": app}},
         "spec": {
             "replicas": replicas,
-            "selector": {"matchLabels": {"app": "churn", "variant": variant}},
+            "selector": {"matchLabels": {"app": app, "variant": variant}},
             "template": {
-                "metadata": {"labels": {"app": "churn", "variant": variant}},
+                "metadata": {"labels": {"app": app, "variant": variant}},
                 "spec": {
                     "containers": [
                         {"name": "model", "image": image, "env": [{"name": "MODELOPS_VERSION", "value": "0"}]}
@@ -49,6 +51,7 @@ class FakeKube:
         self.faults: list[tuple[str, str, Exception]] = []  # (verb, name, error) consumed in order
         self.auto_settle = True
         self.patches: list[tuple[str, list[dict[str, Any]]]] = []
+        self.calls: list[tuple[str, str, str]] = []  # (verb, namespace, name) of every Deployment call
         self.predict: Callable[[list[list[float]]], tuple[int, str]] = lambda rows: (
             200,
             json.dumps({"predictions": [0.5 for _ in rows]}),
@@ -79,19 +82,22 @@ class FakeKube:
         }
 
     # --- the KubeClient surface ------------------------------------------------------------------
+    def _find(self, verb: str, namespace: str, name: str) -> dict[str, Any]:
+        self.calls.append((verb, namespace, name))
+        self._fault(verb, name)
+        obj = self.deployments.get(name)
+        if obj is None or obj["metadata"]["namespace"] != namespace:
+            raise KubeNotFoundError(f"{verb} deployments.apps {namespace}/{name}: not found")
+        return obj
+
     def get_deployment(self, namespace: str, name: str) -> dict[str, Any]:
-        self._fault("get", name)
-        if name not in self.deployments:
-            raise KubeNotFoundError(f"get deployments.apps {namespace}/{name}: not found")
+        self._find("get", namespace, name)
         if self.auto_settle:
             self.settle(name)
         return copy.deepcopy(self.deployments[name])
 
     def patch_deployment(self, namespace: str, name: str, ops: list[dict[str, Any]]) -> dict[str, Any]:
-        self._fault("patch", name)
-        if name not in self.deployments:
-            raise KubeNotFoundError(f"patch deployments.apps {namespace}/{name}: not found")
-        current = self.deployments[name]
+        current = self._find("patch", namespace, name)
         try:
             patched = jsonpatch.apply_patch(copy.deepcopy(current), ops)
         except jsonpatch.JsonPatchTestFailed as exc:

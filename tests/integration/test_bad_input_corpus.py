@@ -401,7 +401,7 @@ def hyperparameters(world) -> dict[str, str]:
 @pytest.fixture
 def dataset_key(world, request) -> Iterator[str]:
     """incoming/churn/<case file>, deleted afterwards: an upload's run defers to any newer upload
-    under the prefix (pipeline._superseded_by), so earlier cases' files must not linger."""
+    under the prefix (pipeline._newer_or_trained), so earlier cases' files must not linger."""
     key = f"incoming/churn/{request.node.callspec.params['case'].file}"
     yield key
     world.h.s3.delete_object(Bucket=BUCKET, Key=key)

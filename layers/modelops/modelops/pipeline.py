@@ -90,7 +90,6 @@ def resolve(
             "version_id": None,
         }
     dataset["bucket"] = dataset.get("bucket") or bucket
-    superseded_by = _superseded_by(request, dataset, s3, config.data_prefix)
     champion = store.get_doc(config.name, "CHAMPION")
     job_name = training_job_name(stack_name, config.name, execution_name)
     output_prefix = f"s3://{bucket}/models/{config.name}"
@@ -157,25 +156,53 @@ def resolve(
         "poll_seconds": poll_seconds,
         "limits": {"training_polls": max(1, worst_case // max(1, poll_seconds))},
         "canary": {"bake_seconds": config.canary.bake_seconds, "watch_seconds": config.canary.watch_seconds},
-        "superseded_by": superseded_by,
     }
 
 
-def _superseded_by(request: PipelineRequest, dataset: dict[str, Any], s3: Any, prefix: str) -> str | None:
-    """For a run started by an upload: the key of a newer upload, if one exists (else None).
+#: Triggers whose run trains "the data that arrived": an upload, or the follow-up of uploads
+#: coalesced behind a holder. They defer to newer data and never retrain an object already trained.
+#: A schedule or a manual start asks for a run and gets one.
+DATA_TRIGGERS = ("s3", "queued")
 
-    Uploads can be delivered, and runs reach the lock, in any order. An upload's run that finds a
-    newer object under the prefix skips training: the newer object's own run trains it, or, if
-    that run was coalesced, the follow-up does (follow-ups take the newest object). So however a
-    burst interleaves, the last run to train uses the newest data, and no run retrains old data
-    after it. Objects only ever become "newer", so checking here, before the lock, is safe."""
-    if request.trigger != "s3":
-        return None
+
+def _newer_or_trained(
+    run: dict[str, Any], s3: Any, store: StateStore
+) -> tuple[dict[str, str] | None, dict[str, str] | None]:
+    """Checked while holding the lock, for a run started by data (DATA_TRIGGERS) on an object under
+    the model's prefix: (why it must not train or None, the object it trains as {key, etag} or None).
+
+    Uploads can be delivered, and runs reach the lock, in any order. A run that finds a newer object
+    defers to it: the newer object's own run trains it, or, if that run was coalesced, the follow-up
+    does (follow-ups take the newest object). A run whose object (same key and ETag) was already
+    trained, typically the follow-up of a burst whose newest upload's own run trained it, has nothing
+    new (`finish` records TRAINED once a run's candidate was evaluated). Checking under the lock,
+    each holder sees every upload before it, so the last run to train uses the newest data and
+    none retrains older data after it; only holders list the prefix, so a burst's coalesced runs
+    cost one conditional write each."""
+    config = ModelConfig.model_validate(run["config"])
+    dataset = run["dataset"]
+    by_data = run["request"].get("trigger") in DATA_TRIGGERS
+    if not by_data or not dataset["key"].startswith(config.data_prefix):
+        return None, None
     try:
-        newest = _newest_object(s3, dataset["bucket"], prefix)
+        key, etag = _newest(s3, dataset["bucket"], config.data_prefix)
     except DatasetInvalidError:
-        return None  # the object is gone: validation reports it
-    return newest if newest != dataset["key"] else None
+        return None, None  # the object is gone: validation reports it
+    if key != dataset["key"]:
+        newer = {
+            "superseded_by": key,
+            "message": f"superseded: {key} is newer than {dataset['key']} and is trained instead",
+        }
+        return newer, None
+    trained = store.get_doc(config.name, "TRAINED")
+    if trained and (trained.get("key"), trained.get("etag")) == (key, etag):
+        done = {
+            "already_trained_by": trained["run_id"],
+            "message": f"{key} (ETag {etag}) was already trained by {trained['run_id']}; nothing newer to "
+            "train (start the model manually to retrain it)",
+        }
+        return done, None
+    return None, {"key": key, "etag": etag}
 
 
 def training_job_name(stack: str, model: str, run_id: str) -> str:
@@ -199,25 +226,34 @@ def _channel(name: str, uri: str, content_type: str) -> dict[str, Any]:
 
 
 def _newest_object(s3: Any, bucket: str, prefix: str) -> str:
-    """The most recently modified non-empty object under `prefix`; S3 keeps LastModified to the
-    second, so among objects of the same second the greatest key wins (name uploads by time)."""
-    newest: tuple[datetime, str] | None = None
+    return _newest(s3, bucket, prefix)[0]
+
+
+def _newest(s3: Any, bucket: str, prefix: str) -> tuple[str, str]:
+    """(key, ETag) of the most recently modified non-empty object under `prefix`; S3 keeps
+    LastModified to the second, so among objects of the same second the greatest key wins (name
+    uploads by time)."""
+    newest: tuple[datetime, str, str] | None = None
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for obj in page.get("Contents", []):
             if obj["Key"].endswith("/") or obj.get("Size", 0) == 0:
                 continue
-            candidate = (obj["LastModified"], obj["Key"])
-            if newest is None or candidate > newest:
+            candidate = (obj["LastModified"], obj["Key"], str(obj.get("ETag", "")).strip('"'))
+            if newest is None or candidate[:2] > newest[:2]:
                 newest = candidate
     if newest is None:
         raise DatasetInvalidError(f"no dataset under s3://{bucket}/{prefix}; upload a CSV there first")
-    return newest[1]
+    return newest[1], newest[2]
 
 
 # --- lock and history ----------------------------------------------------------------------------
-def acquire(run: dict[str, Any], *, store: StateStore) -> dict[str, Any]:
+def acquire(
+    run: dict[str, Any], *, store: StateStore, s3: Any, sfn: Any, state_machine_arn: str
+) -> dict[str, Any]:
     """Take the model's lock. When another run holds it, this request is coalesced: stored as the
-    model's PENDING request (newest wins) and run after the holder finishes."""
+    model's PENDING request (newest wins) and run after the holder finishes. A data-triggered run
+    that gets the lock but has newer or already-trained data (`_newer_or_trained`) gives it back at
+    once, starting the follow-up of anything coalesced meanwhile."""
     config = ModelConfig.model_validate(run["config"])
     ttl = (
         config.training.max_runtime_seconds
@@ -227,23 +263,23 @@ def acquire(run: dict[str, Any], *, store: StateStore) -> dict[str, Any]:
         + config.canary.watch_seconds
         + 3600
     )
-    newer = run.get("superseded_by")
-    if newer:
-        # Not a coalesced request: the newer upload is trained by its own run (or a follow-up).
+    result = store.acquire_lock(config.name, run["run_id"], ttl)
+    if not result.acquired:
+        store.put_doc(config.name, "PENDING", run["request"])
         return {
             "acquired": False,
-            "superseded_by": newer,
-            "message": f"superseded: {newer} is newer than {run['dataset']['key']} and is trained instead",
+            "holder": result.holder,
+            "message": f"coalesced: {result.holder} is rolling out {config.name}; this request runs after it finishes",
         }
-    result = store.acquire_lock(config.name, run["run_id"], ttl)
-    if result.acquired:
-        return {"acquired": True, "expires_at": result.expires_at}
-    store.put_doc(config.name, "PENDING", run["request"])
-    return {
-        "acquired": False,
-        "holder": result.holder,
-        "message": f"coalesced: {result.holder} is rolling out {config.name}; this request runs after it finishes",
-    }
+    try:
+        skip, trains = _newer_or_trained(run, s3, store)
+    except Exception:
+        store.release_lock(config.name, run["run_id"])  # the retried state takes it again
+        raise
+    if skip is None:
+        return {"acquired": True, "expires_at": result.expires_at, "object": trains}
+    released = release(run, store=store, sfn=sfn, state_machine_arn=state_machine_arn)
+    return {"acquired": False, **skip, "follow_up": released["follow_up"]}
 
 
 def release(run: dict[str, Any], *, store: StateStore, sfn: Any, state_machine_arn: str) -> dict[str, Any]:
@@ -320,6 +356,9 @@ def finish(
         "cause": cause or None,
     }
     store.put_doc(model, f"HISTORY#{when}#{run['run_id']}", record)
+    trained = (state.get("lock") or {}).get("object")
+    if trained and evaluation:  # its candidate was trained and evaluated: see _newer_or_trained
+        store.put_doc(model, "TRAINED", {**trained, "run_id": run["run_id"]})
     if status == "promoted":
         store.put_doc(
             model,

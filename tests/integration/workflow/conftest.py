@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 from moto import mock_aws
 
+from modelops_local.moto_patches import MotoPatches
 from tests.integration.fake_kube import FakeKube, deployment
 from tests.integration.workflow.harness import Harness
 
@@ -18,14 +19,12 @@ def kube() -> FakeKube:
 
 
 @pytest.fixture
-def harness(kube, monkeypatch):
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    with mock_aws(config={"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}):
+def harness(kube, monkeypatch, offline_aws):
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    with (
+        mock_aws(config={"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}),
+        MotoPatches() as patches,
+    ):
+        patches.parse_definitions_once()  # AWS compiles a definition once; moto would per execution
+        patches.memoize_timestamp_parsing()  # botocore's dateutil parsing: half of a 1,000-key listing
         yield Harness(kube, monkeypatch)

@@ -8,29 +8,39 @@ the image a successful build pushes.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import importlib.util
 import io
 import json
 import sys
 import tarfile
+import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import boto3
+import pytest
 from modelops.adapters.aws import client as cached_client
 from modelops.adapters.cloudwatch import CloudWatchMetrics
 from modelops.adapters.store import StateStore
 from modelops.config import load_config_file
 from modelops.rollout_service import RolloutService
 
+from tests.integration.fake_kube import deployment
 from tests.state_table import create_state_table
 
 ROOT = Path(__file__).resolve().parents[3]
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
 STACK = "modelops"
+#: Concurrent invocations per function, as the local runtime's default `max_workers`; more wait.
+#: (Every execution runs in its own moto thread: unbounded, a burst's handlers would share one
+#: interpreter lock with everything else at once.)
+CONCURRENCY = 4
 BUCKET = "modelops-pipeline"
 TABLE = "modelops-state"
 PROJECT = "modelops-image-build"
@@ -113,6 +123,8 @@ class Harness:
         }
         self.training_failure: str | None = None
         self.build_fails = False
+        self._build = threading.local()  # the tag of the build this thread is starting
+        self._slots = {name: threading.BoundedSemaphore(CONCURRENCY) for name in FUNCTIONS}
         self._setup_resources()
         self._env(monkeypatch)
         self.modules = {name: load_handler(name) for name in FUNCTIONS}
@@ -211,11 +223,15 @@ class Harness:
             name = function_name.rsplit(":", 1)[-1].removeprefix(f"{STACK}-")
             event = json.loads(body) if body else {}
             harness.invocations.append((name, event))
+            if not harness._slots[name].acquire(timeout=300):
+                raise TimeoutError(f"no free {name} slot for 300 s")
             try:
                 result = harness.modules[name].handler(event, Context(name))
             except Exception as exc:  # the Lambda error contract: errorType is the class name
                 response_headers["x-amz-function-error"] = "Unhandled"
                 return json.dumps({"errorMessage": str(exc), "errorType": type(exc).__name__}).encode()
+            finally:
+                harness._slots[name].release()
             return json.dumps(result).encode()
 
         monkeypatch.setattr(LambdaSimpleBackend, "invoke", invoke)
@@ -245,7 +261,10 @@ class Harness:
                         phase["phaseStatus"] = "FAILED"
                         phase["contexts"] = [{"message": "docker build exited 1"}]
             else:
-                tag = harness.pending_tag
+                tag = harness._build.tag
+                # moto digests a manifest by its layers (one without layers gets one of 101 random
+                # digests, so two builds could share one): a layer of its own per build.
+                layer = "sha256:" + hashlib.sha256(tag.encode()).hexdigest()
                 boto3.client("ecr", region_name=REGION).put_image(
                     repositoryName=REPO,
                     imageTag=tag,
@@ -253,7 +272,13 @@ class Harness:
                         {
                             "schemaVersion": 2,
                             "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                            "tag": tag,
+                            "layers": [
+                                {
+                                    "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                                    "digest": layer,
+                                    "size": 1,
+                                }
+                            ],
                         }
                     ),
                 )
@@ -266,7 +291,7 @@ class Harness:
         def remember_tag(run: Any, evaluation: Any, package: Any, **kwargs: Any) -> Any:
             from modelops.requests import safe_name
 
-            harness.pending_tag = safe_name(f"{run['model']}-v{package['version']}-{run['run_id'][-8:]}", 128)
+            harness._build.tag = safe_name(f"{run['model']}-v{package['version']}-{run['run_id'][-8:]}", 128)
             return original_fn(run, evaluation, package, **kwargs)
 
         monkeypatch.setattr(self.modules["build_image"], "start_build", remember_tag)
@@ -283,8 +308,52 @@ class Harness:
         StateStore(TABLE, cached_client("dynamodb")).put_model_document(document["name"], document)
         return document
 
-    def upload(self, key: str, body: bytes) -> None:
-        self.s3.put_object(Bucket=BUCKET, Key=key, Body=body)
+    @contextlib.contextmanager
+    def executions_held(self, timeout: float = 300) -> Iterator[None]:
+        """Executions started inside the block are RUNNING but evaluate nothing until it ends (as
+        Step Functions starting a burst's executions late); then all begin at once. Bounded: a
+        held execution begins anyway after `timeout` s."""
+        from moto.stepfunctions.parser.backend.execution_worker import TMP_THREADS, ExecutionWorker
+
+        released = threading.Event()
+
+        def start(worker: Any) -> None:
+            def run() -> None:
+                released.wait(timeout)
+                worker._execution_logic()
+
+            thread = threading.Thread(target=run, daemon=True)
+            TMP_THREADS.append(thread)
+            thread.start()
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(ExecutionWorker, "start", start)
+            try:
+                yield
+            finally:
+                released.set()
+
+    def add_model(self, name: str, image: str, **overrides: Any) -> dict[str, Any]:
+        """Put `name`'s config (churn's shape, its own namespace, Deployments and Services) and
+        create its stable (running `image`) and canary Deployments in that namespace."""
+        kubernetes = {
+            "namespace": f"ns-{name}",
+            "stable_deployment": f"{name}-stable",
+            "canary_deployment": f"{name}-canary",
+            "service": name,
+            "canary_service": f"{name}-canary",
+        }
+        for variant, replicas in (("stable", 3), ("canary", 0)):
+            self.kube.add(
+                deployment(f"{name}-{variant}", variant, image, replicas, namespace=f"ns-{name}", app=name)
+            )
+        return self.put_model(
+            name=name, **{f"kubernetes__{key}": value for key, value in kubernetes.items()}, **overrides
+        )
+
+    def upload(self, key: str, body: bytes) -> dict[str, Any]:
+        """PutObject; returns its response (ETag, and VersionId when the bucket is versioned)."""
+        return dict(self.s3.put_object(Bucket=BUCKET, Key=key, Body=body))
 
     def start(self, request: dict[str, Any]) -> dict[str, Any]:
         return self.modules["start_pipeline"].handler(request, Context("start_pipeline"))
@@ -307,6 +376,11 @@ class Harness:
                 raise AssertionError(f"execution ended before {state}: {self.states(execution_arn)}")
             time.sleep(0.05)
         raise TimeoutError(f"{state} not entered within {timeout}s: {self.states(execution_arn)}")
+
+    def executions(self) -> list[dict[str, Any]]:
+        """Every execution of the state machine (ListExecutions, all pages)."""
+        pages = self.sfn.get_paginator("list_executions").paginate(stateMachineArn=self.state_machine_arn)
+        return [e for page in pages for e in page["executions"]]
 
     def states(self, execution_arn: str) -> list[str]:
         events = self.sfn.get_execution_history(executionArn=execution_arn, maxResults=1000)["events"]

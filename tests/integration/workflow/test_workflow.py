@@ -159,16 +159,63 @@ def test_kubernetes_failure_during_promotion_rolls_back(harness, kube):
     assert harness.store().lock_holder("churn") is None
 
 
+def test_a_follow_up_with_nothing_newer_than_what_its_holder_trained_trains_nothing(harness, kube):
+    # Given the newer upload's run holds the lock and trains
+    harness.put_model(**FAST)
+    older = _object_created(harness, "incoming/churn/2026-11-22-a.csv", CSV)
+    newer = _object_created(harness, "incoming/churn/2026-11-22-b.csv", CSV)
+    holder = harness.start(newer)
+    harness.wait_for_state(holder["execution_arn"], "StartTraining")
+    # When the older upload's run arrives meanwhile, it is coalesced behind the holder
+    late = harness.start(older)
+    assert (
+        json.loads(harness.wait(late["execution_arn"])["output"])["lock"]["holder"]
+        == holder["execution_name"]
+    )
+    assert harness.wait(holder["execution_arn"], timeout=120)["status"] == "SUCCEEDED"
+
+    # Then the follow-up the holder started finds the newest object already trained, trains nothing
+    store = harness.store()
+    (follow_up,) = [e for e in harness.executions() if "-queued-" in e["name"]]
+    result = harness.wait(follow_up["executionArn"])
+    lock = json.loads(result["output"])["lock"]
+    assert result["status"] == "SUCCEEDED" and "StartTraining" not in harness.states(
+        follow_up["executionArn"]
+    )
+    assert lock["already_trained_by"] == holder["execution_name"], lock
+    assert (
+        "incoming/churn/2026-11-22-b.csv (ETag" in lock["message"]
+        and "start the model manually" in lock["message"]
+    )
+    # And only the holder's run is in the history; nothing is left held or pending
+    assert [h["run_id"] for h in store.query_docs("churn", "HISTORY#")] == [holder["execution_name"]]
+    assert store.get_doc("churn", "PENDING") is None and store.lock_holder("churn") is None
+
+    # And a new version of that object (other content, same key) is new data: its run trains it
+    again = _object_created(harness, "incoming/churn/2026-11-22-b.csv", CSV + b"1,21,1,1,0,1,1\n")
+    rerun = harness.start(again)
+    assert rerun["started"], rerun
+    assert harness.wait(rerun["execution_arn"], timeout=120)["status"] == "SUCCEEDED"
+    assert "StartTraining" in harness.states(rerun["execution_arn"])
+
+
 def _object_created(harness, key: str, body: bytes) -> dict:
     """Upload `body` under `key` and return the EventBridge Object Created event S3 sends for it."""
     from tests.conftest import load_event
     from tests.integration.workflow.harness import BUCKET
 
-    harness.upload(key, body)
+    put = harness.upload(key, body)
     event = load_event("s3_object_created.json")
     event["resources"] = [f"arn:aws:s3:::{BUCKET}"]
     event["detail"]["bucket"]["name"] = BUCKET
-    event["detail"]["object"] = {"key": key, "size": len(body), "etag": "e", "sequencer": "0A"}
+    event["detail"]["object"] = {
+        "key": key,
+        "size": len(body),
+        "etag": put["ETag"].strip('"'),
+        "sequencer": "0A",
+    }
+    if put.get("VersionId"):
+        event["detail"]["object"]["version-id"] = put["VersionId"]
     return event
 
 

@@ -4,6 +4,7 @@ One DynamoDB table, `pk`/`sk` strings:
   MODEL#<m>    / CONFIG                the model's config document
   MODEL#<m>    / LOCK                  owner (execution name), expires_at (epoch s)
   MODEL#<m>    / PENDING               the newest request coalesced while locked
+  MODEL#<m>    / TRAINED               the object (key, ETag) a data-triggered run last trained and evaluated
   MODEL#<m>    / ROLLOUT               the active rollout: run, previous stable image, phase, task token
   MODEL#<m>    / CHAMPION              the version in production (image, artifact, metric)
   MODEL#<m>    / HISTORY#<iso>#<run>   one record per finished run, newest last
