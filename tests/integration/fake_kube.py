@@ -1,8 +1,9 @@
 """A Kubernetes test double with behaviour, for the functions' integration tests.
 
-It keeps Deployments as JSON (by name; one in another namespace is not found, as on a cluster), applies RFC 6902 patches (including `test`), bumps `generation` on
-spec changes, and plays the Deployment controller on demand (`settle`): status catches up with the
-spec, so `rollout status` logic sees what it would see on a cluster. Faults are explicit.
+It keeps Deployments as JSON (by name; one asked for in another namespace is not found, as on a
+cluster), applies RFC 6902 patches (including `test`), bumps `generation` on spec changes, and
+plays the Deployment controller on demand (`settle`): status catches up with the spec, so
+`rollout status` logic sees what it would see on a cluster. Faults are explicit.
 It stands where modelops.adapters.kube.KubeClient stands; the local runtime's API server replaces
 it in the end-to-end tests.
 """

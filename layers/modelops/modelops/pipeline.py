@@ -86,7 +86,7 @@ def resolve(
     if dataset is None:
         dataset = {
             "bucket": bucket,
-            "key": _newest_object(s3, bucket, config.data_prefix),
+            "key": _newest(s3, bucket, config.data_prefix)[0],
             "version_id": None,
         }
     dataset["bucket"] = dataset.get("bucket") or bucket
@@ -166,7 +166,7 @@ DATA_TRIGGERS = ("s3", "queued")
 
 
 def _newer_or_trained(
-    run: dict[str, Any], s3: Any, store: StateStore
+    run: dict[str, Any], config: ModelConfig, s3: Any, store: StateStore
 ) -> tuple[dict[str, str] | None, dict[str, str] | None]:
     """Checked while holding the lock, for a run started by data (DATA_TRIGGERS) on an object under
     the model's prefix: (why it must not train or None, the object it trains as {key, etag} or None).
@@ -179,7 +179,6 @@ def _newer_or_trained(
     each holder sees every upload before it, so the last run to train uses the newest data and
     none retrains older data after it; only holders list the prefix, so a burst's coalesced runs
     cost one conditional write each."""
-    config = ModelConfig.model_validate(run["config"])
     dataset = run["dataset"]
     by_data = run["request"].get("trigger") in DATA_TRIGGERS
     if not by_data or not dataset["key"].startswith(config.data_prefix):
@@ -225,10 +224,6 @@ def _channel(name: str, uri: str, content_type: str) -> dict[str, Any]:
     }
 
 
-def _newest_object(s3: Any, bucket: str, prefix: str) -> str:
-    return _newest(s3, bucket, prefix)[0]
-
-
 def _newest(s3: Any, bucket: str, prefix: str) -> tuple[str, str]:
     """(key, ETag) of the most recently modified non-empty object under `prefix`; S3 keeps
     LastModified to the second, so among objects of the same second the greatest key wins (name
@@ -272,7 +267,7 @@ def acquire(
             "message": f"coalesced: {result.holder} is rolling out {config.name}; this request runs after it finishes",
         }
     try:
-        skip, trains = _newer_or_trained(run, s3, store)
+        skip, trains = _newer_or_trained(run, config, s3, store)
     except Exception:
         store.release_lock(config.name, run["run_id"])  # the retried state takes it again
         raise

@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 import pytest
+from modelops.rollout import current_image
 
 from tests.integration.workflow.conftest import OLD
 from tests.integration.workflow.test_workflow import CSV, FAST, _object_created
@@ -43,10 +44,6 @@ def lock_window(harness, arn: str) -> tuple[datetime, datetime] | None:
         return None
     assert releasing is not None, f"{arn} took the lock and never reached ReleaseLock"
     return acquired, releasing
-
-
-def image_of(obj: dict[str, Any]) -> str:
-    return str(obj["spec"]["template"]["spec"]["containers"][0]["image"])
 
 
 @pytest.mark.timeout(180)
@@ -86,7 +83,7 @@ def test_twenty_models_at_once_proceed_independently(harness, kube):
         assert champion["run_id"] == run_id and champion["version"] == "1", (name, champion)
         assert [(h["run_id"], h["status"]) for h in history] == [(run_id, "promoted")], (name, history)
         assert history[0]["dataset"]["key"] == f"incoming/{name}/2026-12-01.csv"
-        assert image_of(stable) == champion["image"] != OLD and canary["spec"]["replicas"] == 0
+        assert current_image(stable, "model") == champion["image"] != OLD and canary["spec"]["replicas"] == 0
         for obj in (stable, canary):  # the last patch of each came from this model's own run
             assert obj["spec"]["template"]["metadata"]["annotations"][RUN_ANNOTATION] == run_id, name
         assert store.lock_holder(name) is None and store.get_doc(name, "PENDING") is None
@@ -185,7 +182,10 @@ def test_a_thousand_uploads_within_a_minute_never_run_two_rollouts_and_end_on_th
     trained_keys = [r["dataset"]["key"] for r in trained]
     assert trained_keys[-1] == keys[-1] and trained_keys == sorted(set(trained_keys)), trained_keys
     assert trained[-1]["status"] == "promoted"
-    assert image_of(kube.deployments["churn-stable"]) == store.get_doc("churn", "CHAMPION")["image"]
+    assert (
+        current_image(kube.deployments["churn-stable"], "model")
+        == store.get_doc("churn", "CHAMPION")["image"]
+    )
     assert store.get_doc("churn", "CHAMPION")["run_id"] == trained[-1]["run_id"]
     assert kube.deployments["churn-canary"]["spec"]["replicas"] == 0
     print(
