@@ -33,7 +33,7 @@ RETRY = [
         "JitterStrategy": "FULL",
     }
 ]
-# The rollout function's actions are idempotent (modelops.rollout_service), so an invocation that
+# The rollout function's actions are idempotent (modelops.steps.rollout), so an invocation that
 # timed out or whose worker died (the patch may or may not have landed) is retried as well: Lambda
 # reports these as Sandbox.Timedout / Runtime.ExitError (Lambda.Unknown through some integrations).
 LAMBDA_DIED = ["Lambda.Unknown", "Sandbox.Timedout", "Runtime.ExitError"]

@@ -1,4 +1,4 @@
-"""Start the CodeBuild image build and report its state; the digest comes from ECR.
+"""StartBuild and CheckBuild: the CodeBuild image build and its state; the digest comes from ECR.
 
 CodeBuild is called from a function rather than from ASL: its API members are camelCase, which the
 Step Functions aws-sdk integration and the local interpreter name differently (see ARCHITECTURE.md).
@@ -6,51 +6,46 @@ Step Functions aws-sdk integration and the local interpreter name differently (s
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from modelops.adapters.aws import client
-from modelops.handler_kit import BaseEnv, env, logger, tracer
-from modelops.pipeline import build_status, start_build
-from pydantic import BaseModel, ConfigDict
-
-
-class Env(BaseEnv):
-    PROJECT_NAME: str
-    IMAGE_REPOSITORY_NAME: str
-    IMAGE_REPOSITORY_URI: str
+from modelops.handler_kit import logger, tracer
+from modelops.run import Build, EvaluationResult, Package, Run
+from modelops.steps.build import build_status, start_build
+from modelops.wiring import services
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 
-class Event(BaseModel):
+class Start(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    action: Literal["start", "status"]
-    run: dict[str, Any]
-    evaluation: dict[str, Any] | None = None
-    package: dict[str, Any] | None = None
-    build: dict[str, Any] | None = None
+    action: Literal["start"]
+    run: Run
+    evaluation: EvaluationResult
+    package: Package
+
+
+class Status(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    action: Literal["status"]
+    run: Run
+    build: Build
+
+
+Action: TypeAdapter[Start | Status] = TypeAdapter(Annotated[Start | Status, Field(discriminator="action")])
 
 
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    settings = env(Env)
-    parsed = Event.model_validate(event)
-    if parsed.action == "start":
-        if parsed.evaluation is None or parsed.package is None:
-            raise ValueError("action start needs 'evaluation' and 'package'")
+    request = Action.validate_python(event)
+    ports = services()
+    builds, images = ports.image_builds(), ports.image_repository()
+    if isinstance(request, Start):
         return start_build(
-            parsed.run,
-            parsed.evaluation,
-            parsed.package,
-            codebuild=client("codebuild"),
-            project=settings.PROJECT_NAME,
-            repository_uri=settings.IMAGE_REPOSITORY_URI,
-        )
-    if parsed.build is None:
-        raise ValueError("action status needs 'build'")
-    return build_status(
-        parsed.build,
-        codebuild=client("codebuild"),
-        ecr=client("ecr"),
-        repository_name=settings.IMAGE_REPOSITORY_NAME,
-        repository_uri=settings.IMAGE_REPOSITORY_URI,
-    )
+            model=request.run.model,
+            version=request.package.version,
+            run_id=request.run.run_id,
+            model_artifact=request.evaluation.model_artifact,
+            builds=builds,
+            images=images,
+        ).to_payload()
+    return build_status(request.build, builds=builds, images=images).to_payload()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from modelops.adapters.aws import client
-from modelops.handler_kit import BaseEnv, env, logger, store, tracer
-from modelops.pipeline import handle_alarm
+from modelops.handler_kit import BaseEnv, env, logger, tracer
+from modelops.steps.alarms import handle_alarm
+from modelops.wiring import services
 
 
 class Env(BaseEnv):
@@ -16,8 +16,9 @@ class Env(BaseEnv):
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 def handler(event: Any, context: Any) -> dict[str, Any]:
+    ports = services()
     result = handle_alarm(
-        event, store=store(), sfn=client("stepfunctions"), alarm_prefix=env(Env).ALARM_PREFIX
+        event, store=ports.store(), callbacks=ports.callbacks(), alarm_prefix=env(Env).ALARM_PREFIX
     )
     logger.info("alarm handled", extra=result)
     return result

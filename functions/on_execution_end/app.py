@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from modelops.adapters.aws import client
-from modelops.cleanup import clean_up_after_execution, lambda_rollback
-from modelops.handler_kit import BaseEnv, env, logger, store, tracer
+from modelops.handler_kit import BaseEnv, env, logger, tracer
+from modelops.steps.cleanup import clean_up_after_execution
+from modelops.wiring import services
 
 
 class Env(BaseEnv):
@@ -19,11 +19,12 @@ class Env(BaseEnv):
 @tracer.capture_lambda_handler
 def handler(event: Any, context: Any) -> dict[str, Any]:
     settings = env(Env)
+    ports = services()
     result = clean_up_after_execution(
         event,
-        store=store(),
-        rollback=lambda_rollback(client("lambda"), settings.ROLLOUT_FUNCTION_ARN),
-        sfn=client("stepfunctions"),
+        store=ports.store(),
+        rollback=ports.rollback(),
+        executions=ports.executions(),
         state_machine_arn=settings.STATE_MACHINE_ARN,
     )
     logger.info("execution end handled", extra=result)

@@ -1,12 +1,12 @@
-"""First state: validate the execution input and build the run context the later states read."""
+"""ResolveRequest: validate the execution input and build the run context the later states read."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from modelops.adapters.aws import client
-from modelops.handler_kit import BaseEnv, env, logger, store, tracer
-from modelops.pipeline import resolve
+from modelops.handler_kit import BaseEnv, env, logger, tracer
+from modelops.steps.resolve import resolve
+from modelops.wiring import services
 from pydantic import BaseModel, ConfigDict
 
 
@@ -20,7 +20,7 @@ class Env(BaseEnv):
 class Event(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    request: Any  # checked by modelops.requests.parse_execution_input, which names the bad field
+    request: Any  # checked by modelops.triggers.parse_execution_input, which names the bad field
     execution_name: str
 
 
@@ -29,14 +29,16 @@ class Event(BaseModel):
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     settings = env(Env)
     parsed = Event.model_validate(event)
-    return resolve(
+    ports = services()
+    run = resolve(
         parsed.request,
         execution_name=parsed.execution_name,
-        store=store(),
-        s3=client("s3"),
+        store=ports.store(),
+        objects=ports.objects(),
         bucket=settings.BUCKET_NAME,
         stack_name=settings.STACK_NAME,
         sagemaker_role_arn=settings.SAGEMAKER_ROLE_ARN,
         training_image=settings.TRAINING_IMAGE,
         poll_seconds=settings.POLL_SECONDS,
     )
+    return run.to_payload()

@@ -1,29 +1,21 @@
-"""Rollout actions on EKS, each idempotent: deploy_canary, status, smoke_test, await_signal,
-promote, finish_promotion, rollback."""
+"""The rollout actions on EKS, each idempotent: DeployCanary, Check*Ready (status), SmokeTest, Bake and
+Watch (await_signal), Promote, FinishPromotion, Rollback."""
 
 from __future__ import annotations
 
-import functools
 from typing import Annotated, Any, Literal
 
-from modelops.adapters.aws import client
-from modelops.adapters.cloudwatch import CloudWatchMetrics
-from modelops.adapters.eks import EksConnector
-from modelops.adapters.kube import KubeClient
-from modelops.handler_kit import BaseEnv, env, logger, store, tracer
-from modelops.rollout_service import RolloutService
+from modelops.handler_kit import logger, tracer
+from modelops.run import RunRef
+from modelops.steps.rollout import RolloutService
+from modelops.wiring import services
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
-
-
-class Env(BaseEnv):
-    CLUSTER_NAME: str
-    ALARM_PREFIX: str
-    METRIC_NAMESPACE: str
 
 
 class _Base(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    run: dict[str, Any]
+    # The whole run, or just its reference (the clean-up's rollback sends only that).
+    run: RunRef
 
 
 class Deploy(_Base):
@@ -40,7 +32,8 @@ class Status(_Base):
 
 class Smoke(_Base):
     action: Literal["smoke_test"]
-    sample: list[list[float]]
+    # Feature rows in the schema's order; a missing value is null.
+    sample: list[list[float | None]]
 
 
 class Await(_Base):
@@ -58,24 +51,10 @@ Action: TypeAdapter[Deploy | Status | Smoke | Await | Simple] = TypeAdapter(
 )
 
 
-@functools.cache
-def _connector(cluster: str) -> EksConnector:
-    return EksConnector(cluster, client("eks"), client("sts"))
-
-
-def service() -> RolloutService:
-    settings = env(Env)
-    connector = _connector(settings.CLUSTER_NAME)
-    sfn = client("stepfunctions")
+def rollout_service() -> RolloutService:
+    ports = services()
     return RolloutService(
-        kube=KubeClient(connector.api_client(), on_unauthorized=connector.invalidate),
-        store=store(),
-        metrics=CloudWatchMetrics(
-            client("cloudwatch"), namespace=settings.METRIC_NAMESPACE, alarm_prefix=settings.ALARM_PREFIX
-        ),
-        send_task_failure=lambda token, error, cause: sfn.send_task_failure(
-            taskToken=token, error=error, cause=cause
-        ),
+        kube=ports.kube(), store=ports.store(), metrics=ports.metrics(), callbacks=ports.callbacks()
     )
 
 
@@ -83,8 +62,8 @@ def service() -> RolloutService:
 @tracer.capture_lambda_handler
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     request = Action.validate_python(event)
-    logger.append_keys(action=request.action, run_id=request.run.get("run_id"))
-    rollout = service()
+    logger.append_keys(action=request.action, run_id=request.run.run_id)
+    rollout = rollout_service()
     if isinstance(request, Deploy):
         if request.action == "deploy_canary":
             return rollout.deploy_canary(request.run, request.image, request.version)

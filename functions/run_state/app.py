@@ -1,36 +1,34 @@
-"""The per-model lock and run history: acquire, release (starting a coalesced follow-up), finish."""
+"""AcquireLock, ReleaseLock and the Record* states: the per-model lock and the run's outcome."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from modelops.adapters.aws import client
-from modelops.handler_kit import BaseEnv, env, logger, store, tracer
-from modelops.pipeline import acquire, finish, release
+from modelops.handler_kit import logger, tracer
+from modelops.run import Run, RunState
+from modelops.steps.lock import acquire, release
+from modelops.steps.notify import Status, record_outcome
+from modelops.wiring import services
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
-
-
-class Env(BaseEnv):
-    STATE_MACHINE_ARN: str
 
 
 class Acquire(BaseModel):
     model_config = ConfigDict(extra="forbid")
     action: Literal["acquire"]
-    run: dict[str, Any]
+    run: Run
 
 
 class Release(BaseModel):
     model_config = ConfigDict(extra="forbid")
     action: Literal["release"]
-    run: dict[str, Any]
+    run: Run
 
 
 class Finish(BaseModel):
     model_config = ConfigDict(extra="forbid")
     action: Literal["finish"]
-    status: Literal["promoted", "rejected", "failed", "rolled_back", "rollback_failed"]
-    state: dict[str, Any]
+    status: Status
+    state: RunState
 
 
 Action: TypeAdapter[Acquire | Release | Finish] = TypeAdapter(
@@ -42,19 +40,13 @@ Action: TypeAdapter[Acquire | Release | Finish] = TypeAdapter(
 @tracer.capture_lambda_handler
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     request = Action.validate_python(event)
+    ports = services()
     if isinstance(request, Acquire):
         return acquire(
-            request.run,
-            store=store(),
-            s3=client("s3"),
-            sfn=client("stepfunctions"),
-            state_machine_arn=env(Env).STATE_MACHINE_ARN,
+            request.run, store=ports.store(), objects=ports.objects(), executions=ports.executions()
         )
     if isinstance(request, Release):
         return release(
-            request.run,
-            store=store(),
-            sfn=client("stepfunctions"),
-            state_machine_arn=env(Env).STATE_MACHINE_ARN,
+            request.run.model, request.run.run_id, store=ports.store(), executions=ports.executions()
         )
-    return finish(request.state, request.status, store=store(), sagemaker=client("sagemaker"))
+    return record_outcome(request.state, request.status, store=ports.store(), registry=ports.registry())

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from modelops.adapters.aws import client
 from modelops.errors import RequestError, UnknownModelError
-from modelops.handler_kit import BaseEnv, env, logger, store, tracer
-from modelops.pipeline import start_run
-from modelops.requests import parse_trigger
+from modelops.handler_kit import BaseEnv, env, logger, tracer
+from modelops.steps.start import start_run
+from modelops.triggers import parse_trigger
+from modelops.wiring import services
 
 
 class Env(BaseEnv):
@@ -26,22 +26,19 @@ class Env(BaseEnv):
 @tracer.capture_lambda_handler
 def handler(event: Any, context: Any) -> dict[str, Any]:
     settings = env(Env)
+    ports = services()
     # Events (EventBridge, Scheduler, an S3 notification) are answered, not raised: a retry cannot fix them.
     from_event = isinstance(event, dict) and (
         event.get("source") in {"aws.s3", "modelops.schedule"} or "Records" in event
     )
     try:
         request = parse_trigger(event, bucket=settings.BUCKET_NAME)
-        result = start_run(
-            request, store=store(), sfn=client("stepfunctions"), state_machine_arn=settings.STATE_MACHINE_ARN
-        )
+        result = start_run(request, store=ports.store(), executions=ports.executions())
     except (RequestError, UnknownModelError) as exc:
         if not from_event:
             raise
         logger.error("trigger rejected", extra={"error": type(exc).__name__, "reason": str(exc)})
-        client("sns").publish(
-            TopicArn=settings.TOPIC_ARN, Subject="[modelops] trigger rejected", Message=str(exc)
-        )
+        ports.notifier().publish("[modelops] trigger rejected", str(exc))
         return {"started": False, "error": type(exc).__name__, "message": str(exc)}
     logger.info("trigger handled", extra=result)
     return result

@@ -109,9 +109,6 @@ class FakeKube:
         self.patches.append((name, ops))
         return copy.deepcopy(patched)
 
-    def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
-        return []
-
     def service_proxy_post(
         self, namespace: str, service: str, port: int, path: str, body: Any, content_type: str
     ) -> tuple[int, str]:

@@ -24,8 +24,10 @@ from typing import Any
 import boto3
 import pytest
 import yaml
+from modelops import wiring
 from modelops.adapters.aws import client as cached_client
-from modelops.pipeline import resolve
+from modelops.adapters.s3 import S3Objects
+from modelops.steps.resolve import resolve
 from moto import mock_aws
 
 from modelops_cli.main import main as cli
@@ -223,37 +225,38 @@ def world() -> Iterator[World]:
             config={"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
         ):
             harness = Harness(kube, patch)
-            # What `sam deploy` leaves for the CLI: the stack parameter and the schedule group.
-            boto3.client("scheduler", region_name=REGION).create_schedule_group(Name=STACK)
-            boto3.client("ssm", region_name=REGION).put_parameter(
-                Name=f"/modelops/{STACK}/stack",
-                Type="String",
-                Value=json.dumps(
-                    {
-                        "stack_name": STACK,
-                        "table": TABLE,
-                        "bucket": BUCKET,
-                        "state_machine_arn": harness.state_machine_arn,
-                        "start_function_arn": function_arn("start_pipeline"),
-                        "schedule_group": STACK,
-                        "scheduler_role_arn": harness.role_arn,
-                        "alarm_prefix": f"{STACK}-",
-                        "metric_namespace": "ModelOps",
-                    }
-                ),
-            )
-            for model in MODELS:
-                harness.put_model(
-                    name=model,
-                    kubernetes__stable_deployment=f"{model}-stable",
-                    kubernetes__canary_deployment=f"{model}-canary",
-                    kubernetes__service=model,
-                    kubernetes__canary_service=f"{model}-canary",
-                    canary__bake_seconds=300,  # only an alarm (or the module's end) ends live's bake
-                    canary__watch_seconds=1,
-                    canary__min_requests=0,
+            with wiring.installed(harness.services()):
+                # What `sam deploy` leaves for the CLI: the stack parameter and the schedule group.
+                boto3.client("scheduler", region_name=REGION).create_schedule_group(Name=STACK)
+                boto3.client("ssm", region_name=REGION).put_parameter(
+                    Name=f"/modelops/{STACK}/stack",
+                    Type="String",
+                    Value=json.dumps(
+                        {
+                            "stack_name": STACK,
+                            "table": TABLE,
+                            "bucket": BUCKET,
+                            "state_machine_arn": harness.state_machine_arn,
+                            "start_function_arn": function_arn("start_pipeline"),
+                            "schedule_group": STACK,
+                            "scheduler_role_arn": harness.role_arn,
+                            "alarm_prefix": f"{STACK}-",
+                            "metric_namespace": "ModelOps",
+                        }
+                    ),
                 )
-            yield World(harness, kube)
+                for model in MODELS:
+                    harness.put_model(
+                        name=model,
+                        kubernetes__stable_deployment=f"{model}-stable",
+                        kubernetes__canary_deployment=f"{model}-canary",
+                        kubernetes__service=model,
+                        kubernetes__canary_service=f"{model}-canary",
+                        canary__bake_seconds=300,  # only an alarm (or the module's end) ends live's bake
+                        canary__watch_seconds=1,
+                        canary__min_requests=0,
+                    )
+                yield World(harness, kube)
     finally:
         patch.undo()
         cached_client.cache_clear()
@@ -388,20 +391,20 @@ def hyperparameters(world) -> dict[str, str]:
         },
         execution_name="corpus-hyperparameters",
         store=world.h.store(),
-        s3=world.h.s3,
+        objects=S3Objects(world.h.s3),
         bucket=BUCKET,
         stack_name=STACK,
         sagemaker_role_arn=world.h.role_arn,
         training_image="train",
         poll_seconds=0,
     )
-    return dict(run["training"]["HyperParameters"])
+    return dict(run.training["HyperParameters"])
 
 
 @pytest.fixture
 def dataset_key(world, request) -> Iterator[str]:
     """incoming/churn/<case file>, deleted afterwards: an upload's run defers to any newer upload
-    under the prefix (pipeline._newer_or_trained), so earlier cases' files must not linger."""
+    under the prefix (steps.lock.newer_or_trained), so earlier cases' files must not linger."""
     key = f"incoming/churn/{request.node.callspec.params['case'].file}"
     yield key
     world.h.s3.delete_object(Bucket=BUCKET, Key=key)

@@ -144,3 +144,19 @@ def analyze(
         stable={**asdict(stable), "error_rate": stable_rate},
         alarms=summary,
     )
+
+
+def relevant_alarms(rollout: dict[str, Any], phase: str) -> list[str]:
+    """Alarms recorded on the rollout that count against the new version in `phase`: the canary's
+    during the bake, the stable's after promotion during the watch; never one already firing
+    before the canary started."""
+    preexisting = set(rollout.get("preexisting_alarms", []))
+    since = float(rollout.get("promoted_at", 0)) if phase == "watch" else 0.0
+    variant = "canary" if phase == "bake" else "stable"
+    fired = []
+    for alarm in rollout.get("alarms", []):
+        if alarm.get("state") != "ALARM" or alarm.get("name") in preexisting:
+            continue
+        if alarm.get("variant") == variant and float(alarm.get("at", 0)) >= since:
+            fired.append(alarm["name"])
+    return fired

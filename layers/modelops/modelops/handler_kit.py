@@ -1,4 +1,4 @@
-"""What every handler shares: powertools Logger/Tracer/Metrics, environment parsing, and clients.
+"""What every handler shares: powertools Logger and Tracer, and environment parsing.
 
 Handlers stay thin: parse the event (pydantic), call one domain function, return. Environment
 variables are a pydantic model checked on first use, so a missing variable is a clear ConfigError
@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Tracer
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from modelops.config import format_validation_error
@@ -19,7 +19,6 @@ from modelops.errors import ConfigError
 
 logger = Logger()
 tracer = Tracer()
-metrics = Metrics()
 
 E = TypeVar("E", bound=BaseModel)
 
@@ -44,10 +43,3 @@ def env(model: type[E]) -> E:
     names = model.model_fields.keys()
     items = tuple(sorted((k, v) for k, v in os.environ.items() if k in names))
     return _env_cached(model, items)  # type: ignore[return-value]
-
-
-def store() -> Any:
-    from modelops.adapters.aws import client
-    from modelops.adapters.store import StateStore
-
-    return StateStore(env(BaseEnv).TABLE_NAME, client("dynamodb"))

@@ -346,7 +346,7 @@ class _Handler(BaseHTTPRequestHandler):
         assert rt is not None
         namespace, name, sub = route.namespace, route.name, route.subresource
         warnings: list[str] = []
-        write = {
+        write: dict[str, Any] = {
             "dry_run": self._dry_run(),
             "field_validation": self._text("fieldValidation") or "Warn",
             "warnings": warnings,

@@ -11,7 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from modelops.pipeline import BuildFailedError, build_status, start_build
+from modelops.adapters.codebuild import CodeBuildImages, EcrRepository
+from modelops.errors import BuildFailedError
+from modelops.steps.build import build_status, start_build
 
 from modelops_local import oci
 from modelops_local.aws_server import LocalAws
@@ -84,45 +86,53 @@ def server(tmp_path: Path) -> Iterator[tuple[LocalAws, LocalCodeBuild, str]]:
         aws.stop()
 
 
+def ports(aws: LocalAws, repo_uri: str) -> tuple[CodeBuildImages, EcrRepository]:
+    """The build_image function's two ports, over the HTTP endpoint."""
+    return (
+        CodeBuildImages(aws.client("codebuild"), project=PROJECT),
+        EcrRepository(aws.client("ecr"), name=REPO, uri=repo_uri),
+    )
+
+
 def test_the_workflow_build_over_http_yields_the_real_digest_and_an_unpackable_image(server, tmp_path):
     aws, builder, repo_uri = server
-    codebuild, ecr = aws.client("codebuild"), aws.client("ecr")
-    run = {"model": "churn", "run_id": "run-20260101-0000beef"}
-    evaluation = {"model_artifact": f"s3://{BUCKET}/models/run-1/model.tar.gz"}
+    builds, images = ports(aws, repo_uri)
+    request = {
+        "model": "churn",
+        "version": "7",
+        "run_id": "run-20260101-0000beef",
+        "model_artifact": f"s3://{BUCKET}/models/run-1/model.tar.gz",
+    }
     # Given the build_image function's start call over the HTTP endpoint
-    build = start_build(
-        run, evaluation, {"version": 7}, codebuild=codebuild, project=PROJECT, repository_uri=repo_uri
-    )
+    build = start_build(**request, builds=builds, images=images)
     # When the build finishes and build_status polls it
-    builder.wait(build["build_id"], WAIT)
-    status = build_status(build, codebuild=codebuild, ecr=ecr, repository_name=REPO, repository_uri=repo_uri)
+    builder.wait(build.build_id, WAIT)
+    status = build_status(build, builds=builds, images=images)
     # Then the digest is the manifest's sha256 and the pinned image unpacks to a runnable root
-    manifest = oci.blob_path(builder.layout_dir, status["digest"]).read_bytes()
-    assert status["done"] is True and status["digest"] == "sha256:" + hashlib.sha256(manifest).hexdigest()
-    root = unpack_reference(builder.layout_dir, status["image"], tmp_path / "rootfs")
+    assert status.digest is not None and status.image is not None
+    manifest = oci.blob_path(builder.layout_dir, status.digest).read_bytes()
+    assert status.done is True and status.digest == "sha256:" + hashlib.sha256(manifest).hexdigest()
+    root = unpack_reference(builder.layout_dir, status.image, tmp_path / "rootfs")
     assert (root / "opt/program/bin/serve").is_file() and (root / "opt/ml/model/metadata.json").is_file()
     # And a retry of the same request (same idempotency token) is the same build, not a second push
-    again = start_build(
-        run, evaluation, {"version": 7}, codebuild=codebuild, project=PROJECT, repository_uri=repo_uri
-    )
-    assert again["build_id"] == build["build_id"]
+    again = start_build(**request, builds=builds, images=images)
+    assert again.build_id == build.build_id
 
 
 def test_a_failed_build_reaches_build_status_as_build_failed_with_the_reason(server):
     aws, builder, repo_uri = server
-    codebuild, ecr = aws.client("codebuild"), aws.client("ecr")
-    run = {"model": "churn", "run_id": "run-20260101-0000dead"}
+    builds, images = ports(aws, repo_uri)
     # Given a model artifact that does not exist
     build = start_build(
-        run,
-        {"model_artifact": f"s3://{BUCKET}/models/missing/model.tar.gz"},
-        {"version": 1},
-        codebuild=codebuild,
-        project=PROJECT,
-        repository_uri=repo_uri,
+        model="churn",
+        version="1",
+        run_id="run-20260101-0000dead",
+        model_artifact=f"s3://{BUCKET}/models/missing/model.tar.gz",
+        builds=builds,
+        images=images,
     )
     # When it finishes and is polled
-    builder.wait(build["build_id"], WAIT)
+    builder.wait(build.build_id, WAIT)
     # Then build_status raises with the failed phase and the message
     with pytest.raises(BuildFailedError, match=r"FAILED: PRE_BUILD: .*NoSuchKey"):
-        build_status(build, codebuild=codebuild, ecr=ecr, repository_name=REPO, repository_uri=repo_uri)
+        build_status(build, builds=builds, images=images)

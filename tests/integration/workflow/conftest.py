@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+from modelops import wiring
 from moto import mock_aws
 
 from modelops_local.moto_patches import MotoPatches
@@ -27,4 +28,6 @@ def harness(kube, monkeypatch, offline_aws):
     ):
         patches.parse_definitions_once()  # AWS compiles a definition once; moto would per execution
         patches.memoize_timestamp_parsing()  # botocore's dateutil parsing: half of a 1,000-key listing
-        yield Harness(kube, monkeypatch)
+        harness = Harness(kube, monkeypatch)
+        with wiring.installed(harness.services()):
+            yield harness

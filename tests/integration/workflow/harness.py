@@ -24,11 +24,11 @@ from typing import Any
 
 import boto3
 import pytest
+from modelops import wiring
 from modelops.adapters.aws import client as cached_client
-from modelops.adapters.cloudwatch import CloudWatchMetrics
 from modelops.adapters.store import StateStore
 from modelops.config import load_config_file
-from modelops.rollout_service import RolloutService
+from modelops.ports import ImageBuilds, Kube
 
 from tests.integration.fake_kube import deployment
 from tests.state_table import create_state_table
@@ -106,7 +106,38 @@ def model_tarball(evaluation: dict[str, Any] | None) -> bytes:
     return buf.getvalue()
 
 
+class HarnessServices(wiring.Services):
+    """The AWS adapters (over moto) except two ports: the in-process Kubernetes fake, and a build
+    service that remembers the tag each build is started for (moto's start_build drops the
+    environment overrides, and the harness pushes that tag's image when the build "runs")."""
+
+    def __init__(self, harness: Harness) -> None:
+        super().__init__()
+        self.harness = harness
+
+    def kube(self) -> Kube:
+        return self.harness.kube  # type: ignore[no-any-return]
+
+    def image_builds(self) -> ImageBuilds:
+        return _TagRecordingBuilds(super().image_builds(), self.harness._build)
+
+
+class _TagRecordingBuilds:
+    def __init__(self, builds: ImageBuilds, current: threading.local) -> None:
+        self.builds = builds
+        self.current = current
+
+    def start(self, *, idempotency_token: str, variables: dict[str, str]) -> str:
+        self.current.tag = variables["IMAGE_TAG"]
+        return self.builds.start(idempotency_token=idempotency_token, variables=variables)
+
+    def state(self, build_id: str) -> Any:
+        return self.builds.state(build_id)
+
+
 class Harness:
+    """Use inside `wiring.installed(harness.services())`: the handlers then reach the fakes."""
+
     def __init__(self, kube: Any, monkeypatch: Any) -> None:
         self.kube = kube
         self.s3 = boto3.client("s3", region_name=REGION)
@@ -197,16 +228,8 @@ class Harness:
             monkeypatch.setenv(key, value)
         cached_client.cache_clear()
 
-    def rollout_service(self) -> RolloutService:
-        sfn = cached_client("stepfunctions")
-        return RolloutService(
-            kube=self.kube,
-            store=StateStore(TABLE, cached_client("dynamodb")),
-            metrics=CloudWatchMetrics(
-                cached_client("cloudwatch"), namespace="ModelOps", alarm_prefix=f"{STACK}-"
-            ),
-            send_task_failure=lambda t, e, c: sfn.send_task_failure(taskToken=t, error=e, cause=c),
-        )
+    def services(self) -> HarnessServices:
+        return HarnessServices(self)
 
     # --- routing moto to Python handlers and supplying what moto does not do -------------------------
     def _route(self, monkeypatch: Any) -> None:
@@ -215,7 +238,6 @@ class Harness:
         from moto.sagemaker.models import SageMakerModelBackend
 
         harness = self
-        monkeypatch.setattr(self.modules["rollout"], "service", self.rollout_service)
 
         def invoke(
             backend: Any, function_name: str, qualifier: Any, body: Any, headers: Any, response_headers: Any
@@ -285,16 +307,6 @@ class Harness:
             return metadata
 
         monkeypatch.setattr(CodeBuildBackend, "start_build", start_build)
-        # moto's start_build drops environmentVariablesOverride; remember the tag from the request.
-        original_fn = self.modules["build_image"].start_build
-
-        def remember_tag(run: Any, evaluation: Any, package: Any, **kwargs: Any) -> Any:
-            from modelops.requests import safe_name
-
-            harness._build.tag = safe_name(f"{run['model']}-v{package['version']}-{run['run_id'][-8:]}", 128)
-            return original_fn(run, evaluation, package, **kwargs)
-
-        monkeypatch.setattr(self.modules["build_image"], "start_build", remember_tag)
 
     # --- driving -----------------------------------------------------------------------------------
     def put_model(self, path: Path = ROOT / "models" / "churn.yaml", **overrides: Any) -> dict[str, Any]:

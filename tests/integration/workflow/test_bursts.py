@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from modelops.rollout import current_image
+from modelops.deployments import current_image
 
 from tests.integration.workflow.conftest import OLD
 from tests.integration.workflow.test_workflow import CSV, FAST, _object_created

@@ -9,10 +9,12 @@ from typing import Any
 
 import boto3
 import pytest
+from modelops.adapters.rollout_function import LambdaRollback
 from modelops.adapters.store import StateStore
-from modelops.cleanup import clean_up_after_execution, lambda_rollback
 from modelops.config import load_config_file
 from modelops.errors import RequestError, RollbackFailedError
+from modelops.run import RunRef
+from modelops.steps.cleanup import clean_up_after_execution
 from moto import mock_aws
 
 from tests.state_table import create_state_table
@@ -33,12 +35,14 @@ def store(offline_aws):
 
 
 class FakeSfn:
+    """The Executions port: records what it started."""
+
     def __init__(self) -> None:
         self.started: list[dict[str, Any]] = []
 
-    def start_execution(self, **kwargs: Any) -> dict[str, Any]:
-        self.started.append(kwargs)
-        return {"executionArn": f"{MACHINE}:{kwargs['name']}"}
+    def start(self, name: str, payload: str) -> str | None:
+        self.started.append({"name": name, "input": payload})
+        return f"{MACHINE}:{name}"
 
 
 def event(
@@ -59,13 +63,18 @@ def event(
     }
 
 
-def clean(store: StateStore, sfn: FakeSfn, rollbacks: list[dict[str, Any]], **kwargs: Any) -> dict[str, Any]:
-    def rollback(run: dict[str, Any]) -> dict[str, Any]:
+def clean(store: StateStore, sfn: FakeSfn, rollbacks: list[RunRef], **kwargs: Any) -> dict[str, Any]:
+    def rollback(run: RunRef) -> dict[str, Any]:
         rollbacks.append(run)
         return {"restored": False}
 
     return clean_up_after_execution(
-        event(**kwargs), store=store, rollback=rollback, sfn=sfn, state_machine_arn=MACHINE, now=1_800_000_000
+        event(**kwargs),
+        store=store,
+        rollback=rollback,
+        executions=sfn,
+        state_machine_arn=MACHINE,
+        now=1_800_000_000,
     )
 
 
@@ -82,7 +91,7 @@ def test_a_stopped_execution_mid_canary_is_rolled_back_its_lock_released_and_the
     # Then the lock is free, the rollout function's rollback ran for that run with the model's config
     assert result["action"] == "cleaned_up" and result["released_lock"] is True
     assert store.lock_holder("churn") is None and store.get_rollout("churn") is None
-    assert [r["run_id"] for r in rollbacks] == [RUN] and rollbacks[0]["config"]["name"] == "churn"
+    assert [r.run_id for r in rollbacks] == [RUN] and rollbacks[0].config.name == "churn"
     # And the run is in history as stopped, and the coalesced request started as the follow-up
     record = store.query_docs("churn", "HISTORY#", limit=1)[0]
     assert (
@@ -131,7 +140,7 @@ def test_not_a_status_change_event_is_a_request_error(store):
             {"detail-type": "Object Created"},
             store=store,
             rollback=dict,
-            sfn=FakeSfn(),
+            executions=FakeSfn(),
             state_machine_arn=MACHINE,
         )
 
@@ -157,16 +166,20 @@ def test_the_rollback_goes_through_the_rollout_function_and_its_failure_is_raise
                 }
             return {"Payload": Payload(b'{"restored": true}')}
 
+    run = RunRef(run_id=RUN, model="churn", config=load_config_file(ROOT / "models" / "churn.yaml"))
     ok = FakeLambda(error=False)
-    assert lambda_rollback(ok, "arn:rollout")({"run_id": RUN}) == {"restored": True}
-    assert json.loads(ok.calls[0]["Payload"]) == {"action": "rollback", "run": {"run_id": RUN}}
+    assert LambdaRollback(ok, function="arn:rollout")(run) == {"restored": True}
+    sent = json.loads(ok.calls[0]["Payload"])
+    assert ok.calls[0]["FunctionName"] == "arn:rollout"
+    assert sent["action"] == "rollback" and sent["run"]["run_id"] == RUN
+    assert RunRef.model_validate(sent["run"]) == run  # the rollout function parses what was sent
     with pytest.raises(RollbackFailedError, match="KubeUnavailableError"):
-        lambda_rollback(FakeLambda(error=True), "arn:rollout")({"run_id": RUN})
+        LambdaRollback(FakeLambda(error=True), function="arn:rollout")(run)
 
 
 def test_a_run_that_lost_its_lock_changes_no_deployment():
     from modelops.errors import RolloutFailedError
-    from modelops.rollout_service import RolloutService
+    from modelops.steps.rollout import RolloutService
 
     class Store:
         def lock_holder(self, model: str) -> tuple[str, int] | None:
@@ -176,7 +189,7 @@ def test_a_run_that_lost_its_lock_changes_no_deployment():
         def __getattr__(self, name: str) -> Any:
             raise AssertionError(f"the Kubernetes API was called: {name}")
 
-    service = RolloutService(kube=NoKube(), store=Store(), metrics=None, send_task_failure=print)  # type: ignore[arg-type]
-    run = {"run_id": RUN, "config": load_config_file(ROOT / "models" / "churn.yaml").to_document()}
+    service = RolloutService(kube=NoKube(), store=Store(), metrics=None, callbacks=None)  # type: ignore[arg-type]
+    run = RunRef(run_id=RUN, model="churn", config=load_config_file(ROOT / "models" / "churn.yaml"))
     with pytest.raises(RolloutFailedError, match="no longer holds the lock"):
         service.deploy_canary(run, "repo@sha256:" + "1" * 64, "7")

@@ -25,9 +25,17 @@ from hypothesis import strategies as st
 from modelops.canary import ALARM_KINDS, VARIANTS, alarm_name, parse_alarm_name
 from modelops.config import DataSchema, ModelConfig, load_config_file, parse_config
 from modelops.dataset import validate_csv
+from modelops.deployments import (
+    RUN_ANNOTATION,
+    VERSION_ANNOTATION,
+    image_patch,
+    replicas_patch,
+    require_digest,
+)
 from modelops.errors import ConfigError, DatasetInvalidError, KubeInvalidError, RequestError
-from modelops.pipeline import handle_alarm
-from modelops.requests import (
+from modelops.steps.alarms import handle_alarm
+from modelops.steps.rollout import _unpinned_patch
+from modelops.triggers import (
     MODEL_NAME_RE,
     PipelineRequest,
     model_from_key,
@@ -35,14 +43,6 @@ from modelops.requests import (
     parse_execution_input,
     parse_trigger,
 )
-from modelops.rollout import (
-    RUN_ANNOTATION,
-    VERSION_ANNOTATION,
-    image_patch,
-    replicas_patch,
-    require_digest,
-)
-from modelops.rollout_service import _unpinned_patch
 
 from tests.conftest import load_event
 
@@ -229,7 +229,7 @@ class _NoModels:
 @given(st.sampled_from([ALARM_EVENT]).flatmap(mutated) | json_values)
 def test_any_alarm_event_is_handled_or_is_a_request_error(event):
     try:
-        result = handle_alarm(event, store=_NoModels(), sfn=None, alarm_prefix="modelops-")
+        result = handle_alarm(event, store=_NoModels(), callbacks=None, alarm_prefix="modelops-")
     except RequestError as exc:
         assert str(exc).startswith(
             ("malformed CloudWatch Alarm State Change event: ", "event must be a JSON")

@@ -4,7 +4,7 @@ import copy
 
 import pytest
 from modelops.errors import RequestError
-from modelops.requests import PipelineRequest, parse_trigger, queued_request
+from modelops.triggers import PipelineRequest, parse_trigger, queued_request
 
 from tests.conftest import load_event
 

@@ -4,8 +4,8 @@ import copy
 
 import jsonpatch
 import pytest
+from modelops.deployments import image_patch, rollout_status
 from modelops.errors import KubeInvalidError, RolloutFailedError
-from modelops.rollout import image_patch, rollout_status
 
 IMAGE = "123.dkr.ecr.us-east-1.amazonaws.com/serving@sha256:" + "a" * 64
 

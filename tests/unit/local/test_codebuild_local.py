@@ -435,7 +435,8 @@ def test_shutdown_stops_a_running_build_and_refuses_new_ones(routed):
 
 # --- the product's own calls ------------------------------------------------------------------------
 def test_pipeline_start_build_and_build_status_report_the_real_digest(routed):
-    from modelops.pipeline import build_status, start_build
+    from modelops.adapters.codebuild import CodeBuildImages, EcrRepository
+    from modelops.steps.build import build_status, start_build
 
     # Given the stack, with the build held in BUILD so the first status poll sees it running
     reached, release = threading.Event(), threading.Event()
@@ -446,32 +447,29 @@ def test_pipeline_start_build_and_build_status_report_the_real_digest(routed):
             assert release.wait(WAIT)
 
     stack = routed(on_phase=hold)
-    run = {"model": "churn", "run_id": "run-20260101-abcdef12"}
+    builds = CodeBuildImages(stack.codebuild, project=PROJECT)
+    images = EcrRepository(stack.ecr, name=REPO, uri=stack.repo_uri)
     # When the workflow's build_image function starts the build and polls it
     build = start_build(
-        run,
-        {"model_artifact": f"s3://{BUCKET}/{MODEL_KEY}"},
-        {"version": 3},
-        codebuild=stack.codebuild,
-        project=PROJECT,
-        repository_uri=stack.repo_uri,
+        model="churn",
+        version="3",
+        run_id="run-20260101-abcdef12",
+        model_artifact=f"s3://{BUCKET}/{MODEL_KEY}",
+        builds=builds,
+        images=images,
     )
     assert reached.wait(WAIT)
-    polled = build_status(
-        build, codebuild=stack.codebuild, ecr=stack.ecr, repository_name=REPO, repository_uri=stack.repo_uri
-    )
+    polled = build_status(build, builds=builds, images=images)
     release.set()
-    stack.builder.wait(build["build_id"], WAIT)
-    status = build_status(
-        build, codebuild=stack.codebuild, ecr=stack.ecr, repository_name=REPO, repository_uri=stack.repo_uri
-    )
+    stack.builder.wait(build.build_id, WAIT)
+    status = build_status(build, builds=builds, images=images)
     # Then it was running, then done with the manifest's real digest
-    assert polled["done"] is False and polled["phase"] == "BUILD"
-    assert status["done"] is True and status["tag"] == "churn-v3-abcdef12"
-    manifest = oci.blob_path(stack.layout, status["digest"]).read_bytes()
-    assert status["digest"] == "sha256:" + hashlib.sha256(manifest).hexdigest()
-    assert status["image"] == f"{stack.repo_uri}@{status['digest']}"
-    assert resolve_image(stack.layout, status["image"]) == status["digest"]
+    assert polled.done is False and polled.phase == "BUILD"
+    assert status.done is True and status.tag == "churn-v3-abcdef12" and status.digest is not None
+    manifest = oci.blob_path(stack.layout, status.digest).read_bytes()
+    assert status.digest == "sha256:" + hashlib.sha256(manifest).hexdigest()
+    assert status.image == f"{stack.repo_uri}@{status.digest}"
+    assert resolve_image(stack.layout, status.image) == status.digest
 
 
 # --- references and archives ------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 import kubernetes_validate
 import pytest
 from modelops.config import load_config_file
-from modelops.rollout import find_container, image_patch
+from modelops.deployments import find_container, image_patch
 
 from modelops_local.manifests import DEFAULT_TEMPLATE_DIR, ManifestError, render_manifests
 

@@ -98,7 +98,7 @@ def test_buildspec_uses_the_workflow_variables_and_exports_the_digest():
     # Then it is a v0.2 buildspec that exports the digest for BatchGetBuilds
     assert spec["version"] == 0.2
     assert "IMAGE_DIGEST" in spec["env"]["exported-variables"]
-    # And it uses what modelops.pipeline.start_build passes
+    # And it uses what modelops.steps.build.start_build passes
     for variable in (
         "MODEL_ARTIFACT_S3_URI",
         "IMAGE_REPOSITORY_URI",

@@ -16,8 +16,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from botocore.signers import RequestSigner
-
 TOKEN_PREFIX = "k8s-aws-v1."
 TOKEN_TTL_SECONDS = 600  # EKS accepts 15 min; refresh well before
 _PRESIGN_EXPIRES = 60
@@ -25,26 +23,21 @@ CLUSTER_ID_HEADER = "x-k8s-aws-id"
 
 
 def make_token(sts_client: Any, cluster_name: str) -> str:
-    """The bearer token EKS accepts for the identity behind `sts_client`."""
-    service_id = sts_client.meta.service_model.service_id
-    signer = RequestSigner(
-        service_id,
-        sts_client.meta.region_name,
-        "sts",
-        "v4",
-        sts_client._request_signer._credentials,
-        sts_client.meta.events,
-    )
-    params = {
-        "method": "GET",
-        "url": f"{sts_client.meta.endpoint_url.rstrip('/')}/?Action=GetCallerIdentity&Version=2011-06-15",
-        "body": {},
-        "headers": {CLUSTER_ID_HEADER: cluster_name},
-        "context": {},
-    }
-    url = signer.generate_presigned_url(
-        params, region_name=sts_client.meta.region_name, expires_in=_PRESIGN_EXPIRES, operation_name=""
-    )
+    """The bearer token EKS accepts for the identity behind `sts_client`: a presigned
+    GetCallerIdentity URL that also signs the `x-k8s-aws-id` header naming the cluster, built
+    through botocore's public presign and event APIs as `aws eks get-token` builds it."""
+
+    def add_cluster_header(request: Any, **_: Any) -> None:
+        request.headers[CLUSTER_ID_HEADER] = cluster_name
+
+    event = "before-sign.sts.GetCallerIdentity"
+    sts_client.meta.events.register(event, add_cluster_header)
+    try:
+        url = sts_client.generate_presigned_url(
+            "get_caller_identity", Params={}, ExpiresIn=_PRESIGN_EXPIRES, HttpMethod="GET"
+        )
+    finally:
+        sts_client.meta.events.unregister(event, add_cluster_header)
     return TOKEN_PREFIX + base64.urlsafe_b64encode(url.encode()).decode().rstrip("=")
 
 

@@ -2,7 +2,7 @@
 to named errors that say what to do (which RBAC permission, which Deployment).
 
 Responses are read raw (`_preload_content=False`) and returned as plain dicts: the domain rules in
-modelops.rollout work on JSON-shaped objects, the same as `kubectl get -o json`.
+modelops.deployments work on JSON-shaped objects, the same as `kubectl get -o json`.
 """
 
 from __future__ import annotations
@@ -18,18 +18,27 @@ from modelops.errors import (
     KubeUnavailableError,
 )
 
-REQUEST_TIMEOUT = (5, 20)  # connect, read seconds
+REQUEST_TIMEOUT = (5.0, 20.0)  # connect, read seconds (the rollout function may set the read timeout)
 
 
 class KubeClient:
-    """The subset of the Kubernetes API modelops uses. `api_client` is a kubernetes.client.ApiClient."""
+    """The `Kube` port over the official client: the three calls the rollout makes (get a
+    Deployment, JSON-patch it, POST through the service proxy). `api_client` is a
+    kubernetes.client.ApiClient."""
 
-    def __init__(self, api_client: Any, *, on_unauthorized: Any = None) -> None:
+    def __init__(
+        self,
+        api_client: Any,
+        *,
+        on_unauthorized: Any = None,
+        request_timeout: tuple[float, float] = REQUEST_TIMEOUT,
+    ) -> None:
         from kubernetes import client as k8s
 
         self.apps = k8s.AppsV1Api(api_client)
         self.core = k8s.CoreV1Api(api_client)
         self.on_unauthorized = on_unauthorized
+        self.request_timeout = request_timeout
 
     def get_deployment(self, namespace: str, name: str) -> dict[str, Any]:
         return self._call(
@@ -50,16 +59,6 @@ class KubeClient:
             namespace,
             ops,
         )
-
-    def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
-        body = self._call(
-            "list",
-            f"pods in {namespace} ({selector})",
-            self.core.list_namespaced_pod,
-            namespace,
-            label_selector=selector,
-        )
-        return list(body.get("items", []))
 
     def service_proxy_post(
         self, namespace: str, service: str, port: int, path: str, body: Any, content_type: str
@@ -82,7 +81,7 @@ class KubeClient:
                 body=body,
                 auth_settings=["BearerToken"],
                 _preload_content=False,
-                _request_timeout=REQUEST_TIMEOUT,
+                _request_timeout=self.request_timeout,
             )
             return int(response.status), response.data.decode("utf-8", "replace")
         except ApiException as exc:
@@ -101,7 +100,7 @@ class KubeClient:
         from kubernetes.client.exceptions import ApiException
 
         try:
-            response = method(*args, _preload_content=False, _request_timeout=REQUEST_TIMEOUT, **kwargs)
+            response = method(*args, _preload_content=False, _request_timeout=self.request_timeout, **kwargs)
             return dict(json.loads(response.data))
         except ApiException as exc:
             self._raise(exc, verb, what)

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from modelops.adapters.aws import error_code
+from modelops.ports import LockResult
 
 
 def _pk(model: str) -> dict[str, str]:
@@ -30,15 +30,8 @@ def _doc(item: dict[str, Any]) -> dict[str, Any]:
     return json.loads(item["doc"]["S"]) if "doc" in item else {}
 
 
-@dataclass(frozen=True)
-class LockResult:
-    acquired: bool
-    holder: str | None
-    expires_at: int
-
-
 class StateStore:
-    """Typed access to the state table; `client` is a boto3 DynamoDB client (tests pass moto's)."""
+    """The `Store` port over the state table; `client` is a boto3 DynamoDB client (tests pass moto's)."""
 
     def __init__(self, table: str, client: Any) -> None:
         self.table = table
@@ -46,7 +39,7 @@ class StateStore:
 
     # --- documents ---------------------------------------------------------------------------
     def _get(self, model: str, sk: str, *, consistent: bool = True) -> dict[str, Any] | None:
-        item = self.client.get_item(
+        item: dict[str, Any] | None = self.client.get_item(
             TableName=self.table, Key={"pk": _pk(model), "sk": {"S": sk}}, ConsistentRead=consistent
         ).get("Item")
         return item
@@ -64,9 +57,6 @@ class StateStore:
         if expires_at is not None:
             item["expires_at"] = {"N": str(expires_at)}
         self.client.put_item(TableName=self.table, Item=item)
-
-    def delete_doc(self, model: str, sk: str) -> None:
-        self.client.delete_item(TableName=self.table, Key={"pk": _pk(model), "sk": {"S": sk}})
 
     def query_docs(
         self, model: str, prefix: str, *, limit: int = 50, newest_first: bool = True
@@ -86,21 +76,6 @@ class StateStore:
 
     def put_model_document(self, model: str, document: dict[str, Any]) -> None:
         self.put_doc(model, "CONFIG", document)
-
-    def list_models(self) -> list[str]:
-        names: list[str] = []
-        kwargs: dict[str, Any] = {
-            "TableName": self.table,
-            "FilterExpression": "sk = :sk",
-            "ExpressionAttributeValues": {":sk": {"S": "CONFIG"}},
-            "ProjectionExpression": "pk",
-        }
-        while True:
-            page = self.client.scan(**kwargs)
-            names.extend(item["pk"]["S"].removeprefix("MODEL#") for item in page.get("Items", []))
-            if "LastEvaluatedKey" not in page:
-                return sorted(names)
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     # --- the per-model lock ------------------------------------------------------------------
     def acquire_lock(

@@ -228,7 +228,7 @@ class LocalCluster:
         return self.store.get("deployments", "models", name)
 
     def rollout(self, name: str, image: str | None = None):
-        from modelops.rollout import rollout_status
+        from modelops.deployments import rollout_status
 
         return rollout_status(self.deployment(name), container="model", expected_image=image)
 

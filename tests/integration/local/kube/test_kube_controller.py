@@ -1,5 +1,5 @@
 """The local controller with real pod processes (a fake serving image): rollouts judged by
-modelops.rollout.rollout_status, crash loops, image pulls, progress deadlines, scaling, stop()."""
+modelops.deployments.rollout_status, crash loops, image pulls, progress deadlines, scaling, stop()."""
 
 from __future__ import annotations
 

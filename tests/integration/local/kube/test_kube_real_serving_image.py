@@ -11,7 +11,7 @@ import urllib.request
 from pathlib import Path
 
 from kube_pods import wait_for
-from modelops.rollout import rollout_status
+from modelops.deployments import rollout_status
 
 from modelops_local import oci
 from modelops_local.kube import KubeStore

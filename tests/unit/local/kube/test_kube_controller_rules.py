@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from modelops.deployments import rollout_status
 from modelops.errors import RolloutFailedError
-from modelops.rollout import rollout_status
 
 from modelops_local.kube import KubeStore
 from modelops_local.kube.controller import (

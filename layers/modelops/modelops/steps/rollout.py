@@ -1,4 +1,6 @@
-"""The rollout actions the state machine calls, each idempotent (safe to retry or repeat).
+"""DeployCanary, CheckCanaryReady, SmokeTest, Bake, Promote, CheckStableReady, FinishPromotion,
+Watch, Rollback and CheckRollbackReady: the rollout actions on EKS, each idempotent (safe to retry
+or repeat).
 
 deploy_canary  record the stable Deployment's image (once, before any change), then patch the canary
 status         is the target Deployment rolled out on the expected image? (bounded by a deadline)
@@ -18,10 +20,9 @@ import time
 from collections.abc import Callable
 from typing import Any, Literal
 
-from modelops.adapters.cloudwatch import CloudWatchMetrics
-from modelops.adapters.kube import KubeClient
-from modelops.adapters.store import StateStore
+from modelops.canary import relevant_alarms
 from modelops.config import ModelConfig
+from modelops.deployments import current_image, image_patch, replicas_patch, rollout_status
 from modelops.errors import (
     KubeConflictError,
     KubeInvalidError,
@@ -30,33 +31,36 @@ from modelops.errors import (
     RolloutFailedError,
     SmokeTestFailedError,
 )
-from modelops.rollout import current_image, image_patch, replicas_patch, rollout_status
+from modelops.ports import Kube, Metrics, Store, TaskCallbacks
+from modelops.run import RunRef
 
 Target = Literal["canary", "stable", "rollback"]
 _PATCH_ATTEMPTS = 3
 
 
 class RolloutService:
+    """The rollout actions of one function invocation, over its ports."""
+
     def __init__(
         self,
         *,
-        kube: KubeClient,
-        store: StateStore,
-        metrics: CloudWatchMetrics,
-        send_task_failure: Callable[[str, str, str], None],
+        kube: Kube,
+        store: Store,
+        metrics: Metrics,
+        callbacks: TaskCallbacks,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.kube = kube
         self.store = store
         self.metrics = metrics
-        self.send_task_failure = send_task_failure
+        self.callbacks = callbacks
         self.clock = clock
 
     # --- deploy ------------------------------------------------------------------------------
-    def deploy_canary(self, run: dict[str, Any], image: str, version: str) -> dict[str, Any]:
-        cfg = ModelConfig.model_validate(run["config"])
+    def deploy_canary(self, run: RunRef, image: str, version: str) -> dict[str, Any]:
+        cfg = run.config
         k = cfg.kubernetes
-        run_id, model = run["run_id"], cfg.name
+        run_id, model = run.run_id, cfg.name
         self._require_lock(model, run_id)
         stable = self.kube.get_deployment(k.namespace, k.stable_deployment)
         existing = self.store.get_rollout(model)
@@ -98,15 +102,15 @@ class RolloutService:
             "preexisting_alarms": existing.get("preexisting_alarms", []),
         }
 
-    def promote(self, run: dict[str, Any], image: str, version: str) -> dict[str, Any]:
-        cfg = ModelConfig.model_validate(run["config"])
+    def promote(self, run: RunRef, image: str, version: str) -> dict[str, Any]:
+        cfg = run.config
         k = cfg.kubernetes
-        rollout = self._rollout(cfg.name, run["run_id"])
-        self._require_lock(cfg.name, run["run_id"])
+        rollout = self._rollout(cfg.name, run.run_id)
+        self._require_lock(cfg.name, run.run_id)
         # Recorded before the patch: if the patch's response is lost, rollback still restores.
         self.store.update_rollout(
             cfg.name,
-            run["run_id"],
+            run.run_id,
             {
                 "phase": "promoting",
                 "stable_changed": True,
@@ -115,25 +119,23 @@ class RolloutService:
             },
         )
         previous_replicas = int(rollout["previous_stable"]["replicas"] or 0)
-        replicas = None if previous_replicas > 0 else max(k_initial(cfg), 1)
-        self._patch_image(
-            k.namespace, k.stable_deployment, k.container, image, version, run["run_id"], replicas
-        )
+        replicas = None if previous_replicas > 0 else k.initial_replicas
+        self._patch_image(k.namespace, k.stable_deployment, k.container, image, version, run.run_id, replicas)
         return {"stable_image": image, "replicas": replicas or previous_replicas}
 
-    def finish_promotion(self, run: dict[str, Any]) -> dict[str, Any]:
-        cfg = ModelConfig.model_validate(run["config"])
+    def finish_promotion(self, run: RunRef) -> dict[str, Any]:
+        cfg = run.config
         k = cfg.kubernetes
         self.kube.patch_deployment(k.namespace, k.canary_deployment, replicas_patch(0))
-        self.store.update_rollout(cfg.name, run["run_id"], {"phase": "watch"})
+        self.store.update_rollout(cfg.name, run.run_id, {"phase": "watch"})
         return {"canary_replicas": 0}
 
     # --- checks ------------------------------------------------------------------------------
-    def status(self, run: dict[str, Any], target: Target, image: str | None) -> dict[str, Any]:
+    def status(self, run: RunRef, target: Target, image: str | None) -> dict[str, Any]:
         """{"ready": bool, "message": ...}; RolloutFailedError on ProgressDeadlineExceeded or past the deadline."""
-        cfg = ModelConfig.model_validate(run["config"])
+        cfg = run.config
         k = cfg.kubernetes
-        rollout = self._rollout(cfg.name, run["run_id"])
+        rollout = self._rollout(cfg.name, run.run_id)
         if target == "rollback":
             return self._rollback_status(cfg, rollout)
         name = k.canary_deployment if target == "canary" else k.stable_deployment
@@ -151,8 +153,10 @@ class RolloutService:
             "replicas": result.replicas,
         }
 
-    def smoke_test(self, run: dict[str, Any], sample: list[list[float]]) -> dict[str, Any]:
-        cfg = ModelConfig.model_validate(run["config"])
+    def smoke_test(self, run: RunRef, sample: list[list[float | None]]) -> dict[str, Any]:
+        """Predictions for the dataset's smoke rows (a missing value is null) from the canary
+        Service; SmokeTestFailedError unless it answers 200 with one finite prediction per row."""
+        cfg = run.config
         k = cfg.kubernetes
         rows = sample[: cfg.canary.smoke_sample_size]
         if not rows:
@@ -184,19 +188,16 @@ class RolloutService:
             raise SmokeTestFailedError(f"{where} returned non-numeric predictions, e.g. {bad[:3]}")
         return {"rows": len(rows), "status": status}
 
-    def await_signal(
-        self, run: dict[str, Any], phase: Literal["bake", "watch"], token: str
-    ) -> dict[str, Any]:
+    def await_signal(self, run: RunRef, phase: Literal["bake", "watch"], token: str) -> dict[str, Any]:
         """Store the phase's task token; if a relevant alarm already fired, fail the task now."""
-        cfg = ModelConfig.model_validate(run["config"])
         rollout = self.store.update_rollout(
-            cfg.name,
-            run["run_id"],
+            run.model,
+            run.run_id,
             {"phase": phase, "task_token": token, f"{phase}_started_at": self.clock()},
         )
         fired = relevant_alarms(rollout, phase)
         if fired:
-            self.send_task_failure(
+            self.callbacks.fail(
                 token,
                 "CanaryAlarmError" if phase == "bake" else "WatchAlarmError",
                 json.dumps({"alarms": fired, "phase": phase}),
@@ -204,16 +205,16 @@ class RolloutService:
         return {"phase": phase, "alarms": fired}
 
     # --- rollback ----------------------------------------------------------------------------
-    def rollback(self, run: dict[str, Any]) -> dict[str, Any]:
-        cfg = ModelConfig.model_validate(run["config"])
+    def rollback(self, run: RunRef) -> dict[str, Any]:
+        cfg = run.config
         k = cfg.kubernetes
         rollout = self.store.get_rollout(cfg.name)
-        if rollout is None or rollout.get("run_id") != run["run_id"]:
+        if rollout is None or rollout.get("run_id") != run.run_id:
             # Failed before the canary changed anything: nothing to restore.
             return {"restored": False, "reason": "no rollout recorded for this run"}
         self.store.update_rollout(
             cfg.name,
-            run["run_id"],
+            run.run_id,
             {"phase": "rollback", "deadline_rollback": self.clock() + cfg.canary.ready_timeout_seconds},
         )
         with contextlib.suppress(KubeNotFoundError):  # no canary Deployment: nothing serving from it
@@ -231,7 +232,7 @@ class RolloutService:
                 k.container,
                 previous["image"],
                 previous.get("version"),
-                run["run_id"],
+                run.run_id,
                 int(previous["replicas"]),
                 require_digest=False,
             )
@@ -335,25 +336,6 @@ def _unpinned_patch(
         if op.get("value") == fake_digest:
             op["value"] = image
     return ops
-
-
-def k_initial(cfg: ModelConfig) -> int:
-    """Replicas for a stable Deployment that had none (the first version of a model)."""
-    return cfg.kubernetes.initial_replicas
-
-
-def relevant_alarms(rollout: dict[str, Any], phase: str) -> list[str]:
-    """Alarms recorded on the rollout that count against the new version in `phase`."""
-    preexisting = set(rollout.get("preexisting_alarms", []))
-    since = float(rollout.get("promoted_at", 0)) if phase == "watch" else 0.0
-    variant = "canary" if phase == "bake" else "stable"
-    fired = []
-    for alarm in rollout.get("alarms", []):
-        if alarm.get("state") != "ALARM" or alarm.get("name") in preexisting:
-            continue
-        if alarm.get("variant") == variant and float(alarm.get("at", 0)) >= since:
-            fired.append(alarm["name"])
-    return fired
 
 
 def _finite_prediction(value: Any) -> bool:

@@ -1,4 +1,4 @@
-"""Clean up after an execution that ended without running its own Rollback and ReleaseLock.
+"""on_execution_end: clean up after an execution that ended without running its own Rollback and ReleaseLock.
 
 Step Functions runs no Catch when a person calls StopExecution (or when the execution times out, or
 fails outside the workflow's error paths), so a canary could keep serving and the model's lock stay
@@ -22,20 +22,19 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from modelops.adapters.store import StateStore
-from modelops.errors import RequestError, RollbackFailedError
-from modelops.pipeline import load_model, release
+from modelops.errors import RequestError
+from modelops.ports import Executions, Rollback, Store
+from modelops.run import RunRef
+from modelops.steps.lock import release
+from modelops.steps.resolve import load_model
 
 #: Execution statuses after which the workflow may not have cleaned up itself.
 ENDED_ABNORMALLY = {"ABORTED": "stopped", "TIMED_OUT": "timed_out", "FAILED": "failed"}
-
-Rollback = Callable[[dict[str, Any]], dict[str, Any]]
 
 
 class ExecutionStatusChange(BaseModel):
@@ -62,30 +61,12 @@ def parse_execution_event(event: Any) -> ExecutionStatusChange:
         raise RequestError(f"Step Functions status change event without {exc.errors()[0]['loc']}") from None
 
 
-def lambda_rollback(lambda_client: Any, rollout_function: str) -> Rollback:
-    """Run the rollout function's `rollback` action (synchronously): the one identity that may
-    change the model's Deployments stays the rollout function's."""
-
-    def rollback(run: dict[str, Any]) -> dict[str, Any]:
-        response = lambda_client.invoke(
-            FunctionName=rollout_function,
-            Payload=json.dumps({"action": "rollback", "run": run}).encode(),
-        )
-        body = response["Payload"].read()
-        payload = json.loads(body) if body else None
-        if response.get("FunctionError"):
-            raise RollbackFailedError(f"the rollout function's rollback failed: {body[:500]!r}")
-        return payload if isinstance(payload, dict) else {"result": payload}
-
-    return rollback
-
-
 def clean_up_after_execution(
     event: Any,
     *,
-    store: StateStore,
+    store: Store,
     rollback: Rollback,
-    sfn: Any,
+    executions: Executions,
     state_machine_arn: str,
     now: float | None = None,
 ) -> dict[str, Any]:
@@ -114,9 +95,7 @@ def clean_up_after_execution(
     # 2. The canary to 0 and the stable to its recorded image, by the rollout function's own action.
     rolled_back: dict[str, Any] | None = None
     if active:
-        config = load_model(store, model)
-        run = {"run_id": run_id, "model": model, "config": config.to_document()}
-        rolled_back = rollback(run)
+        rolled_back = rollback(RunRef(run_id=run_id, model=model, config=load_model(store, model)))
     # 3. History, then the follow-up for requests coalesced while this run held the lock.
     when = datetime.fromtimestamp(now if now is not None else time.time(), UTC).isoformat(timespec="seconds")
     record = {
@@ -136,9 +115,7 @@ def clean_up_after_execution(
     store.clear_rollout(model, run_id)
     follow_up = None
     if released:
-        follow_up = release(
-            {"model": model, "run_id": run_id}, store=store, sfn=sfn, state_machine_arn=state_machine_arn
-        )["follow_up"]
+        follow_up = release(model, run_id, store=store, executions=executions)["follow_up"]
     return {
         "action": "cleaned_up",
         "run_id": run_id,

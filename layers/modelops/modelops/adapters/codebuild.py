@@ -1,0 +1,59 @@
+"""The image build (`ImageBuilds`, CodeBuild) and the serving image repository (`ImageRepository`, ECR)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from modelops.adapters.aws import error_code
+from modelops.ports import BuildState
+
+
+class CodeBuildImages:
+    def __init__(self, client: Any, *, project: str) -> None:
+        self.client = client
+        self.project = project
+
+    def start(self, *, idempotency_token: str, variables: dict[str, str]) -> str:
+        response = self.client.start_build(
+            projectName=self.project,
+            idempotencyToken=idempotency_token,
+            environmentVariablesOverride=[
+                {"name": name, "value": value, "type": "PLAINTEXT"} for name, value in variables.items()
+            ],
+        )
+        return str(response["build"]["id"])
+
+    def state(self, build_id: str) -> BuildState | None:
+        builds = self.client.batch_get_builds(ids=[build_id]).get("builds", [])
+        if not builds:
+            return None
+        build = builds[0]
+        failures = tuple(
+            f"{p.get('phaseType')}: {' '.join(c.get('message', '') for c in p.get('contexts', []))}".strip()
+            for p in build.get("phases", [])
+            if p.get("phaseStatus") not in (None, "SUCCEEDED")
+        )
+        return BuildState(
+            status=build.get("buildStatus", ""), phase=build.get("currentPhase"), failures=failures
+        )
+
+
+class EcrRepository:
+    def __init__(self, client: Any, *, name: str, uri: str) -> None:
+        self.client = client
+        self.name = name
+        self._uri = uri
+
+    @property
+    def uri(self) -> str:
+        return self._uri
+
+    def digest(self, tag: str) -> str | None:
+        try:
+            images = self.client.describe_images(repositoryName=self.name, imageIds=[{"imageTag": tag}])
+        except Exception as exc:
+            if error_code(exc) == "ImageNotFoundException":
+                return None
+            raise
+        details = images.get("imageDetails") or []
+        return str(details[0]["imageDigest"]) if details else None

@@ -1,0 +1,73 @@
+"""SageMaker training jobs (`TrainingJobs`) and the model registry (`ModelRegistry`) through boto3."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from modelops.adapters.aws import error_code
+from modelops.ports import RegisteredVersion, TrainingJob
+
+#: What CreateModelPackageGroup answers when the group already exists.
+_GROUP_EXISTS = {"ValidationException", "ResourceInUse", "ConflictException"}
+
+
+class SageMakerTrainingJobs:
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def describe(self, name: str) -> TrainingJob:
+        job = self.client.describe_training_job(TrainingJobName=name)
+        return TrainingJob(
+            name=job["TrainingJobName"],
+            status=job.get("TrainingJobStatus", ""),
+            secondary_status=job.get("SecondaryStatus"),
+            failure_reason=job.get("FailureReason"),
+            model_artifact=(job.get("ModelArtifacts") or {}).get("S3ModelArtifacts"),
+        )
+
+
+class SageMakerRegistry:
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def ensure_group(self, group: str, description: str) -> None:
+        try:
+            self.client.create_model_package_group(
+                ModelPackageGroupName=group, ModelPackageGroupDescription=description
+            )
+        except Exception as exc:
+            if error_code(exc) not in _GROUP_EXISTS:
+                raise
+
+    def find_version(self, group: str, run_id: str) -> RegisteredVersion | None:
+        existing = self.client.list_model_packages(
+            ModelPackageGroupName=group, SortBy="CreationTime", SortOrder="Descending"
+        )
+        for package in existing.get("ModelPackageSummaryList", []):
+            described = self.client.describe_model_package(ModelPackageName=package["ModelPackageArn"])
+            if (described.get("CustomerMetadataProperties") or {}).get("run_id") == run_id:
+                return RegisteredVersion(str(described["ModelPackageVersion"]), package["ModelPackageArn"])
+        return None
+
+    def create_version(
+        self, group: str, *, description: str, image: str, artifact: str, metadata: dict[str, str]
+    ) -> RegisteredVersion:
+        response = self.client.create_model_package(
+            ModelPackageGroupName=group,
+            ModelPackageDescription=description[:1000],
+            ModelApprovalStatus="PendingManualApproval",
+            InferenceSpecification={
+                "Containers": [{"Image": image, "ModelDataUrl": artifact}],
+                "SupportedContentTypes": ["application/json", "text/csv"],
+                "SupportedResponseMIMETypes": ["application/json"],
+            },
+            CustomerMetadataProperties=metadata,
+        )
+        arn = response["ModelPackageArn"]
+        version = self.client.describe_model_package(ModelPackageName=arn)["ModelPackageVersion"]
+        return RegisteredVersion(str(version), arn)
+
+    def set_approval(self, package_arn: str, status: str, description: str) -> None:
+        self.client.update_model_package(
+            ModelPackageArn=package_arn, ModelApprovalStatus=status, ApprovalDescription=description[:1000]
+        )

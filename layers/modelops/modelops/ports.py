@@ -1,0 +1,181 @@
+"""The outside world as the workflow's steps see it: one small interface per service.
+
+Each port has one AWS adapter in `modelops.adapters` (built from the function's environment by
+`modelops.wiring`); tests hand a step a fake or a moto-backed adapter instead. Steps depend on these
+protocols only, never on boto3 or the Kubernetes client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from modelops.canary import AlarmState, VariantMetrics
+from modelops.run import RunRef
+
+
+# --- S3 ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    last_modified: datetime
+    etag: str
+
+
+class ObjectStore(Protocol):
+    def size(self, bucket: str, key: str, version_id: str | None = None) -> int | None:
+        """The object's size in bytes; None when there is no such object (or version)."""
+        ...
+
+    def read(self, bucket: str, key: str, version_id: str | None = None) -> bytes: ...
+
+    def list(self, bucket: str, prefix: str) -> Iterator[ObjectInfo]:
+        """Every object under `prefix`, all pages."""
+        ...
+
+
+# --- SageMaker: training jobs and the model registry ---------------------------------------------------
+@dataclass(frozen=True)
+class TrainingJob:
+    name: str
+    status: str  # InProgress | Completed | Failed | Stopping | Stopped
+    secondary_status: str | None
+    failure_reason: str | None
+    model_artifact: str | None  # s3:// URI of model.tar.gz once completed
+
+
+class TrainingJobs(Protocol):
+    def describe(self, name: str) -> TrainingJob: ...
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    version: str
+    package_arn: str
+
+
+class ModelRegistry(Protocol):
+    def ensure_group(self, group: str, description: str) -> None:
+        """Create the model package group unless it exists."""
+        ...
+
+    def find_version(self, group: str, run_id: str) -> RegisteredVersion | None:
+        """The version a run already registered (a retried RegisterModel), if any."""
+        ...
+
+    def create_version(
+        self, group: str, *, description: str, image: str, artifact: str, metadata: dict[str, str]
+    ) -> RegisteredVersion: ...
+
+    def set_approval(self, package_arn: str, status: str, description: str) -> None: ...
+
+
+# --- CodeBuild and ECR ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BuildState:
+    status: str  # IN_PROGRESS | SUCCEEDED | FAILED | FAULT | STOPPED | TIMED_OUT
+    phase: str | None
+    # "<phase>: <messages>" for each phase that did not succeed
+    failures: tuple[str, ...] = ()
+
+
+class ImageBuilds(Protocol):
+    def start(self, *, idempotency_token: str, variables: dict[str, str]) -> str:
+        """Start the image build with these environment variables; returns the build id."""
+        ...
+
+    def state(self, build_id: str) -> BuildState | None:
+        """None when no such build exists."""
+        ...
+
+
+class ImageRepository(Protocol):
+    @property
+    def uri(self) -> str: ...
+
+    def digest(self, tag: str) -> str | None:
+        """The digest of the image tagged `tag`; None when there is none."""
+        ...
+
+
+# --- Step Functions and SNS ---------------------------------------------------------------------------
+class Executions(Protocol):
+    def start(self, name: str, payload: str) -> str | None:
+        """Start an execution named `name`; its ARN, or None when that name already ran."""
+        ...
+
+
+class TaskCallbacks(Protocol):
+    def fail(self, token: str, error: str, cause: str) -> bool:
+        """SendTaskFailure; False when the task is already over (timed out, token unknown)."""
+        ...
+
+
+class Notifier(Protocol):
+    def publish(self, subject: str, message: str) -> None: ...
+
+
+# --- EKS and CloudWatch ------------------------------------------------------------------------------
+class Kube(Protocol):
+    """The four Kubernetes calls the rollout makes; errors are modelops.errors.Kube*Error."""
+
+    def get_deployment(self, namespace: str, name: str) -> dict[str, Any]: ...
+
+    def patch_deployment(self, namespace: str, name: str, ops: list[dict[str, Any]]) -> dict[str, Any]:
+        """Apply an RFC 6902 JSON Patch."""
+        ...
+
+    def service_proxy_post(
+        self, namespace: str, service: str, port: int, path: str, body: Any, content_type: str
+    ) -> tuple[int, str]:
+        """POST through the API server's service proxy; (status, body) whatever the status."""
+        ...
+
+
+class Metrics(Protocol):
+    def alarm_states(self, model: str) -> list[AlarmState]: ...
+
+    def variant_metrics(self, model: str, variant: str, start: datetime, end: datetime) -> VariantMetrics: ...
+
+
+# --- the state table ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LockResult:
+    acquired: bool
+    holder: str | None
+    expires_at: int
+
+
+class Store(Protocol):
+    """Model configs, the per-model lock, the active rollout and the run history (DynamoDB)."""
+
+    def get_model_document(self, model: str) -> dict[str, Any] | None: ...
+
+    def get_doc(self, model: str, sk: str) -> dict[str, Any] | None: ...
+
+    def put_doc(self, model: str, sk: str, doc: dict[str, Any], *, expires_at: int | None = None) -> None: ...
+
+    def acquire_lock(
+        self, model: str, owner: str, ttl_seconds: int, *, now: float | None = None
+    ) -> LockResult: ...
+
+    def release_lock(self, model: str, owner: str) -> bool: ...
+
+    def lock_holder(self, model: str) -> tuple[str, int] | None: ...
+
+    def pop_pending(self, model: str) -> dict[str, Any] | None: ...
+
+    def update_rollout(self, model: str, run_id: str, fields: dict[str, Any]) -> dict[str, Any]: ...
+
+    def get_rollout(self, model: str) -> dict[str, Any] | None: ...
+
+    def clear_rollout(self, model: str, run_id: str) -> None: ...
+
+    def record_alarm_on_rollout(self, model: str, alarm: dict[str, Any]) -> dict[str, Any] | None: ...
+
+
+#: Runs the rollout function's own `rollback` action for a run (the clean-up after a stopped execution).
+Rollback = Callable[[RunRef], dict[str, Any]]

@@ -1,0 +1,146 @@
+"""The run: what ResolveRequest decides once and every later state reads, and what the states add.
+
+The workflow carries these as JSON (`$.run`, `$.evaluation`, `$.package`, `$.build`); each handler
+parses them once at its edge into the models below, so a step works on typed values and a payload
+that drifted from this shape is refused with the field named, before anything changes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from modelops.config import ModelConfig
+from modelops.triggers import PipelineRequest
+
+
+class _Shape(BaseModel):
+    """A payload the workflow passes between states: frozen; unknown fields refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def to_payload(self) -> dict[str, Any]:
+        """The JSON-ready form the state machine carries (config field names as documented)."""
+        return self.model_dump(mode="json", by_alias=True)
+
+
+class DatasetObject(_Shape):
+    """The object this run trains on."""
+
+    bucket: str = Field(min_length=1)
+    key: str = Field(min_length=1)
+    version_id: str | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+
+class Champion(BaseModel):
+    """The version in production, as `RecordSuccess` stored it (the CHAMPION document)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    version: str | None = None
+    image: str | None = None
+    model_artifact: str | None = None
+    metric: str | None = None
+    value: float | None = None
+    run_id: str | None = None
+    promoted_at: str | None = None
+
+
+class Limits(_Shape):
+    training_polls: int = Field(ge=1)
+
+
+class CanaryTimes(_Shape):
+    bake_seconds: int = Field(ge=0)
+    watch_seconds: int = Field(ge=0)
+
+
+class RunRef(BaseModel):
+    """Who is running and with which config: all a rollout action or the clean-up needs.
+
+    Unknown fields are ignored, so a whole `Run` parses as a `RunRef` too."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    run_id: str = Field(min_length=1)
+    model: str = Field(min_length=1)
+    config: ModelConfig
+
+    def to_payload(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True)
+
+
+class Run(RunRef):
+    """The run context (`$.run`): built by ResolveRequest, read by every later state."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    stack: str = Field(min_length=1)
+    request: PipelineRequest
+    dataset: DatasetObject
+    # The CreateTrainingJob request, passed field by field to `sagemaker:createTrainingJob`.
+    training: dict[str, Any]
+    champion: Champion | None = None
+    poll_seconds: int = Field(ge=0)
+    limits: Limits
+    canary: CanaryTimes
+
+    @property
+    def training_job_name(self) -> str:
+        return str(self.training["TrainingJobName"])
+
+    @property
+    def training_image(self) -> str:
+        return str(self.training["AlgorithmSpecification"]["TrainingImage"])
+
+
+class EvaluationResult(_Shape):
+    """EvaluateModel's verdict (`$.evaluation`): candidate versus champion on the same holdout."""
+
+    decision: Literal["better", "not_better"]
+    metric: str
+    candidate: float
+    champion: float | None = None
+    improvement: float | None = None
+    reason: str
+    model_artifact: str
+    n_validation: int = Field(ge=0)
+
+
+class Package(_Shape):
+    """RegisterModel's result (`$.package`): the version in the model package group."""
+
+    version: str
+    package_arn: str
+    group: str
+
+
+class Build(_Shape):
+    """StartBuild / CheckBuild's result (`$.build`); `image` is pinned by digest once done."""
+
+    build_id: str
+    tag: str
+    done: bool = False
+    phase: str | None = None
+    digest: str | None = None
+    image: str | None = None
+
+
+class RunState(BaseModel):
+    """The whole workflow state (`$`) a Record* state passes to `finish`; other states' results
+    (polls, statuses) are ignored."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    run: Run
+    lock: dict[str, Any] | None = None
+    evaluation: EvaluationResult | None = None
+    package: Package | None = None
+    build: Build | None = None
+    analysis: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None

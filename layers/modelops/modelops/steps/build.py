@@ -1,0 +1,61 @@
+"""StartBuild and CheckBuild: the serving image with the candidate's model, built by CodeBuild and
+pinned by its ECR digest."""
+
+from __future__ import annotations
+
+import hashlib
+
+from modelops.deployments import require_digest
+from modelops.errors import BuildFailedError
+from modelops.ports import ImageBuilds, ImageRepository
+from modelops.run import Build
+from modelops.triggers import safe_name
+
+
+def image_tag(model: str, version: str, run_id: str) -> str:
+    return safe_name(f"{model}-v{version}-{run_id[-8:]}", 128)
+
+
+def start_build(
+    *,
+    model: str,
+    version: str,
+    run_id: str,
+    model_artifact: str,
+    builds: ImageBuilds,
+    images: ImageRepository,
+) -> Build:
+    """Start the build of `model` `version` from its artifact (idempotent per run: CodeBuild's
+    idempotency token is derived from the run)."""
+    tag = image_tag(model, version, run_id)
+    build_id = builds.start(
+        idempotency_token=hashlib.sha256(f"{run_id}|build".encode()).hexdigest()[:64],
+        variables={
+            "MODEL_ARTIFACT_S3_URI": model_artifact,
+            "IMAGE_REPOSITORY_URI": images.uri,
+            "IMAGE_TAG": tag,
+            "MODEL_NAME": model,
+            "MODEL_VERSION": version,
+        },
+    )
+    return Build(build_id=build_id, tag=tag)
+
+
+def build_status(build: Build, *, builds: ImageBuilds, images: ImageRepository) -> Build:
+    """The build, `done` with its image pinned by digest once it succeeded; BuildFailedError for a
+    failed, stopped or timed-out build, or one that pushed no image."""
+    state = builds.state(build.build_id)
+    if state is None:
+        raise BuildFailedError(f"build {build.build_id} not found")
+    if state.status == "IN_PROGRESS":
+        return build.model_copy(update={"done": False, "phase": state.phase})
+    if state.status != "SUCCEEDED":
+        detail = "; ".join(state.failures)
+        raise BuildFailedError(
+            f"image build {build.build_id} {state.status}: {detail or 'see the build logs'}"
+        )
+    digest = images.digest(build.tag)
+    if digest is None:
+        raise BuildFailedError(f"build {build.build_id} succeeded but pushed no image tagged {build.tag}")
+    image = require_digest(f"{images.uri}@{digest}")
+    return build.model_copy(update={"done": True, "digest": digest, "image": image})

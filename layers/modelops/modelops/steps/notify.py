@@ -1,0 +1,112 @@
+"""RecordSuccess, RecordRejection, RecordRollback, RecordFailure: the run's outcome goes into the
+model's history (and the champion, when promoted), the registered version gets its approval, and
+the Notify state publishes the message returned here."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from modelops.ports import ModelRegistry, Store
+from modelops.run import RunState
+from modelops.steps.registry import APPROVAL_BY_STATUS
+
+Status = Literal["promoted", "rejected", "failed", "rolled_back", "rollback_failed"]
+
+
+def record_outcome(
+    state: RunState,
+    status: Status,
+    *,
+    store: Store,
+    registry: ModelRegistry | None = None,
+    now: float | None = None,
+) -> dict[str, Any]:
+    """Record the run's outcome; return the notification (`subject`, `message`) and, for a failed
+    run, the error and cause its Fail state reports."""
+    run, package, build, evaluation = state.run, state.package, state.build, state.evaluation
+    approval = APPROVAL_BY_STATUS.get(status)
+    if registry is not None and package is not None and approval:
+        registry.set_approval(package.package_arn, approval, f"modelops run {run.run_id}: {status}")
+    when = datetime.fromtimestamp(now if now is not None else time.time(), UTC).isoformat(timespec="seconds")
+    error = state.error or {}
+    error_name = str(error.get("Error", "")) if error else ""
+    if error_name.startswith("States."):  # a Fail state may not reuse the reserved States.* names
+        error_name = "Workflow" + error_name.removeprefix("States.") + "Error"
+    cause = _cause_text(error.get("Cause")) if error else ""
+    record = {
+        "run_id": run.run_id,
+        "model": run.model,
+        "status": status,
+        "finished_at": when,
+        "trigger": run.request.trigger,
+        "dataset": run.dataset.to_payload(),
+        "version": package.version if package else None,
+        "image": build.image if build else None,
+        "evaluation": evaluation.to_payload() if evaluation else None,
+        "analysis": state.analysis,
+        "error": error_name or None,
+        "cause": cause or None,
+    }
+    store.put_doc(run.model, f"HISTORY#{when}#{run.run_id}", record)
+    trained = (state.lock or {}).get("object")
+    if trained and evaluation:  # its candidate was trained and evaluated: see lock.newer_or_trained
+        store.put_doc(run.model, "TRAINED", {**trained, "run_id": run.run_id})
+    if status == "promoted":
+        store.put_doc(
+            run.model,
+            "CHAMPION",
+            {
+                "version": package.version if package else None,
+                "image": build.image if build else None,
+                "model_artifact": evaluation.model_artifact if evaluation else None,
+                "metric": evaluation.metric if evaluation else None,
+                "value": evaluation.candidate if evaluation else None,
+                "run_id": run.run_id,
+                "promoted_at": when,
+            },
+        )
+    store.clear_rollout(run.model, run.run_id)
+    subject, message = _notification(record)
+    return {
+        "status": status,
+        "subject": subject,
+        "message": message,
+        "error": error_name or "RunFailed",
+        "cause": cause or message,
+    }
+
+
+def _cause_text(cause: Any) -> str:
+    """Lambda errors arrive as a JSON payload with errorMessage; keep the human part."""
+    if isinstance(cause, str):
+        try:
+            parsed = json.loads(cause)
+        except ValueError:
+            return cause[:2000]
+        if isinstance(parsed, dict) and "errorMessage" in parsed:
+            return str(parsed["errorMessage"])[:2000]
+        return cause[:2000]
+    return json.dumps(cause)[:2000] if cause is not None else ""
+
+
+def _notification(record: dict[str, Any]) -> tuple[str, str]:
+    model, status, version = record["model"], record["status"], record.get("version")
+    titles = {
+        "promoted": f"[modelops] {model}: version {version} promoted",
+        "rejected": f"[modelops] {model}: candidate rejected by evaluation",
+        "coalesced": f"[modelops] {model}: request coalesced",
+        "rolled_back": f"[modelops] {model}: version {version} ROLLED BACK",
+        "failed": f"[modelops] {model}: run failed",
+        "rollback_failed": f"[modelops] {model}: ROLLBACK FAILED - action needed",
+    }
+    lines = [f"run {record['run_id']} finished {status} at {record['finished_at']}"]
+    if record.get("image"):
+        lines.append(f"image: {record['image']}")
+    if record.get("evaluation"):
+        lines.append(f"evaluation: {record['evaluation'].get('reason', '')}")
+    if record.get("error"):
+        lines.append(f"error: {record['error']}: {record.get('cause') or ''}")
+    return titles.get(status, f"[modelops] {model}: {status}")[:100], "\n".join(lines)

@@ -1,0 +1,72 @@
+"""ResolveRequest: the execution input becomes the run every later state reads (`$.run`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from modelops.config import ModelConfig, parse_config
+from modelops.errors import UnknownModelError
+from modelops.ports import ObjectStore, Store
+from modelops.run import CanaryTimes, Champion, DatasetObject, Limits, Run
+from modelops.steps.dataset import newest_object
+from modelops.steps.training import training_job_request, worst_case_seconds
+from modelops.triggers import parse_execution_input
+
+
+def load_model(store: Store, model: str) -> ModelConfig:
+    """The model's stored config; UnknownModelError when `modelops model put` never stored one."""
+    document = store.get_model_document(model)
+    if document is None:
+        raise UnknownModelError(f"model {model!r} is not configured; run `modelops model put <file>` first")
+    return parse_config(document, source=f"stored config of model {model!r}")
+
+
+def resolve(
+    raw_request: Any,
+    *,
+    execution_name: str,
+    store: Store,
+    objects: ObjectStore,
+    bucket: str,
+    stack_name: str,
+    sagemaker_role_arn: str,
+    training_image: str,
+    poll_seconds: int,
+) -> Run:
+    """Check the request (RequestError naming the field), load the model's config, pick the
+    dataset (the one named, or the newest under the model's prefix) and the champion, and decide
+    the training job."""
+    request = parse_execution_input(raw_request, bucket=bucket)
+    config = load_model(store, request.model)
+    if request.dataset is not None:
+        ref = request.dataset
+        dataset = DatasetObject(bucket=ref.bucket or bucket, key=ref.key, version_id=ref.version_id)
+    else:
+        dataset = DatasetObject(bucket=bucket, key=newest_object(objects, bucket, config.data_prefix)[0])
+    stored = store.get_doc(config.name, "CHAMPION")
+    champion = Champion.model_validate(stored) if stored else None
+    training = training_job_request(
+        config,
+        run_id=execution_name,
+        stack=stack_name,
+        bucket=bucket,
+        dataset=dataset,
+        champion=champion,
+        role_arn=sagemaker_role_arn,
+        default_image=training_image,
+    )
+    return Run(
+        run_id=execution_name,
+        model=config.name,
+        config=config,
+        stack=stack_name,
+        request=request,
+        dataset=dataset,
+        training=training,
+        champion=champion,
+        poll_seconds=poll_seconds,
+        limits=Limits(training_polls=max(1, worst_case_seconds(training) // max(1, poll_seconds))),
+        canary=CanaryTimes(
+            bake_seconds=config.canary.bake_seconds, watch_seconds=config.canary.watch_seconds
+        ),
+    )

@@ -1,0 +1,167 @@
+"""Which adapter serves each port: the AWS one, built from the function's environment when a handler
+first asks and reused while the Lambda stays warm.
+
+Handlers get their ports from `services()`. A test that wants a fake behind a port (an in-process
+Kubernetes, a build service that records what it was asked) subclasses `Services` and installs it
+with `installed(...)` for the duration of a block; nothing patches module globals.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+
+from modelops.adapters.aws import client
+from modelops.handler_kit import BaseEnv, env
+from modelops.ports import (
+    Executions,
+    ImageBuilds,
+    ImageRepository,
+    Kube,
+    Metrics,
+    ModelRegistry,
+    Notifier,
+    ObjectStore,
+    Rollback,
+    Store,
+    TaskCallbacks,
+    TrainingJobs,
+)
+
+
+class _WorkflowEnv(BaseEnv):
+    STATE_MACHINE_ARN: str
+
+
+class _BuildEnv(BaseEnv):
+    PROJECT_NAME: str
+    IMAGE_REPOSITORY_NAME: str
+    IMAGE_REPOSITORY_URI: str
+
+
+class _MetricsEnv(BaseEnv):
+    ALARM_PREFIX: str
+    METRIC_NAMESPACE: str
+
+
+class _ClusterEnv(BaseEnv):
+    CLUSTER_NAME: str
+    # The Kubernetes client's read timeout per request (connect: 5 s).
+    KUBE_READ_TIMEOUT_SECONDS: float = 20.0
+
+
+class _TopicEnv(BaseEnv):
+    TOPIC_ARN: str
+
+
+class _RollbackEnv(BaseEnv):
+    ROLLOUT_FUNCTION_ARN: str
+
+
+class Services:
+    """The AWS adapter behind each port. A missing environment variable is a ConfigError naming it."""
+
+    def __init__(self) -> None:
+        self._connectors: dict[str, object] = {}
+        self._lock = threading.Lock()
+
+    def store(self) -> Store:
+        from modelops.adapters.store import StateStore
+
+        return StateStore(env(BaseEnv).TABLE_NAME, client("dynamodb"))
+
+    def objects(self) -> ObjectStore:
+        from modelops.adapters.s3 import S3Objects
+
+        return S3Objects(client("s3"))
+
+    def training_jobs(self) -> TrainingJobs:
+        from modelops.adapters.sagemaker import SageMakerTrainingJobs
+
+        return SageMakerTrainingJobs(client("sagemaker"))
+
+    def registry(self) -> ModelRegistry:
+        from modelops.adapters.sagemaker import SageMakerRegistry
+
+        return SageMakerRegistry(client("sagemaker"))
+
+    def image_builds(self) -> ImageBuilds:
+        from modelops.adapters.codebuild import CodeBuildImages
+
+        return CodeBuildImages(client("codebuild"), project=env(_BuildEnv).PROJECT_NAME)
+
+    def image_repository(self) -> ImageRepository:
+        from modelops.adapters.codebuild import EcrRepository
+
+        settings = env(_BuildEnv)
+        return EcrRepository(
+            client("ecr"), name=settings.IMAGE_REPOSITORY_NAME, uri=settings.IMAGE_REPOSITORY_URI
+        )
+
+    def executions(self) -> Executions:
+        from modelops.adapters.stepfunctions import StepFunctionsExecutions
+
+        return StepFunctionsExecutions(
+            client("stepfunctions"), state_machine_arn=env(_WorkflowEnv).STATE_MACHINE_ARN
+        )
+
+    def callbacks(self) -> TaskCallbacks:
+        from modelops.adapters.stepfunctions import StepFunctionsCallbacks
+
+        return StepFunctionsCallbacks(client("stepfunctions"))
+
+    def notifier(self) -> Notifier:
+        from modelops.adapters.sns import SnsNotifier
+
+        return SnsNotifier(client("sns"), topic_arn=env(_TopicEnv).TOPIC_ARN)
+
+    def metrics(self) -> Metrics:
+        from modelops.adapters.cloudwatch import CloudWatchMetrics
+
+        settings = env(_MetricsEnv)
+        return CloudWatchMetrics(
+            client("cloudwatch"), namespace=settings.METRIC_NAMESPACE, alarm_prefix=settings.ALARM_PREFIX
+        )
+
+    def kube(self) -> Kube:
+        """A client for the stack's cluster; its EKS connection (endpoint, CA, token) is reused
+        while warm and refreshed before the token expires or after a 401."""
+        from modelops.adapters.eks import EksConnector
+        from modelops.adapters.kube import KubeClient
+
+        settings = env(_ClusterEnv)
+        with self._lock:
+            connector = self._connectors.get(settings.CLUSTER_NAME)
+            if not isinstance(connector, EksConnector):
+                connector = EksConnector(settings.CLUSTER_NAME, client("eks"), client("sts"))
+                self._connectors[settings.CLUSTER_NAME] = connector
+        return KubeClient(
+            connector.api_client(),
+            on_unauthorized=connector.invalidate,
+            request_timeout=(5.0, settings.KUBE_READ_TIMEOUT_SECONDS),
+        )
+
+    def rollback(self) -> Rollback:
+        from modelops.adapters.rollout_function import LambdaRollback
+
+        return LambdaRollback(client("lambda"), function=env(_RollbackEnv).ROLLOUT_FUNCTION_ARN)
+
+
+_default = Services()
+_installed: list[Services] = []
+
+
+def services() -> Services:
+    """The services handlers use: the installed ones (tests), else the AWS adapters."""
+    return _installed[-1] if _installed else _default
+
+
+@contextlib.contextmanager
+def installed(replacement: Services) -> Iterator[Services]:
+    """Serve every handler from `replacement` inside the block."""
+    _installed.append(replacement)
+    try:
+        yield replacement
+    finally:
+        _installed.remove(replacement)
