@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import threading
 from collections.abc import Callable, Iterator
@@ -12,6 +11,7 @@ from typing import Any
 
 import pytest
 from kubernetes import client
+from modelops.adapters.eks import make_token
 
 from modelops_local.kube import KubeApiServer, KubeStore
 
@@ -144,17 +144,9 @@ def echo_backend() -> Iterator[tuple[str, int]]:
 
 
 def make_eks_token(sts: Any, cluster_name: str) -> str:
-    """A token as `aws eks get-token` builds it: presigned GetCallerIdentity signing x-k8s-aws-id."""
-
-    def add_cluster_header(request: Any, **_: Any) -> None:
-        request.headers["x-k8s-aws-id"] = cluster_name
-
-    sts.meta.events.register("before-sign.sts.GetCallerIdentity", add_cluster_header)
-    try:
-        url = sts.generate_presigned_url("get_caller_identity", Params={}, ExpiresIn=60, HttpMethod="GET")
-    finally:
-        sts.meta.events.unregister("before-sign.sts.GetCallerIdentity", add_cluster_header)
-    return "k8s-aws-v1." + base64.urlsafe_b64encode(url.encode()).decode().rstrip("=")
+    """A token as `aws eks get-token` builds it (the product's own builder: the stand-in must accept
+    exactly what the rollout function sends)."""
+    return make_token(sts, cluster_name)
 
 
 @pytest.fixture

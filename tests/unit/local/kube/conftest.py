@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import base64
 import copy
 from collections.abc import Callable
 from typing import Any
 
 import boto3
 import pytest
+from modelops.adapters.eks import make_token
 
 from modelops_local.kube import KubeStore
 
@@ -57,17 +57,9 @@ def store() -> KubeStore:
 
 
 def _make_eks_token(sts: Any, cluster_name: str) -> str:
-    """A token as `aws eks get-token` builds it: presigned GetCallerIdentity signing x-k8s-aws-id."""
-
-    def add_cluster_header(request: Any, **_: Any) -> None:
-        request.headers["x-k8s-aws-id"] = cluster_name
-
-    sts.meta.events.register("before-sign.sts.GetCallerIdentity", add_cluster_header)
-    try:
-        url = sts.generate_presigned_url("get_caller_identity", Params={}, ExpiresIn=60, HttpMethod="GET")
-    finally:
-        sts.meta.events.unregister("before-sign.sts.GetCallerIdentity", add_cluster_header)
-    return "k8s-aws-v1." + base64.urlsafe_b64encode(url.encode()).decode().rstrip("=")
+    """A token as `aws eks get-token` builds it (the product's own builder: the stand-in must accept
+    exactly what the rollout function sends)."""
+    return make_token(sts, cluster_name)
 
 
 @pytest.fixture
