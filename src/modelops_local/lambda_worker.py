@@ -130,12 +130,15 @@ def _invoke(handler: Any, init: dict[str, Any], message: dict[str, Any]) -> dict
         event = json.loads(message["payload"]) if message["payload"] else {}
         result = handler(event, context)
         try:
-            reply = {"type": "result", "payload": json.dumps(result)}
+            # Strict JSON: NaN or Infinity is not JSON, and Step Functions refuses a payload with it
+            # (the state fails there); refuse it here, naming it, instead of passing it on.
+            reply = {"type": "result", "payload": json.dumps(result, allow_nan=False)}
         except (TypeError, ValueError) as exc:
+            why = f"{exc} (NaN or Infinity: a missing value must be null)" if "float" in str(exc) else exc
             reply = {
                 "type": "error",
                 "error": error_document(exc, "Runtime.MarshalError")
-                | {"errorMessage": f"Unable to marshal response: {exc}"},
+                | {"errorMessage": f"Unable to marshal response: {why}"},
             }
     except Exception as exc:
         document = error_document(exc)

@@ -194,3 +194,31 @@ def test_a_burst_of_uploads_never_runs_two_rollouts_and_ends_on_the_newest_data(
     assert records[-1]["dataset"]["key"] == f"incoming/e2e-burst/burst-{BURST - 1:04d}.csv", records
     assert driver.cloud.store().lock_holder("e2e-burst") is None
     driver.retire(config)
+
+
+def test_a_dataset_with_missing_values_in_several_columns_is_promoted(driver):
+    # Given churn data where every fourth row misses one cell, in four different columns, so rows
+    # whose only missing value is one of those land in the smoke sample the canary is sent
+    config = driver.model("e2e-holes")
+    lines = driver.dataset("e2e-holes", 1500, 21).decode().splitlines()
+    header = lines[0].split(",")
+    holes = ["monthly_charges", "support_calls", "usage_gb", "late_payments"]
+    for number in range(1, len(lines), 4):
+        cells = lines[number].split(",")
+        cells[header.index(holes[(number // 4) % len(holes)])] = ""
+        lines[number] = ",".join(cells)
+    # When it goes through the whole cycle
+    result = driver.run("e2e-holes", ("\n".join(lines) + "\n").encode(), "holes.csv")
+    # Then it is promoted, after a smoke test whose rows carried the missing values as null
+    assert result.status == "SUCCEEDED" and result.record["status"] == "promoted", result.record
+    sfn = driver.cloud.client("stepfunctions")
+    events = sfn.get_execution_history(executionArn=result.execution_arn, maxResults=1000)["events"]
+    smoke = next(
+        json.loads(e["stateEnteredEventDetails"]["input"])
+        for e in events
+        if e["type"] == "TaskStateEntered" and e["stateEnteredEventDetails"]["name"] == "SmokeTest"
+    )
+    sample = smoke["dataset"]["smoke_sample"]
+    assert sum(row.count(None) for row in sample) >= 2, sample
+    assert all(row.count(None) <= 1 for row in sample)
+    driver.retire(config)

@@ -29,8 +29,9 @@ class DatasetReport:
     # a distinct value: `target` summarises it instead (min, max, mean), so the report stays small
     # whatever the file's size (it is a Step Functions state: 256 KB at most).
     label_distribution: dict[str, int]
-    # A few feature rows (feature order of the schema) for the canary's smoke predictions.
-    smoke_sample: list[list[float]] = field(default_factory=list)
+    # A few feature rows (feature order of the schema) for the canary's smoke predictions; a missing
+    # value is None (JSON null: NaN is not JSON, and Step Functions and the server refuse it).
+    smoke_sample: list[list[float | None]] = field(default_factory=list)
     target: dict[str, float] | None = None
 
 
@@ -92,7 +93,7 @@ def validate_csv(
     feature_idx = [header.index(c) for c in schema.feature_columns]
     labels: dict[str, int] = {}
     low, high, total = math.inf, -math.inf, 0.0  # regression targets
-    sample: list[list[float]] = []
+    sample: list[list[float | None]] = []
     rng = random.Random(seed)
     rows = 0
     try:
@@ -117,9 +118,10 @@ def validate_csv(
                     f"{name}: line {line_no}: label {schema.label_column!r} is {label!r}, a missing value; "
                     "drop the row or fill the label in"
                 )
-            features = []
+            features: list[float | None] = []
             for col, idx in zip(schema.feature_columns, feature_idx, strict=True):
-                features.append(_number(row[idx], name=name, line=line_no, column=col))
+                value = _number(row[idx], name=name, line=line_no, column=col)
+                features.append(None if math.isnan(value) else value)
             if task == "regression":
                 value = _number(row[label_idx], name=name, line=line_no, column=schema.label_column)
                 low, high, total = min(low, value), max(high, value), total + value

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 import pytest
 from modelops.config import DataSchema
 from modelops.dataset import validate_csv
@@ -24,6 +26,20 @@ def test_column_order_does_not_matter_and_empty_cells_are_missing():
     data = b"y,b,a\n" + b"\n".join(f"{i % 2},,{i}".encode() for i in range(20)) + b"\n"
     report = validate_csv(data, SCHEMA, name="d.csv")
     assert report.rows == 20
+
+
+def test_a_missing_value_in_the_smoke_sample_is_null_not_nan():
+    # Given rows whose only missing cell is in either column, in the sample the canary is sent
+    data = b"a,b,y\n" + b"\n".join(
+        (f"{i},,{i % 2}" if i % 3 == 0 else f",{i},{i % 2}" if i % 3 == 1 else f"{i},{i},{i % 2}").encode()
+        for i in range(30)
+    )
+    # When the dataset is validated with room for every row in the sample
+    report = validate_csv(data, SCHEMA, name="d.csv", smoke_size=30)
+    # Then each missing cell is None, and the sample is strict JSON (what Step Functions carries)
+    assert next(r for r in report.smoke_sample if r[1] is None) == [0.0, None]
+    assert next(r for r in report.smoke_sample if r[0] is None) == [None, 1.0]
+    assert json.loads(json.dumps(report.smoke_sample, allow_nan=False)) == report.smoke_sample
 
 
 @pytest.mark.parametrize(

@@ -40,6 +40,8 @@ def handler(event, context):
         time.sleep(event["sleep"])
     if event.get("unserialisable"):
         return {"when": object()}
+    if event.get("nan"):
+        return {"feature": float("nan")}
     return {
         "pid": os.getpid(),
         "path": sys.path[:2],
@@ -126,6 +128,9 @@ def test_unserialisable_results_are_marshal_errors(runtime, tmp_path):
         result.error_type == "Runtime.MarshalError"
         and "Unable to marshal response" in result.json()["errorMessage"]
     )
+    # NaN is not JSON (Step Functions refuses a payload with it): refused too, and named
+    result = runtime.invoke("fn", '{"nan": true}')
+    assert result.error_type == "Runtime.MarshalError" and "NaN" in result.json()["errorMessage"]
 
 
 @pytest.mark.parametrize(
