@@ -212,6 +212,8 @@ def _gap(got: Sequence[float], want: Sequence[float]) -> float:
 def _check_rows(doc: Any) -> tuple[list[list[float]], list[float]]:
     check = doc.get("check") if isinstance(doc, dict) else None
     try:
+        if not isinstance(check, dict):
+            raise TypeError("no `check` object")
         rows = [[float("nan") if v is None else float(v) for v in r] for r in check["rows"]]
         expected = [float(v) for v in check["expected"]]
     except (KeyError, TypeError, ValueError):
@@ -372,7 +374,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     b.add_argument("model_dir", type=Path)
     b.add_argument("--compiler", default=None, help="C compiler (default: cc, gcc or clang on PATH)")
     args = parser.parse_args(argv)
-    from model_server.artifact import ModelLoadError, read_metadata
+    from model_server.artifact import read_metadata
+    from model_server.errors import ModelLoadError
 
     try:
         meta = read_metadata(args.model_dir)
