@@ -26,7 +26,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the compiled forest needs neither numpy nor scikit-learn at run time
+    from model_server.estimator import Estimator, FloatMatrix
 
 FORMAT = "modelops.forest/1"
 LINKS = ("identity", "logistic")
@@ -53,7 +56,7 @@ class CompiledForest:
     predict_rows: Callable[[Sequence[Row]], list[float]]
 
 
-def export_forest(estimator: Any) -> tuple[dict[str, Any] | None, str]:
+def export_forest(estimator: Estimator) -> tuple[dict[str, Any] | None, str]:
     """(document, "") for a supported fitted estimator, else (None, why it is not supported)."""
     predictors = getattr(estimator, "_predictors", None)
     baseline = getattr(estimator, "_baseline_prediction", None)
@@ -91,7 +94,9 @@ def export_forest(estimator: Any) -> tuple[dict[str, Any] | None, str]:
     return doc, ""
 
 
-def verify_forest(doc: dict[str, Any], reference: Callable[[Any], Sequence[float]], rows: Any) -> float:
+def verify_forest(
+    doc: dict[str, Any], reference: Callable[[FloatMatrix], Sequence[float]], rows: FloatMatrix
+) -> float:
     """The largest absolute difference between the compiled forest and `reference` over `rows`."""
     forest = compile_forest(doc)
     as_lists = [list(map(float, row)) for row in rows]
