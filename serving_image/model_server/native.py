@@ -40,7 +40,7 @@ import sysconfig
 import tempfile
 import time
 from array import array
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,7 +69,8 @@ class NativeError(Exception):
 class NativeForest:
     n_features: int
     library: Path
-    _function: Any
+    # modelops_predict through ctypes: (rows, address of len(rows) doubles) -> 0, or raises
+    _function: Callable[[list[Row], int], int]
 
     def predict_rows(self, rows: Sequence[Row]) -> list[float]:
         """What CompiledForest.predict_rows gives, for a list of any number of rows of n_features numbers."""
@@ -153,7 +154,7 @@ def _emit_c_tree(lines: list[str], tree: Any, index: int, n_features: int) -> No
             open_blocks -= 1
             lines.append("    " * (open_blocks + 1) + "}")
 
-    for kind, depth, a, b, c in walk_tree(tree, index, n_features):
+    for kind, depth, feature, number, missing_left in walk_tree(tree, index, n_features):
         indent = "    " * (depth + 1)
         if kind == "else":
             close_to(depth + 1)  # the left subtree's blocks; `} else {` then closes the `if`'s
@@ -161,12 +162,12 @@ def _emit_c_tree(lines: list[str], tree: Any, index: int, n_features: int) -> No
             continue
         close_to(depth)
         if kind == "leaf":
-            lines.append(f"{indent}s += {_c_double(a)};")
+            lines.append(f"{indent}s += {_c_double(number)};")
         else:
             # NaN compares false with everything; `x != x` sends a missing value left
-            cond = f"x[{a}] <= {_c_double(b)}"
-            if c:
-                cond += f" || x[{a}] != x[{a}]"
+            cond = f"x[{feature}] <= {_c_double(number)}"
+            if missing_left:
+                cond += f" || x[{feature}] != x[{feature}]"
             lines.append(f"{indent}if ({cond}) {{")
             open_blocks = depth + 1
     close_to(0)
