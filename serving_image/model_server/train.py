@@ -22,7 +22,7 @@ import traceback
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 import numpy as np
 from numpy.typing import NDArray
@@ -55,7 +55,7 @@ from model_server.errors import (
 )
 from model_server.estimator import Estimator, FloatMatrix, Labels
 from model_server.forest import TOLERANCE, export_forest, verify_forest
-from model_server.hyperparameters import TrainingParams, parse_hyperparameters
+from model_server.hyperparameters import Task, TrainingParams, parse_hyperparameters
 from model_server.metrics import classification_metrics, regression_metrics
 
 log = logging.getLogger("model_server.train")
@@ -65,6 +65,20 @@ CHECK_ROWS = 256
 FAILURE_REASON_MAX = 1000  # SageMaker's FailureReason holds at most 1024 characters
 _POSITIVE_WORDS = {"true", "yes", "y", "t"}
 _NEGATIVE_WORDS = {"false", "no", "n", "f"}
+
+
+class Evaluation(TypedDict):
+    """evaluation.json, which the workflow's Evaluate step reads (modelops.evaluation)."""
+
+    metric: str  # the objective metric; `candidate` and `champion` are its values on the holdout
+    candidate: float
+    champion: float | None  # None: no champion, or one that cannot be compared (champion_skipped says why)
+    n_train: int
+    n_validation: int
+    task: Task
+    metrics: dict[str, float]  # every metric of the task, the candidate's
+    champion_metrics: dict[str, float] | None
+    champion_skipped: NotRequired[str]
 
 
 @dataclass(frozen=True)
@@ -98,7 +112,7 @@ def write_failure(paths: ContainerPaths, reason: str) -> None:
     paths.failure_file.write_text(line + "\n", encoding="utf-8")
 
 
-def train(paths: ContainerPaths, *, training_job: str | None = None) -> dict[str, Any]:
+def train(paths: ContainerPaths, *, training_job: str | None = None) -> Evaluation:
     """Train, evaluate and write the model folder; returns evaluation.json's document."""
     started = time.monotonic()
     params, ignored = parse_hyperparameters(_read_hyperparameters(paths.hyperparameters_file))
@@ -150,7 +164,7 @@ def train(paths: ContainerPaths, *, training_job: str | None = None) -> dict[str
     if champion_score is not None:
         print(f"champion:{metric}={champion_score[metric]:.6f}", flush=True)
 
-    evaluation: dict[str, Any] = {
+    evaluation: Evaluation = {
         "metric": metric,
         "candidate": candidate[metric],
         "champion": champion_score[metric] if champion_score else None,
