@@ -43,7 +43,7 @@ from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 from model_server.forest import TOLERANCE, CompiledForest, ForestError, compile_forest, read_header, walk_tree
 
@@ -63,6 +63,31 @@ Row = Sequence[float]
 
 class NativeError(Exception):
     """The native predictor cannot be built or used; the message says why and what happens instead."""
+
+
+class Gaps(TypedDict):
+    """What `verify` measured (row counts as floats, as manifest.json has always held them)."""
+
+    max_abs_diff_estimator: float
+    check_rows: float
+    # with a Python forest to compare against (always, in `build`)
+    max_abs_diff_python: NotRequired[float]
+    probe_rows: NotRequired[float]
+
+
+class Manifest(Gaps):
+    """native/manifest.json: what `load` checks before it uses the library."""
+
+    forest_file: str
+    forest_sha256: str
+    library: str
+    compiler: str
+    cflags: list[str]
+    python_abi: str
+
+
+class BuildResult(Manifest):
+    compile_seconds: float
 
 
 @dataclass(frozen=True)
@@ -226,7 +251,7 @@ def _check_rows(doc: Any) -> tuple[list[list[float]], list[float]]:
     return rows, expected
 
 
-def verify(forest: NativeForest, doc: Any, python_forest: CompiledForest | None = None) -> dict[str, float]:
+def verify(forest: NativeForest, doc: Any, python_forest: CompiledForest | None = None) -> Gaps:
     """The gaps to the estimator (check rows) and to the Python forest (check + probe rows)."""
     rows, expected = _check_rows(doc)
     to_estimator = _gap(forest.predict_rows(rows), expected)
@@ -234,7 +259,7 @@ def verify(forest: NativeForest, doc: Any, python_forest: CompiledForest | None 
         raise NativeError(
             f"native predictor differs from the estimator by {to_estimator:.3g} on the check rows"
         )
-    gaps = {"max_abs_diff_estimator": to_estimator, "check_rows": float(len(rows))}
+    gaps: Gaps = {"max_abs_diff_estimator": to_estimator, "check_rows": float(len(rows))}
     if python_forest is not None:
         probes = rows + probe_rows(doc, rows)
         to_python = _gap(forest.predict_rows(probes), python_forest.predict_rows(probes))
@@ -275,7 +300,7 @@ def find_compiler() -> str | None:
     return None
 
 
-def build(model_dir: Path, forest_file: str = "forest.json", compiler: str | None = None) -> dict[str, Any]:
+def build(model_dir: Path, forest_file: str = "forest.json", compiler: str | None = None) -> BuildResult:
     """Build and check native/forest.so for the model folder, returning its manifest (plus
     compile_seconds); NativeError says why not, and the folder is left as it was. The same
     forest.json and compiler always give the same bytes."""
@@ -325,7 +350,7 @@ def build(model_dir: Path, forest_file: str = "forest.json", compiler: str | Non
         compile_seconds = time.monotonic() - started
         gaps = verify(_open(lib, python_forest.n_features), doc, python_forest)
         version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=60, check=False)
-        manifest = {
+        manifest: Manifest = {
             "forest_file": forest_file,
             "forest_sha256": hashlib.sha256(raw).hexdigest(),
             "library": LIBRARY_FILE,
