@@ -10,10 +10,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import numpy as np
-
 from model_server.contract import METADATA_FILE, MODEL_FILE
 from model_server.errors import ChampionError, ModelLoadError
+from model_server.estimator import Estimator, FloatMatrix, scores
 
 FORMAT_VERSION = 1
 TASKS = ("binary_classification", "regression")
@@ -95,22 +94,20 @@ class ModelMetadata:
 
 @dataclass(frozen=True)
 class LoadedModel:
-    estimator: Any
+    estimator: Estimator
     metadata: ModelMetadata
 
     @property
     def n_features(self) -> int:
         return len(self.metadata.feature_columns)
 
-    def predict(self, rows: np.ndarray) -> list[float]:
+    def predict(self, rows: FloatMatrix) -> list[float]:
         """P(positive label) for classification, the predicted value for regression; one per row."""
-        if self.metadata.task == "binary_classification":
-            return [float(p) for p in self.estimator.predict_proba(rows)[:, 1]]
-        return [float(p) for p in self.estimator.predict(rows)]
+        return [float(p) for p in scores(self.estimator, self.metadata.task, rows)]
 
 
 def save_model(
-    model_dir: Path, estimator: Any, metadata: ModelMetadata, forest: dict[str, Any] | None = None
+    model_dir: Path, estimator: Estimator, metadata: ModelMetadata, forest: dict[str, Any] | None = None
 ) -> None:
     """Write the estimator, its metadata and (when given) its compiled-forest document into `model_dir`."""
     import joblib
@@ -153,13 +150,13 @@ def load_model(model_dir: Path) -> LoadedModel:
     return LoadedModel(estimator=load_estimator(model_dir, metadata), metadata=metadata)
 
 
-def load_estimator(model_dir: Path, metadata: ModelMetadata) -> Any:
+def load_estimator(model_dir: Path, metadata: ModelMetadata) -> Estimator:
     """Unpickle the estimator named by the metadata and check it against the feature list."""
     import joblib
 
     model_path = model_dir / metadata.model_file
     try:
-        estimator = joblib.load(model_path)
+        estimator: Estimator = joblib.load(model_path)
     except FileNotFoundError:
         raise ModelLoadError(f"{model_path} not found (named by {METADATA_FILE})") from None
     except Exception as exc:  # unpickling raises anything

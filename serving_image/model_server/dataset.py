@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from model_server.errors import TrainingDataError
+from model_server.estimator import FloatMatrix
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,7 @@ class Table:
     """Rows of every CSV file in a channel, in file then line order."""
 
     columns: tuple[str, ...]  # the feature columns asked for, in that order
-    values: np.ndarray  # float64, shape (rows, len(columns))
+    values: FloatMatrix  # shape (rows, len(columns))
     labels: list[str]  # the label cell of each row, stripped
     files: tuple[str, ...]  # file names relative to the channel folder
 

@@ -26,7 +26,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:  # the compiled forest needs neither numpy nor scikit-learn at run time
+    from model_server.estimator import Estimator, FloatMatrix
 
 FORMAT = "modelops.forest/1"
 LINKS = ("identity", "logistic")
@@ -53,7 +56,7 @@ class CompiledForest:
     predict_rows: Callable[[Sequence[Row]], list[float]]
 
 
-def export_forest(estimator: Any) -> tuple[dict[str, Any] | None, str]:
+def export_forest(estimator: Estimator) -> tuple[dict[str, Any] | None, str]:
     """(document, "") for a supported fitted estimator, else (None, why it is not supported)."""
     predictors = getattr(estimator, "_predictors", None)
     baseline = getattr(estimator, "_baseline_prediction", None)
@@ -91,7 +94,9 @@ def export_forest(estimator: Any) -> tuple[dict[str, Any] | None, str]:
     return doc, ""
 
 
-def verify_forest(doc: dict[str, Any], reference: Callable[[Any], Sequence[float]], rows: Any) -> float:
+def verify_forest(
+    doc: dict[str, Any], reference: Callable[[FloatMatrix], Sequence[float]], rows: FloatMatrix
+) -> float:
     """The largest absolute difference between the compiled forest and `reference` over `rows`."""
     forest = compile_forest(doc)
     as_lists = [list(map(float, row)) for row in rows]
@@ -176,22 +181,23 @@ def _source(n_features: int, link: str, baseline: float, trees: list[Any]) -> st
 
 
 def _emit_tree(lines: list[str], tree: Any, index: int, n_features: int) -> None:
-    for kind, depth, a, b, c in walk_tree(tree, index, n_features):
+    for kind, depth, feature, number, missing_left in walk_tree(tree, index, n_features):
         indent = "    " * (depth + 2)
         if kind == "leaf":
-            lines.append(f"{indent}s += {a!r}")
+            lines.append(f"{indent}s += {number!r}")
         elif kind == "else":
             lines.append(f"{indent}else:")
         else:
             # NaN compares False with everything, so without `x != x` a missing value goes right.
-            cond = f"x{a} <= {b!r} or x{a} != x{a}" if c else f"x{a} <= {b!r}"
+            x = f"x{feature}"
+            cond = f"{x} <= {number!r} or {x} != {x}" if missing_left else f"{x} <= {number!r}"
             lines.append(f"{indent}if {cond}:")
 
 
 # One step of a tree in source order: ("if", depth, feature, threshold, missing_left) opens the
-# left subtree, ("else", depth, 0, 0.0, False) the right one, ("leaf", depth, value, 0.0, False)
+# left subtree, ("else", depth, 0, 0.0, False) the right one, ("leaf", depth, 0, value, False)
 # adds a leaf's value. Every code generator (this module's Python, native.py's C) walks the same.
-Step = tuple[str, int, Any, float, bool]
+Step = tuple[Literal["if", "else", "leaf"], int, int, float, bool]
 
 
 def walk_tree(tree: Any, index: int, n_features: int) -> list[Step]:
@@ -229,7 +235,7 @@ def walk_tree(tree: Any, index: int, n_features: int) -> list[Step]:
         if not 0 <= node < size:
             raise ForestError(f"{where}: child index {node} is outside 0..{size - 1}")
         if is_leaf[node]:
-            steps.append(("leaf", depth, float(value[node]), 0.0, False))
+            steps.append(("leaf", depth, 0, float(value[node]), False))
             continue
         f = int(feature[node])
         if not 0 <= f < n_features:

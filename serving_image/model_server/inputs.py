@@ -22,6 +22,7 @@ import numpy as np
 import orjson
 
 from model_server.errors import BadRequestError
+from model_server.estimator import FloatMatrix
 
 Row = list[float]
 _NUMBERS = frozenset({float, int})
@@ -36,7 +37,7 @@ def media_type(content_type: str | None) -> str:
     return (content_type or "").split(";", 1)[0].strip().lower()
 
 
-def parse_instances(body: bytes, content_type: str | None, features: Sequence[str]) -> np.ndarray:
+def parse_instances(body: bytes, content_type: str | None, features: Sequence[str]) -> FloatMatrix:
     """A float matrix of shape (rows, len(features)); BadRequestError (400/415) otherwise."""
     rows = parse_rows(body, content_type, features)
     return np.asarray(rows, dtype=np.float64).reshape(len(rows), len(features))

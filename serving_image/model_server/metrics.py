@@ -5,10 +5,12 @@ from __future__ import annotations
 import numpy as np
 from sklearn import metrics as skm
 
+from model_server.estimator import Labels, Scores
+
 LOWER_IS_BETTER = {"rmse", "mae", "logloss"}
 
 
-def classification_metrics(y_true: np.ndarray, positive_proba: np.ndarray) -> dict[str, float]:
+def classification_metrics(y_true: Labels, positive_proba: Scores) -> dict[str, float]:
     """auc, accuracy, f1, precision, recall (threshold 0.5) and logloss for 0/1 labels and P(label == 1)."""
     proba = np.clip(positive_proba.astype(np.float64), 1e-15, 1 - 1e-15)
     predicted = (proba >= 0.5).astype(int)
@@ -22,7 +24,7 @@ def classification_metrics(y_true: np.ndarray, positive_proba: np.ndarray) -> di
     }
 
 
-def regression_metrics(y_true: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+def regression_metrics(y_true: Labels, predicted: Scores) -> dict[str, float]:
     """rmse, mae and r2."""
     return {
         "rmse": float(np.sqrt(skm.mean_squared_error(y_true, predicted))),

@@ -40,10 +40,10 @@ import sysconfig
 import tempfile
 import time
 from array import array
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 from model_server.forest import TOLERANCE, CompiledForest, ForestError, compile_forest, read_header, walk_tree
 
@@ -65,11 +65,37 @@ class NativeError(Exception):
     """The native predictor cannot be built or used; the message says why and what happens instead."""
 
 
+class Gaps(TypedDict):
+    """What `verify` measured (row counts as floats, as manifest.json has always held them)."""
+
+    max_abs_diff_estimator: float
+    check_rows: float
+    # with a Python forest to compare against (always, in `build`)
+    max_abs_diff_python: NotRequired[float]
+    probe_rows: NotRequired[float]
+
+
+class Manifest(Gaps):
+    """native/manifest.json: what `load` checks before it uses the library."""
+
+    forest_file: str
+    forest_sha256: str
+    library: str
+    compiler: str
+    cflags: list[str]
+    python_abi: str
+
+
+class BuildResult(Manifest):
+    compile_seconds: float
+
+
 @dataclass(frozen=True)
 class NativeForest:
     n_features: int
     library: Path
-    _function: Any
+    # modelops_predict through ctypes: (rows, address of len(rows) doubles) -> 0, or raises
+    _function: Callable[[list[Row], int], int]
 
     def predict_rows(self, rows: Sequence[Row]) -> list[float]:
         """What CompiledForest.predict_rows gives, for a list of any number of rows of n_features numbers."""
@@ -153,7 +179,7 @@ def _emit_c_tree(lines: list[str], tree: Any, index: int, n_features: int) -> No
             open_blocks -= 1
             lines.append("    " * (open_blocks + 1) + "}")
 
-    for kind, depth, a, b, c in walk_tree(tree, index, n_features):
+    for kind, depth, feature, number, missing_left in walk_tree(tree, index, n_features):
         indent = "    " * (depth + 1)
         if kind == "else":
             close_to(depth + 1)  # the left subtree's blocks; `} else {` then closes the `if`'s
@@ -161,12 +187,12 @@ def _emit_c_tree(lines: list[str], tree: Any, index: int, n_features: int) -> No
             continue
         close_to(depth)
         if kind == "leaf":
-            lines.append(f"{indent}s += {_c_double(a)};")
+            lines.append(f"{indent}s += {_c_double(number)};")
         else:
             # NaN compares false with everything; `x != x` sends a missing value left
-            cond = f"x[{a}] <= {_c_double(b)}"
-            if c:
-                cond += f" || x[{a}] != x[{a}]"
+            cond = f"x[{feature}] <= {_c_double(number)}"
+            if missing_left:
+                cond += f" || x[{feature}] != x[{feature}]"
             lines.append(f"{indent}if ({cond}) {{")
             open_blocks = depth + 1
     close_to(0)
@@ -212,6 +238,8 @@ def _gap(got: Sequence[float], want: Sequence[float]) -> float:
 def _check_rows(doc: Any) -> tuple[list[list[float]], list[float]]:
     check = doc.get("check") if isinstance(doc, dict) else None
     try:
+        if not isinstance(check, dict):
+            raise TypeError("no `check` object")
         rows = [[float("nan") if v is None else float(v) for v in r] for r in check["rows"]]
         expected = [float(v) for v in check["expected"]]
     except (KeyError, TypeError, ValueError):
@@ -223,7 +251,7 @@ def _check_rows(doc: Any) -> tuple[list[list[float]], list[float]]:
     return rows, expected
 
 
-def verify(forest: NativeForest, doc: Any, python_forest: CompiledForest | None = None) -> dict[str, float]:
+def verify(forest: NativeForest, doc: Any, python_forest: CompiledForest | None = None) -> Gaps:
     """The gaps to the estimator (check rows) and to the Python forest (check + probe rows)."""
     rows, expected = _check_rows(doc)
     to_estimator = _gap(forest.predict_rows(rows), expected)
@@ -231,7 +259,7 @@ def verify(forest: NativeForest, doc: Any, python_forest: CompiledForest | None 
         raise NativeError(
             f"native predictor differs from the estimator by {to_estimator:.3g} on the check rows"
         )
-    gaps = {"max_abs_diff_estimator": to_estimator, "check_rows": float(len(rows))}
+    gaps: Gaps = {"max_abs_diff_estimator": to_estimator, "check_rows": float(len(rows))}
     if python_forest is not None:
         probes = rows + probe_rows(doc, rows)
         to_python = _gap(forest.predict_rows(probes), python_forest.predict_rows(probes))
@@ -272,7 +300,7 @@ def find_compiler() -> str | None:
     return None
 
 
-def build(model_dir: Path, forest_file: str = "forest.json", compiler: str | None = None) -> dict[str, Any]:
+def build(model_dir: Path, forest_file: str = "forest.json", compiler: str | None = None) -> BuildResult:
     """Build and check native/forest.so for the model folder, returning its manifest (plus
     compile_seconds); NativeError says why not, and the folder is left as it was. The same
     forest.json and compiler always give the same bytes."""
@@ -322,7 +350,7 @@ def build(model_dir: Path, forest_file: str = "forest.json", compiler: str | Non
         compile_seconds = time.monotonic() - started
         gaps = verify(_open(lib, python_forest.n_features), doc, python_forest)
         version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=60, check=False)
-        manifest = {
+        manifest: Manifest = {
             "forest_file": forest_file,
             "forest_sha256": hashlib.sha256(raw).hexdigest(),
             "library": LIBRARY_FILE,
@@ -372,7 +400,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     b.add_argument("model_dir", type=Path)
     b.add_argument("--compiler", default=None, help="C compiler (default: cc, gcc or clang on PATH)")
     args = parser.parse_args(argv)
-    from model_server.artifact import ModelLoadError, read_metadata
+    from model_server.artifact import read_metadata
+    from model_server.errors import ModelLoadError
 
     try:
         meta = read_metadata(args.model_dir)

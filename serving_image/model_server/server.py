@@ -32,10 +32,10 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import orjson
 
@@ -47,7 +47,10 @@ from model_server.forest import ForestError, compile_forest
 from model_server.inputs import parse_rows
 from model_server.native import NativeError, NativeForest
 from model_server.native import load as load_native
-from model_server.predictor import MicroBatcher, Predictor
+from model_server.predictor import MicroBatcher, Predictor, Row
+
+if TYPE_CHECKING:  # imported when the server starts (see _uvicorn_server)
+    import uvicorn
 
 log = logging.getLogger("model_server.serve")
 MAX_BODY_BYTES = 6 * 1024 * 1024  # SageMaker real-time inference's payload limit
@@ -77,7 +80,7 @@ class ModelService:
             max_wait_seconds=settings.batch_wait_ms / 1000.0,
         )
 
-    def _predict(self, rows: Any) -> list[float]:
+    def _predict(self, rows: Sequence[Row]) -> list[float]:
         assert self.predictor is not None
         return self.predictor.predict_rows(rows)
 
@@ -290,8 +293,9 @@ async def _read_body(receive: Receive, length: bytes | None) -> bytes:
             return b"".join(chunks)
 
 
-def _uvicorn_server(app: App, settings: ServeSettings) -> Any:
-    """A uvicorn.Server whose SIGTERM drains first (see the module docstring)."""
+def _uvicorn_server(app: App, settings: ServeSettings) -> tuple[uvicorn.Server, str, str]:
+    """A uvicorn.Server whose SIGTERM drains first (see the module docstring), with the event loop
+    and HTTP implementations it uses."""
     import uvicorn
 
     loop = "uvloop" if _importable("uvloop") else "asyncio"

@@ -22,9 +22,10 @@ import traceback
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 import numpy as np
+from numpy.typing import NDArray
 
 from model_server.artifact import (
     LoadedModel,
@@ -52,16 +53,32 @@ from model_server.errors import (
     TrainingDataError,
     TrainingError,
 )
+from model_server.estimator import Estimator, FloatMatrix, Labels
 from model_server.forest import TOLERANCE, export_forest, verify_forest
-from model_server.hyperparameters import TrainingParams, parse_hyperparameters
+from model_server.hyperparameters import Task, TrainingParams, parse_hyperparameters
 from model_server.metrics import classification_metrics, regression_metrics
 
 log = logging.getLogger("model_server.train")
+Indices = NDArray[np.intp]
 # Holdout rows stored with the forest for the image build's native-predictor check (native.py).
 CHECK_ROWS = 256
 FAILURE_REASON_MAX = 1000  # SageMaker's FailureReason holds at most 1024 characters
 _POSITIVE_WORDS = {"true", "yes", "y", "t"}
 _NEGATIVE_WORDS = {"false", "no", "n", "f"}
+
+
+class Evaluation(TypedDict):
+    """evaluation.json, which the workflow's Evaluate step reads (modelops.evaluation)."""
+
+    metric: str  # the objective metric; `candidate` and `champion` are its values on the holdout
+    candidate: float
+    champion: float | None  # None: no champion, or one that cannot be compared (champion_skipped says why)
+    n_train: int
+    n_validation: int
+    task: Task
+    metrics: dict[str, float]  # every metric of the task, the candidate's
+    champion_metrics: dict[str, float] | None
+    champion_skipped: NotRequired[str]
 
 
 @dataclass(frozen=True)
@@ -95,7 +112,7 @@ def write_failure(paths: ContainerPaths, reason: str) -> None:
     paths.failure_file.write_text(line + "\n", encoding="utf-8")
 
 
-def train(paths: ContainerPaths, *, training_job: str | None = None) -> dict[str, Any]:
+def train(paths: ContainerPaths, *, training_job: str | None = None) -> Evaluation:
     """Train, evaluate and write the model folder; returns evaluation.json's document."""
     started = time.monotonic()
     params, ignored = parse_hyperparameters(_read_hyperparameters(paths.hyperparameters_file))
@@ -147,7 +164,7 @@ def train(paths: ContainerPaths, *, training_job: str | None = None) -> dict[str
     if champion_score is not None:
         print(f"champion:{metric}={champion_score[metric]:.6f}", flush=True)
 
-    evaluation: dict[str, Any] = {
+    evaluation: Evaluation = {
         "metric": metric,
         "candidate": candidate[metric],
         "champion": champion_score[metric] if champion_score else None,
@@ -193,7 +210,7 @@ def _read_hyperparameters(path: Path) -> dict[str, Any]:
 
 def encode_labels(
     labels: Sequence[str], params: TrainingParams, *, source: str
-) -> tuple[np.ndarray, tuple[str, str] | None]:
+) -> tuple[Labels, tuple[str, str] | None]:
     """0/1 labels and (negative, positive) for classification; float labels for regression."""
     if params.task == "regression":
         try:
@@ -232,7 +249,7 @@ def _is_number(value: str) -> bool:
     return True
 
 
-def split_indices(y: np.ndarray, params: TrainingParams, *, source: str) -> tuple[np.ndarray, np.ndarray]:
+def split_indices(y: Labels, params: TrainingParams, *, source: str) -> tuple[Indices, Indices]:
     """Deterministic (seeded) train/validation split; stratified by label for classification."""
     rng = np.random.default_rng(params.seed)
     if params.task == "regression":
@@ -278,9 +295,9 @@ def load_champion(channel_dir: Path) -> Champion | None:
 def _score_champion(
     champion: Champion,
     columns: Sequence[str],
-    values: np.ndarray,
+    values: FloatMatrix,
     raw_labels: Sequence[str],
-    y: np.ndarray,
+    y: Labels,
     params: TrainingParams,
 ) -> tuple[dict[str, float] | None, str | None]:
     """The champion's metrics on the candidate's holdout, or (None, why it cannot be compared)."""
@@ -305,7 +322,7 @@ def _score_champion(
         return None, f"champion cannot predict on the holdout: {exc}"
 
 
-def _compiled_forest(model: LoadedModel, holdout: np.ndarray) -> tuple[dict[str, Any] | None, float | None]:
+def _compiled_forest(model: LoadedModel, holdout: FloatMatrix) -> tuple[dict[str, Any] | None, float | None]:
     """The compiled predictor's document, shipped only when it reproduces the model on the holdout."""
     doc, why = export_forest(model.estimator)
     if doc is None:
@@ -330,14 +347,14 @@ def _compiled_forest(model: LoadedModel, holdout: np.ndarray) -> tuple[dict[str,
     return doc, diff
 
 
-def _score(model: LoadedModel, rows: np.ndarray, y: np.ndarray) -> dict[str, float]:
+def _score(model: LoadedModel, rows: FloatMatrix, y: Labels) -> dict[str, float]:
     predicted = np.asarray(model.predict(rows))
     if model.metadata.task == "binary_classification":
         return classification_metrics(y, predicted)
     return regression_metrics(y, predicted)
 
 
-def _estimator(params: TrainingParams) -> Any:
+def _estimator(params: TrainingParams) -> Estimator:
     from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 
     cls = (
@@ -346,7 +363,8 @@ def _estimator(params: TrainingParams) -> Any:
         else HistGradientBoostingRegressor
     )
     # early_stopping=False: "auto" would carve its own random validation split on large data.
-    return cls(**params.model_params(), random_state=params.seed, early_stopping=False)
+    estimator: Estimator = cls(**params.model_params(), random_state=params.seed, early_stopping=False)
+    return estimator
 
 
 def _metadata(

@@ -21,7 +21,11 @@ import time
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # for annotations only: the commands import the local runtime where they run
+    from modelops_local.cloud import LocalCloud
 
 DEFAULT_STATE_DIR = Path(".modelops") / "local"
 ENDPOINTS_FILE = "endpoints.json"
@@ -31,7 +35,7 @@ def _say(message: str) -> None:
     print(message, flush=True)
 
 
-def _cloud(args: argparse.Namespace) -> Any:
+def _cloud(args: argparse.Namespace) -> LocalCloud:
     from modelops_local.cloud import LocalCloud, LocalSettings
 
     state_dir = Path(args.state_dir).resolve()
@@ -76,15 +80,16 @@ def cmd_up(args: argparse.Namespace) -> int:
             result = cloud.put_model(config)
             _say(f"[local] model {config.name}: stored; alarms {', '.join(result['alarms'])}")
         control = _ControlServer(cloud)
+        services = {
+            config.name: cloud.service_url(config.kubernetes.namespace, config.kubernetes.service)
+            for config in configs
+        }
         info = {
             **cloud.endpoints.environment(),
             "KUBERNETES_ENDPOINT": cloud.endpoints.kubernetes,
             "CONTROL_URL": control.url,
             "PID": str(os.getpid()),
-            "services": {
-                config.name: cloud.service_url(config.kubernetes.namespace, config.kubernetes.service)
-                for config in configs
-            },
+            "services": services,
         }
         endpoints_path.parent.mkdir(parents=True, exist_ok=True)
         partial = endpoints_path.with_suffix(".tmp")  # readers never see a half-written file
@@ -93,7 +98,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         _say("\nmodelops local is up. In another shell:")
         _say(f'  eval "$(modelops local env --state-dir {args.state_dir})"')
         _say("  modelops status --model churn        # or history / rollback / start")
-        for name, url in info["services"].items():
+        for name, url in services.items():
             _say(
                 f"  curl -s -H 'Content-Type: text/csv' --data-binary '12,80,3,20,1,1' {url}/invocations   # {name}"
             )
@@ -183,7 +188,7 @@ def _running(args: argparse.Namespace) -> dict[str, Any]:
 class _ControlServer:
     """POST /tick on 127.0.0.1 for `modelops local tick` (the scheduler lives in the `up` process)."""
 
-    def __init__(self, cloud: Any) -> None:
+    def __init__(self, cloud: LocalCloud) -> None:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -232,11 +237,11 @@ class _stop_on_signals:
         signal.signal(signal.SIGINT, self.previous_int)
 
     @staticmethod
-    def _raise(signum: int, frame: Any) -> None:
+    def _raise(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
 
-def add_parser(sub: Any) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     local = sub.add_parser("local", help="the whole cycle on this machine: no AWS account, no Docker")
     local_sub = local.add_subparsers(dest="local_command", required=True)
 

@@ -12,12 +12,16 @@ import json
 import os
 import sys
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING
 
 from modelops.errors import ModelopsError
 
+if TYPE_CHECKING:  # for annotations only: the commands import the layer where they run
+    from modelops.adapters.store import StateStore
+    from modelops.model_admin import StackInfo
 
-def _stack(args: argparse.Namespace) -> Any:
+
+def _stack(args: argparse.Namespace) -> StackInfo:
     from modelops.adapters.aws import client, error_code
     from modelops.model_admin import StackInfo
 
@@ -34,7 +38,7 @@ def _stack(args: argparse.Namespace) -> Any:
     return StackInfo.from_parameter(value)
 
 
-def _store(stack: Any) -> Any:
+def _store(stack: StackInfo) -> StateStore:
     from modelops.adapters.aws import client
     from modelops.adapters.store import StateStore
 
@@ -97,7 +101,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"model {args.model}")
     print(f"  lock:     {f'held by {holder[0]}' if holder else 'free'}")
     print(
-        f"  rollout:  {rollout.get('phase') + ' (run ' + rollout['run_id'] + ')' if rollout else 'none active'}"
+        f"  rollout:  {rollout['phase'] + ' (run ' + rollout['run_id'] + ')' if rollout else 'none active'}"
     )
     print(
         f"  champion: {'version ' + str(champion.get('version')) + ' ' + str(champion.get('image')) if champion else 'none'}"
