@@ -14,7 +14,12 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("layers/modelops/modelops", "src/modelops_cli", "src/modelops_local", "serving_image/model_server")
+PACKAGES = (
+    "layers/modelops/modelops",
+    "src/modelops_cli",
+    "src/modelops_local",
+    "serving_image/model_server",
+)
 
 
 def main() -> int:

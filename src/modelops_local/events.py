@@ -32,6 +32,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from modelops_local.aws_server import AwsClients
+from modelops_local.iam_conditions import conditions_hold
 from modelops_local.lambda_runtime import LambdaInvoker
 
 LOG = logging.getLogger(__name__)
@@ -251,8 +252,6 @@ class EventDelivery:
         )
 
     def _lambda_permission_problem(self, function_arn: str, source_arn: str, principal: str) -> str | None:
-        from modelops_local.moto_patches import conditions_hold
-
         try:
             policy = json.loads(self.aws.client("lambda").get_policy(FunctionName=function_arn)["Policy"])
         except Exception as exc:

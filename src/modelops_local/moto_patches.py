@@ -31,6 +31,12 @@ them moves or changes signature.
   of an in-process moto call (moto's serializer and the client's parser): half the cost of listing
   1,000 S3 objects. `parse_timestamp` is a pure function with an immutable result, so each text is
   parsed once. A speed-up only.
+- For tests on moto's own stand-ins (`tests/integration/workflow/harness.py`), which complete a
+  training job or a build at once and produce nothing: `after_training_job_created(hook)` and
+  `after_build_started(hook)` run `hook` on what moto just created (to write the job's
+  model.tar.gz or fail it; to push the build's image: moto reports every build SUCCEEDED), and `hold_executions(released)`
+  keeps executions started meanwhile RUNNING but idle until `released` is set (as Step Functions
+  starting a burst's executions late).
 - `s3_policy_conditions(context)`: moto applies a bucket policy statement whatever its Condition
   says (it only understands StringEquals and ignores missing keys), so the template's TLS-only Deny
   would refuse every object request. Conditions are evaluated against `context` (by default
@@ -41,13 +47,14 @@ from __future__ import annotations
 
 import base64
 import copy
-import fnmatch
 import functools
 import json
 import logging
 import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
+
+from modelops_local.iam_conditions import conditions_hold
 
 if TYPE_CHECKING:
     from modelops_local.events import EventDelivery
@@ -82,6 +89,37 @@ PATCHED_SYMBOLS: list[tuple[str, str, tuple[str, ...] | None]] = [
         ("self",),
     ),
     ("botocore.utils", "parse_timestamp", ("value",)),
+    (
+        "moto.sagemaker.models",
+        "SageMakerModelBackend.create_training_job",
+        (
+            "self",
+            "training_job_name",
+            "hyper_parameters",
+            "algorithm_specification",
+            "role_arn",
+            "input_data_config",
+            "output_data_config",
+            "resource_config",
+            "vpc_config",
+            "stopping_condition",
+            "tags",
+            "enable_network_isolation",
+            "enable_inter_container_traffic_encryption",
+            "enable_managed_spot_training",
+            "checkpoint_config",
+            "debug_hook_config",
+            "debug_rule_configurations",
+            "tensor_board_output_config",
+            "experiment_config",
+        ),
+    ),
+    (
+        "moto.codebuild.models",
+        "CodeBuildBackend.start_build",
+        ("self", "project_name", "source_version", "artifact_override"),
+    ),
+    ("moto.stepfunctions.parser.backend.execution_worker", "ExecutionWorker.start", ("self",)),
     (
         "moto.stepfunctions.parser.backend.execution",
         "Execution.stop",
@@ -425,6 +463,51 @@ class MotoPatches:
         if botocore.parsers.DEFAULT_TIMESTAMP_PARSER is original:  # bound at import
             self._replace(botocore.parsers, "DEFAULT_TIMESTAMP_PARSER", parse_timestamp)
 
+    # ------------------------------------------------------------------ moto's own stand-ins, for tests
+    def after_training_job_created(self, hook: Callable[[Any], None]) -> None:
+        """After moto creates a training job (Completed at once, nothing written), `hook(job)` gets
+        its `FakeTrainingJob`: to write its model.tar.gz, or set it Failed with a reason."""
+        from moto.sagemaker.models import SageMakerModelBackend
+
+        original = SageMakerModelBackend.create_training_job
+
+        def create_training_job(backend: Any, *args: Any, **kwargs: Any) -> Any:
+            job = original(backend, *args, **kwargs)
+            hook(job)
+            return job
+
+        self._replace(SageMakerModelBackend, "create_training_job", create_training_job)
+
+    def after_build_started(self, hook: Callable[[dict[str, Any]], None]) -> None:
+        """After moto starts a build (nothing pushed; BatchGetBuilds will call it SUCCEEDED whatever
+        is set here), `hook(build)` gets its metadata before StartBuild returns: to push its image."""
+        from moto.codebuild.models import CodeBuildBackend
+
+        original = CodeBuildBackend.start_build
+
+        def start_build(backend: Any, project_name: str, *args: Any, **kwargs: Any) -> Any:
+            build = original(backend, project_name, *args, **kwargs)
+            hook(build)
+            return build
+
+        self._replace(CodeBuildBackend, "start_build", start_build)
+
+    def hold_executions(self, released: threading.Event, timeout: float) -> None:
+        """Executions started from now are RUNNING but evaluate nothing until `released` is set (or
+        `timeout` seconds passed: bounded), then all begin."""
+        from moto.stepfunctions.parser.backend.execution_worker import TMP_THREADS, ExecutionWorker
+
+        def start(worker: Any) -> None:
+            def run() -> None:
+                released.wait(timeout)
+                worker._execution_logic()
+
+            thread = threading.Thread(target=run, daemon=True)
+            TMP_THREADS.append(thread)
+            thread.start()
+
+        self._replace(ExecutionWorker, "start", start)
+
     # ------------------------------------------------------------------ S3 bucket policies
     def s3_policy_conditions(self, context: Mapping[str, str] | None = None) -> None:
         """Evaluate bucket policy Conditions against `context` instead of treating them as met."""
@@ -492,44 +575,3 @@ def execution_status_change_event(execution: Any) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------- IAM conditions
-def conditions_hold(conditions: Mapping[str, Any], context: Mapping[str, str]) -> bool:
-    """Whether an IAM `Condition` block is met by the request `context` (keys case-insensitive).
-
-    Supports the String*, Arn*, Bool and Null operators and the `...IfExists` forms; a missing key
-    fails the condition (as in IAM) and an unknown operator is treated as not met.
-    """
-    lowered = {k.lower(): v for k, v in context.items()}
-    for operator, checks in conditions.items():
-        base = operator.removesuffix("IfExists")
-        if_exists = base != operator
-        for key, expected in (checks or {}).items():
-            wanted = [str(e) for e in (expected if isinstance(expected, list) else [expected])]
-            actual = lowered.get(key.lower())
-            if not _condition_met(base, if_exists, wanted, actual):
-                return False
-    return True
-
-
-def _condition_met(operator: str, if_exists: bool, wanted: list[str], actual: str | None) -> bool:
-    if operator == "Null":
-        return (actual is None) == (wanted[0].lower() == "true")
-    if actual is None:
-        return if_exists
-    tests: dict[str, Callable[[], bool]] = {
-        "StringEquals": lambda: actual in wanted,
-        "StringNotEquals": lambda: actual not in wanted,
-        "StringEqualsIgnoreCase": lambda: actual.lower() in [w.lower() for w in wanted],
-        "StringNotEqualsIgnoreCase": lambda: actual.lower() not in [w.lower() for w in wanted],
-        "StringLike": lambda: any(fnmatch.fnmatchcase(actual, w) for w in wanted),
-        "StringNotLike": lambda: not any(fnmatch.fnmatchcase(actual, w) for w in wanted),
-        "ArnEquals": lambda: actual in wanted,
-        "ArnLike": lambda: any(fnmatch.fnmatchcase(actual, w) for w in wanted),
-        "ArnNotEquals": lambda: actual not in wanted,
-        "ArnNotLike": lambda: not any(fnmatch.fnmatchcase(actual, w) for w in wanted),
-        "Bool": lambda: actual.lower() in [w.lower() for w in wanted],
-    }
-    test = tests.get(operator)
-    if test is None:
-        LOG.warning("IAM condition operator %s is not evaluated locally; treating it as not met", operator)
-        return False
-    return test()

@@ -31,6 +31,7 @@ from modelops.steps.resolve import resolve
 from moto import mock_aws
 
 from modelops_cli.main import main as cli
+from modelops_local.moto_patches import MotoPatches
 from modelops_local.sample_data import CHURN_FEATURES, CHURN_LABEL, churn_rows
 from tests.conftest import load_event
 from tests.integration.fake_kube import FakeKube, deployment
@@ -221,10 +222,13 @@ def world() -> Iterator[World]:
         kube.add(deployment(f"{model}-stable", "stable", OLD, 3))
         kube.add(deployment(f"{model}-canary", "canary", OLD, 0))
     try:
-        with mock_aws(
-            config={"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
+        with (
+            mock_aws(
+                config={"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}
+            ),
+            MotoPatches() as patches,
         ):
-            harness = Harness(kube, patch)
+            harness = Harness(kube, patch, patches)
             with wiring.installed(harness.services()):
                 # What `sam deploy` leaves for the CLI: the stack parameter and the schedule group.
                 boto3.client("scheduler", region_name=REGION).create_schedule_group(Name=STACK)

@@ -28,6 +28,6 @@ def harness(kube, monkeypatch, offline_aws):
     ):
         patches.parse_definitions_once()  # AWS compiles a definition once; moto would per execution
         patches.memoize_timestamp_parsing()  # botocore's dateutil parsing: half of a 1,000-key listing
-        harness = Harness(kube, monkeypatch)
+        harness = Harness(kube, monkeypatch, patches)
         with wiring.installed(harness.services()):
             yield harness

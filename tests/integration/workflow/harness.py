@@ -19,17 +19,19 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import boto3
-import pytest
 from modelops import wiring
 from modelops.adapters.aws import client as cached_client
 from modelops.adapters.store import StateStore
 from modelops.config import load_config_file
 from modelops.ports import ImageBuilds, Kube
 
+from modelops_local.lambda_runtime import InvocationResult, LambdaThrottledError, function_name_of
+from modelops_local.moto_patches import MotoPatches
 from tests.integration.fake_kube import deployment
 from tests.state_table import create_state_table
 
@@ -135,10 +137,40 @@ class _TagRecordingBuilds:
         return self.builds.state(build_id)
 
 
+class _Handlers:
+    """The Lambda runtime moto's Invoke is routed to: each function's real handler, called in this
+    process, at most CONCURRENCY invocations of a function at a time (more wait, bounded)."""
+
+    def __init__(self, harness: Harness) -> None:
+        self.harness = harness
+        self.slots = {name: threading.BoundedSemaphore(CONCURRENCY) for name in FUNCTIONS}
+        self.queued = ThreadPoolExecutor(max_workers=CONCURRENCY, thread_name_prefix="harness-lambda")
+
+    def invoke(
+        self, function: str, payload: bytes | str | None, *, invocation_type: str = "RequestResponse"
+    ) -> InvocationResult:
+        name = function_name_of(function).removeprefix(f"{STACK}-")
+        event = json.loads(payload) if payload else {}
+        self.harness.invocations.append((name, event))
+        if not self.slots[name].acquire(timeout=300):
+            raise LambdaThrottledError(f"no free {name} slot for 300 s")
+        try:
+            result = self.harness.modules[name].handler(event, Context(name))
+        except Exception as exc:  # the Lambda error contract: errorType is the class name
+            error = {"errorMessage": str(exc), "errorType": type(exc).__name__}
+            return InvocationResult(json.dumps(error).encode(), "Unhandled")
+        finally:
+            self.slots[name].release()
+        return InvocationResult(json.dumps(result).encode())
+
+    def invoke_async(self, function: str, payload: bytes | str | None) -> Future[InvocationResult]:
+        return self.queued.submit(self.invoke, function, payload)
+
+
 class Harness:
     """Use inside `wiring.installed(harness.services())`: the handlers then reach the fakes."""
 
-    def __init__(self, kube: Any, monkeypatch: Any) -> None:
+    def __init__(self, kube: Any, monkeypatch: Any, patches: MotoPatches) -> None:
         self.kube = kube
         self.s3 = boto3.client("s3", region_name=REGION)
         self.sfn = boto3.client("stepfunctions", region_name=REGION)
@@ -153,13 +185,11 @@ class Harness:
             "n_validation": 100,
         }
         self.training_failure: str | None = None
-        self.build_fails = False
         self._build = threading.local()  # the tag of the build this thread is starting
-        self._slots = {name: threading.BoundedSemaphore(CONCURRENCY) for name in FUNCTIONS}
         self._setup_resources()
         self._env(monkeypatch)
         self.modules = {name: load_handler(name) for name in FUNCTIONS}
-        self._route(monkeypatch)
+        self._route(patches)
 
     # --- resources ---------------------------------------------------------------------------------
     def _setup_resources(self) -> None:
@@ -232,81 +262,49 @@ class Harness:
         return HarnessServices(self)
 
     # --- routing moto to Python handlers and supplying what moto does not do -------------------------
-    def _route(self, monkeypatch: Any) -> None:
-        from moto.awslambda_simple.models import LambdaSimpleBackend
-        from moto.codebuild.models import CodeBuildBackend
-        from moto.sagemaker.models import SageMakerModelBackend
+    def _route(self, patches: MotoPatches) -> None:
+        """Every moto patch through MotoPatches (one module, one guard list): Lambda Invoke runs the
+        real handlers here; a training job writes its model.tar.gz (or fails); a build pushes its
+        image. (A failed build is the local runtime's to show: its CodeBuild runs the buildspec.)"""
+        role = self.role_arn
+        lambdas = boto3.client("lambda", region_name=REGION)
+        for name in FUNCTIONS:
+            lambdas.create_function(
+                FunctionName=f"{STACK}-{name}",
+                Runtime="python3.11",
+                Role=role,
+                Handler="app.handler",
+                Code={"ZipFile": b"PK"},
+            )
+        patches.route_lambda(_Handlers(self))
+        patches.after_training_job_created(self._training_job_created)
+        patches.after_build_started(self._build_started)
 
-        harness = self
+    def _training_job_created(self, job: Any) -> None:
+        if self.training_failure is not None:
+            job.training_job_status = "Failed"
+            job.secondary_status = "Failed"
+            job.failure_reason = self.training_failure
+            return
+        bucket, _, key = job.model_artifacts["S3ModelArtifacts"][5:].partition("/")
+        self.s3.put_object(Bucket=bucket, Key=key, Body=model_tarball(self.training_evaluation))
 
-        def invoke(
-            backend: Any, function_name: str, qualifier: Any, body: Any, headers: Any, response_headers: Any
-        ) -> bytes:
-            name = function_name.rsplit(":", 1)[-1].removeprefix(f"{STACK}-")
-            event = json.loads(body) if body else {}
-            harness.invocations.append((name, event))
-            if not harness._slots[name].acquire(timeout=300):
-                raise TimeoutError(f"no free {name} slot for 300 s")
-            try:
-                result = harness.modules[name].handler(event, Context(name))
-            except Exception as exc:  # the Lambda error contract: errorType is the class name
-                response_headers["x-amz-function-error"] = "Unhandled"
-                return json.dumps({"errorMessage": str(exc), "errorType": type(exc).__name__}).encode()
-            finally:
-                harness._slots[name].release()
-            return json.dumps(result).encode()
-
-        monkeypatch.setattr(LambdaSimpleBackend, "invoke", invoke)
-        original_create = SageMakerModelBackend.create_training_job
-
-        def create_training_job(backend: Any, *args: Any, **kwargs: Any) -> Any:
-            result = original_create(backend, *args, **kwargs)
-            job = backend.training_jobs[kwargs.get("training_job_name") or args[0]]
-            if harness.training_failure is not None:
-                job.training_job_status = "Failed"
-                job.secondary_status = "Failed"
-                job.failure_reason = harness.training_failure
-            else:
-                bucket, _, key = job.model_artifacts["S3ModelArtifacts"][5:].partition("/")
-                harness.s3.put_object(Bucket=bucket, Key=key, Body=model_tarball(harness.training_evaluation))
-            return result
-
-        monkeypatch.setattr(SageMakerModelBackend, "create_training_job", create_training_job)
-        original_build = CodeBuildBackend.start_build
-
-        def start_build(backend: Any, project_name: str, *args: Any, **kwargs: Any) -> Any:
-            metadata = original_build(backend, project_name, *args, **kwargs)
-            if harness.build_fails:
-                metadata["buildStatus"] = "FAILED"
-                for phase in metadata.get("phases", []):
-                    if phase.get("phaseType") == "BUILD":
-                        phase["phaseStatus"] = "FAILED"
-                        phase["contexts"] = [{"message": "docker build exited 1"}]
-            else:
-                tag = harness._build.tag
-                # moto digests a manifest by its layers (one without layers gets one of 101 random
-                # digests, so two builds could share one): a layer of its own per build.
-                layer = "sha256:" + hashlib.sha256(tag.encode()).hexdigest()
-                boto3.client("ecr", region_name=REGION).put_image(
-                    repositoryName=REPO,
-                    imageTag=tag,
-                    imageManifest=json.dumps(
-                        {
-                            "schemaVersion": 2,
-                            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                            "layers": [
-                                {
-                                    "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                                    "digest": layer,
-                                    "size": 1,
-                                }
-                            ],
-                        }
-                    ),
-                )
-            return metadata
-
-        monkeypatch.setattr(CodeBuildBackend, "start_build", start_build)
+    def _build_started(self, build: dict[str, Any]) -> None:
+        """Push the image of the tag this thread's build was started for."""
+        tag = self._build.tag
+        # moto digests a manifest by its layers (one without layers gets one of 101 random
+        # digests, so two builds could share one): a layer of its own per build.
+        layer = "sha256:" + hashlib.sha256(tag.encode()).hexdigest()
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "layers": [
+                {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer, "size": 1}
+            ],
+        }
+        boto3.client("ecr", region_name=REGION).put_image(
+            repositoryName=REPO, imageTag=tag, imageManifest=json.dumps(manifest)
+        )
 
     # --- driving -----------------------------------------------------------------------------------
     def put_model(self, path: Path = ROOT / "models" / "churn.yaml", **overrides: Any) -> dict[str, Any]:
@@ -325,21 +323,9 @@ class Harness:
         """Executions started inside the block are RUNNING but evaluate nothing until it ends (as
         Step Functions starting a burst's executions late); then all begin at once. Bounded: a
         held execution begins anyway after `timeout` s."""
-        from moto.stepfunctions.parser.backend.execution_worker import TMP_THREADS, ExecutionWorker
-
         released = threading.Event()
-
-        def start(worker: Any) -> None:
-            def run() -> None:
-                released.wait(timeout)
-                worker._execution_logic()
-
-            thread = threading.Thread(target=run, daemon=True)
-            TMP_THREADS.append(thread)
-            thread.start()
-
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(ExecutionWorker, "start", start)
+        with MotoPatches() as patches:
+            patches.hold_executions(released, timeout)
             try:
                 yield
             finally:

@@ -19,8 +19,9 @@ import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
+from modelops_local.iam_conditions import conditions_hold
 from modelops_local.lambda_runtime import FunctionSpec, InProcessLambda, LambdaThrottledError
-from modelops_local.moto_patches import PATCHED_SYMBOLS, MotoPatches, RouteError, conditions_hold
+from modelops_local.moto_patches import PATCHED_SYMBOLS, MotoPatches, RouteError
 
 REGION = "us-east-1"
 ROLE_POLICY = json.dumps({"Version": "2012-10-17", "Statement": []})
@@ -458,3 +459,77 @@ def test_timestamps_parsed_once_parse_as_botocore_does():
     assert (
         botocore.utils.parse_timestamp is original and botocore.parsers.DEFAULT_TIMESTAMP_PARSER is original
     )
+
+
+def test_a_created_training_job_reaches_the_hook_and_what_it_sets_is_described(aws):
+    # Given a hook that fails every training job with a reason
+    seen: list[str] = []
+
+    def fail(job: Any) -> None:
+        seen.append(job.training_job_name)
+        job.training_job_status, job.secondary_status, job.failure_reason = "Failed", "Failed", "OOM"
+
+    sagemaker = boto3.client("sagemaker", region_name=REGION)
+    role = boto3.client("iam", region_name=REGION).create_role(RoleName="sm", AssumeRolePolicyDocument="{}")
+    with MotoPatches() as patches:
+        patches.after_training_job_created(fail)
+        # When a job is created through the API
+        sagemaker.create_training_job(
+            TrainingJobName="job-1",
+            AlgorithmSpecification={"TrainingImage": "img:1", "TrainingInputMode": "File"},
+            RoleArn=role["Role"]["Arn"],
+            OutputDataConfig={"S3OutputPath": "s3://b/m"},
+            ResourceConfig={"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 1},
+            StoppingCondition={"MaxRuntimeInSeconds": 60},
+        )
+        job = sagemaker.describe_training_job(TrainingJobName="job-1")
+    # Then the hook saw it and DescribeTrainingJob reports what the hook set
+    assert seen == ["job-1"]
+    assert (job["TrainingJobStatus"], job["FailureReason"]) == ("Failed", "OOM")
+
+
+def test_a_started_build_reaches_the_hook_before_start_build_returns(aws):
+    # Given a hook that records each build it is given (the harness pushes the build's image there)
+    seen: list[dict[str, Any]] = []
+    codebuild = boto3.client("codebuild", region_name=REGION)
+    role = boto3.client("iam", region_name=REGION).create_role(RoleName="cb", AssumeRolePolicyDocument="{}")
+    codebuild.create_project(
+        name="build",
+        source={"type": "S3", "location": "b/source.zip"},
+        artifacts={"type": "NO_ARTIFACTS"},
+        environment={"type": "LINUX_CONTAINER", "image": "i", "computeType": "BUILD_GENERAL1_SMALL"},
+        serviceRole=role["Role"]["Arn"],
+    )
+    with MotoPatches() as patches:
+        patches.after_build_started(seen.append)
+        # When a build starts
+        started = codebuild.start_build(projectName="build")["build"]
+    # Then the hook had it, by the id StartBuild answered, before the call returned
+    assert [build["id"] for build in seen] == [started["id"]] and seen[0]["projectName"] == "build"
+
+
+def test_held_executions_evaluate_nothing_until_released(aws):
+    import threading
+
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    role = boto3.client("iam", region_name=REGION).create_role(RoleName="sf", AssumeRolePolicyDocument="{}")
+    definition = {"StartAt": "P", "States": {"P": {"Type": "Pass", "End": True}}}
+    machine = sfn.create_state_machine(
+        name="m", definition=json.dumps(definition), roleArn=role["Role"]["Arn"]
+    )
+    released = threading.Event()
+    with MotoPatches() as patches:
+        patches.hold_executions(released, timeout=30)
+        # Given an execution started while held
+        arn = sfn.start_execution(stateMachineArn=machine["stateMachineArn"], name="held")["executionArn"]
+        time.sleep(0.3)  # not a race guard: a window in which a held execution must not move
+        # Then it is RUNNING and entered no state
+        assert sfn.describe_execution(executionArn=arn)["status"] == "RUNNING"
+        history = sfn.get_execution_history(executionArn=arn)["events"]
+        assert not [e for e in history if e["type"].endswith("StateEntered")]
+        # When released, Then it runs to its end (bounded wait)
+        released.set()
+        deadline = time.monotonic() + 10
+        while sfn.describe_execution(executionArn=arn)["status"] == "RUNNING" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sfn.describe_execution(executionArn=arn)["status"] == "SUCCEEDED"
