@@ -19,6 +19,7 @@ class Env(BaseEnv):
     CLUSTER_NAME: str
     ALARM_PREFIX: str
     METRIC_NAMESPACE: str
+    KUBE_READ_TIMEOUT_SECONDS: float = Field(default=20, gt=0)
 
 
 class _Base(BaseModel):
@@ -68,7 +69,11 @@ def service() -> RolloutService:
     connector = _connector(settings.CLUSTER_NAME)
     sfn = client("stepfunctions")
     return RolloutService(
-        kube=KubeClient(connector.api_client(), on_unauthorized=connector.invalidate),
+        kube=KubeClient(
+            connector.api_client(),
+            on_unauthorized=connector.invalidate,
+            request_timeout=(5, settings.KUBE_READ_TIMEOUT_SECONDS),
+        ),
         store=store(),
         metrics=CloudWatchMetrics(
             client("cloudwatch"), namespace=settings.METRIC_NAMESPACE, alarm_prefix=settings.ALARM_PREFIX

@@ -22,14 +22,22 @@ REQUEST_TIMEOUT = (5, 20)  # connect, read seconds
 
 
 class KubeClient:
-    """The subset of the Kubernetes API modelops uses. `api_client` is a kubernetes.client.ApiClient."""
+    """The subset of the Kubernetes API modelops uses. `api_client` is a kubernetes.client.ApiClient;
+    `request_timeout` is (connect, read) seconds per request."""
 
-    def __init__(self, api_client: Any, *, on_unauthorized: Any = None) -> None:
+    def __init__(
+        self,
+        api_client: Any,
+        *,
+        on_unauthorized: Any = None,
+        request_timeout: tuple[float, float] = REQUEST_TIMEOUT,
+    ) -> None:
         from kubernetes import client as k8s
 
         self.apps = k8s.AppsV1Api(api_client)
         self.core = k8s.CoreV1Api(api_client)
         self.on_unauthorized = on_unauthorized
+        self.request_timeout = request_timeout
 
     def get_deployment(self, namespace: str, name: str) -> dict[str, Any]:
         return self._call(
@@ -82,7 +90,7 @@ class KubeClient:
                 body=body,
                 auth_settings=["BearerToken"],
                 _preload_content=False,
-                _request_timeout=REQUEST_TIMEOUT,
+                _request_timeout=self.request_timeout,
             )
             return int(response.status), response.data.decode("utf-8", "replace")
         except ApiException as exc:
@@ -101,7 +109,7 @@ class KubeClient:
         from kubernetes.client.exceptions import ApiException
 
         try:
-            response = method(*args, _preload_content=False, _request_timeout=REQUEST_TIMEOUT, **kwargs)
+            response = method(*args, _preload_content=False, _request_timeout=self.request_timeout, **kwargs)
             return dict(json.loads(response.data))
         except ApiException as exc:
             self._raise(exc, verb, what)
