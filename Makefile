@@ -11,7 +11,7 @@ PY := $(VENV)/bin/python
 # Template checks run offline: a region and dummy credentials, never a real account.
 AWS_OFFLINE := AWS_DEFAULT_REGION=us-east-1 AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing SAM_CLI_TELEMETRY=0
 
-.PHONY: demo test install lint typecheck template unit integration e2e bench bench-serving clean
+.PHONY: demo test check install lint typecheck template unit integration e2e bench bench-serving clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	@echo "==> creating $(VENV) and installing modelops with its local runtime (first run: about a minute)"
@@ -64,8 +64,15 @@ integration: $(VENV)/.installed
 e2e: $(VENV)/.installed
 	$(VENV)/bin/pytest -m e2e
 
+# The tiers on pytest-xdist workers: the end-to-end tests in E2E_LANES lanes (3), each a worker with
+# its own local runtime, beside workers that take the integration and unit tests (tests/conftest.py).
+TEST_WORKERS ?= 5
 test: lint typecheck template
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --durations=25
+
+# The edit loop: lint, types and the unit tier (under two minutes).
+check: lint typecheck
+	$(VENV)/bin/pytest tests/unit -n 2 -q
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/rollout_bench.py
