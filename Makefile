@@ -11,7 +11,7 @@ PY := $(VENV)/bin/python
 # Template checks run offline: a region and dummy credentials, never a real account.
 AWS_OFFLINE := AWS_DEFAULT_REGION=us-east-1 AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing SAM_CLI_TELEMETRY=0
 
-.PHONY: demo test install lint typecheck template unit integration e2e bench bench-serving clean
+.PHONY: demo test check install lint typecheck template unit integration e2e bench bench-serving clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	@echo "==> creating $(VENV) and installing modelops with its local runtime (first run: about a minute)"
@@ -64,8 +64,18 @@ integration: $(VENV)/.installed
 e2e: $(VENV)/.installed
 	$(VENV)/bin/pytest -m e2e
 
+# Unit and integration tiers first, on their own (the integration tier holds timing goals, such as
+# 1,000 uploads delivered within a minute, that must not share the cores with the e2e runtimes);
+# then the end-to-end tests in E2E_LANES pytest-xdist lanes, each lane a worker with its own local
+# runtime (tests/conftest.py), since they mostly wait out bake and watch windows.
+E2E_LANES ?= 3
 test: lint typecheck template
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -m "unit or integration" --durations=15
+	E2E_LANES=$(E2E_LANES) $(VENV)/bin/pytest -m e2e -n $(E2E_LANES) --durations=15
+
+# The edit loop: lint, types and the unit tier (under two minutes).
+check: lint typecheck
+	$(VENV)/bin/pytest tests/unit -n 2 -q
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/rollout_bench.py

@@ -7,13 +7,13 @@ import json
 import os
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import settings
 
 ROOT = Path(__file__).resolve().parent.parent
 EVENTS = ROOT / "events"
-
 
 TIER_ORDER = {"unit": 0, "integration": 1, "e2e": 2}
 
@@ -27,16 +27,80 @@ settings.register_profile("explore", max_examples=2000, deadline=None, derandomi
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark each test with its tier and run the tiers fastest first (unit, integration, e2e), so a
-    broken unit fails the run early and the e2e session's local runtime starts after the rest."""
+#: Under pytest-xdist (`make test`: `-n 5`) the end-to-end tests, which mostly wait out bake and
+#: watch windows and alarm periods, run in E2E_LANES lanes side by side: each lane is one worker
+#: with its own local runtime (its own ports, state folder and processes), and the other workers
+#: take the integration and unit tests meanwhile. Lanes are balanced by these seconds (each test's
+#: call in `pytest tests/e2e -n 3` on the 2-core machine, 2026-12-04; an unlisted test counts 60).
+E2E_LANES = int(os.environ.get("E2E_LANES", "3"))
+E2E_SECONDS = {
+    "test_the_demo_story_holds": 179,
+    "test_alarms_roll_back_in_bake_and_promotion_but_not_after_the_watch_or_for_another_model": 127,
+    "test_a_canary_that_crash_loops_or_never_gets_ready_and_a_stopped_execution_leave_v1_serving": 98,
+    "test_a_rollout_function_that_dies_or_times_out_mid_patch_is_retried_with_no_double_patch": 97,
+    "test_training_stopped_or_over_its_runtime_a_failed_build_and_a_dead_lock_holder": 92,
+    "test_kubernetes_api_errors_in_canary_promotion_and_rollback_are_retried_to_the_right_outcome": 211,
+    "test_a_burst_of_uploads_never_runs_two_rollouts_and_ends_on_the_newest_data": 144,
+    "test_first_deploy_then_a_tie_is_rejected_then_a_watch_alarm_restores_the_previous_image": 100,
+    "test_a_redelivered_s3_event_starts_nothing_new": 30,
+    "test_up_env_status_tick_and_ctrl_c": 27,
+    "test_a_training_failure_changes_nothing_on_the_cluster_and_says_why": 20,
+    "test_a_dataset_with_missing_values_in_several_columns_is_promoted": 62,
+}
+
+
+def _tier(item: pytest.Item) -> str:
+    return Path(str(item.fspath)).relative_to(ROOT / "tests").parts[0]
+
+
+def e2e_lanes(nodeids: list[str], lanes: int = E2E_LANES) -> dict[str, str]:
+    """Each e2e test's lane: longest first onto the least loaded lane."""
+    load = [0.0] * max(1, lanes)
+    lane_of = {}
+    seconds = {nodeid: E2E_SECONDS.get(nodeid.rsplit("::", 1)[-1].split("[")[0], 60) for nodeid in nodeids}
+    for nodeid in sorted(seconds, key=lambda n: (-seconds[n], n)):
+        lane = load.index(min(load))
+        load[lane] += seconds[nodeid]
+        lane_of[nodeid] = f"e2e-lane-{lane}"
+    return lane_of
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`-n N` (--dist load): every e2e lane is one unit of work for one worker; every other test
+    is a unit of its own, handed to whichever worker is free. (xdist's own --dist loadgroup
+    cannot do this under pytest 9: it renames `item._nodeid`, which pytest 9 no longer reads.)"""
+    if config.getoption("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class E2eLaneScheduling(LoadScopeScheduling):
+        lane_of: dict[str, str] | None = None
+
+        def _split_scope(self, nodeid: str) -> str:
+            if self.lane_of is None:
+                self.lane_of = e2e_lanes([n for n in self.collection or [] if n.startswith("tests/e2e/")])
+            return self.lane_of.get(nodeid, nodeid)
+
+        def _reschedule(self, node: Any) -> None:
+            # A lane's worker keeps its local runtime (and the environment it points this process
+            # at) up to the end of its session: it takes nothing after its lane, and stops.
+            if any(scope.startswith("e2e-lane-") for scope in self.assigned_work.get(node, {})):
+                node.shutdown()
+                return
+            super()._reschedule(node)
+
+    return E2eLaneScheduling(config, log)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark each test with its tier (so `pytest -m unit` selects by folder). Run alone, the tiers
+    go fastest first (unit, integration, e2e), so a broken unit fails the run early; on xdist
+    workers the slowest tier is handed out first (e2e lanes, then integration, then unit)."""
     for item in items:
-        tier = Path(str(item.fspath)).relative_to(ROOT / "tests").parts[0]
-        if tier in TIER_ORDER:
-            item.add_marker(getattr(pytest.mark, tier))
-    items.sort(
-        key=lambda item: TIER_ORDER.get(Path(str(item.fspath)).relative_to(ROOT / "tests").parts[0], 1)
-    )
+        if _tier(item) in TIER_ORDER:
+            item.add_marker(getattr(pytest.mark, _tier(item)))
+    parallel = hasattr(config, "workerinput")
+    items.sort(key=lambda item: TIER_ORDER.get(_tier(item), 1) * (-1 if parallel else 1))
 
 
 def load_event(name: str) -> dict:

@@ -21,6 +21,7 @@ from tests.waiting import wait_for
 
 T = TypeVar("T")
 BASE_CONFIG = ROOT / "models" / "churn-local.yaml"
+KUBE_READ_TIMEOUT_SECONDS = 5
 
 
 class Driver:
@@ -109,7 +110,13 @@ class Driver:
 @pytest.fixture(scope="session")
 def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloud]:
     before = os.environ.get("AWS_ENDPOINT_URL")
-    running = LocalCloud(LocalSettings(state_dir=tmp_path_factory.mktemp("local-cloud"))).start()
+    settings = LocalSettings(
+        state_dir=tmp_path_factory.mktemp("local-cloud"),
+        # The rollout function's Kubernetes read timeout (20 s by default): the fault matrix waits
+        # one out per stalled patch, and no request of a healthy run comes near it.
+        extra_parameters={"KubeReadTimeoutSeconds": KUBE_READ_TIMEOUT_SECONDS},
+    )
+    running = LocalCloud(settings).start()
     try:
         yield running
     finally:

@@ -29,18 +29,20 @@ pytestmark = pytest.mark.timeout(900)
 
 ROWS = [[12, 80, 3, 20, 1, 1], [40, 55, 1, 35, 12, 0], [3, 99, 6, 5, 0, 3]]
 #: Short windows: a 5 s bake with 10 canary requests asked for, a 3 s watch. These tests judge
-#: faults, not latency: on a loaded CI host a fresh pod's p99 spikes by tens of ms against a 2 ms
-#: stable, so the latency ratio counts only 100 ms above stable.
+#: faults, not latency: on a loaded CI host (the e2e lanes share 2 cores with the other tiers) a
+#: fresh pod's p99 spikes by tens, at times hundreds, of ms against a 2 ms stable, so the latency
+#: ratio counts only 100 ms above stable and the p99 ceiling is 2 s (the canary's latency rules are
+#: proven in tests/unit/domain/test_canary_analysis.py and by the demo story's defaults).
 FAST = {
     "bake_seconds": 5,
     "watch_seconds": 3,
     "min_requests": 10,
     "ready_timeout_seconds": 30,
     "min_latency_increase_ms": 100,
+    "max_latency_p99_ms": 2000,
 }
 V1 = (1500, 11)
 BETTER = (4000, 12)  # beats version 1 every time (the champion stays v1 while candidates roll back)
-CLIENT_READ_TIMEOUT = 20  # modelops.adapters.kube.REQUEST_TIMEOUT's read timeout
 
 
 # --- figures -------------------------------------------------------------------------------------
@@ -86,6 +88,14 @@ class Run:
             for e in events
             if "stateEnteredEventDetails" in e
         ]
+
+    def failures(self) -> list[tuple[str, str]]:
+        """(error, cause) of every task that failed in the run (each one the workflow retried or caught)."""
+        events = self.sfn.get_execution_history(executionArn=self.arn, maxResults=1000)["events"]
+        details = [
+            e.get("lambdaFunctionFailedEventDetails") or e.get("taskFailedEventDetails") for e in events
+        ]
+        return [(d.get("error", ""), d.get("cause", "")) for d in details if d]
 
     def entered(self, name: str) -> float | None:
         return next((at for at, state in self.states() if state == name), None)
@@ -349,10 +359,10 @@ def arm(driver: Any, config: ModelConfig, which: str, kind: str, phase: str) -> 
         )
     if kind == "409":  # more than the rollout's own 3 re-reads, so the workflow retries too
         return driver.cloud.kube_faults.add("patch", "deployments", status=409, times=4, **where)
-    # the client gives up after its read timeout; the server goes on and applies the patch
-    return driver.cloud.kube_faults.add(
-        "patch", "deployments", status=None, delay=CLIENT_READ_TIMEOUT + 1, **where
-    )
+    # the client gives up after its read timeout (the stack's KubeReadTimeoutSeconds); the server
+    # goes on and applies the patch
+    read_timeout = float(driver.cloud.settings.extra_parameters["KubeReadTimeoutSeconds"])
+    return driver.cloud.kube_faults.add("patch", "deployments", status=None, delay=read_timeout + 1, **where)
 
 
 def test_kubernetes_api_errors_in_canary_promotion_and_rollback_are_retried_to_the_right_outcome(
@@ -380,6 +390,10 @@ def test_kubernetes_api_errors_in_canary_promotion_and_rollback_are_retried_to_t
         settle_alarms(driver, name)
         record = run.record()
         assert record["error"] == "WatchAlarmError" and rollback_fault.fired == rollback_fault.times, record
+        # And the stalled patch was given up on by the client's read timeout, then retried
+        assert any(
+            error == "KubeUnavailableError" and "Read timed out" in cause for error, cause in run.failures()
+        ), run.failures()
         for phase, kind in kinds.items():
             matrix.record(
                 f"Kubernetes API {kind} during {phase}",

@@ -12,6 +12,8 @@ import contextlib
 import threading
 from collections.abc import Iterator
 
+from pydantic import Field
+
 from modelops.adapters.aws import client
 from modelops.handler_kit import BaseEnv, env
 from modelops.ports import (
@@ -48,7 +50,7 @@ class _MetricsEnv(BaseEnv):
 class _ClusterEnv(BaseEnv):
     CLUSTER_NAME: str
     # The Kubernetes client's read timeout per request (connect: 5 s).
-    KUBE_READ_TIMEOUT_SECONDS: float = 20.0
+    KUBE_READ_TIMEOUT_SECONDS: float = Field(default=20.0, gt=0)
 
 
 class _TopicEnv(BaseEnv):

@@ -24,7 +24,7 @@ REQUEST_TIMEOUT = (5.0, 20.0)  # connect, read seconds (the rollout function may
 class KubeClient:
     """The `Kube` port over the official client: the three calls the rollout makes (get a
     Deployment, JSON-patch it, POST through the service proxy). `api_client` is a
-    kubernetes.client.ApiClient."""
+    kubernetes.client.ApiClient; `request_timeout` is (connect, read) seconds per request."""
 
     def __init__(
         self,

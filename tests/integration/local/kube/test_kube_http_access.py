@@ -246,6 +246,22 @@ def test_a_delay_fault_slows_a_request_and_a_disconnect_drops_it(server, make_cl
         kube.get_deployment("models", "ghost")
 
 
+def test_the_clients_read_timeout_is_20_s_unless_given_and_bounds_a_stalled_request(
+    server, make_client, deployment
+):
+    # Given the product's default client and one built with a 0.5 s read timeout
+    assert KubeClient(make_client()).request_timeout == (5, 20)
+    kube = KubeClient(make_client(), request_timeout=(5, 0.5))
+    client.AppsV1Api(make_client()).create_namespaced_deployment("models", deployment())
+    # When the API server holds the next get for 3 s
+    server.faults.add("get", "deployments", status=None, delay=3)
+    started = time.monotonic()
+    # Then the client gives up after its read timeout with the named error, well before the server answers
+    with pytest.raises(KubeUnavailableError, match="unreachable"):
+        kube.get_deployment("models", "churn-stable")
+    assert time.monotonic() - started < 2.5
+
+
 def test_the_products_image_patch_works_against_the_stand_in(make_client, deployment):
     from modelops.deployments import image_patch, rollout_status
 
