@@ -7,8 +7,8 @@
     server.faults.add("patch", "deployments", status=503) # explicit fault injection for tests
     server.stop()
 
-See store.py for the semantics (resourceVersion, generation, conflicts, patches, subresources,
-watch), server.py for HTTP, auth.py for EKS tokens.
+See store.py for the semantics (resourceVersion, generation, conflicts, patches, subresources),
+server.py for HTTP, auth.py for EKS tokens.
 """
 
 from modelops_local.kube.auth import EksTokenValidator, TokenRejectedError
@@ -16,7 +16,6 @@ from modelops_local.kube.errors import (
     AlreadyExistsError,
     BadRequestError,
     ConflictError,
-    ExpiredError,
     ForbiddenError,
     InvalidError,
     KubeApiError,
@@ -42,7 +41,6 @@ __all__ = [
     "ConflictError",
     "DeleteResult",
     "EksTokenValidator",
-    "ExpiredError",
     "Fault",
     "FaultInjector",
     "ForbiddenError",

@@ -1,6 +1,6 @@
 """Explicit fault injection for tests: make the next N matching requests fail, stall or drop.
 
-Off by default. A fault matches a request by verb (get, list, watch, create, update, patch, delete,
+Off by default. A fault matches a request by verb (get, list, create, update, patch, delete,
 deletecollection) and resource as RBAC names it ("deployments", "deployments/scale",
 "services/proxy"), optionally namespace and name; None matches anything.
 

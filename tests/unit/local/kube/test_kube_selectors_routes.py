@@ -147,7 +147,6 @@ def test_verbs_follow_method_and_route_and_others_are_405():
     scale = parse_path("/apis/apps/v1/namespaces/models/deployments/churn/scale")
     proxy = parse_path("/api/v1/namespaces/models/services/churn/proxy/x")
     assert collection.verb("GET", watch=False) == "list"
-    assert collection.verb("GET", watch=True) == "watch"
     assert collection.verb("DELETE", watch=False) == "deletecollection"
     assert item.verb("PATCH", watch=False) == "patch"
     assert scale.rbac_resource == "deployments/scale"
@@ -156,6 +155,9 @@ def test_verbs_follow_method_and_route_and_others_are_405():
     for route, method in ((collection, "PUT"), (item, "POST"), (scale, "DELETE")):
         with pytest.raises(MethodNotAllowedError):
             route.verb(method, watch=False)
+    # nothing in modelops watches, so the stand-in serves no watch and says so
+    with pytest.raises(MethodNotAllowedError, match="watch is not served"):
+        collection.verb("GET", watch=True)
 
 
 def test_discovery_documents_describe_the_served_resources():
