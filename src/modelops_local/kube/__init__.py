@@ -26,7 +26,7 @@ from modelops_local.kube.errors import (
     UnsupportedMediaTypeError,
 )
 from modelops_local.kube.faults import Fault, FaultInjector
-from modelops_local.kube.patch import JSON_PATCH, MERGE_PATCH, STRATEGIC_MERGE_PATCH
+from modelops_local.kube.patch import JSON_PATCH, MERGE_PATCH
 from modelops_local.kube.proxy import ServiceBackend
 from modelops_local.kube.resources import UnknownResourceError
 from modelops_local.kube.server import KubeApiServer
@@ -35,7 +35,6 @@ from modelops_local.kube.store import DeleteResult, KubeStore
 __all__ = [
     "JSON_PATCH",
     "MERGE_PATCH",
-    "STRATEGIC_MERGE_PATCH",
     "AlreadyExistsError",
     "BadRequestError",
     "ConflictError",

@@ -306,7 +306,7 @@ class KubeStore:
         field_validation: str = "Warn",
         warnings: Strings | None = None,
     ) -> Obj:
-        """Apply a JSON / merge / strategic merge patch (by `content_type`) and store the result.
+        """Apply a JSON Patch or a merge patch (by `content_type`) and store the result.
 
         A patch that sets a stale `metadata.resourceVersion` is a ConflictError; a failed JSON Patch
         `test` is an InvalidError (422); an unknown content type is UnsupportedMediaTypeError (415).
@@ -317,14 +317,10 @@ class KubeStore:
                 current = self._find(rt, namespace, name)
                 if subresource == "scale":
                     scale = self._scale_of(rt, current)
-                    patched_scale = apply_patch(
-                        scale, patch, content_type, self._schema_root("autoscaling/v1", "Scale")
-                    )
+                    patched_scale = apply_patch(scale, patch, content_type)
                     return self._apply_scale(rt, current, patched_scale, dry_run)
                 self._check_subresource(rt, subresource)
-                patched = apply_patch(
-                    current, patch, content_type, self._schema_root(rt.api_version, rt.kind)
-                )
+                patched = apply_patch(current, patch, content_type)
                 meta = patched.get("metadata")
                 if not isinstance(meta, dict):
                     raise BadRequestError("metadata: the patched object has no metadata")

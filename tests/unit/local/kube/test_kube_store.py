@@ -7,7 +7,6 @@ import pytest
 from modelops_local.kube import (
     JSON_PATCH,
     MERGE_PATCH,
-    STRATEGIC_MERGE_PATCH,
     AlreadyExistsError,
     BadRequestError,
     ConflictError,
@@ -108,7 +107,7 @@ def test_resource_version_increases_and_a_no_op_write_changes_nothing(store, dep
     same = store.update(created)
     assert same["metadata"]["resourceVersion"] == created["metadata"]["resourceVersion"]
     changed = store.patch(
-        "deployments", "models", "churn-stable", {"metadata": {"labels": {"x": "y"}}}, STRATEGIC_MERGE_PATCH
+        "deployments", "models", "churn-stable", {"metadata": {"labels": {"x": "y"}}}, MERGE_PATCH
     )
     assert int(changed["metadata"]["resourceVersion"]) > int(created["metadata"]["resourceVersion"])
 
@@ -163,7 +162,7 @@ def test_scale_subresource_reads_and_writes_replicas(store, deployment):
     scale["spec"]["replicas"] = 5
     assert store.update(scale, "scale", kind="deployments", namespace="models")["spec"]["replicas"] == 5
     patched = store.patch(
-        "deployments", "models", "churn-stable", {"spec": {"replicas": 1}}, STRATEGIC_MERGE_PATCH, "scale"
+        "deployments", "models", "churn-stable", {"spec": {"replicas": 1}}, MERGE_PATCH, "scale"
     )
     # Then the Deployment's replicas and generation follow
     assert patched["spec"]["replicas"] == 1
