@@ -47,7 +47,7 @@ class Route:
         if watch:
             raise MethodNotAllowedError("watch is not served by the local Kubernetes stand-in")
         if self.name is None:
-            verbs = {"GET": "list", "POST": "create", "DELETE": "deletecollection"}
+            verbs = {"GET": "list", "POST": "create"}
             if self.subresource is None and method in verbs:
                 return verbs[method]
             return _not_allowed()
@@ -172,7 +172,7 @@ def _resource_list(group: str, version: str) -> dict[str, Any]:
                 "singularName": rt.singular,
                 "namespaced": rt.namespaced,
                 "kind": rt.kind,
-                "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update"],
+                "verbs": ["create", "delete", "get", "list", "patch", "update"],
                 "shortNames": list(rt.short_names),
             }
         )

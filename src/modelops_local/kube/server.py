@@ -384,19 +384,6 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send_json(
                     200, errors.success_status(rt, name or "", result.object["metadata"].get("uid"))
                 )
-        elif verb == "deletecollection":
-            options = self._delete_options()
-            options.pop("preconditions", None)
-            self._send_json(
-                200,
-                store.delete_collection(
-                    rt,
-                    namespace,
-                    label_selector=self._text("labelSelector"),
-                    field_selector=self._text("fieldSelector"),
-                    **options,
-                ),
-            )
         else:  # pragma: no cover - Route.verb only returns the verbs above
             raise errors.MethodNotAllowedError(
                 "the server does not allow this method on the requested resource"
@@ -463,14 +450,9 @@ class _Handler(BaseHTTPRequestHandler):
         if self._body:
             body = self._json_body()
             options["grace_period_seconds"] = body.get("gracePeriodSeconds")
-            options["propagation_policy"] = body.get("propagationPolicy")
-            if body.get("orphanDependents") is True:
-                options["propagation_policy"] = "Orphan"
             options["preconditions"] = body.get("preconditions")
         if self._int("gracePeriodSeconds") is not None:
             options["grace_period_seconds"] = self._int("gracePeriodSeconds")
-        if self._text("propagationPolicy"):
-            options["propagation_policy"] = self._text("propagationPolicy")
         return {k: v for k, v in options.items() if v is not None}
 
     # --- responses ----------------------------------------------------------------------------------

@@ -10,9 +10,11 @@ What a client can rely on (the same as on a cluster):
 - Objects are validated (OpenAPI schema + the server's rules) and defaulted; fields the schema does
   not know are dropped with a warning (`Warn`, the default), rejected (`Strict`) or dropped
   silently (`Ignore`).
-- Deletion honours finalizers, pod grace periods (for pods bound to a node) and owner references
-  (dependents are deleted, or orphaned with `propagation_policy="Orphan"`); deleting a namespace
-  deletes what is in it.
+- Deletion honours `preconditions` and pod grace periods (a pod bound to a node waits with a
+  deletionTimestamp until its kubelet deletes it with grace 0). Nothing in modelops uses
+  finalizers, owner-reference cascades or namespace deletion, so none is implemented:
+  `metadata.finalizers` is stored but holds nothing, deleting an owner leaves its dependents,
+  and deleting a namespace is a 405.
 - `subscribe` hands every committed change to in-process callbacks (the controller and the
   Service proxies react through it). There is no watch: nothing in modelops watches.
 
@@ -36,7 +38,7 @@ from typing import Any
 
 from modelops_local.kube import errors
 from modelops_local.kube.defaults import ClusterIpAllocator, apply_defaults, initial_status
-from modelops_local.kube.errors import BadRequestError, ForbiddenError, NotFoundError
+from modelops_local.kube.errors import BadRequestError, NotFoundError
 from modelops_local.kube.patch import apply_patch
 from modelops_local.kube.resources import (
     NAMESPACES,
@@ -65,7 +67,6 @@ Objects = list[Obj]
 Strings = list[str]
 Changes = list["Change"]
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
-PROTECTED_NAMESPACES = frozenset({"default", "kube-system", "kube-public"})
 FIELD_VALIDATION = ("Strict", "Warn", "Ignore")
 _NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 _SYSTEM_METADATA = (
@@ -88,7 +89,7 @@ class Change:
 @dataclass(frozen=True)
 class DeleteResult:
     object: Obj  # the object as deleted, or as it now waits (deletionTimestamp set)
-    deleted: bool  # False while finalizers or a grace period keep it
+    deleted: bool  # False while a pod's grace period keeps it
 
 
 @dataclass
@@ -345,61 +346,22 @@ class KubeStore:
         name: str,
         *,
         grace_period_seconds: int | None = None,
-        propagation_policy: str | None = None,
         preconditions: Mapping[str, Any] | None = None,
         dry_run: bool = False,
     ) -> DeleteResult:
-        """Delete an object (see the module docstring for finalizers, grace periods and dependents)."""
+        """Delete an object (see the module docstring for preconditions and grace periods)."""
         rt = resource_type(kind)
-        if propagation_policy not in (None, "Orphan", "Background", "Foreground"):
-            raise BadRequestError(f"Unsupported propagation policy {propagation_policy!r}")
+        if rt is NAMESPACES:
+            raise errors.MethodNotAllowedError("deleting a namespace is not supported by the local stand-in")
         try:
             with self._lock:
                 current = self._find(rt, namespace, name)
                 self._check_preconditions(rt, current, preconditions or {})
                 if dry_run:
                     return DeleteResult(copy.deepcopy(current), deleted=True)
-                if rt is NAMESPACES:
-                    return self._delete_namespace(current)
-                return self._delete_locked(rt, current, grace_period_seconds, propagation_policy)
+                return self._delete_locked(rt, current, grace_period_seconds)
         finally:
             self._dispatch()
-
-    def delete_collection(
-        self,
-        kind: str | ResourceType,
-        namespace: str | None = None,
-        *,
-        label_selector: str | None = None,
-        field_selector: str | None = None,
-        grace_period_seconds: int | None = None,
-        propagation_policy: str | None = None,
-    ) -> Obj:
-        """Delete every matching object; returns the `<Kind>List` of what was deleted."""
-        rt = resource_type(kind)
-        labels = parse_label_selector(label_selector)
-        fields = parse_field_selector(field_selector, rt.plural)
-        items = []
-        try:
-            with self._lock:
-                for obj in self._matching(rt, namespace, labels, fields):
-                    if rt is NAMESPACES:
-                        if obj["metadata"]["name"] in PROTECTED_NAMESPACES:
-                            continue
-                        items.append(self._delete_namespace(obj).object)
-                    else:
-                        items.append(
-                            self._delete_locked(rt, obj, grace_period_seconds, propagation_policy).object
-                        )
-                rv = self._rv
-        finally:
-            self._dispatch()
-        return {
-            "kind": rt.list_kind,
-            "apiVersion": rt.api_version,
-            "metadata": {"resourceVersion": str(rv)},
-            "items": items,
-        }
 
     # --- subscribe -----------------------------------------------------------------------------------
 
@@ -576,15 +538,6 @@ class KubeStore:
             return copy.deepcopy(current)
         if dry_run:
             return new
-        meta = new["metadata"]
-        if (
-            meta.get("deletionTimestamp")
-            and not meta.get("finalizers")
-            and not meta.get("deletionGracePeriodSeconds")
-        ):
-            removed = self._remove(rt, new)
-            self._collect_dependents(new, None)
-            return removed
         self._commit(rt, new, "MODIFIED")
         return copy.deepcopy(new)
 
@@ -671,13 +624,11 @@ class KubeStore:
         grace = requested if requested is not None else spec.get("terminationGracePeriodSeconds", 30)
         return max(int(grace), 0)
 
-    def _delete_locked(
-        self, rt: ResourceType, current: Obj, grace_request: int | None, policy: str | None
-    ) -> DeleteResult:
+    def _delete_locked(self, rt: ResourceType, current: Obj, grace_request: int | None) -> DeleteResult:
         grace = self._grace_period(rt, current, grace_request)
         meta = current["metadata"]
         pending_grace = meta.get("deletionGracePeriodSeconds")
-        if meta.get("finalizers") or grace > 0:
+        if grace > 0:
             if meta.get("deletionTimestamp") and (pending_grace is None or grace >= pending_grace):
                 return DeleteResult(copy.deepcopy(current), deleted=False)
             new = copy.deepcopy(current)
@@ -685,9 +636,7 @@ class KubeStore:
             new["metadata"]["deletionGracePeriodSeconds"] = grace
             self._commit(rt, new, "MODIFIED")
             return DeleteResult(copy.deepcopy(new), deleted=False)
-        removed = self._remove(rt, current)
-        self._collect_dependents(current, policy)
-        return DeleteResult(removed, deleted=True)
+        return DeleteResult(self._remove(rt, current), deleted=True)
 
     def _remove(self, rt: ResourceType, obj: Obj) -> Obj:
         final = copy.deepcopy(obj)
@@ -697,46 +646,6 @@ class KubeStore:
         meta["resourceVersion"] = str(self._rv)
         self._changes.append(Change(self._rv, "DELETED", rt, final))
         return copy.deepcopy(final)
-
-    def _collect_dependents(self, owner: Obj, policy: str | None) -> None:
-        """Delete (or, for Orphan, release) the objects `owner` owns, like the garbage collector."""
-        uid, namespace = owner["metadata"]["uid"], owner["metadata"].get("namespace")
-        for rt in RESOURCE_TYPES:
-            for key, obj in list(self._objects[rt].items()):
-                if self._objects[rt].get(key) is not obj:
-                    continue  # already deleted by an earlier cascade
-                if namespace and obj["metadata"].get("namespace") != namespace:
-                    continue
-                references = obj["metadata"].get("ownerReferences") or []
-                if not any(ref.get("uid") == uid for ref in references):
-                    continue
-                if policy == "Orphan":
-                    released = copy.deepcopy(obj)
-                    remaining = [ref for ref in references if ref.get("uid") != uid]
-                    if remaining:
-                        released["metadata"]["ownerReferences"] = remaining
-                    else:
-                        released["metadata"].pop("ownerReferences", None)
-                    self._commit(rt, released, "MODIFIED")
-                else:
-                    self._delete_locked(rt, obj, None, None)
-
-    def _delete_namespace(self, namespace: Obj) -> DeleteResult:
-        name = namespace["metadata"]["name"]
-        if name in PROTECTED_NAMESPACES:
-            raise ForbiddenError(
-                f'namespaces "{name}" is forbidden: this namespace may not be deleted',
-                details={"name": name, "kind": "namespaces"},
-            )
-        terminating = copy.deepcopy(namespace)
-        terminating["metadata"]["deletionTimestamp"] = _timestamp(self._clock())
-        terminating["status"] = {"phase": "Terminating"}
-        self._commit(NAMESPACES, terminating, "MODIFIED")
-        for rt in RESOURCE_TYPES:
-            if rt.namespaced:
-                for obj in [o for o in self._objects[rt].values() if o["metadata"].get("namespace") == name]:
-                    self._remove(rt, obj)
-        return DeleteResult(self._remove(NAMESPACES, terminating), deleted=True)
 
     # --- internals: events -------------------------------------------------------------------------
 
