@@ -231,27 +231,10 @@ class _RequestContext:
     ) -> None:
         self.index = index
         self.queries = {q.id: q for q in queries}
-        self.order = [q.id for q in queries]
         self.start, self.end = start, end
         self.extra = extra
         self._cache: dict[str, Series] = {}
         self._computing: set[str] = set()
-        periods = [q.period for q in queries if q.period is not None]
-        self.default_period = min(periods) if periods else 60
-        self.grid = self._grid(self.default_period)
-
-    def _grid(self, period: int) -> list[int]:
-        first = aligned_start(self.start, period)
-        return list(range(first, int(self.end) + (0 if self.end == int(self.end) else 1), period))
-
-    def metric_ids(self) -> list[str]:
-        return [i for i in self.order if self.queries[i].metric is not None]
-
-    def period_of(self, query_id: str) -> int:
-        query = self.queries.get(query_id)
-        if query is None or query.period is None:
-            raise MetricMathError(f"PERIOD({query_id}): not a metric query of this request")
-        return query.period
 
     def series(self, query_id: str) -> Series:
         if query_id in self._cache:

@@ -7,8 +7,8 @@
     server.faults.add("patch", "deployments", status=503) # explicit fault injection for tests
     server.stop()
 
-See store.py for the semantics (resourceVersion, generation, conflicts, patches, subresources,
-watch), server.py for HTTP, auth.py for EKS tokens.
+See store.py for the semantics (resourceVersion, generation, conflicts, patches, subresources),
+server.py for HTTP, auth.py for EKS tokens.
 """
 
 from modelops_local.kube.auth import EksTokenValidator, TokenRejectedError
@@ -16,7 +16,6 @@ from modelops_local.kube.errors import (
     AlreadyExistsError,
     BadRequestError,
     ConflictError,
-    ExpiredError,
     ForbiddenError,
     InvalidError,
     KubeApiError,
@@ -27,7 +26,7 @@ from modelops_local.kube.errors import (
     UnsupportedMediaTypeError,
 )
 from modelops_local.kube.faults import Fault, FaultInjector
-from modelops_local.kube.patch import JSON_PATCH, MERGE_PATCH, STRATEGIC_MERGE_PATCH
+from modelops_local.kube.patch import JSON_PATCH, MERGE_PATCH
 from modelops_local.kube.proxy import ServiceBackend
 from modelops_local.kube.resources import UnknownResourceError
 from modelops_local.kube.server import KubeApiServer
@@ -36,13 +35,11 @@ from modelops_local.kube.store import DeleteResult, KubeStore
 __all__ = [
     "JSON_PATCH",
     "MERGE_PATCH",
-    "STRATEGIC_MERGE_PATCH",
     "AlreadyExistsError",
     "BadRequestError",
     "ConflictError",
     "DeleteResult",
     "EksTokenValidator",
-    "ExpiredError",
     "Fault",
     "FaultInjector",
     "ForbiddenError",

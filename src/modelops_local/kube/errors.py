@@ -101,13 +101,6 @@ class ConflictError(KubeApiError):
     reason = "Conflict"
 
 
-class ExpiredError(KubeApiError):
-    """A watch asked for a resourceVersion older than the history kept (410 Gone)."""
-
-    code = 410
-    reason = "Expired"
-
-
 class UnsupportedMediaTypeError(KubeApiError):
     code = 415
     reason = "UnsupportedMediaType"

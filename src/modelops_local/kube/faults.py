@@ -1,7 +1,7 @@
 """Explicit fault injection for tests: make the next N matching requests fail, stall or drop.
 
-Off by default. A fault matches a request by verb (get, list, watch, create, update, patch, delete,
-deletecollection) and resource as RBAC names it ("deployments", "deployments/scale",
+Off by default. A fault matches a request by verb (get, list, create, update, patch, delete)
+and resource as RBAC names it ("deployments", "deployments/scale",
 "services/proxy"), optionally namespace and name; None matches anything.
 
 What a matching request meets, in order: `delay` seconds of stall (beyond the client's read timeout

@@ -40,11 +40,14 @@ class Route:
         return f"{self.rt.plural}/{self.subresource}" if self.subresource else self.rt.plural
 
     def verb(self, method: str, watch: bool) -> str:
-        """The API verb for `method` on this route (MethodNotAllowedError if there is none)."""
+        """The API verb for `method` on this route (MethodNotAllowedError if there is none, and for
+        a watch: this stand-in serves no watches)."""
         if self.subresource == "proxy":
             return _METHOD_VERBS.get(method) or _not_allowed()
+        if watch:
+            raise MethodNotAllowedError("watch is not served by the local Kubernetes stand-in")
         if self.name is None:
-            verbs = {"GET": "watch" if watch else "list", "POST": "create", "DELETE": "deletecollection"}
+            verbs = {"GET": "list", "POST": "create"}
             if self.subresource is None and method in verbs:
                 return verbs[method]
             return _not_allowed()
@@ -169,7 +172,7 @@ def _resource_list(group: str, version: str) -> dict[str, Any]:
                 "singularName": rt.singular,
                 "namespaced": rt.namespaced,
                 "kind": rt.kind,
-                "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"],
+                "verbs": ["create", "delete", "get", "list", "patch", "update"],
                 "shortNames": list(rt.short_names),
             }
         )

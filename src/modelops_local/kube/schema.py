@@ -1,8 +1,7 @@
 """The real Kubernetes OpenAPI schemas shipped (offline) by `kubernetes-validate`.
 
-Three uses, all driven by the same schema the API server is generated from:
+Two uses, both driven by the same schema the API server is generated from:
 - JSON Schema validation of an object of a served kind;
-- patch metadata for strategic merge patch (`x-kubernetes-patch-merge-key` / `-patch-strategy`);
 - finding (and dropping) fields the schema does not know, as the API server's field validation does.
 
 The definitions (1.8 MB) load once, lazily, on first use.
@@ -44,18 +43,6 @@ class SchemaNode:
                 continue
             break
         self.raw = raw
-
-    @property
-    def merge_key(self) -> str | None:
-        key = self.raw.get("x-kubernetes-patch-merge-key")
-        return key if isinstance(key, str) else None
-
-    @property
-    def patch_strategies(self) -> frozenset[str]:
-        strategy = self.raw.get("x-kubernetes-patch-strategy")
-        if not isinstance(strategy, str):
-            return frozenset()
-        return frozenset(part.strip() for part in strategy.split(",") if part.strip())
 
     @property
     def has_properties(self) -> bool:

@@ -6,8 +6,8 @@ needs `Authorization: Bearer <token>`: `authenticate(token)` returns a user name
 `authorize(user, verb, resource, namespace, name)` returns whether RBAC would allow it (403
 otherwise, worded like the RBAC authorizer); `name` is what RBAC's resourceNames match, as the API
 server takes it: the path's name segment as written (a proxy's `service:port` included), for a
-list or watch the value of a `metadata.name` field selector, else None. Errors are `kind: Status` bodies. Watches stream
-newline-delimited JSON events in a chunked response.
+list the value of a `metadata.name` field selector, else None. Errors are `kind: Status` bodies.
+Watches are not served (nothing in modelops watches): `?watch=true` is a 405.
 """
 
 from __future__ import annotations
@@ -42,7 +42,6 @@ Authenticate = Callable[[str], "str | None"]
 Authorize = Callable[[str, str, str, "str | None", "str | None"], bool]
 
 MAX_BODY_BYTES = 3 * 1024 * 1024
-DEFAULT_WATCH_SECONDS = 1800
 IDLE_CONNECTION_SECONDS = 120
 
 
@@ -91,7 +90,7 @@ class KubeApiServer:
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop accepting, end watches, close connections and join the threads (within `timeout`)."""
+        """Stop accepting, close connections and join the threads (within `timeout`)."""
         httpd, self._httpd = self._httpd, None
         if httpd is None:
             return
@@ -303,7 +302,7 @@ class _Handler(BaseHTTPRequestHandler):
         """The request's name as RBAC sees it (see the module docstring)."""
         if route.name is not None:
             return route.name
-        if verb not in ("list", "watch"):
+        if verb != "list":
             return None
         assert route.rt is not None
         try:
@@ -361,8 +360,6 @@ class _Handler(BaseHTTPRequestHandler):
                 continue_token=self._text("continue"),
             )
             self._send_json(200, body)
-        elif verb == "watch":
-            self._watch(route)
         elif verb == "get":
             self._send_json(200, store.get(rt, namespace, name or "", subresource=sub))
         elif verb == "create":
@@ -387,64 +384,10 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send_json(
                     200, errors.success_status(rt, name or "", result.object["metadata"].get("uid"))
                 )
-        elif verb == "deletecollection":
-            options = self._delete_options()
-            options.pop("preconditions", None)
-            self._send_json(
-                200,
-                store.delete_collection(
-                    rt,
-                    namespace,
-                    label_selector=self._text("labelSelector"),
-                    field_selector=self._text("fieldSelector"),
-                    **options,
-                ),
-            )
         else:  # pragma: no cover - Route.verb only returns the verbs above
             raise errors.MethodNotAllowedError(
                 "the server does not allow this method on the requested resource"
             )
-
-    def _watch(self, route: Route) -> None:
-        assert route.rt is not None
-        timeout = self._int("timeoutSeconds")
-        try:
-            events = self.api.store.watch(
-                route.rt,
-                route.namespace,
-                since_rv=self._text("resourceVersion"),
-                timeout=float(timeout) if timeout is not None else float(DEFAULT_WATCH_SECONDS),
-                label_selector=self._text("labelSelector"),
-                field_selector=self._text("fieldSelector"),
-                stop=self.api._stopping,
-            )
-            expired = None
-        except errors.ExpiredError as exc:
-            events, expired = iter(()), exc
-        self._status = 200
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Transfer-Encoding", "chunked")
-        self.send_header("Cache-Control", "no-cache, private")
-        self.end_headers()
-        try:
-            if expired is not None:
-                self._write_chunk({"type": "ERROR", "object": expired.to_status()})
-            else:
-                try:
-                    for event_type, obj in events:
-                        self._write_chunk({"type": event_type, "object": obj})
-                except errors.ExpiredError as exc:
-                    self._write_chunk({"type": "ERROR", "object": exc.to_status()})
-            self.wfile.write(b"0\r\n\r\n")
-            self.wfile.flush()
-        except (ConnectionError, TimeoutError, ssl.SSLError, OSError):
-            self.close_connection = True
-
-    def _write_chunk(self, event: dict[str, Any]) -> None:
-        data = json.dumps(event).encode() + b"\n"
-        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-        self.wfile.flush()
 
     def _proxy(self, method: str, route: Route, query: str) -> None:
         assert route.namespace is not None and route.name is not None
@@ -507,14 +450,9 @@ class _Handler(BaseHTTPRequestHandler):
         if self._body:
             body = self._json_body()
             options["grace_period_seconds"] = body.get("gracePeriodSeconds")
-            options["propagation_policy"] = body.get("propagationPolicy")
-            if body.get("orphanDependents") is True:
-                options["propagation_policy"] = "Orphan"
             options["preconditions"] = body.get("preconditions")
         if self._int("gracePeriodSeconds") is not None:
             options["grace_period_seconds"] = self._int("gracePeriodSeconds")
-        if self._text("propagationPolicy"):
-            options["propagation_policy"] = self._text("propagationPolicy")
         return {k: v for k, v in options.items() if v is not None}
 
     # --- responses ----------------------------------------------------------------------------------

@@ -10,12 +10,13 @@ What a client can rely on (the same as on a cluster):
 - Objects are validated (OpenAPI schema + the server's rules) and defaulted; fields the schema does
   not know are dropped with a warning (`Warn`, the default), rejected (`Strict`) or dropped
   silently (`Ignore`).
-- Deletion honours finalizers, pod grace periods (for pods bound to a node) and owner references
-  (dependents are deleted, or orphaned with `propagation_policy="Orphan"`); deleting a namespace
-  deletes what is in it.
-- `watch` replays changes after a resourceVersion (410 Expired when older than the history kept),
-  with label/field selectors applied the way the API server applies them (an object that stops
-  matching is DELETED for that watcher, one that starts matching is ADDED).
+- Deletion honours `preconditions` and pod grace periods (a pod bound to a node waits with a
+  deletionTimestamp until its kubelet deletes it with grace 0). Nothing in modelops uses
+  finalizers, owner-reference cascades or namespace deletion, so none is implemented:
+  `metadata.finalizers` is stored but holds nothing, deleting an owner leaves its dependents,
+  and deleting a namespace is a 405.
+- `subscribe` hands every committed change to in-process callbacks (the controller and the
+  Service proxies react through it). There is no watch: nothing in modelops watches.
 
 Objects are plain JSON-shaped dicts. Everything handed out is a copy.
 """
@@ -28,17 +29,16 @@ import json
 import logging
 import secrets
 import threading
-import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from modelops_local.kube import errors
 from modelops_local.kube.defaults import ClusterIpAllocator, apply_defaults, initial_status
-from modelops_local.kube.errors import BadRequestError, ExpiredError, ForbiddenError, NotFoundError
+from modelops_local.kube.errors import BadRequestError, NotFoundError
 from modelops_local.kube.patch import apply_patch
 from modelops_local.kube.resources import (
     NAMESPACES,
@@ -65,10 +65,8 @@ Obj = dict[str, Any]
 # Aliases: inside KubeStore, `list` names the method.
 Objects = list[Obj]
 Strings = list[str]
-Events = list["WatchEvent"]
-TypedObjects = list[tuple[str, Obj]]
+Changes = list["Change"]
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
-PROTECTED_NAMESPACES = frozenset({"default", "kube-system", "kube-public"})
 FIELD_VALIDATION = ("Strict", "Warn", "Ignore")
 _NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 _SYSTEM_METADATA = (
@@ -81,18 +79,17 @@ _SYSTEM_METADATA = (
 
 
 @dataclass(frozen=True)
-class WatchEvent:
+class Change:
     rv: int
     type: str  # ADDED | MODIFIED | DELETED
     rt: ResourceType
     object: Obj  # never mutated after commit
-    old: Obj | None
 
 
 @dataclass(frozen=True)
 class DeleteResult:
     object: Obj  # the object as deleted, or as it now waits (deletionTimestamp set)
-    deleted: bool  # False while finalizers or a grace period keep it
+    deleted: bool  # False while a pod's grace period keeps it
 
 
 @dataclass
@@ -113,16 +110,12 @@ class KubeStore:
         *,
         namespaces: tuple[str, ...] = DEFAULT_NAMESPACES,
         clock: Callable[[], datetime] | None = None,
-        history_size: int = 10_000,
         validate_schema: bool = True,
     ) -> None:
         self._lock = threading.RLock()
-        self._changed = threading.Condition(self._lock)
         self._objects: dict[ResourceType, dict[tuple[str, str], Obj]] = {rt: {} for rt in RESOURCE_TYPES}
         self._rv = 0
-        self._events: deque[WatchEvent] = deque()
-        self._history_size = history_size
-        self._floor = 0  # events with rv <= floor are no longer kept
+        self._changes: deque[Change] = deque()  # committed, not yet handed to every subscriber
         self._clock = clock or (lambda: datetime.now(UTC))
         self._ips = ClusterIpAllocator()
         self._validate_schema = validate_schema
@@ -252,7 +245,7 @@ class KubeStore:
                     raise errors.already_exists(rt, meta["name"])
                 if dry_run:
                     return copy.deepcopy(body)
-                self._commit(rt, body, "ADDED", None)
+                self._commit(rt, body, "ADDED")
                 return copy.deepcopy(body)
         finally:
             self._dispatch()
@@ -314,7 +307,7 @@ class KubeStore:
         field_validation: str = "Warn",
         warnings: Strings | None = None,
     ) -> Obj:
-        """Apply a JSON / merge / strategic merge patch (by `content_type`) and store the result.
+        """Apply a JSON Patch or a merge patch (by `content_type`) and store the result.
 
         A patch that sets a stale `metadata.resourceVersion` is a ConflictError; a failed JSON Patch
         `test` is an InvalidError (422); an unknown content type is UnsupportedMediaTypeError (415).
@@ -325,14 +318,10 @@ class KubeStore:
                 current = self._find(rt, namespace, name)
                 if subresource == "scale":
                     scale = self._scale_of(rt, current)
-                    patched_scale = apply_patch(
-                        scale, patch, content_type, self._schema_root("autoscaling/v1", "Scale")
-                    )
+                    patched_scale = apply_patch(scale, patch, content_type)
                     return self._apply_scale(rt, current, patched_scale, dry_run)
                 self._check_subresource(rt, subresource)
-                patched = apply_patch(
-                    current, patch, content_type, self._schema_root(rt.api_version, rt.kind)
-                )
+                patched = apply_patch(current, patch, content_type)
                 meta = patched.get("metadata")
                 if not isinstance(meta, dict):
                     raise BadRequestError("metadata: the patched object has no metadata")
@@ -357,96 +346,24 @@ class KubeStore:
         name: str,
         *,
         grace_period_seconds: int | None = None,
-        propagation_policy: str | None = None,
         preconditions: Mapping[str, Any] | None = None,
         dry_run: bool = False,
     ) -> DeleteResult:
-        """Delete an object (see the module docstring for finalizers, grace periods and dependents)."""
+        """Delete an object (see the module docstring for preconditions and grace periods)."""
         rt = resource_type(kind)
-        if propagation_policy not in (None, "Orphan", "Background", "Foreground"):
-            raise BadRequestError(f"Unsupported propagation policy {propagation_policy!r}")
+        if rt is NAMESPACES:
+            raise errors.MethodNotAllowedError("deleting a namespace is not supported by the local stand-in")
         try:
             with self._lock:
                 current = self._find(rt, namespace, name)
                 self._check_preconditions(rt, current, preconditions or {})
                 if dry_run:
                     return DeleteResult(copy.deepcopy(current), deleted=True)
-                if rt is NAMESPACES:
-                    return self._delete_namespace(current)
-                return self._delete_locked(rt, current, grace_period_seconds, propagation_policy)
+                return self._delete_locked(rt, current, grace_period_seconds)
         finally:
             self._dispatch()
 
-    def delete_collection(
-        self,
-        kind: str | ResourceType,
-        namespace: str | None = None,
-        *,
-        label_selector: str | None = None,
-        field_selector: str | None = None,
-        grace_period_seconds: int | None = None,
-        propagation_policy: str | None = None,
-    ) -> Obj:
-        """Delete every matching object; returns the `<Kind>List` of what was deleted."""
-        rt = resource_type(kind)
-        labels = parse_label_selector(label_selector)
-        fields = parse_field_selector(field_selector, rt.plural)
-        items = []
-        try:
-            with self._lock:
-                for obj in self._matching(rt, namespace, labels, fields):
-                    if rt is NAMESPACES:
-                        if obj["metadata"]["name"] in PROTECTED_NAMESPACES:
-                            continue
-                        items.append(self._delete_namespace(obj).object)
-                    else:
-                        items.append(
-                            self._delete_locked(rt, obj, grace_period_seconds, propagation_policy).object
-                        )
-                rv = self._rv
-        finally:
-            self._dispatch()
-        return {
-            "kind": rt.list_kind,
-            "apiVersion": rt.api_version,
-            "metadata": {"resourceVersion": str(rv)},
-            "items": items,
-        }
-
-    # --- watch and subscribe -----------------------------------------------------------------------
-
-    def watch(
-        self,
-        kind: str | ResourceType,
-        namespace: str | None = None,
-        *,
-        since_rv: str | int | None = None,
-        timeout: float | None = None,
-        label_selector: str | None = None,
-        field_selector: str | None = None,
-        stop: threading.Event | None = None,
-    ) -> Iterator[tuple[str, Obj]]:
-        """(type, object) events for matching objects.
-
-        Without `since_rv` (or "0") it starts with ADDED for every current match, then changes;
-        with `since_rv` it replays every change after it (ExpiredError, 410, if that is older than
-        the history kept). Ends after `timeout` seconds or when `stop` is set.
-        """
-        rt = resource_type(kind)
-        labels = parse_label_selector(label_selector)
-        fields = parse_field_selector(field_selector, rt.plural)
-        deadline = time.monotonic() + timeout if timeout is not None else None
-        with self._lock:
-            if since_rv in (None, "", "0", 0):
-                start = self._rv
-                initial = [
-                    ("ADDED", copy.deepcopy(obj)) for obj in self._matching(rt, namespace, labels, fields)
-                ]
-            else:
-                start = _parse_rv(since_rv)
-                self._check_not_expired(start)
-                initial = []
-        return self._stream(rt, namespace, labels, fields, start, initial, deadline, stop)
+    # --- subscribe -----------------------------------------------------------------------------------
 
     def subscribe(self, callback: Callable[[str, Obj], None]) -> Callable[[], None]:
         """Call `callback(type, object)` for every change from now on, in commit order.
@@ -621,16 +538,7 @@ class KubeStore:
             return copy.deepcopy(current)
         if dry_run:
             return new
-        meta = new["metadata"]
-        if (
-            meta.get("deletionTimestamp")
-            and not meta.get("finalizers")
-            and not meta.get("deletionGracePeriodSeconds")
-        ):
-            removed = self._remove(rt, new)
-            self._collect_dependents(new, None)
-            return removed
-        self._commit(rt, new, "MODIFIED", current)
+        self._commit(rt, new, "MODIFIED")
         return copy.deepcopy(new)
 
     def _keep_cluster_ip(self, current: Obj, new: Obj) -> None:
@@ -716,23 +624,19 @@ class KubeStore:
         grace = requested if requested is not None else spec.get("terminationGracePeriodSeconds", 30)
         return max(int(grace), 0)
 
-    def _delete_locked(
-        self, rt: ResourceType, current: Obj, grace_request: int | None, policy: str | None
-    ) -> DeleteResult:
+    def _delete_locked(self, rt: ResourceType, current: Obj, grace_request: int | None) -> DeleteResult:
         grace = self._grace_period(rt, current, grace_request)
         meta = current["metadata"]
         pending_grace = meta.get("deletionGracePeriodSeconds")
-        if meta.get("finalizers") or grace > 0:
+        if grace > 0:
             if meta.get("deletionTimestamp") and (pending_grace is None or grace >= pending_grace):
                 return DeleteResult(copy.deepcopy(current), deleted=False)
             new = copy.deepcopy(current)
             new["metadata"]["deletionTimestamp"] = _timestamp(self._clock() + timedelta(seconds=grace))
             new["metadata"]["deletionGracePeriodSeconds"] = grace
-            self._commit(rt, new, "MODIFIED", current)
+            self._commit(rt, new, "MODIFIED")
             return DeleteResult(copy.deepcopy(new), deleted=False)
-        removed = self._remove(rt, current)
-        self._collect_dependents(current, policy)
-        return DeleteResult(removed, deleted=True)
+        return DeleteResult(self._remove(rt, current), deleted=True)
 
     def _remove(self, rt: ResourceType, obj: Obj) -> Obj:
         final = copy.deepcopy(obj)
@@ -740,106 +644,16 @@ class KubeStore:
         del self._objects[rt][self._key(rt, meta.get("namespace"), meta["name"])]
         self._rv += 1
         meta["resourceVersion"] = str(self._rv)
-        self._record(WatchEvent(self._rv, "DELETED", rt, final, obj))
+        self._changes.append(Change(self._rv, "DELETED", rt, final))
         return copy.deepcopy(final)
-
-    def _collect_dependents(self, owner: Obj, policy: str | None) -> None:
-        """Delete (or, for Orphan, release) the objects `owner` owns, like the garbage collector."""
-        uid, namespace = owner["metadata"]["uid"], owner["metadata"].get("namespace")
-        for rt in RESOURCE_TYPES:
-            for key, obj in list(self._objects[rt].items()):
-                if self._objects[rt].get(key) is not obj:
-                    continue  # already deleted by an earlier cascade
-                if namespace and obj["metadata"].get("namespace") != namespace:
-                    continue
-                references = obj["metadata"].get("ownerReferences") or []
-                if not any(ref.get("uid") == uid for ref in references):
-                    continue
-                if policy == "Orphan":
-                    released = copy.deepcopy(obj)
-                    remaining = [ref for ref in references if ref.get("uid") != uid]
-                    if remaining:
-                        released["metadata"]["ownerReferences"] = remaining
-                    else:
-                        released["metadata"].pop("ownerReferences", None)
-                    self._commit(rt, released, "MODIFIED", obj)
-                else:
-                    self._delete_locked(rt, obj, None, None)
-
-    def _delete_namespace(self, namespace: Obj) -> DeleteResult:
-        name = namespace["metadata"]["name"]
-        if name in PROTECTED_NAMESPACES:
-            raise ForbiddenError(
-                f'namespaces "{name}" is forbidden: this namespace may not be deleted',
-                details={"name": name, "kind": "namespaces"},
-            )
-        terminating = copy.deepcopy(namespace)
-        terminating["metadata"]["deletionTimestamp"] = _timestamp(self._clock())
-        terminating["status"] = {"phase": "Terminating"}
-        self._commit(NAMESPACES, terminating, "MODIFIED", namespace)
-        for rt in RESOURCE_TYPES:
-            if rt.namespaced:
-                for obj in [o for o in self._objects[rt].values() if o["metadata"].get("namespace") == name]:
-                    self._remove(rt, obj)
-        return DeleteResult(self._remove(NAMESPACES, terminating), deleted=True)
 
     # --- internals: events -------------------------------------------------------------------------
 
-    def _commit(self, rt: ResourceType, obj: Obj, event_type: str, old: Obj | None) -> None:
+    def _commit(self, rt: ResourceType, obj: Obj, event_type: str) -> None:
         self._rv += 1
         obj["metadata"]["resourceVersion"] = str(self._rv)
         self._objects[rt][self._key(rt, obj["metadata"].get("namespace"), obj["metadata"]["name"])] = obj
-        self._record(WatchEvent(self._rv, event_type, rt, obj, old))
-
-    def _record(self, event: WatchEvent) -> None:
-        self._events.append(event)
-        while len(self._events) > self._history_size:
-            self._floor = self._events.popleft().rv
-        self._changed.notify_all()
-
-    def _events_after(self, position: int) -> Events:
-        batch = []
-        for event in reversed(self._events):
-            if event.rv <= position:
-                break
-            batch.append(event)
-        batch.reverse()
-        return batch
-
-    def _check_not_expired(self, position: int) -> None:
-        if position < self._floor:
-            raise ExpiredError(f"too old resource version: {position} ({self._floor + 1})")
-
-    def _stream(
-        self,
-        rt: ResourceType,
-        namespace: str | None,
-        labels: LabelSelector,
-        fields: FieldSelector,
-        position: int,
-        initial: TypedObjects,
-        deadline: float | None,
-        stop: threading.Event | None,
-    ) -> Iterator[tuple[str, Obj]]:
-        yield from initial
-        while True:
-            with self._changed:
-                while True:
-                    if stop is not None and stop.is_set():
-                        return
-                    self._check_not_expired(position)
-                    batch = self._events_after(position)
-                    if batch:
-                        break
-                    remaining = 0.25 if deadline is None else deadline - time.monotonic()
-                    if remaining <= 0:
-                        return
-                    self._changed.wait(min(remaining, 0.25))
-            for event in batch:
-                position = event.rv
-                translated = _translate(event, rt, namespace, labels, fields)
-                if translated is not None:
-                    yield translated
+        self._changes.append(Change(self._rv, event_type, rt, obj))
 
     def _dispatch(self) -> None:
         """Deliver committed events to subscribers, in order, outside the store lock."""
@@ -847,6 +661,7 @@ class KubeStore:
             return
         with self._lock:
             if not self._subscribers:
+                self._changes.clear()
                 self._delivered = self._rv
                 return
         with self._dispatch_lock:
@@ -854,7 +669,9 @@ class KubeStore:
             try:
                 while True:
                     with self._lock:
-                        batch = self._events_after(self._delivered)
+                        while self._changes and self._changes[0].rv <= self._delivered:
+                            self._changes.popleft()
+                        batch = list(self._changes)
                         subscribers = list(self._subscribers)
                     if not batch:
                         return
@@ -872,41 +689,9 @@ class KubeStore:
                 self._local.dispatching = False
 
 
-def _translate(
-    event: WatchEvent, rt: ResourceType, namespace: str | None, labels: LabelSelector, fields: FieldSelector
-) -> tuple[str, Obj] | None:
-    """The event as a watcher with these filters sees it (None: not for this watcher)."""
-    if event.rt is not rt:
-        return None
-    if namespace is not None and rt.namespaced and event.object["metadata"].get("namespace") != namespace:
-        return None
-
-    def matches(obj: Obj | None) -> bool:
-        return obj is not None and labels.matches(obj["metadata"].get("labels")) and fields.matches(obj)
-
-    now = matches(event.object)
-    if event.type != "MODIFIED":
-        return (event.type, copy.deepcopy(event.object)) if now else None
-    before = matches(event.old)
-    if now and before:
-        return ("MODIFIED", copy.deepcopy(event.object))
-    if now:
-        return ("ADDED", copy.deepcopy(event.object))
-    if before:
-        return ("DELETED", copy.deepcopy(event.object))
-    return None
-
-
 def _sort_key(obj: Obj) -> tuple[str, str]:
     meta = obj["metadata"]
     return (meta.get("namespace") or "", meta["name"])
-
-
-def _parse_rv(value: str | int) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise BadRequestError(f"invalid resource version: {value!r}") from None
 
 
 def _encode_continue(rv: int, key: tuple[str, str]) -> str:

@@ -12,7 +12,7 @@ from kubernetes.client.exceptions import ApiException
 from modelops.adapters.kube import KubeClient
 from modelops.errors import KubeForbiddenError, KubeNotFoundError, KubeUnavailableError
 
-from modelops_local.kube import EksTokenValidator, KubeApiServer
+from modelops_local.kube import MERGE_PATCH, EksTokenValidator, KubeApiServer
 from modelops_local.kube.rbac import RoleAuthorizer
 from modelops_local.manifests import render_manifests
 
@@ -84,7 +84,9 @@ def test_forbidden_requests_get_the_rbac_message(server, make_client, deployment
     apps = client.AppsV1Api(make_client("deployer-token"))
     assert apps.read_namespaced_deployment("churn-stable", "models").metadata.name == "churn-stable"
     with pytest.raises(ApiException) as caught:
-        apps.patch_namespaced_deployment("churn-stable", "models", {"spec": {"replicas": 1}})
+        apps.patch_namespaced_deployment(
+            "churn-stable", "models", {"spec": {"replicas": 1}}, _content_type=MERGE_PATCH
+        )
     status = _status(caught.value)
     assert caught.value.status == 403 and status["reason"] == "Forbidden"
     assert status["message"] == (
@@ -92,7 +94,9 @@ def test_forbidden_requests_get_the_rbac_message(server, make_client, deployment
         'in API group "apps" in the namespace "models"'
     )
     with pytest.raises(ApiException) as caught:
-        apps.patch_namespaced_deployment_scale("churn-stable", "models", {"spec": {"replicas": 1}})
+        apps.patch_namespaced_deployment_scale(
+            "churn-stable", "models", {"spec": {"replicas": 1}}, _content_type=MERGE_PATCH
+        )
     assert 'cannot patch resource "deployments/scale" in API group "apps"' in _status(caught.value)["message"]
 
 
@@ -219,11 +223,15 @@ def test_faults_fail_the_next_matching_requests_then_clear(server, apps, deploym
     fault = server.faults.add("patch", "deployments", status=503, times=2, retry_after=1)
     for _ in range(2):
         with pytest.raises(ApiException) as caught:
-            apps.patch_namespaced_deployment("churn-stable", "models", {"spec": {"replicas": 3}})
+            apps.patch_namespaced_deployment(
+                "churn-stable", "models", {"spec": {"replicas": 3}}, _content_type=MERGE_PATCH
+            )
         assert caught.value.status == 503 and caught.value.headers["Retry-After"] == "1"
     assert apps.read_namespaced_deployment("churn-stable", "models").spec.replicas == 2
     assert (
-        apps.patch_namespaced_deployment("churn-stable", "models", {"spec": {"replicas": 3}}).spec.replicas
+        apps.patch_namespaced_deployment(
+            "churn-stable", "models", {"spec": {"replicas": 3}}, _content_type=MERGE_PATCH
+        ).spec.replicas
         == 3
     )
     assert fault.fired == 2
