@@ -32,8 +32,8 @@ class Status(_Base):
 
 class Smoke(_Base):
     action: Literal["smoke_test"]
-    # Feature rows in the schema's order; a missing value is null.
-    sample: list[list[float | None]]
+    # Feature rows in the schema's order; a missing value is null, a categorical value its text.
+    sample: list[list[float | str | None]]
 
 
 class Await(_Base):

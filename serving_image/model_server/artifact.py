@@ -12,7 +12,7 @@ from typing import Any
 
 from model_server.contract import METADATA_FILE, MODEL_FILE
 from model_server.errors import ChampionError, ModelLoadError
-from model_server.estimator import Estimator, FloatMatrix, scores
+from model_server.estimator import Estimator, Matrix, scores
 
 FORMAT_VERSION = 1
 TASKS = ("binary_classification", "regression")
@@ -38,6 +38,11 @@ class ModelMetadata:
     # The compiled predictor's document (forest.py) and its largest gap to the estimator on the holdout.
     forest_file: str | None = None
     forest_max_abs_diff: float | None = None
+    # Feature columns holding text categories: the model is a Pipeline that encodes them, fed text
+    # for them (serve takes strings there). Such a model has no compiled predictor (forest.py and
+    # native.py split on numbers only); `compiled_skipped` says why, and scikit-learn serves it.
+    categorical_columns: tuple[str, ...] = ()
+    compiled_skipped: str | None = None
 
     @property
     def training_rows(self) -> int:
@@ -46,6 +51,7 @@ class ModelMetadata:
     def to_dict(self) -> dict[str, Any]:
         doc = asdict(self)
         doc["feature_columns"] = list(self.feature_columns)
+        doc["categorical_columns"] = list(self.categorical_columns)
         doc["classes"] = list(self.classes) if self.classes else None
         doc["training_rows"] = self.training_rows
         return doc
@@ -75,6 +81,8 @@ class ModelMetadata:
                 format_version=int(doc.get("format_version", FORMAT_VERSION)),
                 forest_file=doc.get("forest_file"),
                 forest_max_abs_diff=doc.get("forest_max_abs_diff"),
+                categorical_columns=tuple(str(c) for c in doc.get("categorical_columns") or ()),
+                compiled_skipped=doc.get("compiled_skipped"),
             )
         except KeyError as exc:
             raise ModelLoadError(f"{source}: field {exc.args[0]!r} is missing") from None
@@ -84,6 +92,9 @@ class ModelMetadata:
             raise ModelLoadError(f"{source}: task {meta.task!r} is not one of {list(TASKS)}")
         if not features:
             raise ModelLoadError(f"{source}: feature_columns is empty")
+        unknown = [c for c in meta.categorical_columns if c not in features]
+        if unknown:
+            raise ModelLoadError(f"{source}: categorical_columns {unknown} are not among feature_columns")
         if not 0 <= meta.fault_error_rate <= 1 or meta.fault_latency_ms < 0:
             raise ModelLoadError(f"{source}: fault_error_rate must be in [0, 1] and fault_latency_ms >= 0")
         for name in (meta.model_file, meta.forest_file):
@@ -101,7 +112,7 @@ class LoadedModel:
     def n_features(self) -> int:
         return len(self.metadata.feature_columns)
 
-    def predict(self, rows: FloatMatrix) -> list[float]:
+    def predict(self, rows: Matrix) -> list[float]:
         """P(positive label) for classification, the predicted value for regression; one per row."""
         return [float(p) for p in scores(self.estimator, self.metadata.task, rows)]
 

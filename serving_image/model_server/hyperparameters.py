@@ -19,6 +19,7 @@ DEFAULT_METRIC = {"binary_classification": "auc", "regression": "rmse"}
 KNOWN = {
     "label_column",
     "feature_columns",
+    "categorical_columns",
     "task",
     "objective_metric",
     "seed",
@@ -44,6 +45,8 @@ class TrainingParams:
     max_depth: int | None = None
     fault_error_rate: float = 0.0
     fault_latency_ms: int = 0
+    # Feature columns holding text categories (encoded and split on as categories, train.py).
+    categorical_columns: tuple[str, ...] = ()
 
     def model_params(self) -> dict[str, Any]:
         return {"max_iter": self.max_iter, "learning_rate": self.learning_rate, "max_depth": self.max_depth}
@@ -52,9 +55,15 @@ class TrainingParams:
 def parse_hyperparameters(raw: Mapping[str, Any]) -> tuple[TrainingParams, list[str]]:
     """Typed parameters plus the names of hyperparameters this image ignores (for a warning)."""
     label = _required_str(raw, "label_column")
-    features = _feature_columns(raw)
+    features = _columns(raw, "feature_columns")
     if label in features:
         raise HyperparameterError(f"hyperparameter label_column {label!r} is also listed in feature_columns")
+    categorical = _columns(raw, "categorical_columns", required=False)
+    unknown = [c for c in categorical if c not in features]
+    if unknown:
+        raise HyperparameterError(
+            f"hyperparameter categorical_columns {unknown} are not among feature_columns {list(features)}"
+        )
     task = str(raw.get("task") or "binary_classification")
     if task not in TASK_METRICS:
         raise HyperparameterError(
@@ -96,6 +105,7 @@ def parse_hyperparameters(raw: Mapping[str, Any]) -> tuple[TrainingParams, list[
         max_depth=max_depth,
         fault_error_rate=error_rate,
         fault_latency_ms=latency,
+        categorical_columns=categorical,
     )
     return params, sorted(set(raw) - KNOWN)
 
@@ -107,24 +117,30 @@ def _required_str(raw: Mapping[str, Any], name: str) -> str:
     return str(value).strip()
 
 
-def _feature_columns(raw: Mapping[str, Any]) -> tuple[str, ...]:
-    value = raw.get("feature_columns")
+def _columns(raw: Mapping[str, Any], name: str, *, required: bool = True) -> tuple[str, ...]:
+    """A JSON list of column names (`feature_columns` is required and non-empty; others may be absent)."""
+    value = raw.get(name)
     if value is None:
-        raise HyperparameterError('hyperparameter feature_columns is required (a JSON list, e.g. ["a", "b"])')
+        if not required:
+            return ()
+        raise HyperparameterError(f'hyperparameter {name} is required (a JSON list, e.g. ["a", "b"])')
     if isinstance(value, str):
         try:
             value = json.loads(value)
         except json.JSONDecodeError:
             raise HyperparameterError(
-                f'hyperparameter feature_columns={value!r} is not a JSON list (e.g. ["a", "b"])'
+                f'hyperparameter {name}={value!r} is not a JSON list (e.g. ["a", "b"])'
             ) from None
-    if not isinstance(value, list) or not value or not all(isinstance(c, str) and c for c in value):
-        raise HyperparameterError(
-            "hyperparameter feature_columns must be a non-empty JSON list of column names"
-        )
+    if (
+        not isinstance(value, list)
+        or (required and not value)
+        or not all(isinstance(c, str) and c for c in value)
+    ):
+        kind = "a non-empty JSON list" if required else "a JSON list"
+        raise HyperparameterError(f"hyperparameter {name} must be {kind} of column names")
     if len(set(value)) != len(value):
         dupes = sorted({c for c in value if value.count(c) > 1})
-        raise HyperparameterError(f"hyperparameter feature_columns lists {dupes} more than once")
+        raise HyperparameterError(f"hyperparameter {name} lists {dupes} more than once")
     return tuple(value)
 
 

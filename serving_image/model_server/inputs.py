@@ -2,7 +2,9 @@
 
 application/json: {"instances": [[...], ...]} or {"instances": [{"feature": value, ...}, ...]} or a
 bare list of instances. text/csv: one row of feature values per line, no header. Missing values
-(null, or an empty CSV cell) become NaN, which the model handles.
+(null, or an empty CSV cell) become NaN, which the model handles. A categorical feature (the
+model's `categorical_columns`) takes its category as a string (stripped; empty is missing); a
+category the model never saw is answered like a missing value.
 
 Rows come back as lists of numbers (what the compiled predictor takes). Well-formed bodies take a
 fast path that checks every value's type in one pass; anything else falls through to the
@@ -14,7 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from itertools import chain
 from typing import Any
 
@@ -25,6 +27,8 @@ from model_server.errors import BadRequestError
 from model_server.estimator import FloatMatrix
 
 Row = list[float]
+# A row of a model with categorical columns: text in those, numbers (NaN for missing) elsewhere.
+MixedRow = list[float | str]
 _NUMBERS = frozenset({float, int})
 
 JSON_TYPES = {"application/json"}
@@ -43,13 +47,18 @@ def parse_instances(body: bytes, content_type: str | None, features: Sequence[st
     return np.asarray(rows, dtype=np.float64).reshape(len(rows), len(features))
 
 
-def parse_rows(body: bytes, content_type: str | None, features: Sequence[str]) -> list[Row]:
-    """One list of len(features) numbers per instance (NaN for missing); BadRequestError otherwise."""
+def parse_rows(
+    body: bytes, content_type: str | None, features: Sequence[str], categorical: Collection[str] = ()
+) -> Sequence[Sequence[float | str]]:
+    """One list of len(features) numbers per instance (NaN for missing), with the category's text
+    for a feature in `categorical`; BadRequestError otherwise. Without categorical features every
+    row is a list of floats (a `Row`)."""
     kind = media_type(content_type)
+    rows: Sequence[Sequence[float | str]]
     if kind in JSON_TYPES:
-        rows = _json_rows(body, features)
+        rows = _json_rows(body, features, frozenset(categorical))
     elif kind in CSV_TYPES:
-        rows = _csv_rows(body, features)
+        rows = _csv_rows(body, features, frozenset(categorical))
     else:
         shown = kind or "none"
         raise BadRequestError(415, f"unsupported Content-Type {shown!r}; send one of {SUPPORTED}")
@@ -71,7 +80,9 @@ def _fast_rows(instances: list[Any], width: int) -> list[Row] | None:
     return instances
 
 
-def _json_rows(body: bytes, features: Sequence[str]) -> list[Row]:
+def _json_rows(
+    body: bytes, features: Sequence[str], categorical: frozenset[str]
+) -> Sequence[Sequence[float | str]]:
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -85,13 +96,15 @@ def _json_rows(body: bytes, features: Sequence[str]) -> list[Row]:
         doc = doc["instances"]
     if not isinstance(doc, list):
         raise BadRequestError(400, f'"instances" must be a list of instances, got {type(doc).__name__}')
-    fast = _fast_rows(doc, len(features))
+    # The fast paths take numbers only: a categorical feature's value must be text (a number there
+    # would not match the category "1" the model learned), so its rows take the full parser.
+    fast = None if categorical else _fast_rows(doc, len(features))
     if fast is not None:
         return fast
-    return [_instance(item, i, features) for i, item in enumerate(doc)]
+    return [_instance(item, i, features, categorical) for i, item in enumerate(doc)]
 
 
-def _instance(item: Any, index: int, features: Sequence[str]) -> list[float]:
+def _instance(item: Any, index: int, features: Sequence[str], categorical: frozenset[str]) -> MixedRow:
     where = f"instance {index}"
     if isinstance(item, dict):
         missing = [f for f in features if f not in item]
@@ -104,23 +117,31 @@ def _instance(item: Any, index: int, features: Sequence[str]) -> list[float]:
             raise BadRequestError(
                 400, f"{where} has unknown features {extra}; the model expects {list(features)}"
             )
-        return [_value(item[f], f"{where} feature {f!r}") for f in features]
+        return [_value(item[f], f"{where} feature {f!r}", f in categorical) for f in features]
     if isinstance(item, list):
         if len(item) != len(features):
             raise BadRequestError(
                 400,
                 f"{where} has {len(item)} values; the model expects {len(features)} features ({', '.join(features)})",
             )
-        return [_value(v, f"{where} feature {f!r}") for v, f in zip(item, features, strict=True)]
+        return [
+            _value(v, f"{where} feature {f!r}", f in categorical) for v, f in zip(item, features, strict=True)
+        ]
     raise BadRequestError(
         400,
         f"{where} is a {type(item).__name__}; expected a list of {len(features)} numbers or an object by feature name",
     )
 
 
-def _value(value: Any, where: str) -> float:
+def _value(value: Any, where: str, categorical: bool = False) -> float | str:
     if value is None:
         return math.nan
+    if categorical:
+        if not isinstance(value, str):
+            raise BadRequestError(
+                400, f"{where} is categorical: send its category as a string (or null), not {value!r}"
+            )
+        return value.strip() or math.nan
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise BadRequestError(400, f"{where} is not a number: {value!r}")
     if math.isinf(value):
@@ -141,15 +162,17 @@ def _fast_csv_rows(text: str, width: int) -> list[Row] | None:
     return rows
 
 
-def _csv_rows(body: bytes, features: Sequence[str]) -> list[Row]:
+def _csv_rows(
+    body: bytes, features: Sequence[str], categorical: frozenset[str]
+) -> Sequence[Sequence[float | str]]:
     try:
         text = body.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise BadRequestError(400, f"CSV body is not UTF-8 (byte {exc.start})") from None
-    fast = _fast_csv_rows(text, len(features))
+    fast = None if categorical else _fast_csv_rows(text, len(features))
     if fast is not None:
         return fast
-    rows = []
+    rows: list[MixedRow] = []
     try:
         for line_no, row in enumerate(csv.reader(io.StringIO(text, newline="")), start=1):
             if not row or all(not cell.strip() for cell in row):
@@ -160,7 +183,12 @@ def _csv_rows(body: bytes, features: Sequence[str]) -> list[Row]:
                     f"CSV line {line_no} has {len(row)} values; the model expects {len(features)} features "
                     f"({', '.join(features)}), no header row",
                 )
-            rows.append([_csv_value(cell, line_no, f) for cell, f in zip(row, features, strict=True)])
+            rows.append(
+                [
+                    (cell.strip() or math.nan) if f in categorical else _csv_value(cell, line_no, f)
+                    for cell, f in zip(row, features, strict=True)
+                ]
+            )
     except csv.Error as exc:
         raise BadRequestError(400, f"CSV body is not parseable: {exc}") from None
     return rows

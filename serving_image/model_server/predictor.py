@@ -6,6 +6,8 @@ forest (forest.py) while the batch is small, where scikit-learn's fixed cost per
 and scikit-learn's `predict_proba` / `predict` once the batch is large enough for its vectorised
 code to win. All give the same numbers (train.py checks the forest against the estimator before
 shipping it, the image build checks the native predictor against both), so the choice is speed.
+A model with categorical columns has neither (they split on numbers only): scikit-learn answers
+every batch, fed an object matrix holding the categories' text.
 
 `MicroBatcher` runs on the server's event loop. Requests that arrive together (in the same turn of
 the loop) are predicted in one call: the first one schedules a flush with `call_soon`, which runs
@@ -21,6 +23,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from itertools import chain
+from typing import cast
 
 from model_server.artifact import ModelMetadata
 from model_server.estimator import Estimator, scores
@@ -28,7 +31,8 @@ from model_server.forest import CompiledForest
 from model_server.native import NativeForest
 
 log = logging.getLogger("model_server.predictor")
-Row = Sequence[float]
+Row = Sequence[float | str]  # text only in a categorical column (inputs.parse_rows)
+NumericRow = Sequence[float]
 # Batches of at least this many rows go to scikit-learn (when loaded): measured crossover on the
 # reference model (20 features, 100 trees) is 60-120 rows; bench/serving/ measures it.
 DEFAULT_COMPILED_MAX_ROWS = 64
@@ -61,14 +65,21 @@ class Predictor:
 
     def predict_rows(self, rows: Sequence[Row]) -> list[float]:
         """P(positive label) for classification, the predicted value for regression; one per row."""
+        # A model with a native predictor or a compiled forest has no categorical columns, so
+        # inputs.parse_rows gave it numbers only.
         if self.native is not None:
-            return self.native.predict_rows(rows)
+            return self.native.predict_rows(cast(Sequence[NumericRow], rows))
         forest, estimator = self.forest, self.estimator
         if forest is not None and (estimator is None or len(rows) < self.compiled_max_rows):
-            return forest.predict_rows(rows)
+            return forest.predict_rows(cast(Sequence[NumericRow], rows))
         assert estimator is not None  # the constructor refuses a Predictor with none of the three
         import numpy as np
 
+        if self.metadata.categorical_columns:
+            mixed = np.empty((len(rows), len(self.metadata.feature_columns)), dtype=object)
+            mixed[:] = rows
+            answers: list[float] = scores(estimator, self.metadata.task, mixed).tolist()
+            return answers
         width = len(self.metadata.feature_columns)
         # One flat pass beats np.asarray's shape discovery on a list of lists (~20% on 1,600 rows).
         flat = np.fromiter(chain.from_iterable(rows), dtype=np.float64, count=len(rows) * width)

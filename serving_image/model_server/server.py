@@ -167,7 +167,7 @@ class ModelService:
             return 503, {"error": f"model not loaded: {self.load_error or 'still loading'}"}
         meta = predictor.metadata
         try:
-            rows = parse_rows(body, content_type, meta.feature_columns)
+            rows = parse_rows(body, content_type, meta.feature_columns, meta.categorical_columns)
         except BadRequestError as exc:
             return exc.status, {"error": exc.message}
         if meta.fault_latency_ms:

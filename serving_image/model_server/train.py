@@ -1,7 +1,8 @@
 """The `train` program of the SageMaker container contract.
 
 Reads input/config/hyperparameters.json and the CSV files of channel `train`, fits a scikit-learn
-HistGradientBoosting model on a deterministic split, evaluates it (and the champion from the
+HistGradientBoosting model (behind an encoder of its categorical columns, when it has some) on a
+deterministic split, evaluates it (and the champion from the
 optional `champion` channel) on the same holdout, and writes model/ (model.joblib, metadata.json,
 evaluation.json) plus output/data/evaluation.json. Metric lines such as `validation:auc=0.91` go to
 stdout for SageMaker's MetricDefinitions. On error: one line in output/failure, exit code 1.
@@ -53,7 +54,7 @@ from model_server.errors import (
     TrainingDataError,
     TrainingError,
 )
-from model_server.estimator import Estimator, FloatMatrix, Labels
+from model_server.estimator import Estimator, FloatMatrix, Labels, Matrix
 from model_server.forest import TOLERANCE, export_forest, verify_forest
 from model_server.hyperparameters import Task, TrainingParams, parse_hyperparameters
 from model_server.metrics import classification_metrics, regression_metrics
@@ -120,24 +121,43 @@ def train(paths: ContainerPaths, *, training_job: str | None = None) -> Evaluati
         log.warning("ignoring hyperparameters this image does not use: %s", ignored)
     champion = load_champion(paths.channel_dir(CHAMPION_CHANNEL))
     columns = list(params.feature_columns)
+    # Read as text: the candidate's categorical columns, and the champion's that the candidate
+    # does not use (a column both use is read as the candidate declares it; see _score_champion).
+    text_columns = set(params.categorical_columns)
     if champion:
-        columns += [c for c in champion.model.metadata.feature_columns if c not in columns]
+        meta = champion.model.metadata
+        columns += [c for c in meta.feature_columns if c not in columns]
+        text_columns |= {c for c in meta.categorical_columns if c not in params.feature_columns}
 
     channel_dir = paths.channel_dir(TRAIN_CHANNEL)
     files = channel_csv_files(channel_dir, TRAIN_CHANNEL)
     try:
-        table = read_table(files, root=channel_dir, label_column=params.label_column, columns=columns)
+        table = read_table(
+            files,
+            root=channel_dir,
+            label_column=params.label_column,
+            columns=columns,
+            categorical=text_columns,
+        )
     except TrainingDataError as exc:
         if champion and "feature columns" in str(exc):
             # The champion's columns may be gone (a schema change): retry without them.
             log.warning("champion's feature columns unavailable, retrying without them: %s", exc)
             columns = list(params.feature_columns)
-            table = read_table(files, root=channel_dir, label_column=params.label_column, columns=columns)
+            table = read_table(
+                files,
+                root=channel_dir,
+                label_column=params.label_column,
+                columns=columns,
+                categorical=params.categorical_columns,
+            )
         else:
             raise
     source = ", ".join(table.files)
     y, classes = encode_labels(table.labels, params, source=source)
-    features = table.values[:, : len(params.feature_columns)]
+    features: Matrix = table.values[:, : len(params.feature_columns)]
+    if not params.categorical_columns and features.dtype != np.float64:
+        features = features.astype(np.float64)  # only the champion's columns were text
     train_idx, val_idx = split_indices(y, params, source=source)
 
     estimator = _estimator(params)
@@ -151,6 +171,7 @@ def train(paths: ContainerPaths, *, training_job: str | None = None) -> Evaluati
         champion_score, champion_note = _score_champion(
             champion,
             table.columns,
+            table.categorical,
             table.values[val_idx],
             [table.labels[i] for i in val_idx],
             y[val_idx],
@@ -176,10 +197,21 @@ def train(paths: ContainerPaths, *, training_job: str | None = None) -> Evaluati
     }
     if champion_note:
         evaluation["champion_skipped"] = champion_note
-    forest, forest_diff = _compiled_forest(loaded, features[val_idx])
     metadata = loaded.metadata
-    if forest is not None:
-        metadata = dataclasses.replace(metadata, forest_file=FOREST_FILE, forest_max_abs_diff=forest_diff)
+    if params.categorical_columns:
+        # forest.py and native.py split on numbers only: scikit-learn serves this model.
+        skipped = (
+            f"categorical columns {list(params.categorical_columns)}: no compiled or native predictor, "
+            "scikit-learn answers every batch"
+        )
+        log.info("%s", skipped)
+        forest = None
+        metadata = dataclasses.replace(metadata, compiled_skipped=skipped)
+    else:
+        holdout = np.asarray(features[val_idx], dtype=np.float64)  # numeric only: already float64
+        forest, forest_diff = _compiled_forest(loaded, holdout)
+        if forest is not None:
+            metadata = dataclasses.replace(metadata, forest_file=FOREST_FILE, forest_max_abs_diff=forest_diff)
     save_model(paths.model_dir, estimator, metadata, forest)
     write_json(paths.model_dir / EVALUATION_FILE, evaluation)
     paths.output_data_dir.mkdir(parents=True, exist_ok=True)
@@ -295,7 +327,8 @@ def load_champion(channel_dir: Path) -> Champion | None:
 def _score_champion(
     champion: Champion,
     columns: Sequence[str],
-    values: FloatMatrix,
+    text_columns: frozenset[str],
+    values: Matrix,
     raw_labels: Sequence[str],
     y: Labels,
     params: TrainingParams,
@@ -307,7 +340,15 @@ def _score_champion(
     missing = [c for c in meta.feature_columns if c not in columns]
     if missing:
         return None, f"champion feature columns {missing} are not in the training data"
-    rows = values[:, [list(columns).index(c) for c in meta.feature_columns]]
+    numeric_read_for_text = [c for c in meta.categorical_columns if c not in text_columns]
+    if numeric_read_for_text:
+        return None, f"champion categorical columns {numeric_read_for_text} are numeric for the candidate"
+    rows: Matrix = values[:, [list(columns).index(c) for c in meta.feature_columns]]
+    if not meta.categorical_columns and rows.dtype != np.float64:
+        try:  # a numeric-only champion whose column the candidate reads as text
+            rows = rows.astype(np.float64)
+        except ValueError as exc:
+            return None, f"champion's numeric features hold text on the holdout: {exc}"
     if meta.classes is not None:
         unknown = sorted(set(raw_labels) - set(meta.classes))
         if unknown:
@@ -347,7 +388,7 @@ def _compiled_forest(model: LoadedModel, holdout: FloatMatrix) -> tuple[dict[str
     return doc, diff
 
 
-def _score(model: LoadedModel, rows: FloatMatrix, y: Labels) -> dict[str, float]:
+def _score(model: LoadedModel, rows: Matrix, y: Labels) -> dict[str, float]:
     predicted = np.asarray(model.predict(rows))
     if model.metadata.task == "binary_classification":
         return classification_metrics(y, predicted)
@@ -362,9 +403,45 @@ def _estimator(params: TrainingParams) -> Estimator:
         if params.task == "binary_classification"
         else HistGradientBoostingRegressor
     )
+    categorical = [params.feature_columns.index(c) for c in params.categorical_columns]
     # early_stopping=False: "auto" would carve its own random validation split on large data.
-    estimator: Estimator = cls(**params.model_params(), random_state=params.seed, early_stopping=False)
-    return estimator
+    # The encoder's columns come first in its output (then the rest, in order): categories 0..k-1.
+    estimator: Estimator = cls(
+        **params.model_params(),
+        random_state=params.seed,
+        early_stopping=False,
+        **({"categorical_features": list(range(len(categorical)))} if categorical else {}),
+    )
+    return categorical_pipeline(estimator, categorical) if categorical else estimator
+
+
+# HistGradientBoosting's limit on a categorical feature's codes (max_bins); rarer categories than
+# the 254 most frequent are grouped into one "infrequent" code by the encoder.
+MAX_CATEGORY_CODES = 255
+
+
+def categorical_pipeline(estimator: Estimator, categorical: Sequence[int]) -> Estimator:
+    """`estimator` behind an OrdinalEncoder of the `categorical` positions (text in, codes out).
+
+    Missing text (NaN) stays missing and an unseen category is encoded as missing too, so the
+    model answers it the way it answers a missing value; the other columns pass through as numbers.
+    """
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OrdinalEncoder
+
+    encoder = OrdinalEncoder(
+        handle_unknown="use_encoded_value",
+        unknown_value=np.nan,
+        encoded_missing_value=np.nan,
+        max_categories=MAX_CATEGORY_CODES,
+        dtype=np.float64,
+    )
+    columns = ColumnTransformer(
+        [("categorical", encoder, list(categorical))], remainder="passthrough", sparse_threshold=0
+    )
+    pipeline: Estimator = Pipeline([("encode", columns), ("model", estimator)])
+    return pipeline
 
 
 def _metadata(
@@ -380,6 +457,7 @@ def _metadata(
         task=params.task,
         label_column=params.label_column,
         feature_columns=params.feature_columns,
+        categorical_columns=params.categorical_columns,
         classes=classes,
         objective_metric=params.objective_metric,
         fault_error_rate=params.fault_error_rate,

@@ -211,14 +211,46 @@ def test_a_dataset_with_missing_values_in_several_columns_is_promoted(driver):
     result = driver.run("e2e-holes", ("\n".join(lines) + "\n").encode(), "holes.csv")
     # Then it is promoted, after a smoke test whose rows carried the missing values as null
     assert result.status == "SUCCEEDED" and result.record["status"] == "promoted", result.record
-    sfn = driver.cloud.client("stepfunctions")
-    events = sfn.get_execution_history(executionArn=result.execution_arn, maxResults=1000)["events"]
-    smoke = next(
-        json.loads(e["stateEnteredEventDetails"]["input"])
-        for e in events
-        if e["type"] == "TaskStateEntered" and e["stateEnteredEventDetails"]["name"] == "SmokeTest"
-    )
+    smoke = _smoke_test_input(driver, result.execution_arn)
     sample = smoke["dataset"]["smoke_sample"]
     assert sum(row.count(None) for row in sample) >= 2, sample
     assert all(row.count(None) <= 1 for row in sample)
     driver.retire(config)
+
+
+def test_a_categorical_string_feature_is_trained_served_and_promoted(driver, tmp_path):
+    # Given churn data with a `plan` column (basic, plus, premium; some empty) correlated with
+    # churn, declared categorical in the model's schema
+    from modelops_local.sample_data import CHURN_FEATURES, CHURN_LABEL
+    from tests.categorical_data import PLANS, generate_churn_with_plan_csv
+
+    schema = {
+        "label_column": CHURN_LABEL,
+        "feature_columns": [*CHURN_FEATURES, "plan"],
+        "categorical_columns": ["plan"],
+        "min_rows": 200,
+    }
+    config = driver.model("e2e-plan", data={"schema": schema})
+    data = generate_churn_with_plan_csv(tmp_path / "plan.csv", 1500, seed=31).read_bytes()
+    # When it goes through the whole cycle
+    result = driver.run("e2e-plan", data, "plan.csv")
+    # Then it is promoted, after a smoke test whose rows carried the plans as strings
+    assert result.status == "SUCCEEDED" and result.record["status"] == "promoted", result.record
+    smoke = _smoke_test_input(driver, result.execution_arn)
+    plans = {row[-1] for row in smoke["dataset"]["smoke_sample"]}
+    assert plans - {None} and plans - {None} <= set(PLANS), plans
+    assert all(
+        isinstance(v, int | float) or v is None for row in smoke["dataset"]["smoke_sample"] for v in row[:-1]
+    )
+    driver.retire(config)
+
+
+def _smoke_test_input(driver, execution_arn: str) -> dict:
+    """The SmokeTest state's input in the execution's history (its dataset's smoke sample)."""
+    sfn = driver.cloud.client("stepfunctions")
+    events = sfn.get_execution_history(executionArn=execution_arn, maxResults=1000)["events"]
+    return next(
+        json.loads(e["stateEnteredEventDetails"]["input"])
+        for e in events
+        if e["type"] == "TaskStateEntered" and e["stateEnteredEventDetails"]["name"] == "SmokeTest"
+    )

@@ -39,10 +39,12 @@ class _Strict(BaseModel):
 
 
 class DataSchema(_Strict):
-    """The dataset's columns. CSV with a header row; every feature column numeric."""
+    """The dataset's columns. CSV with a header row; every feature column numeric unless it is
+    listed in `categorical_columns` (text categories such as `plan: basic|plus|premium`)."""
 
     label_column: str = Field(min_length=1)
     feature_columns: list[str] = Field(min_length=1)
+    categorical_columns: list[str] = Field(default_factory=list)
     min_rows: int = Field(default=100, ge=10)
     max_bytes: int = Field(default=512 * 1024 * 1024, ge=1)
 
@@ -52,6 +54,14 @@ class DataSchema(_Strict):
             raise ValueError(f"label_column {self.label_column!r} must not also be a feature column")
         if len(set(self.feature_columns)) != len(self.feature_columns):
             raise ValueError("feature_columns has duplicates")
+        unknown = [c for c in self.categorical_columns if c not in self.feature_columns]
+        if unknown:
+            raise ValueError(
+                f"categorical_columns {unknown} are not among feature_columns {self.feature_columns}"
+            )
+        if len(set(self.categorical_columns)) != len(self.categorical_columns):
+            dupes = sorted({c for c in self.categorical_columns if self.categorical_columns.count(c) > 1})
+            raise ValueError(f"categorical_columns lists {dupes} more than once")
         return self
 
 

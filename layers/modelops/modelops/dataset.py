@@ -18,6 +18,9 @@ from modelops.errors import DatasetInvalidError
 _SNIFF_BYTES = 64 * 1024
 # How CSV writers spell a missing value (numpy, R, SQL exports); never a real class or target.
 _MISSING_MARKERS = {"nan", "na", "n/a", "null"}
+# A categorical column with more distinct values than this is free text or an id, not a category.
+MAX_CATEGORIES = 1000
+Cell = float | str | None
 Task = Literal["binary_classification", "regression"]
 
 
@@ -30,8 +33,9 @@ class DatasetReport:
     # whatever the file's size (it is a Step Functions state: 256 KB at most).
     label_distribution: dict[str, int]
     # A few feature rows (feature order of the schema) for the canary's smoke predictions; a missing
-    # value is None (JSON null: NaN is not JSON, and Step Functions and the server refuse it).
-    smoke_sample: list[list[float | None]] = field(default_factory=list)
+    # value is None (JSON null: NaN is not JSON, and Step Functions and the server refuse it), a
+    # categorical column's value its text.
+    smoke_sample: list[list[Cell]] = field(default_factory=list)
     target: dict[str, float] | None = None
 
 
@@ -93,7 +97,9 @@ def validate_csv(
     feature_idx = [header.index(c) for c in schema.feature_columns]
     labels: dict[str, int] = {}
     low, high, total = math.inf, -math.inf, 0.0  # regression targets
-    sample: list[list[float | None]] = []
+    sample: list[list[Cell]] = []
+    categorical = set(schema.categorical_columns)
+    categories: dict[str, set[str]] = {c: set() for c in schema.categorical_columns}
     rng = random.Random(seed)
     rows = 0
     try:
@@ -118,8 +124,11 @@ def validate_csv(
                     f"{name}: line {line_no}: label {schema.label_column!r} is {label!r}, a missing value; "
                     "drop the row or fill the label in"
                 )
-            features: list[float | None] = []
+            features: list[Cell] = []
             for col, idx in zip(schema.feature_columns, feature_idx, strict=True):
+                if col in categorical:
+                    features.append(_category(row[idx], categories[col], name=name, line=line_no, column=col))
+                    continue
                 value = _number(row[idx], name=name, line=line_no, column=col)
                 features.append(None if math.isnan(value) else value)
             if task == "regression":
@@ -163,6 +172,21 @@ def validate_csv(
             target={"min": low, "max": high, "mean": total / rows},
         )
     return DatasetReport(rows=rows, columns=header, label_distribution=labels, smoke_sample=sample)
+
+
+def _category(cell: str, seen: set[str], *, name: str, line: int, column: str) -> str | None:
+    """A categorical cell's text (stripped; None when empty), counted against MAX_CATEGORIES."""
+    text = cell.strip()
+    if not text:
+        return None
+    if text not in seen:
+        if len(seen) >= MAX_CATEGORIES:
+            raise DatasetInvalidError(
+                f"{name}: line {line}: categorical column {column!r} has more than {MAX_CATEGORIES} "
+                f"distinct values (free text or an id?); drop it from the features or group its values"
+            )
+        seen.add(text)
+    return text
 
 
 def _number(cell: str, *, name: str, line: int, column: str) -> float:

@@ -90,17 +90,16 @@ def _ping(server: Server) -> int:
 def trained_model(tmp_path_factory) -> Path:
     """A model folder produced by the real `train` program (run as SageMaker would run it)."""
     base = tmp_path_factory.mktemp("ml")
+    generate_churn_csv(base / "input" / "data" / "train" / "customers.csv", 200, seed=5)
+    return _train(base, {"label_column": CHURN_LABEL, "feature_columns": json.dumps(list(CHURN_FEATURES))})
+
+
+def _train(base: Path, hyperparameters: dict[str, str]) -> Path:
+    """Run the `train` program (as SageMaker would) on the data already in base's train channel."""
     (base / "input" / "config").mkdir(parents=True)
     (base / "input" / "config" / "hyperparameters.json").write_text(
-        json.dumps(
-            {
-                "label_column": CHURN_LABEL,
-                "feature_columns": json.dumps(list(CHURN_FEATURES)),
-                "max_iter": "10",
-            }
-        )
+        json.dumps({**hyperparameters, "max_iter": "10"})
     )
-    generate_churn_csv(base / "input" / "data" / "train" / "customers.csv", 200, seed=5)
     subprocess.run(
         [sys.executable, str(SERVING_IMAGE / "bin" / "train")],
         env={**os.environ, "SAGEMAKER_BASE_DIR": str(base)},
@@ -571,3 +570,60 @@ def test_with_a_drain_period_ping_turns_503_while_requests_are_still_served(trai
     assert status == 200 and headers.get("connection") == "close"
     # And it exits 0 after the drain period
     assert server.process.wait(timeout=15) == 0
+
+
+# --- a model with a categorical string feature -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def plan_model(tmp_path_factory) -> Path:
+    """A model trained by the `train` program with `plan` (text) declared categorical."""
+    from tests.categorical_data import PLAN_FEATURES, generate_churn_with_plan_csv
+
+    base = tmp_path_factory.mktemp("ml-plan")
+    generate_churn_with_plan_csv(base / "input" / "data" / "train" / "customers.csv", 300, seed=6)
+    return _train(
+        base,
+        {
+            "label_column": CHURN_LABEL,
+            "feature_columns": json.dumps(list(PLAN_FEATURES)),
+            "categorical_columns": json.dumps(["plan"]),
+        },
+    )
+
+
+def test_a_categorical_model_answers_strings_equal_to_its_pipeline(plan_model, start_server):
+    # Given a serving process for a model with a categorical `plan` column
+    import joblib
+    import numpy as np
+
+    from tests.categorical_data import PLAN_FEATURES
+
+    server = start_server(plan_model)
+    _wait_sklearn_loaded(server)
+    assert server.request("GET", "/ping")[1]["predictor"] == "scikit-learn"
+    plans = ["basic", "plus", "premium", None, "enterprise", ""]
+    rows = [[*row, plans[i % len(plans)]] for i, row in enumerate(_holdout(60))]
+    rows[1][2] = None  # a missing number too
+    pipeline = joblib.load(plan_model / "model" / "model.joblib")
+    matrix = np.empty((len(rows), len(PLAN_FEATURES)), dtype=object)
+    matrix[:] = [[np.nan if v in (None, "") else v for v in row] for row in rows]
+    want = pipeline.predict_proba(matrix)[:, 1]
+
+    # When the rows are sent as JSON lists, JSON objects by feature name and CSV
+    status, lists = server.predict(rows)
+    objects = [dict(zip(PLAN_FEATURES, row, strict=True)) for row in rows]
+    status_objects, by_name = server.request(
+        "POST", "/invocations", json.dumps({"instances": objects}).encode(), "application/json"
+    )
+    csv_body = "".join(",".join("" if v is None else str(v) for v in row) + "\n" for row in rows).encode()
+    status_csv, from_csv = server.request("POST", "/invocations", csv_body, "text/csv")
+
+    # Then each answers 200 equal to the pipeline's predict_proba within 1e-6 (missing and unseen
+    # plans included)
+    assert (status, status_objects, status_csv) == (200, 200, 200)
+    for doc in (lists, by_name, from_csv):
+        assert np.max(np.abs(np.asarray(doc["predictions"]) - want)) <= 1e-6
+    # And a string for a numeric feature is still a 400 naming the feature
+    bad = [[*rows[0][:3], "lots", *rows[0][4:]]]
+    assert server.predict(bad) == (400, {"error": "instance 0 feature 'usage_gb' is not a number: 'lots'"})

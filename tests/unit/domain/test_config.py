@@ -73,3 +73,47 @@ def test_unreadable_and_non_mapping_files(tmp_path):
 def test_schedule_expression_checked():
     with pytest.raises(ConfigError, match="schedule.expression"):
         parse_config(_doc(schedule={"expression": "every tuesday"}))
+
+
+def test_categorical_columns_must_be_features_listed_once():
+    # Given a schema naming a categorical column that is not a feature, then one listed twice
+    data = _doc()["data"]
+    features = data["schema"]["feature_columns"]
+    data["schema"]["categorical_columns"] = ["plan"]
+    # When parsed  Then the error names the column and the field
+    with pytest.raises(ConfigError) as err:
+        parse_config(_doc(data=data))
+    assert "data.schema: categorical_columns ['plan'] are not among feature_columns" in str(err.value)
+    data["schema"]["categorical_columns"] = [features[0], features[0]]
+    with pytest.raises(ConfigError, match=rf"categorical_columns lists \['{features[0]}'\] more than once"):
+        parse_config(_doc(data=data))
+
+
+def test_categorical_columns_reach_training_as_a_json_list_and_only_when_declared():
+    import json
+
+    from modelops.run import DatasetObject
+    from modelops.steps.training import training_job_request
+
+    def hyper(doc):
+        request = training_job_request(
+            parse_config(doc),
+            run_id="r1",
+            stack="s",
+            bucket="b",
+            dataset=DatasetObject(bucket="b", key="incoming/churn/d.csv"),
+            champion=None,
+            role_arn="arn:aws:iam::123456789012:role/r",
+            default_image="img",
+        )
+        return request["HyperParameters"]
+
+    # Given the shipped config (numeric only): no categorical_columns hyperparameter at all
+    assert "categorical_columns" not in hyper(_doc())
+    # Given one feature declared categorical: passed beside feature_columns as a JSON list
+    data = _doc()["data"]
+    first = data["schema"]["feature_columns"][0]
+    data["schema"]["categorical_columns"] = [first]
+    params = hyper(_doc(data=data))
+    assert json.loads(params["categorical_columns"]) == [first]
+    assert json.loads(params["feature_columns"]) == data["schema"]["feature_columns"]

@@ -85,3 +85,45 @@ def test_a_regression_target_with_a_single_value_is_refused():
     lines = ["a,b,y"] + [f"{i},{i},4.5" for i in range(20)]
     with pytest.raises(DatasetInvalidError, match="label 'y' has a single value \\['4.5'\\]; cannot train"):
         validate_csv(("\n".join(lines) + "\n").encode(), SCHEMA, name="r.csv", task="regression")
+
+
+CATEGORICAL = DataSchema(
+    label_column="y", feature_columns=["a", "plan"], categorical_columns=["plan"], min_rows=10
+)
+
+
+def test_a_categorical_column_is_text_and_an_empty_cell_is_missing():
+    # Given a categorical column holding words (one empty cell, one padded) beside a numeric one
+    plans = ["basic", " plus ", "premium", ""]
+    data = b"a,plan,y\n" + b"\n".join(f"{i},{plans[i % 4]},{i % 2}".encode() for i in range(20))
+    # When validated with every row in the smoke sample
+    report = validate_csv(data, CATEGORICAL, name="d.csv", smoke_size=20)
+    # Then the sample carries the stripped text, None where empty, and stays strict JSON
+    assert report.rows == 20
+    assert [r[1] for r in report.smoke_sample[:4]] == ["basic", "plus", "premium", None]
+    assert report.smoke_sample[0][0] == 0.0
+    assert json.loads(json.dumps(report.smoke_sample, allow_nan=False)) == report.smoke_sample
+
+
+def test_a_numeric_column_beside_a_categorical_one_keeps_its_checks():
+    data = b"a,plan,y\n" + b"\n".join(f"{'x' if i == 3 else i},gold,{i % 2}".encode() for i in range(20))
+    with pytest.raises(DatasetInvalidError, match=r"^d.csv: line 5: column 'a' is not a number: 'x'$"):
+        validate_csv(data, CATEGORICAL, name="d.csv")
+
+
+def test_a_categorical_column_with_too_many_distinct_values_is_refused():
+    from modelops.dataset import MAX_CATEGORIES
+
+    # Given a free-text column: every row a new value
+    data = b"a,plan,y\n" + b"\n".join(f"{i},note {i},{i % 2}".encode() for i in range(MAX_CATEGORIES + 5))
+    # When validated  Then the error names the file, the line where the cap was passed and the column
+    with pytest.raises(DatasetInvalidError) as err:
+        validate_csv(data, CATEGORICAL, name="d.csv")
+    assert str(err.value).startswith(
+        f"d.csv: line {MAX_CATEGORIES + 2}: categorical column 'plan' has more than {MAX_CATEGORIES} distinct values"
+    )
+    # And at the cap exactly, the column is accepted
+    ok = b"a,plan,y\n" + b"\n".join(
+        f"{i},v{i % MAX_CATEGORIES},{i % 2}".encode() for i in range(MAX_CATEGORIES + 5)
+    )
+    assert validate_csv(ok, CATEGORICAL, name="d.csv").rows == MAX_CATEGORIES + 5

@@ -51,6 +51,8 @@ def training_job_request(
         "fault_error_rate": str(config.serving.fault_error_rate),
         "fault_latency_ms": str(config.serving.fault_latency_ms),
     }
+    if config.data.schema_.categorical_columns:  # only then: a numeric-only job's request is unchanged
+        hyper["categorical_columns"] = json.dumps(config.data.schema_.categorical_columns)
     channels = [_channel("train", dataset.uri, "text/csv")]
     if champion is not None and champion.model_artifact:
         channels.append(_channel("champion", champion.model_artifact, "application/x-tar"))
