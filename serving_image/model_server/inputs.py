@@ -141,12 +141,17 @@ def _value(value: Any, where: str, categorical: bool = False) -> float | str:
             raise BadRequestError(
                 400, f"{where} is categorical: send its category as a string (or null), not {value!r}"
             )
-        return value.strip() or math.nan
+        return _category(value)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise BadRequestError(400, f"{where} is not a number: {value!r}")
     if math.isinf(value):
         raise BadRequestError(400, f"{where} is infinite")
     return float(value)
+
+
+def _category(text: str) -> str | float:
+    """A categorical cell: its category (stripped), NaN (missing) when empty."""
+    return text.strip() or math.nan
 
 
 def _fast_csv_rows(text: str, width: int) -> list[Row] | None:
@@ -185,7 +190,7 @@ def _csv_rows(
                 )
             rows.append(
                 [
-                    (cell.strip() or math.nan) if f in categorical else _csv_value(cell, line_no, f)
+                    _category(cell) if f in categorical else _csv_value(cell, line_no, f)
                     for cell, f in zip(row, features, strict=True)
                 ]
             )

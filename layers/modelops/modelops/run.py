@@ -15,14 +15,20 @@ from modelops.config import ModelConfig
 from modelops.triggers import PipelineRequest
 
 
-class _Shape(BaseModel):
-    """A payload the workflow passes between states: frozen; unknown fields refused."""
+class _Payload(BaseModel):
+    """A value the workflow carries between states: frozen."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(frozen=True)
 
     def to_payload(self) -> dict[str, Any]:
         """The JSON-ready form the state machine carries (config field names as documented)."""
         return self.model_dump(mode="json", by_alias=True)
+
+
+class _Shape(_Payload):
+    """A payload whose unknown fields are refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class DatasetObject(_Shape):
@@ -60,7 +66,7 @@ class CanaryTimes(_Shape):
     watch_seconds: int = Field(ge=0)
 
 
-class RunRef(BaseModel):
+class RunRef(_Payload):
     """Who is running and with which config: all a rollout action or the clean-up needs.
 
     Unknown fields are ignored, so a whole `Run` parses as a `RunRef` too."""
@@ -70,9 +76,6 @@ class RunRef(BaseModel):
     run_id: str = Field(min_length=1)
     model: str = Field(min_length=1)
     config: ModelConfig
-
-    def to_payload(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", by_alias=True)
 
 
 class Run(RunRef):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from pydantic import Field
 
@@ -30,6 +31,9 @@ from modelops.ports import (
     TaskCallbacks,
     TrainingJobs,
 )
+
+if TYPE_CHECKING:  # imported where used: only the rollout function pays for the Kubernetes client
+    from modelops.adapters.eks import EksConnector
 
 
 class _WorkflowEnv(BaseEnv):
@@ -65,7 +69,7 @@ class Services:
     """The AWS adapter behind each port. A missing environment variable is a ConfigError naming it."""
 
     def __init__(self) -> None:
-        self._connectors: dict[str, object] = {}
+        self._connectors: dict[str, EksConnector] = {}
         self._lock = threading.Lock()
 
     def store(self) -> Store:
@@ -134,10 +138,11 @@ class Services:
 
         settings = env(_ClusterEnv)
         with self._lock:
-            connector = self._connectors.get(settings.CLUSTER_NAME)
-            if not isinstance(connector, EksConnector):
-                connector = EksConnector(settings.CLUSTER_NAME, client("eks"), client("sts"))
-                self._connectors[settings.CLUSTER_NAME] = connector
+            if settings.CLUSTER_NAME not in self._connectors:
+                self._connectors[settings.CLUSTER_NAME] = EksConnector(
+                    settings.CLUSTER_NAME, client("eks"), client("sts")
+                )
+            connector = self._connectors[settings.CLUSTER_NAME]
         return KubeClient(
             connector.api_client(),
             on_unauthorized=connector.invalidate,

@@ -155,8 +155,8 @@ class RolloutService:
 
     def smoke_test(self, run: RunRef, sample: list[list[float | str | None]]) -> dict[str, Any]:
         """Predictions for the dataset's smoke rows (a missing value is null, a categorical
-        feature's value its text) from the canary
-        Service; SmokeTestFailedError unless it answers 200 with one finite prediction per row."""
+        feature's value its text) from the canary Service; SmokeTestFailedError unless it answers
+        200 with one finite prediction per row."""
         cfg = run.config
         k = cfg.kubernetes
         rows = sample[: cfg.canary.smoke_sample_size]
