@@ -136,8 +136,14 @@ def instances_request(rows: Sequence[Sequence[float]]) -> dict[str, Any]:
     return {"instances": [[float(v) for v in row] for row in rows]}
 
 
-def parse_instances_response(doc: Mapping[str, Any]) -> tuple[list[float], None]:
-    """P(class 1) per row from {"predictions": [...]}; no class output."""
+def parse_instances_response(doc: Mapping[str, Any]) -> tuple[list[float], list[int] | None]:
+    """(P(class 1) per row, class index per row or None). Our server answers a binary classifier
+    with `probabilities` ([P(class 0), P(class 1)] per row) and its labels by name in `predictions`
+    (their index in `classes` is the class); the FastAPI baseline answers P(class 1) in
+    `predictions`, with no class output."""
+    if "probabilities" in doc:
+        classes = list(doc["classes"])
+        return [float(row[1]) for row in doc["probabilities"]], [classes.index(p) for p in doc["predictions"]]
     return [float(p) for p in doc["predictions"]], None
 
 

@@ -12,10 +12,13 @@ from typing import Any
 
 from model_server.contract import METADATA_FILE, MODEL_FILE
 from model_server.errors import ChampionError, ModelLoadError
-from model_server.estimator import Estimator, Matrix, scores
+from model_server.estimator import ClassProbabilities, Estimator, Matrix, Scores, scores
 
 FORMAT_VERSION = 1
-TASKS = ("binary_classification", "regression")
+TASKS = ("binary_classification", "multiclass_classification", "regression")
+# A classifier's labels are answered back by name; more classes than this is not a classifier we
+# can check on a holdout (nor a reasonable `probabilities` answer per row).
+MAX_CLASSES = 100
 
 
 @dataclass(frozen=True)
@@ -23,8 +26,9 @@ class ModelMetadata:
     task: str
     label_column: str
     feature_columns: tuple[str, ...]
-    # binary classification: (negative label, positive label) as they appear in the CSV
-    classes: tuple[str, str] | None
+    # Classification: the class labels as they appear in the CSV, in the order of the model's
+    # outputs (binary: negative, positive); None for regression.
+    classes: tuple[str, ...] | None
     objective_metric: str
     fault_error_rate: float
     fault_latency_ms: int
@@ -68,7 +72,7 @@ class ModelMetadata:
                 task=str(doc["task"]),
                 label_column=str(doc["label_column"]),
                 feature_columns=features,
-                classes=(str(classes[0]), str(classes[1])) if classes else None,
+                classes=tuple(str(c) for c in classes) if classes else None,
                 objective_metric=str(doc["objective_metric"]),
                 fault_error_rate=float(doc.get("fault_error_rate", 0.0)),
                 fault_latency_ms=int(doc.get("fault_latency_ms", 0)),
@@ -92,6 +96,7 @@ class ModelMetadata:
             raise ModelLoadError(f"{source}: task {meta.task!r} is not one of {list(TASKS)}")
         if not features:
             raise ModelLoadError(f"{source}: feature_columns is empty")
+        _check_classes(meta, source)
         unknown = [c for c in meta.categorical_columns if c not in features]
         if unknown:
             raise ModelLoadError(f"{source}: categorical_columns {unknown} are not among feature_columns")
@@ -103,6 +108,20 @@ class ModelMetadata:
         return meta
 
 
+def _check_classes(meta: ModelMetadata, source: str) -> None:
+    if meta.task == "regression":
+        if meta.classes:
+            raise ModelLoadError(f"{source}: a regression model has no classes, got {list(meta.classes)}")
+        return
+    classes = meta.classes or ()
+    wanted = "exactly 2" if meta.task == "binary_classification" else f"2 to {MAX_CLASSES}"
+    count_ok = len(classes) == 2 if meta.task == "binary_classification" else 2 <= len(classes) <= MAX_CLASSES
+    if not count_ok:
+        raise ModelLoadError(f"{source}: task {meta.task} needs {wanted} classes, got {list(classes)}")
+    if len(set(classes)) != len(classes):
+        raise ModelLoadError(f"{source}: classes {list(classes)} repeat a label")
+
+
 @dataclass(frozen=True)
 class LoadedModel:
     estimator: Estimator
@@ -112,9 +131,10 @@ class LoadedModel:
     def n_features(self) -> int:
         return len(self.metadata.feature_columns)
 
-    def predict(self, rows: Matrix) -> list[float]:
-        """P(positive label) for classification, the predicted value for regression; one per row."""
-        return [float(p) for p in scores(self.estimator, self.metadata.task, rows)]
+    def predict(self, rows: Matrix) -> Scores | ClassProbabilities:
+        """P(positive label) for binary classification, the k class probabilities for multiclass
+        (one row each), the predicted value for regression (estimator.scores)."""
+        return scores(self.estimator, self.metadata.task, rows)
 
 
 def save_model(

@@ -10,12 +10,15 @@ from typing import Any, Literal
 
 from model_server.errors import HyperparameterError
 
-Task = Literal["binary_classification", "regression"]
+Task = Literal["binary_classification", "multiclass_classification", "regression"]
+# Every metric the evaluator computes per task (the first is the default objective); the product
+# layer's config.TASK_METRICS must agree (a unit test checks it).
 TASK_METRICS: dict[str, tuple[str, ...]] = {
     "binary_classification": ("auc", "accuracy", "f1", "precision", "recall", "logloss"),
+    "multiclass_classification": ("accuracy", "macro_f1", "logloss"),
     "regression": ("rmse", "mae", "r2"),
 }
-DEFAULT_METRIC = {"binary_classification": "auc", "regression": "rmse"}
+DEFAULT_METRIC = {task: metrics[0] for task, metrics in TASK_METRICS.items()}
 KNOWN = {
     "label_column",
     "feature_columns",
@@ -29,6 +32,7 @@ KNOWN = {
     "max_depth",
     "fault_error_rate",
     "fault_latency_ms",
+    "allow_class_change",
 }
 
 
@@ -47,6 +51,9 @@ class TrainingParams:
     fault_latency_ms: int = 0
     # Feature columns holding text categories (encoded and split on as categories, train.py).
     categorical_columns: tuple[str, ...] = ()
+    # Classification: train even when the data's class labels differ from the champion's (the
+    # champion then cannot be compared, and the candidate replaces it as a first version would).
+    allow_class_change: bool = False
 
     def model_params(self) -> dict[str, Any]:
         return {"max_iter": self.max_iter, "learning_rate": self.learning_rate, "max_depth": self.max_depth}
@@ -106,6 +113,7 @@ def parse_hyperparameters(raw: Mapping[str, Any]) -> tuple[TrainingParams, list[
         fault_error_rate=error_rate,
         fault_latency_ms=latency,
         categorical_columns=categorical,
+        allow_class_change=_bool(raw, "allow_class_change", False),
     )
     return params, sorted(set(raw) - KNOWN)
 
@@ -169,6 +177,20 @@ def _int(raw: Mapping[str, Any], name: str, default: int) -> int:
     if number != int(number):
         raise HyperparameterError(f"hyperparameter {name}={raw.get(name)!r} is not a whole number")
     return int(number)
+
+
+def _bool(raw: Mapping[str, Any], name: str, default: bool) -> bool:
+    value = raw.get(name)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return default
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"true", "1", "yes"}:
+        return True
+    if text in {"false", "0", "no"}:
+        return False
+    raise HyperparameterError(f"hyperparameter {name}={value!r} is not a boolean (true or false)")
 
 
 def _optional_int(raw: Mapping[str, Any], name: str) -> int | None:

@@ -23,7 +23,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from itertools import chain
-from typing import cast
+from typing import Any, cast
 
 from model_server.artifact import ModelMetadata
 from model_server.estimator import Estimator, scores
@@ -33,6 +33,9 @@ from model_server.native import NativeForest
 log = logging.getLogger("model_server.predictor")
 Row = Sequence[float | str]  # text only in a categorical column (inputs.parse_rows)
 NumericRow = Sequence[float]
+# The model's answer for one row: P(positive label) (binary), the predicted value (regression), or
+# the k class probabilities (multiclass). `answer` turns it into the response's labels.
+Answer = float | list[float]
 # Batches of at least this many rows go to scikit-learn (when loaded): measured crossover on the
 # reference model (20 features, 100 trees) is 60-120 rows; bench/serving/ measures it.
 DEFAULT_COMPILED_MAX_ROWS = 64
@@ -63,38 +66,38 @@ class Predictor:
             return "native"
         return "compiled" if self.estimator is None else "scikit-learn"
 
-    def predict_rows(self, rows: Sequence[Row]) -> list[float]:
-        """P(positive label) for classification, the predicted value for regression; one per row."""
+    def predict_rows(self, rows: Sequence[Row]) -> list[Answer]:
+        """One Answer per row (P(positive label), the k class probabilities, or the value)."""
         # A model with a native predictor or a compiled forest has no categorical columns, so
         # inputs.parse_rows gave it numbers only.
         if self.native is not None:
-            return self.native.predict_rows(cast(Sequence[NumericRow], rows))
+            return list(self.native.predict_rows(cast(Sequence[NumericRow], rows)))
         forest, estimator = self.forest, self.estimator
         if forest is not None and (estimator is None or len(rows) < self.compiled_max_rows):
-            return forest.predict_rows(cast(Sequence[NumericRow], rows))
+            return list(forest.predict_rows(cast(Sequence[NumericRow], rows)))
         assert estimator is not None  # the constructor refuses a Predictor with none of the three
         import numpy as np
 
         if self.metadata.categorical_columns:
             mixed = np.empty((len(rows), len(self.metadata.feature_columns)), dtype=object)
             mixed[:] = rows
-            answers: list[float] = scores(estimator, self.metadata.task, mixed).tolist()
+            answers: list[Answer] = scores(estimator, self.metadata.task, mixed).tolist()
             return answers
         width = len(self.metadata.feature_columns)
         # One flat pass beats np.asarray's shape discovery on a list of lists (~20% on 1,600 rows).
         flat = np.fromiter(chain.from_iterable(rows), dtype=np.float64, count=len(rows) * width)
         matrix = flat.reshape(len(rows), width)
-        predictions: list[float] = scores(estimator, self.metadata.task, matrix).tolist()
+        predictions: list[Answer] = scores(estimator, self.metadata.task, matrix).tolist()
         return predictions
 
 
-Pending = tuple[Sequence[Row], "asyncio.Future[list[float]]"]
+Pending = tuple[Sequence[Row], "asyncio.Future[list[Answer]]"]
 
 
 class MicroBatcher:
     def __init__(
         self,
-        predict: Callable[[Sequence[Row]], list[float]],
+        predict: Callable[[Sequence[Row]], list[Answer]],
         *,
         max_rows: int = 4096,
         max_wait_seconds: float = 0.0,
@@ -107,10 +110,10 @@ class MicroBatcher:
         self._handle: asyncio.Handle | asyncio.TimerHandle | None = None
         self.batches = 0  # flushed batches, for tests and logs
 
-    def submit(self, rows: Sequence[Row]) -> asyncio.Future[list[float]]:
+    def submit(self, rows: Sequence[Row]) -> asyncio.Future[list[Answer]]:
         """A future of the predictions for `rows`; call from the event loop."""
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[list[float]] = loop.create_future()
+        future: asyncio.Future[list[Answer]] = loop.create_future()
         if self._pending and self._rows + len(rows) > self.max_rows:
             self._flush()  # the batch is full: predict it now and start a new one with these rows
         self._pending.append((rows, future))
@@ -157,3 +160,26 @@ class MicroBatcher:
         for part, future in live:
             future.set_result(predictions[start : start + len(part)])
             start += len(part)
+
+
+def answer(metadata: ModelMetadata, predictions: list[Answer]) -> dict[str, Any]:
+    """The /invocations document for the model's answers: a regression model's values as
+    `predictions`; a classifier's labels by name (as they appear in the training data) as
+    `predictions`, with each row's class `probabilities` in the order of `classes`."""
+    classes = metadata.classes
+    if classes is None:
+        return {"predictions": predictions}
+    if metadata.task == "binary_classification":
+        negative, positive = classes
+        positives = cast(list[float], predictions)
+        return {
+            "predictions": [positive if p >= 0.5 else negative for p in positives],
+            "probabilities": [[1.0 - p, p] for p in positives],
+            "classes": list(classes),
+        }
+    rows = cast(list[list[float]], predictions)
+    return {
+        "predictions": [classes[max(range(len(row)), key=row.__getitem__)] for row in rows],
+        "probabilities": rows,
+        "classes": list(classes),
+    }

@@ -47,7 +47,7 @@ from model_server.forest import ForestError, compile_forest
 from model_server.inputs import parse_rows
 from model_server.native import NativeError, NativeForest
 from model_server.native import load as load_native
-from model_server.predictor import MicroBatcher, Predictor, Row
+from model_server.predictor import Answer, MicroBatcher, Predictor, Row, answer
 
 if TYPE_CHECKING:  # imported when the server starts (see _uvicorn_server)
     import uvicorn
@@ -80,7 +80,7 @@ class ModelService:
             max_wait_seconds=settings.batch_wait_ms / 1000.0,
         )
 
-    def _predict(self, rows: Sequence[Row]) -> list[float]:
+    def _predict(self, rows: Sequence[Row]) -> list[Answer]:
         assert self.predictor is not None
         return self.predictor.predict_rows(rows)
 
@@ -181,7 +181,7 @@ class ModelService:
         except Exception as exc:  # a model bug must answer 500, not drop the connection
             log.error("prediction failed: %s: %s", type(exc).__name__, exc, exc_info=exc)
             return 500, {"error": f"prediction failed: {type(exc).__name__}: {exc}"}
-        return 200, {"predictions": predictions, "model_version": self.version}
+        return 200, {**answer(meta, predictions), "model_version": self.version}
 
 
 class App:

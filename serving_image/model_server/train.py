@@ -1,7 +1,8 @@
 """The `train` program of the SageMaker container contract.
 
 Reads input/config/hyperparameters.json and the CSV files of channel `train`, fits a scikit-learn
-HistGradientBoosting model (behind an encoder of its categorical columns, when it has some) on a
+HistGradientBoosting model (binary or multiclass classifier, with the class labels kept by name, or
+a regressor) (behind an encoder of its categorical columns, when it has some) on a
 deterministic split, evaluates it (and the champion from the
 optional `champion` channel) on the same holdout, and writes model/ (model.joblib, metadata.json,
 evaluation.json) plus output/data/evaluation.json. Metric lines such as `validation:auc=0.91` go to
@@ -29,6 +30,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from model_server.artifact import (
+    MAX_CLASSES,
     LoadedModel,
     ModelMetadata,
     extract_model_archive,
@@ -57,7 +59,7 @@ from model_server.errors import (
 from model_server.estimator import Estimator, FloatMatrix, Labels, Matrix
 from model_server.forest import TOLERANCE, export_forest, verify_forest
 from model_server.hyperparameters import Task, TrainingParams, parse_hyperparameters
-from model_server.metrics import classification_metrics, regression_metrics
+from model_server.metrics import classification_metrics, multiclass_metrics, regression_metrics
 
 log = logging.getLogger("model_server.train")
 Indices = NDArray[np.intp]
@@ -158,7 +160,8 @@ def train(paths: ContainerPaths, *, training_job: str | None = None) -> Evaluati
     features: Matrix = table.values[:, : len(params.feature_columns)]
     if not params.categorical_columns and features.dtype != np.float64:
         features = features.astype(np.float64)  # only the champion's columns were text
-    train_idx, val_idx = split_indices(y, params, source=source)
+    train_idx, val_idx = split_indices(y, params, source=source, classes=classes or ())
+    class_note = check_class_change(champion, classes, params) if champion else None
 
     estimator = _estimator(params)
     estimator.fit(features[train_idx], y[train_idx])
@@ -166,8 +169,8 @@ def train(paths: ContainerPaths, *, training_job: str | None = None) -> Evaluati
     candidate = _score(loaded, features[val_idx], y[val_idx])
     train_scores = _score(loaded, features[train_idx], y[train_idx])
 
-    champion_score, champion_note = None, None
-    if champion:
+    champion_score, champion_note = None, class_note
+    if champion and not class_note:
         champion_score, champion_note = _score_champion(
             champion,
             table.columns,
@@ -242,8 +245,9 @@ def _read_hyperparameters(path: Path) -> dict[str, Any]:
 
 def encode_labels(
     labels: Sequence[str], params: TrainingParams, *, source: str
-) -> tuple[Labels, tuple[str, str] | None]:
-    """0/1 labels and (negative, positive) for classification; float labels for regression."""
+) -> tuple[Labels, tuple[str, ...] | None]:
+    """Class indices and the class labels (binary: negative, positive) for classification; float
+    labels and None for regression."""
     if params.task == "regression":
         try:
             return np.asarray([float(v) for v in labels], dtype=np.float64), None
@@ -254,23 +258,32 @@ def encode_labels(
                 "task regression needs numbers"
             ) from None
     distinct = sorted(set(labels))
-    if len(distinct) != 2:
-        shown = distinct[:5]
+    shown = f"{distinct[:5]}{'...' if len(distinct) > 5 else ''}"
+    if params.task == "binary_classification" and len(distinct) != 2:
         raise TrainingDataError(
             f"label column {params.label_column!r} in {source} has {len(distinct)} distinct values "
-            f"{shown}{'...' if len(distinct) > 5 else ''}; binary_classification needs exactly 2"
+            f"{shown}; binary_classification needs exactly 2"
         )
-    classes = _order_classes(distinct[0], distinct[1])
-    return np.asarray([1 if v == classes[1] else 0 for v in labels], dtype=np.int64), classes
+    if not 2 <= len(distinct) <= MAX_CLASSES:
+        raise TrainingDataError(
+            f"label column {params.label_column!r} in {source} has {len(distinct)} distinct values "
+            f"{shown}; multiclass_classification needs 2 to {MAX_CLASSES}"
+        )
+    classes = order_classes(distinct)
+    index = {label: i for i, label in enumerate(classes)}
+    return np.asarray([index[v] for v in labels], dtype=np.int64), classes
 
 
-def _order_classes(a: str, b: str) -> tuple[str, str]:
-    """(negative, positive): numbers by value (0 < 1), true/yes positive, else alphabetical."""
-    if _is_number(a) and _is_number(b):
-        return (a, b) if float(a) < float(b) else (b, a)
-    if a.lower() in _POSITIVE_WORDS and b.lower() in _NEGATIVE_WORDS:
-        return (b, a)
-    return (a, b)
+def order_classes(labels: Sequence[str]) -> tuple[str, ...]:
+    """The classes in the model's output order: numbers by value (0 < 1 < 2), else alphabetical;
+    for two labels, a true/yes-like label is the positive (second) one."""
+    if all(_is_number(v) for v in labels):
+        return tuple(sorted(labels, key=float))
+    if len(labels) == 2:
+        a, b = sorted(labels)
+        if a.lower() in _POSITIVE_WORDS and b.lower() in _NEGATIVE_WORDS:
+            return (b, a)
+    return tuple(sorted(labels))
 
 
 def _is_number(value: str) -> bool:
@@ -281,7 +294,31 @@ def _is_number(value: str) -> bool:
     return True
 
 
-def split_indices(y: Labels, params: TrainingParams, *, source: str) -> tuple[Indices, Indices]:
+def check_class_change(
+    champion: Champion, classes: tuple[str, ...] | None, params: TrainingParams
+) -> str | None:
+    """None when the candidate's classes are the champion's; else a note (allow_class_change) or
+    a TrainingDataError: a champion of other classes cannot be judged on this holdout, and
+    replacing it silently would change what the model answers."""
+    theirs = champion.model.metadata.classes
+    if classes is None or theirs is None or champion.model.metadata.task != params.task:
+        return None
+    if set(classes) == set(theirs):
+        return None
+    added, removed = sorted(set(classes) - set(theirs)), sorted(set(theirs) - set(classes))
+    change = f"class labels changed: the champion answers {list(theirs)}, the data has {list(classes)}"
+    change += f" (new {added}, gone {removed})"
+    if params.allow_class_change:
+        return f"{change}; allow_class_change is set, so the champion is not compared"
+    raise TrainingDataError(
+        f"label column {params.label_column!r}: {change}. If the change is intended, set "
+        "training.hyperparameters.allow_class_change: true in the model config; otherwise fix the data"
+    )
+
+
+def split_indices(
+    y: Labels, params: TrainingParams, *, source: str, classes: Sequence[str] = ()
+) -> tuple[Indices, Indices]:
     """Deterministic (seeded) train/validation split; stratified by label for classification."""
     rng = np.random.default_rng(params.seed)
     if params.task == "regression":
@@ -291,12 +328,12 @@ def split_indices(y: Labels, params: TrainingParams, *, source: str) -> tuple[In
         n_val = max(2, round(len(y) * params.validation_fraction))
         return np.sort(order[n_val:]), np.sort(order[:n_val])
     train_parts, val_parts = [], []
-    for cls in (0, 1):
+    for cls in range(int(y.max()) + 1):
         members = np.flatnonzero(y == cls)
         if len(members) < 4:
             raise TrainingDataError(
-                f"{source}: label column {params.label_column!r} has {len(members)} rows of one class; "
-                "training needs at least 4 of each"
+                f"{source}: label column {params.label_column!r} has {len(members)} rows of class "
+                f"{classes[cls] if classes else cls!r}; training needs at least 4 of each"
             )
         members = rng.permutation(members)
         n_val = max(1, round(len(members) * params.validation_fraction))
@@ -356,7 +393,9 @@ def _score_champion(
                 None,
                 f"holdout labels {unknown} are unknown to the champion (classes {list(meta.classes)})",
             )
-        y = np.asarray([1 if v == meta.classes[1] else 0 for v in raw_labels], dtype=np.int64)
+        # The champion's own class order: the same labels may sit at other indices in the candidate.
+        index = {label: i for i, label in enumerate(meta.classes)}
+        y = np.asarray([index[v] for v in raw_labels], dtype=np.int64)
     try:
         return _score(champion.model, rows, y), None
     except ValueError as exc:
@@ -369,7 +408,7 @@ def _compiled_forest(model: LoadedModel, holdout: FloatMatrix) -> tuple[dict[str
     if doc is None:
         log.warning("no compiled predictor (serve will use scikit-learn for every batch): %s", why)
         return None, None
-    diff = verify_forest(doc, lambda rows: model.predict(np.asarray(rows)), holdout)
+    diff = verify_forest(doc, lambda rows: model.predict(np.asarray(rows)).tolist(), holdout)
     if diff > TOLERANCE:
         log.warning("compiled predictor differs from the model by %.3g on the holdout; not shipped", diff)
         return None, None
@@ -389,20 +428,18 @@ def _compiled_forest(model: LoadedModel, holdout: FloatMatrix) -> tuple[dict[str
 
 
 def _score(model: LoadedModel, rows: Matrix, y: Labels) -> dict[str, float]:
-    predicted = np.asarray(model.predict(rows))
+    predicted = model.predict(rows)
     if model.metadata.task == "binary_classification":
         return classification_metrics(y, predicted)
+    if model.metadata.task == "multiclass_classification":
+        return multiclass_metrics(y, predicted)
     return regression_metrics(y, predicted)
 
 
 def _estimator(params: TrainingParams) -> Estimator:
     from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 
-    cls = (
-        HistGradientBoostingClassifier
-        if params.task == "binary_classification"
-        else HistGradientBoostingRegressor
-    )
+    cls = HistGradientBoostingRegressor if params.task == "regression" else HistGradientBoostingClassifier
     categorical = [params.feature_columns.index(c) for c in params.categorical_columns]
     # early_stopping=False: "auto" would carve its own random validation split on large data.
     # The encoder's columns come first in its output (then the rest, in order): categories 0..k-1.
@@ -446,7 +483,7 @@ def categorical_pipeline(estimator: Estimator, categorical: Sequence[int]) -> Es
 
 def _metadata(
     params: TrainingParams,
-    classes: tuple[str, str] | None,
+    classes: tuple[str, ...] | None,
     n_train: int,
     n_val: int,
     training_job: str | None,

@@ -29,9 +29,17 @@ _PATTERN_HINTS = {
 }
 ModelName = Annotated[str, Field(pattern=_MODEL_NAME)]
 K8sName = Annotated[str, Field(pattern=_DNS_LABEL)]
+Task = Literal["binary_classification", "multiclass_classification", "regression"]
+# The metrics the trainer computes per task, the first being the default objective (the serving
+# image's model_server.hyperparameters.TASK_METRICS; a unit test keeps the two equal).
+TASK_METRICS: dict[str, tuple[str, ...]] = {
+    "binary_classification": ("auc", "accuracy", "f1", "precision", "recall", "logloss"),
+    "multiclass_classification": ("accuracy", "macro_f1", "logloss"),
+    "regression": ("rmse", "mae", "r2"),
+}
 # Higher is better for these; lower is better for everything else we know.
-_MAXIMIZE = {"auc", "accuracy", "f1", "r2", "precision", "recall"}
-_KNOWN_METRICS = _MAXIMIZE | {"rmse", "mae", "logloss"}
+_MAXIMIZE = {"auc", "accuracy", "f1", "macro_f1", "r2", "precision", "recall"}
+_KNOWN_METRICS = {metric for metrics in TASK_METRICS.values() for metric in metrics}
 
 
 class _Strict(BaseModel):
@@ -69,12 +77,13 @@ class DataConfig(_Strict):
     # Objects under incoming/<model>/ trigger a run; the prefix is fixed by the model name so an
     # S3 event can always be mapped back to exactly one model.
     schema_: DataSchema = Field(alias="schema")
-    task: Literal["binary_classification", "regression"] = "binary_classification"
+    task: Task = "binary_classification"
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
 class Objective(_Strict):
+    # Absent from the document: the task's default (ModelConfig fills it in: auc, accuracy, rmse).
     metric: str = "auc"
     # Candidate must beat the champion by at least this much (in the metric's own units).
     min_improvement: float = Field(default=0.0, ge=0.0)
@@ -220,6 +229,31 @@ class ModelConfig(_Strict):
     alarms: AlarmConfig = Field(default_factory=AlarmConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_metric(cls, doc: Any) -> Any:
+        """An objective without a metric takes its task's default (auc only suits binary)."""
+        if not isinstance(doc, dict):
+            return doc
+        data, training = doc.get("data"), doc.get("training") or {}
+        task = data.get("task", "binary_classification") if isinstance(data, dict) else None
+        if not isinstance(task, str) or task not in TASK_METRICS or not isinstance(training, dict):
+            return doc  # field validation reports the bad task or section
+        objective = training.get("objective") or {}
+        if not isinstance(objective, dict) or "metric" in objective:
+            return doc
+        return {**doc, "training": {**training, "objective": {**objective, "metric": TASK_METRICS[task][0]}}}
+
+    @model_validator(mode="after")
+    def _metric_fits_task(self) -> ModelConfig:
+        metric, task = self.training.objective.metric, self.data.task
+        if metric not in TASK_METRICS[task]:
+            raise ValueError(
+                f"training.objective.metric {metric!r} does not apply to data.task {task}; "
+                f"expected one of {list(TASK_METRICS[task])}"
+            )
+        return self
 
     @property
     def data_prefix(self) -> str:

@@ -10,9 +10,8 @@ import io
 import math
 import random
 from dataclasses import dataclass, field
-from typing import Literal
 
-from modelops.config import DataSchema
+from modelops.config import DataSchema, Task
 from modelops.errors import DatasetInvalidError
 
 _SNIFF_BYTES = 64 * 1024
@@ -21,14 +20,18 @@ _MISSING_MARKERS = {"nan", "na", "n/a", "null"}
 # A categorical column with more distinct values than this is free text or an id, not a category.
 MAX_CATEGORIES = 1000
 Cell = float | str | None
-Task = Literal["binary_classification", "regression"]
+# A classifier with more classes than this is refused (the trainer's artifact.MAX_CLASSES).
+MAX_CLASSES = 100
+# The trainer's stratified split puts at least one row of each class in the holdout and keeps
+# the rest for training: it needs this many rows of every class (train.split_indices).
+MIN_ROWS_PER_CLASS = 4
 
 
 @dataclass(frozen=True)
 class DatasetReport:
     rows: int
     columns: list[str]
-    # Rows per label value (binary classification); empty for regression, whose every row can be
+    # Rows per label value (classification); empty for regression, whose every row can be
     # a distinct value: `target` summarises it instead (min, max, mean), so the report stays small
     # whatever the file's size (it is a Step Functions state: 256 KB at most).
     label_distribution: dict[str, int]
@@ -49,8 +52,8 @@ def validate_csv(
     seed: int = 0,
 ) -> DatasetReport:
     """Check `data` (a CSV file called `name`) against `schema` and the model's `task` (binary
-    classification: exactly two label values; regression: numeric labels); DatasetInvalidError
-    says what is wrong."""
+    classification: exactly two label values; multiclass: 2 to MAX_CLASSES; each class at least
+    MIN_ROWS_PER_CLASS rows; regression: numeric labels); DatasetInvalidError says what is wrong."""
     if not data.strip():
         raise DatasetInvalidError(f"{name}: file is empty")
     if len(data) > schema.max_bytes:
@@ -138,6 +141,12 @@ def validate_csv(
                     labels[label] = 1
             else:
                 labels[label] = labels.get(label, 0) + 1
+                if len(labels) > MAX_CLASSES:
+                    raise DatasetInvalidError(
+                        f"{name}: line {line_no}: label {schema.label_column!r} has more than "
+                        f"{MAX_CLASSES} distinct values; a classifier supports at most {MAX_CLASSES} "
+                        "(is the label column right, or is this a regression?)"
+                    )
             rows += 1
             # Reservoir sampling keeps the smoke sample uniform without holding the file twice.
             if len(sample) < smoke_size:
@@ -162,6 +171,12 @@ def validate_csv(
         raise DatasetInvalidError(
             f"{name}: label {schema.label_column!r} has {len(labels)} distinct values "
             f"{shown}{'...' if len(labels) > 5 else ''}; binary_classification needs exactly 2"
+        )
+    rare = {label: n for label, n in sorted(labels.items()) if n < MIN_ROWS_PER_CLASS}
+    if task != "regression" and rare:
+        raise DatasetInvalidError(
+            f"{name}: label {schema.label_column!r} has classes with fewer than {MIN_ROWS_PER_CLASS} "
+            f"rows {rare}; training needs at least {MIN_ROWS_PER_CLASS} of each (add rows or drop the class)"
         )
     if task == "regression":
         return DatasetReport(

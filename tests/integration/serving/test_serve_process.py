@@ -16,6 +16,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -187,6 +188,14 @@ def start_server(tmp_path) -> Iterator:
         server.process.wait(timeout=10)
 
 
+def _positive(doc: dict[str, Any]) -> Any:
+    """P(positive class) per row of a binary classifier's answer (its probabilities' 2nd column)."""
+    import numpy as np
+
+    assert len(doc["classes"]) == 2 and len(doc["probabilities"]) == len(doc["predictions"])
+    return np.asarray(doc["probabilities"], dtype=np.float64)[:, 1]
+
+
 def test_ping_and_predictions_over_json_and_csv(trained_model, start_server):
     # Given a serving process for a trained model
     server = start_server(trained_model)
@@ -203,10 +212,10 @@ def test_ping_and_predictions_over_json_and_csv(trained_model, start_server):
     assert status == 200 and len(doc["predictions"]) == 2 and doc["model_version"] == "7"
     by_name = {"instances": [dict(zip(CHURN_FEATURES, ROW, strict=True))]}
     status, named = server.request("POST", "/invocations", json.dumps(by_name).encode(), "application/json")
-    assert status == 200 and named["predictions"] == doc["predictions"][:1]
+    assert status == 200 and named["probabilities"] == doc["probabilities"][:1]
     csv_body = ("\n".join(",".join(map(str, ROW)) for _ in range(3)) + "\n").encode()
     status, from_csv = server.request("POST", "/invocations", csv_body, "text/csv")
-    assert status == 200 and from_csv["predictions"] == doc["predictions"][:1] * 3
+    assert status == 200 and from_csv["probabilities"] == doc["probabilities"][:1] * 3
 
 
 def test_bad_requests_get_400_or_415_with_a_clear_message(trained_model, start_server):
@@ -359,7 +368,7 @@ def test_predictions_equal_the_original_models_for_single_rows_batches_json_and_
     estimator, want = _original_probabilities(trained_model, rows)
 
     # When the held-out rows are sent one by one, as one JSON batch, and as one CSV body
-    singles = [server.predict([row])[1]["predictions"][0] for row in rows[:40]]
+    singles = [_positive(server.predict([row])[1])[0] for row in rows[:40]]
     status, batch = server.predict(rows)
     assert status == 200
     csv_body = "".join(",".join(repr(v) for v in row) + "\n" for row in rows).encode()
@@ -367,13 +376,13 @@ def test_predictions_equal_the_original_models_for_single_rows_batches_json_and_
     assert status == 200
 
     # Then every probability equals predict_proba's within 1e-6 (without the native predictor,
-    # small batches run the compiled forest and this large one scikit-learn), and thresholding
-    # gives predict's classes
+    # small batches run the compiled forest and this large one scikit-learn), and the labels
+    # answered are predict's classes, by name
     assert np.max(np.abs(np.asarray(singles) - want[:40])) <= 1e-6
-    assert np.max(np.abs(np.asarray(batch["predictions"]) - want)) <= 1e-6
-    assert np.max(np.abs(np.asarray(from_csv["predictions"]) - want)) <= 1e-6
+    assert np.max(np.abs(_positive(batch) - want)) <= 1e-6
+    assert np.max(np.abs(_positive(from_csv) - want)) <= 1e-6
     classes = estimator.predict(np.asarray(rows))
-    assert ((np.asarray(batch["predictions"]) > 0.5).astype(int) == classes).all()
+    assert batch["predictions"] == [batch["classes"][c] for c in classes]
 
 
 @pytest.mark.parametrize("folder", ["trained_model", "native_model"])
@@ -394,7 +403,7 @@ def test_concurrent_requests_are_batched_yet_each_gets_its_own_answer(
         for row in rows[start : start + 20]:
             status, doc = server.predict([row])
             assert status == 200
-            got.append(doc["predictions"][0])
+            got.append(_positive(doc)[0])
         return got
 
     with ThreadPoolExecutor(16) as pool:
@@ -623,7 +632,7 @@ def test_a_categorical_model_answers_strings_equal_to_its_pipeline(plan_model, s
     # plans included)
     assert (status, status_objects, status_csv) == (200, 200, 200)
     for doc in (lists, by_name, from_csv):
-        assert np.max(np.abs(np.asarray(doc["predictions"]) - want)) <= 1e-6
+        assert np.max(np.abs(_positive(doc) - want)) <= 1e-6
     # And a string for a numeric feature is still a 400 naming the feature
     bad = [[*rows[0][:3], "lots", *rows[0][4:]]]
     assert server.predict(bad) == (400, {"error": "instance 0 feature 'usage_gb' is not a number: 'lots'"})

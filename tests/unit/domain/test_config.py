@@ -117,3 +117,31 @@ def test_categorical_columns_reach_training_as_a_json_list_and_only_when_declare
     params = hyper(_doc(data=data))
     assert json.loads(params["categorical_columns"]) == [first]
     assert json.loads(params["feature_columns"]) == data["schema"]["feature_columns"]
+
+
+@pytest.mark.parametrize(
+    ("task", "metric", "maximize"),
+    [
+        ("binary_classification", "auc", True),
+        ("multiclass_classification", "accuracy", True),
+        ("regression", "rmse", False),
+    ],
+)
+def test_an_objective_without_a_metric_takes_its_tasks_default(task, metric, maximize):
+    doc = _doc(data={**_doc()["data"], "task": task})
+    doc["training"]["objective"] = {"min_improvement": 0.01}
+    objective = parse_config(doc).training.objective
+    assert (objective.metric, objective.maximize, objective.min_improvement) == (metric, maximize, 0.01)
+
+
+@pytest.mark.parametrize(
+    ("task", "metric"),
+    [("regression", "auc"), ("multiclass_classification", "auc"), ("binary_classification", "macro_f1")],
+)
+def test_a_metric_the_task_does_not_compute_is_refused_at_put_time(task, metric):
+    doc = _doc(data={**_doc()["data"], "task": task})
+    doc["training"]["objective"] = {"metric": metric}
+    with pytest.raises(
+        ConfigError, match=f"training.objective.metric '{metric}' does not apply to data.task {task}"
+    ):
+        parse_config(doc)

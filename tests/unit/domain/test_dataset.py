@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from modelops.config import DataSchema
@@ -127,3 +128,35 @@ def test_a_categorical_column_with_too_many_distinct_values_is_refused():
         f"{i},v{i % MAX_CATEGORIES},{i % 2}".encode() for i in range(MAX_CATEGORIES + 5)
     )
     assert validate_csv(ok, CATEGORICAL, name="d.csv").rows == MAX_CATEGORIES + 5
+
+
+def _labelled(labels: list[str]) -> bytes:
+    return ("a,b,y\n" + "".join(f"{i},{i / 2},{label}\n" for i, label in enumerate(labels))).encode()
+
+
+def test_a_multiclass_dataset_reports_its_classes_by_name():
+    labels = ["gold", "silver", "bronze"] * 10
+    report = validate_csv(_labelled(labels), SCHEMA, name="d.csv", task="multiclass_classification")
+    assert report.label_distribution == {"gold": 10, "silver": 10, "bronze": 10}
+
+
+@pytest.mark.parametrize(
+    ("labels", "task", "message"),
+    [
+        (["gold", "silver", "bronze"] * 10, "binary_classification", "3 distinct values"),
+        (
+            ["gold"] * 10 + ["silver"] * 10 + ["bronze"] * 3,
+            "multiclass_classification",
+            "classes with fewer than 4 rows {'bronze': 3}; training needs at least 4 of each",
+        ),
+        (["yes"] * 20 + ["no"] * 2, "binary_classification", "fewer than 4 rows {'no': 2}"),
+        (
+            [f"c{i}" for i in range(101)] * 4,
+            "multiclass_classification",
+            "more than 100 distinct values; a classifier supports at most 100",
+        ),
+    ],
+)
+def test_labels_the_task_cannot_train_on_are_refused_before_training(labels, task, message):
+    with pytest.raises(DatasetInvalidError, match=re.escape(message)):
+        validate_csv(_labelled(labels), SCHEMA, name="d.csv", task=task)

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
+import json
+import re
+from pathlib import Path
+from typing import Any, cast
 
 import pytest
-from modelops.errors import BuildFailedError, KubeInvalidError
-from modelops.ports import BuildState
-from modelops.run import Build
+from modelops.config import load_config_file
+from modelops.errors import BuildFailedError, KubeInvalidError, SmokeTestFailedError
+from modelops.ports import BuildState, Kube
+from modelops.run import Build, RunRef
 from modelops.steps.build import build_status, start_build
 from modelops.steps.lock import release
+from modelops.steps.rollout import RolloutService
 
 DIGEST = "sha256:" + "b" * 64
+ROOT = Path(__file__).resolve().parents[3]
 
 
 class FakeBuilds:
@@ -148,3 +154,74 @@ def test_a_follow_up_already_started_by_an_earlier_try_is_still_reported():
     again = release("churn", "run-1", store=FakeStore(dict(PENDING)), executions=executions)  # type: ignore[arg-type]
     assert first["follow_up"] == again["follow_up"] == executions.started[0]
     assert "-queued-" in first["follow_up"] and len(set(executions.started)) == 1
+
+
+# --- smoke test -----------------------------------------------------------------------------------
+class AnsweringKube:
+    """Kube whose service proxy answers every POST with one fixed (status, body); remembers bodies."""
+
+    def __init__(self, status: int, answer: dict[str, Any]) -> None:
+        self.status, self.body = status, json.dumps(answer)
+        self.posted: list[Any] = []
+
+    def service_proxy_post(
+        self, namespace: str, service: str, port: int, path: str, body: Any, content_type: str
+    ) -> tuple[int, str]:
+        self.posted.append(body)
+        return self.status, self.body
+
+
+def _smoke(answer: dict[str, Any], rows: list[list[float | str | None]]) -> dict[str, Any]:
+    kube = AnsweringKube(200, answer)
+    service = RolloutService(
+        kube=cast(Kube, kube), store=cast(Any, None), metrics=cast(Any, None), callbacks=cast(Any, None)
+    )
+    run = RunRef(run_id="run-1", model="churn", config=load_config_file(ROOT / "models" / "churn.yaml"))
+    result = service.smoke_test(run, rows)
+    assert kube.posted == [{"instances": rows}]
+    return result
+
+
+ROWS: list[list[float | str | None]] = [[1.0, None, "basic"], [2.0, 3.0, None]]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {"predictions": [0.5, -3.25]},  # regression
+        {"predictions": ["no", "yes"], "classes": ["no", "yes"], "probabilities": [[0.9, 0.1], [0.2, 0.8]]},
+        {
+            "predictions": ["gold", "bronze"],
+            "classes": ["bronze", "gold", "silver"],
+            "probabilities": [[0.1, 0.7, 0.2], [0.6, 0.3, 0.1]],
+        },
+    ],
+    ids=["regression", "binary-labels", "multiclass-labels"],
+)
+def test_the_smoke_test_accepts_values_or_labels_named_by_the_model(answer):
+    assert _smoke(answer, ROWS) == {"rows": 2, "status": 200}
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        ({"predictions": [0.5, None]}, "non-numeric predictions, e.g. [None]"),
+        ({"predictions": [0.5]}, "returned 1 predictions for 2 rows"),
+        (
+            {"predictions": ["no", "maybe"], "classes": ["no", "yes"], "probabilities": [[1, 0], [0, 1]]},
+            "predictions ['maybe'] that are not among its classes ['no', 'yes']",
+        ),
+        ({"predictions": ["no", "yes"], "classes": ["no", "yes"]}, "no probabilities row per prediction"),
+        (
+            {"predictions": ["no", "yes"], "classes": ["no", "yes"], "probabilities": [[1, 0], [0.5]]},
+            "not 2 finite numbers per row, e.g. [[0.5]]",
+        ),
+        (
+            {"predictions": ["no", "no"], "classes": ["no"], "probabilities": [[1], [1]]},
+            "a classifier names at least 2",
+        ),
+    ],
+)
+def test_the_smoke_test_fails_on_an_answer_a_client_could_not_use(answer, message):
+    with pytest.raises(SmokeTestFailedError, match=re.escape(message)):
+        _smoke(answer, ROWS)

@@ -129,6 +129,12 @@ def test_v2_response_without_predict_proba_or_of_wrong_shape_is_an_error():
 def test_instances_request_and_response():
     assert bench.instances_request([[1, 2.5]]) == {"instances": [[1.0, 2.5]]}
     assert bench.parse_instances_response({"predictions": [0.25], "model_version": "v"}) == ([0.25], None)
+    ours = {
+        "predictions": ["no", "yes"],
+        "classes": ["no", "yes"],
+        "probabilities": [[0.75, 0.25], [0.1, 0.9]],
+    }
+    assert bench.parse_instances_response(ours) == ([0.25, 0.9], [0, 1])
 
 
 def test_compare_predictions_reports_the_largest_difference_and_class_mismatches():

@@ -127,13 +127,17 @@ def test_ping_is_503_until_the_model_is_loaded_then_200(model_dir):
     # When it loads
     service.load()
 
-    # Then it is ready and predicts probabilities, one per row, with its version
+    # Then it is ready and answers each row's label by name with its class probabilities and version
     assert service.ping() == (200, {"status": "ready", "model_version": "7", "predictor": "scikit-learn"})
     status, doc = _invoke(
         service, json.dumps({"instances": [[10, 80, 2, 30, 1, 0]] * 3}).encode(), "application/json"
     )
     assert status == 200
-    assert len(doc["predictions"]) == 3 and all(0.0 <= p <= 1.0 for p in doc["predictions"])
+    assert doc["classes"] == ["0", "1"]
+    assert len(doc["predictions"]) == 3 and set(doc["predictions"]) <= {"0", "1"}
+    for label, (negative, positive) in zip(doc["predictions"], doc["probabilities"], strict=True):
+        assert negative + positive == pytest.approx(1.0) and 0.0 <= positive <= 1.0
+        assert label == ("1" if positive >= 0.5 else "0")
     assert doc["model_version"] == "7"
 
 

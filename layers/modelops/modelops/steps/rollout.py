@@ -156,7 +156,8 @@ class RolloutService:
     def smoke_test(self, run: RunRef, sample: list[list[float | str | None]]) -> dict[str, Any]:
         """Predictions for the dataset's smoke rows (a missing value is null, a categorical
         feature's value its text) from the canary Service; SmokeTestFailedError unless it answers
-        200 with one finite prediction per row."""
+        200 with one prediction per row: a finite number (regression) or a class label named in
+        `classes`, with that row's finite class `probabilities` (classification)."""
         cfg = run.config
         k = cfg.kubernetes
         rows = sample[: cfg.canary.smoke_sample_size]
@@ -174,7 +175,8 @@ class RolloutService:
         if status != 200:
             raise SmokeTestFailedError(f"{where} answered {status}: {body[:300]}")
         try:
-            predictions = json.loads(body)["predictions"]
+            doc = json.loads(body)
+            predictions = doc["predictions"]
         except (ValueError, KeyError, TypeError):
             raise SmokeTestFailedError(
                 f"{where} answered 200 without a predictions list: {body[:300]}"
@@ -184,9 +186,9 @@ class RolloutService:
                 f"{where} returned {len(predictions) if isinstance(predictions, list) else 'no'} "
                 f"predictions for {len(rows)} rows"
             )
-        bad = [p for p in predictions if not _finite_prediction(p)]
-        if bad:
-            raise SmokeTestFailedError(f"{where} returned non-numeric predictions, e.g. {bad[:3]}")
+        problem = _prediction_problem(doc, predictions)
+        if problem:
+            raise SmokeTestFailedError(f"{where} {problem}")
         return {"rows": len(rows), "status": status}
 
     def await_signal(self, run: RunRef, phase: Literal["bake", "watch"], token: str) -> dict[str, Any]:
@@ -339,7 +341,32 @@ def _unpinned_patch(
     return ops
 
 
-def _finite_prediction(value: Any) -> bool:
-    if isinstance(value, list):
-        return all(_finite_prediction(v) for v in value)
+def _prediction_problem(doc: dict[str, Any], predictions: list[Any]) -> str | None:
+    """What is wrong with an answer's predictions, or None. A regressor answers finite numbers; a
+    classifier answers labels out of its `classes`, each row with one finite probability per class."""
+    classes = doc.get("classes")
+    if classes is None:
+        bad = [p for p in predictions if not _finite(p)]
+        return f"returned non-numeric predictions, e.g. {bad[:3]}" if bad else None
+    if not isinstance(classes, list) or len(classes) < 2:
+        return f"returned classes {classes!r}: a classifier names at least 2"
+    unknown = [p for p in predictions if p not in classes]
+    if unknown:
+        return f"returned predictions {unknown[:3]} that are not among its classes {classes[:10]}"
+    probabilities = doc.get("probabilities")
+    if not isinstance(probabilities, list) or len(probabilities) != len(predictions):
+        return "returned no probabilities row per prediction"
+    bad_rows = [
+        row
+        for row in probabilities
+        if not isinstance(row, list) or len(row) != len(classes) or not all(_finite(v) for v in row)
+    ]
+    if bad_rows:
+        return (
+            f"returned probabilities that are not {len(classes)} finite numbers per row, e.g. {bad_rows[:2]}"
+        )
+    return None
+
+
+def _finite(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

@@ -94,7 +94,8 @@ def test_the_real_image_serves_predictions_through_the_service(tmp_path):
         for _ in range(4):
             with urllib.request.urlopen(request, timeout=10) as response:
                 answer = json.loads(response.read())
-            assert len(answer["predictions"]) == 2 and all(0 <= p <= 1 for p in answer["predictions"])
+            assert len(answer["predictions"]) == 2 and set(answer["predictions"]) <= set(answer["classes"])
+            assert all(0 <= p <= 1 for row in answer["probabilities"] for p in row)
             assert answer["model_version"] == "v1"
         # And the pods' EMF lines (the metrics CloudWatch gets) reach on_stdout_line, labelled by the manifests' env
         emf = wait_for("an EMF line", lambda: [line for line in lines if '"_aws"' in line], 10)
