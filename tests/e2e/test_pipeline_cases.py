@@ -218,31 +218,51 @@ def test_a_dataset_with_missing_values_in_several_columns_is_promoted(driver):
     driver.retire(config)
 
 
-def test_a_categorical_string_feature_is_trained_served_and_promoted(driver, tmp_path):
-    # Given churn data with a `plan` column (basic, plus, premium; some empty) correlated with
-    # churn, declared categorical in the model's schema
-    from modelops_local.sample_data import CHURN_FEATURES, CHURN_LABEL
-    from tests.categorical_data import PLANS, generate_churn_with_plan_csv
+def test_a_multiclass_model_with_word_labels_and_a_categorical_column_is_served_by_name(driver, tmp_path):
+    # Given customer tiers named in words (bronze, gold, silver), a categorical `region` column and
+    # empty cells in every column, as a team's export has them
+    from tests.multiclass_data import REGIONS, TIER_FEATURES, TIER_LABEL, TIERS, generate_tier_csv
 
     schema = {
-        "label_column": CHURN_LABEL,
-        "feature_columns": [*CHURN_FEATURES, "plan"],
-        "categorical_columns": ["plan"],
+        "label_column": TIER_LABEL,
+        "feature_columns": list(TIER_FEATURES),
+        "categorical_columns": ["region"],
         "min_rows": 200,
     }
-    config = driver.model("e2e-plan", data={"schema": schema})
-    data = generate_churn_with_plan_csv(tmp_path / "plan.csv", 1500, seed=31).read_bytes()
-    # When it goes through the whole cycle
-    result = driver.run("e2e-plan", data, "plan.csv")
-    # Then it is promoted, after a smoke test whose rows carried the plans as strings
-    assert result.status == "SUCCEEDED" and result.record["status"] == "promoted", result.record
-    smoke = _smoke_test_input(driver, result.execution_arn)
-    plans = {row[-1] for row in smoke["dataset"]["smoke_sample"]}
-    assert plans - {None} and plans - {None} <= set(PLANS), plans
-    assert all(
-        isinstance(v, int | float) or v is None for row in smoke["dataset"]["smoke_sample"] for v in row[:-1]
+    config = driver.model(
+        "e2e-tiers",
+        data={"task": "multiclass_classification", "schema": schema},
+        training={"hyperparameters": {"max_iter": 40, "max_depth": 4}, "objective": {"metric": "macro_f1"}},
     )
+    data = generate_tier_csv(tmp_path / "tiers.csv", 1500, seed=31).read_bytes()
+
+    # When it goes through the whole cycle
+    result = driver.run("e2e-tiers", data, "tiers.csv")
+
+    # Then it is promoted, judged on macro-F1, after a smoke test whose rows carried regions as text
+    assert result.status == "SUCCEEDED" and result.record["status"] == "promoted", result.record
+    assert result.record["evaluation"]["metric"] == "macro_f1", result.record
+    smoke = _smoke_test_input(driver, result.execution_arn)
+    regions = {row[-1] for row in smoke["dataset"]["smoke_sample"]}
+    assert regions - {None} and regions - {None} <= set(REGIONS), regions
+    # And the model's Service answers each customer's tier by name, with a probability per tier
+    rows = [[120.0, 9, 30, None, "north"], [20.0, None, 2, 3, "south"], [60.0, 5, 12, 0, "atlantis"]]
+    answer = _post(driver.cloud.service_url("e2e", "e2e-tiers"), {"instances": rows})
+    assert answer["classes"] == list(TIERS)
+    assert len(answer["predictions"]) == 3 and set(answer["predictions"]) <= set(TIERS)
+    assert all(len(p) == 3 and abs(sum(p) - 1) < 1e-9 for p in answer["probabilities"])
+    assert answer["predictions"][0] == "gold" and answer["predictions"][1] == "bronze", answer
     driver.retire(config)
+
+
+def _post(url: str, body: dict) -> dict:
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"{url}/invocations", json.dumps(body).encode(), {"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
 
 
 def _smoke_test_input(driver, execution_arn: str) -> dict:
