@@ -81,9 +81,9 @@ HYPERPARAMETERS: dict[str, dict[str, Hyperparameter]] = {
         "n_estimators": _int_param(100, 1, 5000),
         "max_depth": _int_param(None, 1, 1000, none=True),
         "min_samples_leaf": _int_param(1, 1, 1_000_000),
-        # A fraction of the features per split, or sqrt/log2 of their number; none: scikit-learn's
+        # A fraction of the features per split, or sqrt/log2 of their number; unset: scikit-learn's
         # default (sqrt for classification, all of them for regression).
-        "max_features": _float_param(None, 0, 1, low_open=True, none=True, words=("sqrt", "log2")),
+        "max_features": _float_param(None, 0, 1, low_open=True, words=("sqrt", "log2")),
         "n_jobs": _N_JOBS,
     },
     "linear": {

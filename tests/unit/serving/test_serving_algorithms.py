@@ -206,7 +206,7 @@ def test_the_default_is_hist_gradient_boosting_with_the_old_flat_hyperparameters
         (
             {"algorithm": "random_forest", "max_features": "half"},
             "max_features='half' is not a number; algorithm random_forest accepts max_features as "
-            "a number within (0, 1] or 'none' (no limit) or 'sqrt' or 'log2'",
+            "a number within (0, 1] or 'sqrt' or 'log2'",
         ),
         (
             {"algorithm": "random_forest", "num_leaves": "31"},
@@ -460,3 +460,20 @@ def test_the_image_build_step_says_why_it_builds_no_native_predictor(tmp_path):
         "native predictor: not built: algorithm xgboost: the compiled and native predictors support "
         "hist_gradient_boosting only, the estimator answers every batch"
     )
+
+
+def test_max_features_takes_a_fraction_or_a_rule_and_defaults_to_scikit_learns():
+    raw = {"label_column": "y", "feature_columns": '["a", "b"]', "algorithm": "random_forest"}
+    # Given a rule (any case), a fraction, or nothing
+    rule, _ = parse_hyperparameters({**raw, "max_features": "SQRT"})
+    fraction, _ = parse_hyperparameters({**raw, "max_features": "0.5"})
+    unset, _ = parse_hyperparameters({**raw, "task": "regression"})
+
+    # Then the forest gets the rule, the fraction, or scikit-learn's default for the task
+    def built(params):
+        return build_estimator(params.algorithm, params.task, params.model_params(), seed=1).get_params()
+
+    assert built(rule)["max_features"] == "sqrt"
+    assert built(fraction)["max_features"] == 0.5
+    assert built(unset)["max_features"] == 1.0 and built(unset)["n_jobs"] == 1
+    assert built(unset)["random_state"] == 1
