@@ -1,6 +1,12 @@
-"""The model artifact: model.joblib + metadata.json (+ evaluation.json, + forest.json when the model
+"""The model artifact: the model file + metadata.json (+ evaluation.json, + forest.json when the model
 compiles, see forest.py) in the model folder, shipped by SageMaker as model.tar.gz. One module
-writes and reads it, so train and serve agree."""
+writes and reads it, so train and serve agree.
+
+The model file's `format` (metadata.json): `sklearn` (model.joblib, any scikit-learn estimator or
+Pipeline; every artifact from before formats existed), `xgboost` (model.json, XGBoost's own
+format) or `lightgbm` (model.txt, LightGBM's). A bare XGBoost/LightGBM model is saved in its
+library's format; one inside a Pipeline (categorical encoder in front) stays joblib. XGBoost and
+LightGBM are imported only to read or write their format."""
 
 from __future__ import annotations
 
@@ -8,17 +14,22 @@ import json
 import tarfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, cast
+
+import numpy as np
+from numpy.typing import NDArray
 
 from model_server.contract import METADATA_FILE, MODEL_FILE
 from model_server.errors import ChampionError, ModelLoadError
-from model_server.estimator import ClassProbabilities, Estimator, Matrix, Scores, scores
+from model_server.estimator import ClassProbabilities, Estimator, Labels, Matrix, Scores, scores
 
 FORMAT_VERSION = 1
 TASKS = ("binary_classification", "multiclass_classification", "regression")
 # A classifier's labels are answered back by name; more classes than this is not a classifier we
 # can check on a holdout (nor a reasonable `probabilities` answer per row).
 MAX_CLASSES = 100
+# The model file's format and its file name in the model folder.
+MODEL_FILES = {"sklearn": MODEL_FILE, "xgboost": "model.json", "lightgbm": "model.txt"}
 
 
 @dataclass(frozen=True)
@@ -47,6 +58,10 @@ class ModelMetadata:
     # native.py split on numbers only); `compiled_skipped` says why, and scikit-learn serves it.
     categorical_columns: tuple[str, ...] = ()
     compiled_skipped: str | None = None
+    # How model_file is stored (MODEL_FILES) and the algorithm that trained it (algorithms.py);
+    # artifacts from before both fields existed are joblib-stored HistGradientBoosting models.
+    format: str = "sklearn"
+    algorithm: str = "hist_gradient_boosting"
 
     @property
     def training_rows(self) -> int:
@@ -87,11 +102,17 @@ class ModelMetadata:
                 forest_max_abs_diff=doc.get("forest_max_abs_diff"),
                 categorical_columns=tuple(str(c) for c in doc.get("categorical_columns") or ()),
                 compiled_skipped=doc.get("compiled_skipped"),
+                format=str(doc.get("format") or "sklearn"),
+                algorithm=str(doc.get("algorithm") or "hist_gradient_boosting"),
             )
         except KeyError as exc:
             raise ModelLoadError(f"{source}: field {exc.args[0]!r} is missing") from None
         except (TypeError, ValueError, IndexError) as exc:
             raise ModelLoadError(f"{source}: malformed field: {exc}") from None
+        if meta.format not in MODEL_FILES:
+            raise ModelLoadError(
+                f"{source}: format {meta.format!r} is not supported; expected one of {list(MODEL_FILES)}"
+            )
         if meta.task not in TASKS:
             raise ModelLoadError(f"{source}: task {meta.task!r} is not one of {list(TASKS)}")
         if not features:
@@ -140,11 +161,18 @@ class LoadedModel:
 def save_model(
     model_dir: Path, estimator: Estimator, metadata: ModelMetadata, forest: dict[str, Any] | None = None
 ) -> None:
-    """Write the estimator, its metadata and (when given) its compiled-forest document into `model_dir`."""
-    import joblib
-
+    """Write the estimator (in metadata.format), its metadata and (when given) its compiled-forest
+    document into `model_dir`."""
     model_dir.mkdir(parents=True, exist_ok=True)
-    joblib.dump(estimator, model_dir / metadata.model_file)
+    path = model_dir / metadata.model_file
+    if metadata.format == "xgboost":
+        cast(Any, estimator).save_model(str(path))
+    elif metadata.format == "lightgbm":
+        cast(Any, estimator).booster_.save_model(str(path))
+    else:
+        import joblib
+
+        joblib.dump(estimator, path)
     if forest is not None and metadata.forest_file:
         (model_dir / metadata.forest_file).write_text(
             json.dumps(forest, separators=(",", ":")), encoding="utf-8"
@@ -181,13 +209,22 @@ def load_model(model_dir: Path) -> LoadedModel:
     return LoadedModel(estimator=load_estimator(model_dir, metadata), metadata=metadata)
 
 
-def load_estimator(model_dir: Path, metadata: ModelMetadata) -> Estimator:
-    """Unpickle the estimator named by the metadata and check it against the feature list."""
-    import joblib
+def storage_format(estimator: Estimator) -> str:
+    """The format `estimator` is saved in: its library's own for a bare XGBoost or LightGBM model,
+    joblib (`sklearn`) for anything else, a Pipeline around one of them included."""
+    library = type(estimator).__module__.split(".")[0]
+    return library if library in ("xgboost", "lightgbm") else "sklearn"
 
+
+def load_estimator(model_dir: Path, metadata: ModelMetadata) -> Estimator:
+    """Load the estimator named by the metadata (by its format) and check it against the feature list."""
     model_path = model_dir / metadata.model_file
+    if metadata.format not in MODEL_FILES:
+        raise ModelLoadError(
+            f"{METADATA_FILE}: format {metadata.format!r} is not supported; expected one of {list(MODEL_FILES)}"
+        )
     try:
-        estimator: Estimator = joblib.load(model_path)
+        estimator = _read_estimator(model_path, metadata)
     except FileNotFoundError:
         raise ModelLoadError(f"{model_path} not found (named by {METADATA_FILE})") from None
     except Exception as exc:  # unpickling raises anything
@@ -198,6 +235,60 @@ def load_estimator(model_dir: Path, metadata: ModelMetadata) -> Estimator:
             f"{model_path} expects {expected} features but {METADATA_FILE} lists {len(metadata.feature_columns)}"
         )
     return estimator
+
+
+def _read_estimator(path: Path, metadata: ModelMetadata) -> Estimator:
+    if not path.is_file():
+        raise FileNotFoundError(path)
+    classification = metadata.task != "regression"
+    if metadata.format == "xgboost":
+        import xgboost
+
+        model: Any = xgboost.XGBClassifier(n_jobs=1) if classification else xgboost.XGBRegressor(n_jobs=1)
+        model.load_model(str(path))
+        return cast(Estimator, model)
+    if metadata.format == "lightgbm":
+        import lightgbm
+
+        return BoosterModel(lightgbm.Booster(model_file=str(path)), classification=classification)
+    import joblib
+
+    estimator: Estimator = joblib.load(path)
+    return estimator
+
+
+class BoosterModel:
+    """A LightGBM model read from model.txt, with the scikit-learn API that LGBMClassifier and
+    LGBMRegressor put over the same Booster: predict_proba's columns are (1 - p, p) for a binary
+    model and the Booster's k columns for a multiclass one; predict is the Booster's value for
+    regression and the most probable class for classification."""
+
+    def __init__(self, booster: Any, *, classification: bool) -> None:
+        self.booster = booster
+        self.classification = classification
+        self.n_features_in_: int = int(booster.num_feature())
+
+    def fit(self, X: Matrix, y: Labels) -> object:
+        raise TypeError("a LightGBM model loaded from model.txt is not refitted; train a new one")
+
+    def _raw(self, X: Matrix) -> NDArray[np.float64]:
+        rows = np.asarray(X, dtype=np.float64)
+        if rows.ndim != 2 or rows.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"X has {rows.shape[-1] if rows.ndim else 0} features, but the model expects {self.n_features_in_}"
+            )
+        return np.asarray(self.booster.predict(rows, num_threads=1), dtype=np.float64)
+
+    def predict_proba(self, X: Matrix) -> NDArray[np.float64]:
+        if not self.classification:
+            raise AttributeError("a regression model has no predict_proba")
+        raw = self._raw(X)
+        return raw if raw.ndim == 2 else np.column_stack([1.0 - raw, raw])
+
+    def predict(self, X: Matrix) -> NDArray[np.float64] | NDArray[np.int64]:
+        if self.classification:
+            return np.asarray(np.argmax(self.predict_proba(X), axis=1), dtype=np.int64)
+        return self._raw(X)
 
 
 def extract_model_archive(archive: Path, dest: Path) -> Path:

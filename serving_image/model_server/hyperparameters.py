@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from model_server.errors import HyperparameterError
@@ -27,9 +27,7 @@ KNOWN = {
     "objective_metric",
     "seed",
     "validation_fraction",
-    "max_iter",
-    "learning_rate",
-    "max_depth",
+    "algorithm",
     "fault_error_rate",
     "fault_latency_ms",
     "allow_class_change",
@@ -44,9 +42,6 @@ class TrainingParams:
     objective_metric: str
     seed: int = 0
     validation_fraction: float = 0.2
-    max_iter: int = 100
-    learning_rate: float = 0.1
-    max_depth: int | None = None
     fault_error_rate: float = 0.0
     fault_latency_ms: int = 0
     # Feature columns holding text categories (encoded and split on as categories, train.py).
@@ -54,13 +49,20 @@ class TrainingParams:
     # Classification: train even when the data's class labels differ from the champion's (the
     # champion then cannot be compared, and the candidate replaces it as a first version would).
     allow_class_change: bool = False
+    # The built-in algorithm (model_server.algorithms) and its hyperparameters, checked and with
+    # defaults filled in (hist_gradient_boosting's max_iter, learning_rate, max_depth, ...).
+    algorithm: str = "hist_gradient_boosting"
+    model_hyperparameters: Mapping[str, int | float | str | None] = field(default_factory=dict)
 
     def model_params(self) -> dict[str, Any]:
-        return {"max_iter": self.max_iter, "learning_rate": self.learning_rate, "max_depth": self.max_depth}
+        return dict(self.model_hyperparameters)
 
 
 def parse_hyperparameters(raw: Mapping[str, Any]) -> tuple[TrainingParams, list[str]]:
     """Typed parameters plus the names of hyperparameters this image ignores (for a warning)."""
+    # Imported here: algorithms.py reuses this module's parsers (_int, _float, _optional_int).
+    from model_server.algorithms import MODEL_HYPERPARAMETERS, parse_algorithm, parse_model_hyperparameters
+
     label = _required_str(raw, "label_column")
     features = _columns(raw, "feature_columns")
     if label in features:
@@ -85,15 +87,8 @@ def parse_hyperparameters(raw: Mapping[str, Any]) -> tuple[TrainingParams, list[
     fraction = _float(raw, "validation_fraction", 0.2)
     if not 0.05 <= fraction <= 0.5:
         raise HyperparameterError(f"hyperparameter validation_fraction={fraction} must be within [0.05, 0.5]")
-    max_iter = _int(raw, "max_iter", 100)
-    if not 1 <= max_iter <= 10_000:
-        raise HyperparameterError(f"hyperparameter max_iter={max_iter} must be within [1, 10000]")
-    learning_rate = _float(raw, "learning_rate", 0.1)
-    if not 0 < learning_rate <= 1:
-        raise HyperparameterError(f"hyperparameter learning_rate={learning_rate} must be within (0, 1]")
-    max_depth = _optional_int(raw, "max_depth")
-    if max_depth is not None and max_depth < 1:
-        raise HyperparameterError(f"hyperparameter max_depth={max_depth} must be >= 1 (or 'none')")
+    algorithm = parse_algorithm(raw)
+    model_hyperparameters = parse_model_hyperparameters(algorithm, task, raw)
     error_rate = _float(raw, "fault_error_rate", 0.0)
     if not 0 <= error_rate <= 1:
         raise HyperparameterError(f"hyperparameter fault_error_rate={error_rate} must be within [0, 1]")
@@ -107,15 +102,14 @@ def parse_hyperparameters(raw: Mapping[str, Any]) -> tuple[TrainingParams, list[
         objective_metric=metric,
         seed=_int(raw, "seed", 0),
         validation_fraction=fraction,
-        max_iter=max_iter,
-        learning_rate=learning_rate,
-        max_depth=max_depth,
         fault_error_rate=error_rate,
         fault_latency_ms=latency,
         categorical_columns=categorical,
         allow_class_change=_bool(raw, "allow_class_change", False),
+        algorithm=algorithm,
+        model_hyperparameters=model_hyperparameters,
     )
-    return params, sorted(set(raw) - KNOWN)
+    return params, sorted(set(raw) - KNOWN - MODEL_HYPERPARAMETERS)
 
 
 def _required_str(raw: Mapping[str, Any], name: str) -> str:

@@ -410,7 +410,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"native predictor: not built: {exc}")
         return 0
     if not meta.forest_file:
-        print("native predictor: not built: the model has no compiled forest (serve uses scikit-learn)")
+        why = meta.compiled_skipped or "the model has no compiled forest (serve uses scikit-learn)"
+        print(f"native predictor: not built: {why}")
         return 0
     try:
         manifest = build(args.model_dir, meta.forest_file, args.compiler)

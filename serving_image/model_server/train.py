@@ -1,8 +1,9 @@
 """The `train` program of the SageMaker container contract.
 
-Reads input/config/hyperparameters.json and the CSV files of channel `train`, fits a scikit-learn
-HistGradientBoosting model (binary or multiclass classifier, with the class labels kept by name, or
-a regressor) (behind an encoder of its categorical columns, when it has some) on a
+Reads input/config/hyperparameters.json and the CSV files of channel `train`, fits the model of the
+`algorithm` hyperparameter (algorithms.py: HistGradientBoosting by default, random forest, linear,
+XGBoost or LightGBM; a binary or multiclass classifier with its class labels kept by name, or a
+regressor; behind an encoder of its categorical columns, when it has some) on a
 deterministic split, evaluates it (and the champion from the
 optional `champion` channel) on the same holdout, and writes model/ (model.joblib, metadata.json,
 evaluation.json) plus output/data/evaluation.json. Metric lines such as `validation:auc=0.91` go to
@@ -29,13 +30,16 @@ from typing import Any, NotRequired, TypedDict
 import numpy as np
 from numpy.typing import NDArray
 
+from model_server.algorithms import build_estimator
 from model_server.artifact import (
     MAX_CLASSES,
+    MODEL_FILES,
     LoadedModel,
     ModelMetadata,
     extract_model_archive,
     load_model,
     save_model,
+    storage_format,
     write_json,
 )
 from model_server.contract import (
@@ -201,7 +205,15 @@ def train(paths: ContainerPaths, *, training_job: str | None = None) -> Evaluati
     if champion_note:
         evaluation["champion_skipped"] = champion_note
     metadata = loaded.metadata
-    if params.categorical_columns:
+    if params.algorithm != "hist_gradient_boosting":
+        skipped = (
+            f"algorithm {params.algorithm}: the compiled and native predictors support "
+            f"hist_gradient_boosting only, the estimator answers every batch"
+        )
+        log.info("%s", skipped)
+        forest = None
+        metadata = dataclasses.replace(metadata, compiled_skipped=skipped)
+    elif params.categorical_columns:
         # forest.py and native.py split on numbers only: scikit-learn serves this model.
         skipped = (
             f"categorical columns {list(params.categorical_columns)}: no compiled or native predictor, "
@@ -212,9 +224,14 @@ def train(paths: ContainerPaths, *, training_job: str | None = None) -> Evaluati
         metadata = dataclasses.replace(metadata, compiled_skipped=skipped)
     else:
         holdout = np.asarray(features[val_idx], dtype=np.float64)  # numeric only: already float64
-        forest, forest_diff = _compiled_forest(loaded, holdout)
+        forest, forest_diff, why = _compiled_forest(loaded, holdout)
         if forest is not None:
             metadata = dataclasses.replace(metadata, forest_file=FOREST_FILE, forest_max_abs_diff=forest_diff)
+        else:
+            metadata = dataclasses.replace(metadata, compiled_skipped=why)
+    # A bare XGBoost or LightGBM model is saved in its library's own format, anything else by joblib.
+    fmt = storage_format(estimator)
+    metadata = dataclasses.replace(metadata, format=fmt, model_file=MODEL_FILES[fmt])
     save_model(paths.model_dir, estimator, metadata, forest)
     write_json(paths.model_dir / EVALUATION_FILE, evaluation)
     paths.output_data_dir.mkdir(parents=True, exist_ok=True)
@@ -402,16 +419,19 @@ def _score_champion(
         return None, f"champion cannot predict on the holdout: {exc}"
 
 
-def _compiled_forest(model: LoadedModel, holdout: FloatMatrix) -> tuple[dict[str, Any] | None, float | None]:
-    """The compiled predictor's document, shipped only when it reproduces the model on the holdout."""
+def _compiled_forest(
+    model: LoadedModel, holdout: FloatMatrix
+) -> tuple[dict[str, Any] | None, float | None, str]:
+    """The compiled predictor's document, shipped only when it reproduces the model on the holdout;
+    without one, why not."""
     doc, why = export_forest(model.estimator)
     if doc is None:
         log.warning("no compiled predictor (serve will use scikit-learn for every batch): %s", why)
-        return None, None
+        return None, None, why
     diff = verify_forest(doc, lambda rows: model.predict(np.asarray(rows)).tolist(), holdout)
     if diff > TOLERANCE:
         log.warning("compiled predictor differs from the model by %.3g on the holdout; not shipped", diff)
-        return None, None
+        return None, None, f"the compiled predictor differs from the model by {diff:.3g} on the holdout"
     # The rows a build step checks a native predictor against (native.py), with the model's answers.
     sample = holdout[:CHECK_ROWS]
     doc["check"] = {
@@ -424,7 +444,7 @@ def _compiled_forest(model: LoadedModel, holdout: FloatMatrix) -> tuple[dict[str
         diff,
         len(holdout),
     )
-    return doc, diff
+    return doc, diff, ""
 
 
 def _score(model: LoadedModel, rows: Matrix, y: Labels) -> dict[str, float]:
@@ -437,17 +457,15 @@ def _score(model: LoadedModel, rows: Matrix, y: Labels) -> dict[str, float]:
 
 
 def _estimator(params: TrainingParams) -> Estimator:
-    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
-
-    cls = HistGradientBoostingRegressor if params.task == "regression" else HistGradientBoostingClassifier
+    """The algorithm's estimator (algorithms.py), behind the categorical encoder when there are any."""
     categorical = [params.feature_columns.index(c) for c in params.categorical_columns]
-    # early_stopping=False: "auto" would carve its own random validation split on large data.
     # The encoder's columns come first in its output (then the rest, in order): categories 0..k-1.
-    estimator: Estimator = cls(
-        **params.model_params(),
-        random_state=params.seed,
-        early_stopping=False,
-        **({"categorical_features": list(range(len(categorical)))} if categorical else {}),
+    estimator = build_estimator(
+        params.algorithm,
+        params.task,
+        params.model_params(),
+        seed=params.seed,
+        categorical_features=len(categorical),
     )
     return categorical_pipeline(estimator, categorical) if categorical else estimator
 
@@ -508,4 +526,5 @@ def _metadata(
             "validation_fraction": params.validation_fraction,
             **params.model_params(),
         },
+        algorithm=params.algorithm,
     )

@@ -110,8 +110,21 @@ class TrainingConfig(_Strict):
     max_runtime_seconds: int = Field(default=3600, ge=60, le=5 * 24 * 3600)
     # Only with managed spot: how long to wait for capacity in addition to the runtime.
     max_wait_seconds: int | None = Field(default=None, ge=60)
+    # The built-in trainer's algorithm (the serving image's model_server/algorithms.py, which checks
+    # `hyperparameters` against the algorithm's table when the job runs). A unit test keeps this
+    # list and the image's the same; the layer does not import the image's code.
+    algorithm: Literal["hist_gradient_boosting", "random_forest", "linear", "xgboost", "lightgbm"] = (
+        "hist_gradient_boosting"
+    )
     hyperparameters: dict[str, str | int | float | bool] = Field(default_factory=dict)
     objective: Objective = Field(default_factory=Objective)
+
+    @field_validator("hyperparameters")
+    @classmethod
+    def _no_algorithm(cls, value: dict[str, str | int | float | bool]) -> dict[str, str | int | float | bool]:
+        if "algorithm" in value:
+            raise ValueError("set training.algorithm, not training.hyperparameters.algorithm")
+        return value
 
     @model_validator(mode="after")
     def _spot_wait(self) -> TrainingConfig:

@@ -145,3 +145,41 @@ def test_a_metric_the_task_does_not_compute_is_refused_at_put_time(task, metric)
         ConfigError, match=f"training.objective.metric '{metric}' does not apply to data.task {task}"
     ):
         parse_config(doc)
+
+
+def test_the_algorithm_reaches_training_as_a_hyperparameter_always():
+    from modelops.run import DatasetObject
+    from modelops.steps.training import training_job_request
+
+    def hyper(doc):
+        request = training_job_request(
+            parse_config(doc),
+            run_id="r1",
+            stack="s",
+            bucket="b",
+            dataset=DatasetObject(bucket="b", key="incoming/churn/d.csv"),
+            champion=None,
+            role_arn="arn:aws:iam::123456789012:role/r",
+            default_image="img",
+        )
+        return request["HyperParameters"]
+
+    # Given the shipped config (no algorithm): the default is passed, explicitly
+    assert hyper(_doc())["algorithm"] == "hist_gradient_boosting"
+    # Given an algorithm and its hyperparameters: both reach the job (the image checks the names)
+    training = {**_doc()["training"], "algorithm": "lightgbm", "hyperparameters": {"num_leaves": 15}}
+    params = hyper(_doc(training=training))
+    assert (params["algorithm"], params["num_leaves"]) == ("lightgbm", "15")
+
+
+def test_an_unknown_algorithm_or_one_among_the_hyperparameters_is_refused():
+    training = _doc()["training"]
+    # Given an algorithm the image does not have  Then the error lists the ones it has
+    with pytest.raises(ConfigError, match=r"training\.algorithm.*'xgboost'.*'lightgbm'"):
+        parse_config(_doc(training={**training, "algorithm": "catboost"}))
+    # Given the algorithm among the hyperparameters  Then the error points at training.algorithm
+    bad = {**training, "hyperparameters": {"algorithm": "xgboost"}}
+    with pytest.raises(
+        ConfigError, match=r"set training\.algorithm, not training\.hyperparameters\.algorithm"
+    ):
+        parse_config(_doc(training=bad))

@@ -286,7 +286,7 @@ def configs(draw: st.DrawFn) -> dict[str, Any]:
     doc["training"]["objective"]["metric"] = draw(st.sampled_from(TASK_METRICS[task]))
     doc["training"]["hyperparameters"] = draw(
         st.dictionaries(
-            st.from_regex(r"\A[a-z_]{1,12}\Z"),
+            st.from_regex(r"\A[a-z_]{1,12}\Z").filter(lambda k: k != "algorithm"),  # training.algorithm
             st.booleans() | st.integers(-1000, 1000) | st.floats(-10, 10) | st.text(max_size=10),
             max_size=4,
         )

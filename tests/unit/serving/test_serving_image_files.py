@@ -132,3 +132,18 @@ def test_pods_drain_within_their_termination_grace_period():
         assert settings.drain_seconds >= 3, name
         grace = pod["terminationGracePeriodSeconds"]
         assert settings.drain_seconds + settings.graceful_timeout_seconds < grace, name
+
+
+def test_the_runtime_stage_has_the_openmp_library_lightgbm_links():
+    # Given the runtime stage (python:3.11-slim has no libgomp; LightGBM's wheel links it, XGBoost's
+    # CPU wheel bundles its own)
+    stages = _stages((IMAGE_DIR / "Dockerfile").read_text())
+    installs = [i for i in stages["runtime"] if "apt-get install" in i]
+
+    # Then it installs libgomp1 without extras, as root (before USER), and drops apt's lists
+    assert len(installs) == 1
+    assert "--no-install-recommends libgomp1" in installs[0]
+    assert "rm -rf /var/lib/apt/lists/*" in installs[0]
+    assert stages["runtime"].index(installs[0]) < stages["runtime"].index("USER 10001")
+    pins = (IMAGE_DIR / "requirements.txt").read_text()
+    assert "lightgbm==" in pins and "xgboost-cpu==" in pins

@@ -47,6 +47,7 @@ def training_job_request(
         "label_column": config.data.schema_.label_column,
         "feature_columns": json.dumps(config.data.schema_.feature_columns),
         "task": config.data.task,
+        "algorithm": config.training.algorithm,
         "objective_metric": config.training.objective.metric,
         "fault_error_rate": str(config.serving.fault_error_rate),
         "fault_latency_ms": str(config.serving.fault_latency_ms),
