@@ -46,7 +46,7 @@ E2E_SECONDS = {
     "test_up_env_status_tick_and_ctrl_c": 27,
     "test_a_training_failure_changes_nothing_on_the_cluster_and_says_why": 20,
     "test_a_dataset_with_missing_values_in_several_columns_is_promoted": 62,
-    "test_a_multiclass_model_with_word_labels_and_a_categorical_column_is_served_by_name": 60,
+    "test_a_lightgbm_multiclass_model_is_served_by_name_then_replaced_by_an_xgboost_candidate": 94,
 }
 
 

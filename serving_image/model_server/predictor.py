@@ -61,10 +61,13 @@ class Predictor:
 
     @property
     def kind(self) -> str:
-        """What answers a large batch: native, compiled (the Python forest) or scikit-learn."""
+        """What answers a large batch: native, compiled (the Python forest), or the model's own
+        library (scikit-learn, xgboost, lightgbm: the artifact's format)."""
         if self.native is not None:
             return "native"
-        return "compiled" if self.estimator is None else "scikit-learn"
+        if self.estimator is None:
+            return "compiled"
+        return "scikit-learn" if self.metadata.format == "sklearn" else self.metadata.format
 
     def predict_rows(self, rows: Sequence[Row]) -> list[Answer]:
         """One Answer per row (P(positive label), the k class probabilities, or the value)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import time
+from typing import Any
 
 import pytest
 
@@ -218,9 +219,11 @@ def test_a_dataset_with_missing_values_in_several_columns_is_promoted(driver):
     driver.retire(config)
 
 
-def test_a_multiclass_model_with_word_labels_and_a_categorical_column_is_served_by_name(driver, tmp_path):
+def test_a_lightgbm_multiclass_model_is_served_by_name_then_replaced_by_an_xgboost_candidate(
+    driver, tmp_path
+):
     # Given customer tiers named in words (bronze, gold, silver), a categorical `region` column and
-    # empty cells in every column, as a team's export has them
+    # empty cells in every column, as a team's export has them, and a LightGBM model of them
     from tests.multiclass_data import REGIONS, TIER_FEATURES, TIER_LABEL, TIERS, generate_tier_csv
 
     schema = {
@@ -229,29 +232,61 @@ def test_a_multiclass_model_with_word_labels_and_a_categorical_column_is_served_
         "categorical_columns": ["region"],
         "min_rows": 200,
     }
-    config = driver.model(
-        "e2e-tiers",
-        data={"task": "multiclass_classification", "schema": schema},
-        training={"hyperparameters": {"max_iter": 40, "max_depth": 4}, "objective": {"metric": "macro_f1"}},
-    )
-    data = generate_tier_csv(tmp_path / "tiers.csv", 1500, seed=31).read_bytes()
+
+    def put(algorithm: str, hyperparameters: dict[str, int | float]) -> Any:
+        return driver.model(
+            "e2e-tiers",
+            data={"task": "multiclass_classification", "schema": schema},
+            training={
+                "algorithm": algorithm,
+                "hyperparameters": hyperparameters,
+                "objective": {"metric": "macro_f1"},
+            },
+        )
+
+    config = put("lightgbm", {"n_estimators": 15, "num_leaves": 4})
+    v1_data = generate_tier_csv(tmp_path / "tiers.csv", 1200, seed=31).read_bytes()
 
     # When it goes through the whole cycle
-    result = driver.run("e2e-tiers", data, "tiers.csv")
+    v1 = driver.run("e2e-tiers", v1_data, "tiers.csv")
 
     # Then it is promoted, judged on macro-F1, after a smoke test whose rows carried regions as text
-    assert result.status == "SUCCEEDED" and result.record["status"] == "promoted", result.record
-    assert result.record["evaluation"]["metric"] == "macro_f1", result.record
-    smoke = _smoke_test_input(driver, result.execution_arn)
+    assert v1.status == "SUCCEEDED" and v1.record["status"] == "promoted", v1.record
+    assert v1.record["evaluation"]["metric"] == "macro_f1", v1.record
+    smoke = _smoke_test_input(driver, v1.execution_arn)
     regions = {row[-1] for row in smoke["dataset"]["smoke_sample"]}
     assert regions - {None} and regions - {None} <= set(REGIONS), regions
     # And the model's Service answers each customer's tier by name, with a probability per tier
+    # (a missing cell as null, an unseen region answered as a missing one)
+    url = driver.cloud.service_url("e2e", "e2e-tiers")
     rows = [[120.0, 9, 30, None, "north"], [20.0, None, 2, 3, "south"], [60.0, 5, 12, 0, "atlantis"]]
-    answer = _post(driver.cloud.service_url("e2e", "e2e-tiers"), {"instances": rows})
-    assert answer["classes"] == list(TIERS)
+    answer = _post(url, {"instances": rows})
+    assert answer["classes"] == list(TIERS) and answer["model_version"] == v1.record["version"]
     assert len(answer["predictions"]) == 3 and set(answer["predictions"]) <= set(TIERS)
     assert all(len(p) == 3 and abs(sum(p) - 1) < 1e-9 for p in answer["probabilities"])
     assert answer["predictions"][0] == "gold" and answer["predictions"][1] == "bronze", answer
+
+    # When the team switches to XGBoost and more data arrives, with clients calling the model
+    config = put("xgboost", {"n_estimators": 120, "max_depth": 4, "learning_rate": 0.1})
+    traffic = SteadyTraffic(url, rows).start()
+    try:
+        v2 = driver.run(
+            "e2e-tiers", generate_tier_csv(tmp_path / "more.csv", 2400, seed=32).read_bytes(), "more.csv"
+        )
+    finally:
+        traffic.stop()
+
+    # Then the XGBoost candidate and the LightGBM champion were judged on the same holdout, the
+    # candidate won and serves, and it answers by the same names
+    evaluation = v2.record["evaluation"]
+    assert evaluation["champion"] is not None and evaluation["candidate"] > evaluation["champion"], evaluation
+    assert v2.status == "SUCCEEDED" and v2.record["status"] == "promoted", v2.record
+    answer = _post(url, {"instances": rows})
+    assert answer["model_version"] == v2.record["version"] and answer["classes"] == list(TIERS)
+    assert answer["predictions"][:2] == ["gold", "bronze"], answer
+    # And the clients were answered throughout, by both variants
+    served = traffic.summary()
+    assert served["stable"]["failed"] == 0 and served["canary"]["ok"] > 0, served
     driver.retire(config)
 
 

@@ -430,8 +430,10 @@ def test_the_server_answers_with_the_estimator_of_a_model_it_cannot_compile(tmp_
     status, doc = asyncio.run(service.invoke(json.dumps({"instances": rows}).encode(), "application/json"))
 
     # Then it is ready, and answers what the loaded model answers
-    assert service.ping()[0] == 200
-    assert status == 200
+    ping = service.ping()
+    assert ping[0] == 200 and status == 200
+    # /ping names the library that answers
+    assert ping[1]["predictor"] == {"random_forest": "scikit-learn"}.get(algorithm, algorithm)
     expected = load_model(paths.model_dir).predict(np.array(rows, dtype=np.float64))
     assert [p for _, p in doc["probabilities"]] == pytest.approx(expected.tolist(), abs=1e-9)
     assert doc["predictions"] == [doc["classes"][int(p >= 0.5)] for p in expected]
