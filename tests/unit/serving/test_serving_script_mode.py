@@ -302,3 +302,23 @@ def test_an_entry_point_without_its_code_channel_or_file_is_named(tmp_path):
 def test_an_entry_point_that_is_not_a_plain_relative_py_path_is_refused(tmp_path, entry):
     reason = _failure(tmp_path, {**TIER, "entry_point": entry}, None)
     assert f"hyperparameter entry_point={entry!r}" in reason
+
+
+def test_the_readmes_minimal_script_trains_a_numeric_binary_model(tmp_path):
+    from modelops_local.sample_data import CHURN_FEATURES, CHURN_LABEL, generate_churn_csv
+
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("The minimal script:\n\n```python\n", 1)[1].split("```", 1)[0]
+    code = _code(tmp_path / "code", block)
+    hyper = {
+        "label_column": CHURN_LABEL,
+        "feature_columns": json.dumps(list(CHURN_FEATURES)),
+        "entry_point": "train.py",
+    }
+    env = _job(tmp_path / "job", hyper, code)
+    generate_churn_csv(tmp_path / "job" / "input" / "data" / "train" / "data.csv", 400, seed=3)
+
+    assert main(env) == 0, container_paths(env).failure_file.read_text()
+    meta = json.loads((tmp_path / "job" / "model" / "metadata.json").read_text())
+    evaluation = json.loads((tmp_path / "job" / "model" / "evaluation.json").read_text())
+    assert meta["classes"] == ["0", "1"] and evaluation["metric"] == "auc" and evaluation["candidate"] > 0.55
