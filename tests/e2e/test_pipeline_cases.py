@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import time
+from pathlib import Path
 
 import pytest
 
@@ -252,6 +253,41 @@ def test_a_multiclass_model_with_word_labels_and_a_categorical_column_is_served_
     assert len(answer["predictions"]) == 3 and set(answer["predictions"]) <= set(TIERS)
     assert all(len(p) == 3 and abs(sum(p) - 1) < 1e-9 for p in answer["probabilities"])
     assert answer["predictions"][0] == "gold" and answer["predictions"][1] == "bronze", answer
+    driver.retire(config)
+
+
+def test_a_script_mode_model_trains_from_the_teams_code_and_is_promoted(driver, tmp_path):
+    # Given the example team's train.py (a scikit-learn Pipeline) as training.script, from its folder
+    from tests.multiclass_data import TIER_FEATURES, TIER_LABEL, TIERS, generate_tier_csv
+
+    schema = {
+        "label_column": TIER_LABEL,
+        "feature_columns": list(TIER_FEATURES),
+        "categorical_columns": ["region"],
+        "min_rows": 200,
+    }
+    folder = Path(__file__).resolve().parents[2] / "examples" / "script_mode"
+    config = driver.model(
+        "e2e-script",
+        data={"task": "multiclass_classification", "schema": schema},
+        training={
+            "script": {"entry_point": "train.py", "source": str(folder)},
+            "hyperparameters": {"C": 0.5},
+            "objective": {"metric": "macro_f1"},
+        },
+    )
+    data = generate_tier_csv(tmp_path / "tiers.csv", 1200, seed=32).read_bytes()
+
+    # When it goes through the whole cycle (model put uploaded the folder to code/e2e-script/)
+    result = driver.run("e2e-script", data, "tiers.csv")
+
+    # Then the script's model is trained, judged and promoted, and the Service answers by name
+    assert result.status == "SUCCEEDED" and result.record["status"] == "promoted", result.record
+    assert result.record["evaluation"]["metric"] == "macro_f1", result.record
+    rows = [[120.0, 9, 30, None, "north"], [20.0, None, 2, 3, "south"], [60.0, 5, 12, 0, "atlantis"]]
+    answer = _post(driver.cloud.service_url("e2e", "e2e-script"), {"instances": rows})
+    assert answer["classes"] == list(TIERS) and len(answer["predictions"]) == 3, answer
+    assert all(len(p) == 3 and abs(sum(p) - 1) < 1e-9 for p in answer["probabilities"])
     driver.retire(config)
 
 
