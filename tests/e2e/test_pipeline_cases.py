@@ -222,17 +222,11 @@ def test_a_dataset_with_missing_values_in_several_columns_is_promoted(driver):
 def test_a_multiclass_model_with_word_labels_and_a_categorical_column_is_served_by_name(driver, tmp_path):
     # Given customer tiers named in words (bronze, gold, silver), a categorical `region` column and
     # empty cells in every column, as a team's export has them
-    from tests.multiclass_data import REGIONS, TIER_FEATURES, TIER_LABEL, TIERS, generate_tier_csv
+    from tests.multiclass_data import REGIONS, TIERS, generate_tier_csv
 
-    schema = {
-        "label_column": TIER_LABEL,
-        "feature_columns": list(TIER_FEATURES),
-        "categorical_columns": ["region"],
-        "min_rows": 200,
-    }
     config = driver.model(
         "e2e-tiers",
-        data={"task": "multiclass_classification", "schema": schema},
+        data=_tier_data(),
         training={"hyperparameters": {"max_iter": 40, "max_depth": 4}, "objective": {"metric": "macro_f1"}},
     )
     data = generate_tier_csv(tmp_path / "tiers.csv", 1500, seed=31).read_bytes()
@@ -258,18 +252,12 @@ def test_a_multiclass_model_with_word_labels_and_a_categorical_column_is_served_
 
 def test_a_script_mode_model_trains_from_the_teams_code_and_is_promoted(driver, tmp_path):
     # Given the example team's train.py (a scikit-learn Pipeline) as training.script, from its folder
-    from tests.multiclass_data import TIER_FEATURES, TIER_LABEL, TIERS, generate_tier_csv
+    from tests.multiclass_data import TIERS, generate_tier_csv
 
-    schema = {
-        "label_column": TIER_LABEL,
-        "feature_columns": list(TIER_FEATURES),
-        "categorical_columns": ["region"],
-        "min_rows": 200,
-    }
     folder = Path(__file__).resolve().parents[2] / "examples" / "script_mode"
     config = driver.model(
         "e2e-script",
-        data={"task": "multiclass_classification", "schema": schema},
+        data=_tier_data(),
         training={
             "script": {"entry_point": "train.py", "source": str(folder)},
             "hyperparameters": {"C": 0.5},
@@ -289,6 +277,19 @@ def test_a_script_mode_model_trains_from_the_teams_code_and_is_promoted(driver, 
     assert answer["classes"] == list(TIERS) and len(answer["predictions"]) == 3, answer
     assert all(len(p) == 3 and abs(sum(p) - 1) < 1e-9 for p in answer["probabilities"])
     driver.retire(config)
+
+
+def _tier_data() -> dict:
+    """data: customer tiers in words, with the categorical `region` (tests/multiclass_data.py)."""
+    from tests.multiclass_data import TIER_FEATURES, TIER_LABEL
+
+    schema = {
+        "label_column": TIER_LABEL,
+        "feature_columns": list(TIER_FEATURES),
+        "categorical_columns": ["region"],
+        "min_rows": 200,
+    }
+    return {"task": "multiclass_classification", "schema": schema}
 
 
 def _post(url: str, body: dict) -> dict:
