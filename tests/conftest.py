@@ -47,6 +47,7 @@ E2E_SECONDS = {
     "test_a_training_failure_changes_nothing_on_the_cluster_and_says_why": 20,
     "test_a_dataset_with_missing_values_in_several_columns_is_promoted": 62,
     "test_a_lightgbm_multiclass_model_is_served_by_name_then_replaced_by_an_xgboost_candidate": 94,
+    "test_a_script_mode_model_trains_from_the_teams_code_and_is_promoted": 65,
 }
 
 

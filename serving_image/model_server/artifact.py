@@ -11,6 +11,7 @@ LightGBM are imported only to read or write their format."""
 from __future__ import annotations
 
 import json
+import sys
 import tarfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
@@ -19,7 +20,7 @@ from typing import Any, cast
 import numpy as np
 from numpy.typing import NDArray
 
-from model_server.contract import METADATA_FILE, MODEL_FILE
+from model_server.contract import CODE_DIR, METADATA_FILE, MODEL_FILE
 from model_server.errors import ChampionError, ModelLoadError
 from model_server.estimator import ClassProbabilities, Estimator, Labels, Matrix, Scores, scores
 
@@ -30,6 +31,14 @@ TASKS = ("binary_classification", "multiclass_classification", "regression")
 MAX_CLASSES = 100
 # The model file's format and its file name in the model folder.
 MODEL_FILES = {"sklearn": MODEL_FILE, "xgboost": "model.json", "lightgbm": "model.txt"}
+# The files a training script may save (script_mode.py), by format: XGBoost also reads its binary
+# UBJSON, by the file's extension.
+SCRIPT_MODEL_FILES = {
+    MODEL_FILE: "sklearn",
+    "model.json": "xgboost",
+    "model.ubj": "xgboost",
+    "model.txt": "lightgbm",
+}
 
 
 @dataclass(frozen=True)
@@ -251,9 +260,29 @@ def _read_estimator(path: Path, metadata: ModelMetadata) -> Estimator:
         import lightgbm
 
         return BoosterModel(lightgbm.Booster(model_file=str(path)), classification=classification)
+    return _unpickle(path, path.parent / CODE_DIR)
+
+
+def _unpickle(path: Path, code: Path) -> Estimator:
+    """joblib.load, with a script-mode model's own code (model/code/, see script_mode.py) importable
+    while unpickling only: its modules are forgotten again afterwards (the loaded objects keep their
+    classes), so another model's code of the same module names is imported afresh."""
     import joblib
 
-    estimator: Estimator = joblib.load(path)
+    if not code.is_dir():
+        estimator: Estimator = joblib.load(path)
+        return estimator
+    before = set(sys.modules)
+    sys.path.insert(0, str(code))
+    try:
+        estimator = joblib.load(path)
+    finally:
+        sys.path.remove(str(code))
+        root = code.resolve()
+        for name in set(sys.modules) - before:
+            origin = getattr(sys.modules[name], "__file__", None)
+            if origin and Path(origin).resolve().is_relative_to(root):
+                del sys.modules[name]
     return estimator
 
 
@@ -291,19 +320,23 @@ class BoosterModel:
         return self._raw(X)
 
 
-def extract_model_archive(archive: Path, dest: Path) -> Path:
-    """Unpack a model.tar.gz (regular files and folders only, no paths leaving `dest`) into `dest`."""
+def extract_model_archive(
+    archive: Path, dest: Path, *, what: str = "model", error: type[Exception] = ChampionError
+) -> Path:
+    """Unpack a model.tar.gz (or, `what`="code", script mode's code archive: regular files and
+    folders only, no paths leaving `dest`) into `dest`; `error` names the archive and the problem."""
     dest.mkdir(parents=True, exist_ok=True)
     root = dest.resolve()
+    kind = "model.tar.gz" if what == "model" else f"{what} archive (.tar.gz)"
     try:
         with tarfile.open(archive, mode="r:*") as tar:
             for member in tar.getmembers():
                 name = PurePosixPath(member.name)
                 if name.is_absolute() or ".." in name.parts:
-                    raise ChampionError(f"{archive.name}: member {member.name!r} leaves the model folder")
+                    raise error(f"{archive.name}: member {member.name!r} leaves the {what} folder")
                 target = (root / name).resolve()
                 if not target.is_relative_to(root):
-                    raise ChampionError(f"{archive.name}: member {member.name!r} leaves the model folder")
+                    raise error(f"{archive.name}: member {member.name!r} leaves the {what} folder")
                 if member.isdir():
                     target.mkdir(parents=True, exist_ok=True)
                 elif member.isfile():
@@ -315,7 +348,7 @@ def extract_model_archive(archive: Path, dest: Path) -> Path:
                             out.write(chunk)
                 # links and devices are skipped: a model artifact has no use for them
     except (tarfile.TarError, OSError, EOFError) as exc:
-        raise ChampionError(f"{archive.name} is not a readable model.tar.gz: {exc}") from None
+        raise error(f"{archive.name} is not a readable {kind}: {exc}") from None
     return dest
 
 

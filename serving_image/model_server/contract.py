@@ -66,6 +66,9 @@ FOREST_FILE = "forest.json"
 EVALUATION_FILE = "evaluation.json"
 TRAIN_CHANNEL = "train"
 CHAMPION_CHANNEL = "champion"
+# Script mode: the channel of the team's code archive, and its copy in the model folder.
+CODE_CHANNEL = "code"
+CODE_DIR = "code"
 
 
 @dataclass(frozen=True)

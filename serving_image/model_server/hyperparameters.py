@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -31,7 +32,12 @@ KNOWN = {
     "fault_error_rate",
     "fault_latency_ms",
     "allow_class_change",
+    "entry_point",
+    "script_timeout_seconds",
 }
+# Script mode (script_mode.py): how long the team's script may run, by default and at most.
+DEFAULT_SCRIPT_TIMEOUT_SECONDS = 3600
+MAX_SCRIPT_TIMEOUT_SECONDS = 5 * 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -53,6 +59,10 @@ class TrainingParams:
     # defaults filled in (hist_gradient_boosting's max_iter, learning_rate, max_depth, ...).
     algorithm: str = "hist_gradient_boosting"
     model_hyperparameters: Mapping[str, int | float | str | None] = field(default_factory=dict)
+    # Script mode: the team's script (in channel `code`) trains the model instead of `algorithm`
+    # (which is then "script"); model_hyperparameters are the hyperparameters handed to it.
+    entry_point: str | None = None
+    script_timeout_seconds: int = DEFAULT_SCRIPT_TIMEOUT_SECONDS
 
     def model_params(self) -> dict[str, Any]:
         return dict(self.model_hyperparameters)
@@ -87,8 +97,25 @@ def parse_hyperparameters(raw: Mapping[str, Any]) -> tuple[TrainingParams, list[
     fraction = _float(raw, "validation_fraction", 0.2)
     if not 0.05 <= fraction <= 0.5:
         raise HyperparameterError(f"hyperparameter validation_fraction={fraction} must be within [0.05, 0.5]")
-    algorithm = parse_algorithm(raw)
-    model_hyperparameters = parse_model_hyperparameters(algorithm, task, raw)
+    entry_point = _entry_point(raw)
+    algorithm: str = parse_algorithm(raw)
+    model_hyperparameters: dict[str, int | float | str | None]
+    if entry_point is None:
+        model_hyperparameters = dict(parse_model_hyperparameters(algorithm, task, raw))
+    else:
+        if raw.get("algorithm") not in (None, "", "hist_gradient_boosting"):
+            raise HyperparameterError(
+                f"hyperparameter entry_point={entry_point!r} (script mode) and algorithm={algorithm!r} "
+                "exclude each other: the script chooses the model"
+            )
+        algorithm = "script"
+        # Everything that is not modelops' own goes to the script, as SageMaker passes it (strings).
+        model_hyperparameters = {k: _text(v) for k, v in sorted(raw.items()) if k not in KNOWN}
+    timeout = _int(raw, "script_timeout_seconds", DEFAULT_SCRIPT_TIMEOUT_SECONDS)
+    if not 1 <= timeout <= MAX_SCRIPT_TIMEOUT_SECONDS:
+        raise HyperparameterError(
+            f"hyperparameter script_timeout_seconds={timeout} must be within [1, {MAX_SCRIPT_TIMEOUT_SECONDS}]"
+        )
     error_rate = _float(raw, "fault_error_rate", 0.0)
     if not 0 <= error_rate <= 1:
         raise HyperparameterError(f"hyperparameter fault_error_rate={error_rate} must be within [0, 1]")
@@ -108,8 +135,46 @@ def parse_hyperparameters(raw: Mapping[str, Any]) -> tuple[TrainingParams, list[
         allow_class_change=_bool(raw, "allow_class_change", False),
         algorithm=algorithm,
         model_hyperparameters=model_hyperparameters,
+        entry_point=entry_point,
+        script_timeout_seconds=timeout,
     )
+    if entry_point is not None:
+        return params, []  # the script takes every other hyperparameter
     return params, sorted(set(raw) - KNOWN - MODEL_HYPERPARAMETERS)
+
+
+def _entry_point(raw: Mapping[str, Any]) -> str | None:
+    """Script mode's `entry_point`: a relative path to a .py file inside the code archive."""
+    value = raw.get("entry_point")
+    if value is None or not str(value).strip():
+        return None
+    text = str(value).strip()
+    problem = entry_point_problem(text)
+    if problem:
+        raise HyperparameterError(f"hyperparameter entry_point={text!r} {problem}")
+    return text
+
+
+def entry_point_problem(path: str) -> str | None:
+    """Why `path` is not a plain relative .py path (None when it is). The product layer's
+    config.py applies the same rule to training.script.entry_point."""
+    parts = path.split("/")
+    if path.startswith("/") or "\\" in path or any(p in ("", ".", "..") for p in parts):
+        return "must be a plain relative path inside the code folder (no leading '/', '.', '..' or '\\')"
+    if not path.endswith(".py") or not all(_PLAIN.fullmatch(p) for p in parts):
+        return (
+            "must name a .py file with letters, digits, '_', '-' and '.' only (e.g. train.py or src/train.py)"
+        )
+    return None
+
+
+_PLAIN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def _required_str(raw: Mapping[str, Any], name: str) -> str:

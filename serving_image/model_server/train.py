@@ -8,6 +8,8 @@ deterministic split, evaluates it (and the champion from the
 optional `champion` channel) on the same holdout, and writes model/ (model.joblib, metadata.json,
 evaluation.json) plus output/data/evaluation.json. Metric lines such as `validation:auc=0.91` go to
 stdout for SageMaker's MetricDefinitions. On error: one line in output/failure, exit code 1.
+With the `entry_point` hyperparameter and the `code` channel (script mode, script_mode.py), the
+team's script fits the model on the same training rows instead of `algorithm`.
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ from model_server.estimator import Estimator, FloatMatrix, Labels, Matrix
 from model_server.forest import TOLERANCE, export_forest, verify_forest
 from model_server.hyperparameters import Task, TrainingParams, parse_hyperparameters
 from model_server.metrics import classification_metrics, multiclass_metrics, regression_metrics
+from model_server.script_mode import train_script
 
 log = logging.getLogger("model_server.train")
 Indices = NDArray[np.intp]
@@ -167,9 +170,25 @@ def train(paths: ContainerPaths, *, training_job: str | None = None) -> Evaluati
     train_idx, val_idx = split_indices(y, params, source=source, classes=classes or ())
     class_note = check_class_change(champion, classes, params) if champion else None
 
-    estimator = _estimator(params)
-    estimator.fit(features[train_idx], y[train_idx])
-    loaded = LoadedModel(estimator, _metadata(params, classes, len(train_idx), len(val_idx), training_job))
+    metadata = _metadata(params, classes, len(train_idx), len(val_idx), training_job)
+    if params.entry_point is None:
+        estimator = _estimator(params)
+        estimator.fit(features[train_idx], y[train_idx])
+        loaded = LoadedModel(estimator, metadata)
+    else:  # script mode: the team's script fits the model on the training rows (script_mode.py)
+        loaded = train_script(
+            params,
+            paths,
+            files=files,
+            root=channel_dir,
+            train_rows=train_idx.tolist(),
+            holdout=features[val_idx],
+            metadata=metadata,
+        )
+        estimator = loaded.estimator
+        if loaded.metadata.classes is not None and loaded.metadata.classes != classes:
+            index = {label: i for i, label in enumerate(loaded.metadata.classes)}  # the model's order
+            y = np.asarray([index[v] for v in table.labels], dtype=np.int64)
     candidate = _score(loaded, features[val_idx], y[val_idx])
     train_scores = _score(loaded, features[train_idx], y[train_idx])
 
@@ -230,9 +249,12 @@ def train(paths: ContainerPaths, *, training_job: str | None = None) -> Evaluati
         else:
             metadata = dataclasses.replace(metadata, compiled_skipped=why)
     # A bare XGBoost or LightGBM model is saved in its library's own format, anything else by joblib.
-    fmt = storage_format(estimator)
-    metadata = dataclasses.replace(metadata, format=fmt, model_file=MODEL_FILES[fmt])
-    save_model(paths.model_dir, estimator, metadata, forest)
+    if params.entry_point is not None:  # the script's file and code are in model/ already, as saved
+        write_json(paths.model_dir / METADATA_FILE, metadata.to_dict())
+    else:
+        fmt = storage_format(estimator)
+        metadata = dataclasses.replace(metadata, format=fmt, model_file=MODEL_FILES[fmt])
+        save_model(paths.model_dir, estimator, metadata, forest)
     write_json(paths.model_dir / EVALUATION_FILE, evaluation)
     paths.output_data_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(paths.model_dir / EVALUATION_FILE, paths.output_data_dir / EVALUATION_FILE)
@@ -525,6 +547,7 @@ def _metadata(
             "seed": params.seed,
             "validation_fraction": params.validation_fraction,
             **params.model_params(),
+            **({"entry_point": params.entry_point} if params.entry_point else {}),
         },
         algorithm=params.algorithm,
     )

@@ -76,8 +76,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     cloud = _cloud(args)
     endpoints_path = Path(args.state_dir) / ENDPOINTS_FILE
     with _stop_on_signals(), cloud:
-        for config in configs:
-            result = cloud.put_model(config)
+        for path, config in zip(args.model or [DEMO_CONFIG], configs, strict=True):
+            result = cloud.put_model(config, base_dir=Path(path).parent)
             _say(f"[local] model {config.name}: stored; alarms {', '.join(result['alarms'])}")
         control = _ControlServer(cloud)
         services = {

@@ -61,6 +61,16 @@ def cmd_model_put(args: argparse.Namespace) -> int:
 
     config = load_config_file(args.file)  # validated before anything is written
     stack = _stack(args)
+    if config.training.script is not None:
+        from pathlib import Path
+
+        from modelops.adapters.s3 import S3Objects
+        from modelops.script_code import publish_script_code
+
+        # A local code folder (relative to the config file) is packed and uploaded first.
+        config = publish_script_code(
+            config, base_dir=Path(args.file).parent, bucket=stack.bucket, objects=S3Objects(client("s3"))
+        )
     metrics = CloudWatchMetrics(
         client("cloudwatch"), namespace=stack.metric_namespace, alarm_prefix=stack.alarm_prefix
     )

@@ -27,9 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from modelops.adapters.cloudwatch import CloudWatchMetrics
+from modelops.adapters.s3 import S3Objects
 from modelops.adapters.store import StateStore
 from modelops.config import ModelConfig
 from modelops.model_admin import StackInfo, put_model
+from modelops.script_code import publish_script_code
 
 from modelops_local import moto_cloudwatch_patch, oci
 from modelops_local.aws_server import ACCESS_KEY_ID, SECRET_ACCESS_KEY, LocalAws
@@ -336,9 +338,17 @@ class LocalCloud:
     def store(self) -> StateStore:
         return StateStore(self.info.table, self.client("dynamodb"))
 
-    def put_model(self, config: ModelConfig) -> dict[str, Any]:
-        """What `modelops model put` does, plus what a platform engineer applies once per model on
-        a real cluster: the serving manifests (Namespace, Deployments at 0 replicas, Services, RBAC)."""
+    def put_model(self, config: ModelConfig, *, base_dir: Path | None = None) -> dict[str, Any]:
+        """What `modelops model put` does (a local training.script.source, relative to `base_dir`,
+        default the working folder, is packed and uploaded), plus what a platform engineer applies
+        once per model on a real cluster: the serving manifests (Namespace, Deployments at 0
+        replicas, Services, RBAC)."""
+        config = publish_script_code(
+            config,
+            base_dir=base_dir or Path.cwd(),
+            bucket=self.info.bucket,
+            objects=S3Objects(self.client("s3")),
+        )
         self.apply_manifests(config)
         metrics = CloudWatchMetrics(
             self.client("cloudwatch"),

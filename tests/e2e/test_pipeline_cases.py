@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -224,19 +225,12 @@ def test_a_lightgbm_multiclass_model_is_served_by_name_then_replaced_by_an_xgboo
 ):
     # Given customer tiers named in words (bronze, gold, silver), a categorical `region` column and
     # empty cells in every column, as a team's export has them, and a LightGBM model of them
-    from tests.multiclass_data import REGIONS, TIER_FEATURES, TIER_LABEL, TIERS, generate_tier_csv
-
-    schema = {
-        "label_column": TIER_LABEL,
-        "feature_columns": list(TIER_FEATURES),
-        "categorical_columns": ["region"],
-        "min_rows": 200,
-    }
+    from tests.multiclass_data import REGIONS, TIERS, generate_tier_csv
 
     def put(algorithm: str, hyperparameters: dict[str, int | float]) -> Any:
         return driver.model(
             "e2e-tiers",
-            data={"task": "multiclass_classification", "schema": schema},
+            data=_tier_data(),
             training={
                 "algorithm": algorithm,
                 "hyperparameters": hyperparameters,
@@ -288,6 +282,48 @@ def test_a_lightgbm_multiclass_model_is_served_by_name_then_replaced_by_an_xgboo
     served = traffic.summary()
     assert served["stable"]["failed"] == 0 and served["canary"]["ok"] > 0, served
     driver.retire(config)
+
+
+def test_a_script_mode_model_trains_from_the_teams_code_and_is_promoted(driver, tmp_path):
+    # Given the example team's train.py (a scikit-learn Pipeline) as training.script, from its folder
+    from tests.multiclass_data import TIERS, generate_tier_csv
+
+    folder = Path(__file__).resolve().parents[2] / "examples" / "script_mode"
+    config = driver.model(
+        "e2e-script",
+        data=_tier_data(),
+        training={
+            "script": {"entry_point": "train.py", "source": str(folder)},
+            "hyperparameters": {"C": 0.5},
+            "objective": {"metric": "macro_f1"},
+        },
+    )
+    data = generate_tier_csv(tmp_path / "tiers.csv", 1200, seed=32).read_bytes()
+
+    # When it goes through the whole cycle (model put uploaded the folder to code/e2e-script/)
+    result = driver.run("e2e-script", data, "tiers.csv")
+
+    # Then the script's model is trained, judged and promoted, and the Service answers by name
+    assert result.status == "SUCCEEDED" and result.record["status"] == "promoted", result.record
+    assert result.record["evaluation"]["metric"] == "macro_f1", result.record
+    rows = [[120.0, 9, 30, None, "north"], [20.0, None, 2, 3, "south"], [60.0, 5, 12, 0, "atlantis"]]
+    answer = _post(driver.cloud.service_url("e2e", "e2e-script"), {"instances": rows})
+    assert answer["classes"] == list(TIERS) and len(answer["predictions"]) == 3, answer
+    assert all(len(p) == 3 and abs(sum(p) - 1) < 1e-9 for p in answer["probabilities"])
+    driver.retire(config)
+
+
+def _tier_data() -> dict:
+    """data: customer tiers in words, with the categorical `region` (tests/multiclass_data.py)."""
+    from tests.multiclass_data import TIER_FEATURES, TIER_LABEL
+
+    schema = {
+        "label_column": TIER_LABEL,
+        "feature_columns": list(TIER_FEATURES),
+        "categorical_columns": ["region"],
+        "min_rows": 200,
+    }
+    return {"task": "multiclass_classification", "schema": schema}
 
 
 def _post(url: str, body: dict) -> dict:

@@ -100,6 +100,50 @@ class Objective(_Strict):
         return self.metric in _MAXIMIZE
 
 
+_S3_CODE_URI = re.compile(r"^s3://([a-z0-9][a-z0-9.\-]{0,62})/(\S+\.tar\.gz)$")
+_PLAIN_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+
+
+class TrainingScript(_Strict):
+    """Script mode: the team's own training script, run by the serving image's `train` (its
+    harness: same data split and evaluation as a built-in algorithm; README, "Script mode")."""
+
+    # The script to run, relative to the code folder (SageMaker's `entry_point`).
+    entry_point: str = Field(min_length=1, max_length=256)
+    # The code: an s3://.../*.tar.gz, or a local folder that `modelops model put` packs and uploads
+    # to s3://<stack bucket>/code/<model>/<sha256>.tar.gz (the stored config holds that URI).
+    source: str = Field(min_length=1, max_length=1024)
+
+    @field_validator("entry_point")
+    @classmethod
+    def _plain_relative_py(cls, value: str) -> str:
+        # The serving image's hyperparameters.entry_point_problem applies the same rule.
+        parts = value.split("/")
+        if value.startswith("/") or "\\" in value or any(p in ("", ".", "..") for p in parts):
+            raise ValueError(
+                f"{value!r} must be a plain relative path inside the code folder (no leading '/', '.', '..' or '\\')"
+            )
+        if not value.endswith(".py") or not all(_PLAIN_PART.match(p) for p in parts):
+            raise ValueError(
+                f"{value!r} must name a .py file with letters, digits, '_', '-' and '.' only "
+                "(e.g. train.py or src/train.py)"
+            )
+        return value
+
+    @field_validator("source")
+    @classmethod
+    def _s3_tarball_or_folder(cls, value: str) -> str:
+        if value.startswith("s3://") and not _S3_CODE_URI.match(value):
+            raise ValueError(f"{value!r} must be s3://<bucket>/<key>.tar.gz (or a local folder)")
+        if "://" in value and not value.startswith("s3://"):
+            raise ValueError(f"{value!r} must be an s3:// URI of a .tar.gz or a local folder")
+        return value
+
+    @property
+    def is_s3(self) -> bool:
+        return self.source.startswith("s3://")
+
+
 class TrainingConfig(_Strict):
     # Empty means the stack's TrainingImage parameter (the serving image's `train` entrypoint).
     image: str = ""
@@ -118,6 +162,10 @@ class TrainingConfig(_Strict):
     )
     hyperparameters: dict[str, str | int | float | bool] = Field(default_factory=dict)
     objective: Objective = Field(default_factory=Objective)
+    # Script mode: the team's script trains the model instead of `algorithm` (which must stay the
+    # default); `hyperparameters` go to the script. With `image` too, that image must run the
+    # serving image's `train` (e.g. an image built FROM it with more libraries).
+    script: TrainingScript | None = None
 
     @field_validator("hyperparameters")
     @classmethod
@@ -125,6 +173,20 @@ class TrainingConfig(_Strict):
         if "algorithm" in value:
             raise ValueError("set training.algorithm, not training.hyperparameters.algorithm")
         return value
+
+    @model_validator(mode="after")
+    def _script_or_algorithm(self) -> TrainingConfig:
+        if self.script is not None and self.algorithm != "hist_gradient_boosting":
+            raise ValueError(
+                f"training.script and training.algorithm {self.algorithm!r} exclude each other: "
+                "the script chooses the model; remove one of them"
+            )
+        reserved = sorted({"entry_point", "script_timeout_seconds"} & set(self.hyperparameters))
+        if "entry_point" in reserved:
+            raise ValueError("set training.script.entry_point, not training.hyperparameters.entry_point")
+        if reserved and self.script is None:
+            raise ValueError(f"training.hyperparameters {reserved} apply to training.script only")
+        return self
 
     @model_validator(mode="after")
     def _spot_wait(self) -> TrainingConfig:

@@ -14,6 +14,7 @@ from modelops.adapters.aws import error_code
 from modelops.adapters.cloudwatch import CloudWatchMetrics
 from modelops.adapters.store import StateStore
 from modelops.config import ModelConfig
+from modelops.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,12 @@ def schedule_name(model: str) -> str:
 def put_model(
     config: ModelConfig, *, stack: StackInfo, store: StateStore, metrics: CloudWatchMetrics, scheduler: Any
 ) -> dict[str, Any]:
+    script = config.training.script
+    if script is not None and not script.is_s3:  # the CLI uploads a local folder first
+        raise ConfigError(
+            f"model {config.name}: training.script.source {script.source!r} is not an s3:// URI; "
+            "the stored config must name the uploaded code (modelops model put does this)"
+        )
     store.put_model_document(config.name, config.to_document())
     alarms = metrics.put_model_alarms(config)
     schedule = _sync_schedule(config, stack=stack, scheduler=scheduler)

@@ -36,6 +36,8 @@ class ObjectStore(Protocol):
         """Every object under `prefix`, all pages."""
         ...
 
+    def put(self, bucket: str, key: str, body: bytes, *, content_type: str) -> None: ...
+
 
 # --- SageMaker: training jobs and the model registry ---------------------------------------------------
 @dataclass(frozen=True)

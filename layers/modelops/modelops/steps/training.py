@@ -11,7 +11,7 @@ import json
 from typing import Any, NoReturn
 
 from modelops.config import ModelConfig
-from modelops.errors import TrainingFailedError
+from modelops.errors import ConfigError, TrainingFailedError
 from modelops.ports import TrainingJobs
 from modelops.run import Champion, DatasetObject, Run
 from modelops.triggers import safe_name
@@ -57,6 +57,15 @@ def training_job_request(
     channels = [_channel("train", dataset.uri, "text/csv")]
     if champion is not None and champion.model_artifact:
         channels.append(_channel("champion", champion.model_artifact, "application/x-tar"))
+    script = config.training.script
+    if script is not None:  # script mode: the image's `train` runs the team's script from `code`
+        if not script.is_s3:
+            raise ConfigError(
+                f"model {config.name}: training.script.source {script.source!r} is a local folder; "
+                "store the config with `modelops model put`, which uploads it to S3"
+            )
+        channels.append(_channel("code", script.source, "application/x-tar"))
+        hyper["entry_point"] = script.entry_point
     stopping: dict[str, int] = {"MaxRuntimeInSeconds": config.training.max_runtime_seconds}
     if config.training.managed_spot:
         stopping["MaxWaitTimeInSeconds"] = (
