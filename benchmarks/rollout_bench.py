@@ -1,7 +1,8 @@
 """Rollout benchmark on the local runtime (a script, not a test): `make bench`.
 
-Runs the demo's model through a good version and then ROUNDS bad versions (the documented demo
-fault) under steady traffic, and prints:
+Runs the demo's model through a good version and then ROUNDS bad versions (the demo team's own
+training script, whose model fails on new customers) under steady traffic with new customers in
+it, and prints:
 
 - alarm -> rollback: from the alarm's state change (the evaluator's transition) to the workflow
   entering Rollback, and to the last request the canary served (stable-only traffic from then on);
@@ -25,10 +26,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from modelops.config import ModelConfig, load_config_file
+from modelops.config import load_config_file
 
 from modelops_local.cloud import LocalCloud, LocalSettings
-from modelops_local.demo import DEMO_CONFIG, SteadyTraffic, _dataset, _run_version
+from modelops_local.demo import (
+    DEMO_CONFIG,
+    SteadyTraffic,
+    _dataset,
+    _run_version,
+    live_customers,
+    team_script_config,
+)
 
 
 def main() -> int:
@@ -50,9 +58,8 @@ def main() -> int:
                 print(f"version 1 not promoted: {good.record}", file=sys.stderr)
                 return 1
             _, sample = _dataset(1, workdir)
-            traffic = SteadyTraffic(cloud.service_url("models", "churn"), sample).start()
-            bad = ModelConfig.model_validate({**config.to_document(), "serving": {"fault_error_rate": 0.5}})
-            cloud.put_model(bad)
+            traffic = SteadyTraffic(cloud.service_url("models", "churn"), live_customers(sample)).start()
+            cloud.put_model(team_script_config(config))
             rows = []
             try:
                 for round_ in range(args.rounds):

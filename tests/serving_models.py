@@ -39,8 +39,6 @@ def classifier_metadata(n_features: int, **fields: Any) -> ModelMetadata:
         "feature_columns": tuple(f"f{i}" for i in range(n_features)),
         "classes": ("0", "1"),
         "objective_metric": "auc",
-        "fault_error_rate": 0.0,
-        "fault_latency_ms": 0,
         "n_train": 1000,
         "n_validation": 200,
         "sklearn_version": "",

@@ -50,8 +50,6 @@ class ModelMetadata:
     # outputs (binary: negative, positive); None for regression.
     classes: tuple[str, ...] | None
     objective_metric: str
-    fault_error_rate: float
-    fault_latency_ms: int
     n_train: int
     n_validation: int
     sklearn_version: str
@@ -98,8 +96,6 @@ class ModelMetadata:
                 feature_columns=features,
                 classes=tuple(str(c) for c in classes) if classes else None,
                 objective_metric=str(doc["objective_metric"]),
-                fault_error_rate=float(doc.get("fault_error_rate", 0.0)),
-                fault_latency_ms=int(doc.get("fault_latency_ms", 0)),
                 n_train=int(doc.get("n_train", 0)),
                 n_validation=int(doc.get("n_validation", 0)),
                 sklearn_version=str(doc.get("sklearn_version", "")),
@@ -130,8 +126,6 @@ class ModelMetadata:
         unknown = [c for c in meta.categorical_columns if c not in features]
         if unknown:
             raise ModelLoadError(f"{source}: categorical_columns {unknown} are not among feature_columns")
-        if not 0 <= meta.fault_error_rate <= 1 or meta.fault_latency_ms < 0:
-            raise ModelLoadError(f"{source}: fault_error_rate must be in [0, 1] and fault_latency_ms >= 0")
         for name in (meta.model_file, meta.forest_file):
             if name is not None and PurePosixPath(name).name != name:
                 raise ModelLoadError(f"{source}: {name!r} must be a plain file name")

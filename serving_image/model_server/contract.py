@@ -40,7 +40,6 @@ VARIANT_ENV = "MODELOPS_VARIANT"
 VERSION_ENV = "MODELOPS_VERSION"
 EMF_FLUSH_ENV = "EMF_FLUSH_SECONDS"
 DEFAULT_EMF_FLUSH_SECONDS = 1.0
-FAULT_SEED_ENV = "MODELOPS_FAULT_SEED"
 # Serving behaviour (defaults suit a Kubernetes pod; see serving_image/README.md).
 DRAIN_SECONDS_ENV = "SERVE_DRAIN_SECONDS"  # after SIGTERM: keep serving, /ping 503, Connection: close
 DEFAULT_DRAIN_SECONDS = 0.0
@@ -144,7 +143,6 @@ class ServeSettings:
     variant: str
     version: str | None
     emf_flush_seconds: float
-    fault_seed: int
     drain_seconds: float = DEFAULT_DRAIN_SECONDS
     graceful_timeout_seconds: float = DEFAULT_GRACEFUL_TIMEOUT_SECONDS
     keep_alive_seconds: float = DEFAULT_KEEP_ALIVE_SECONDS
@@ -172,7 +170,6 @@ def serve_settings(env: Mapping[str, str] | None = None) -> ServeSettings:
         variant=env.get(VARIANT_ENV) or "stable",
         version=env.get(VERSION_ENV) or None,
         emf_flush_seconds=flush,
-        fault_seed=_int(env, FAULT_SEED_ENV, 0),
         drain_seconds=_at_least(env, DRAIN_SECONDS_ENV, DEFAULT_DRAIN_SECONDS, 0),
         graceful_timeout_seconds=_at_least(env, GRACEFUL_TIMEOUT_ENV, DEFAULT_GRACEFUL_TIMEOUT_SECONDS, 0),
         keep_alive_seconds=_at_least(env, KEEP_ALIVE_ENV, DEFAULT_KEEP_ALIVE_SECONDS, 1),

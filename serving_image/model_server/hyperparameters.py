@@ -29,8 +29,6 @@ KNOWN = {
     "seed",
     "validation_fraction",
     "algorithm",
-    "fault_error_rate",
-    "fault_latency_ms",
     "allow_class_change",
     "entry_point",
     "script_timeout_seconds",
@@ -48,8 +46,6 @@ class TrainingParams:
     objective_metric: str
     seed: int = 0
     validation_fraction: float = 0.2
-    fault_error_rate: float = 0.0
-    fault_latency_ms: int = 0
     # Feature columns holding text categories (encoded and split on as categories, train.py).
     categorical_columns: tuple[str, ...] = ()
     # Classification: train even when the data's class labels differ from the champion's (the
@@ -116,12 +112,6 @@ def parse_hyperparameters(raw: Mapping[str, Any]) -> tuple[TrainingParams, list[
         raise HyperparameterError(
             f"hyperparameter script_timeout_seconds={timeout} must be within [1, {MAX_SCRIPT_TIMEOUT_SECONDS}]"
         )
-    error_rate = _float(raw, "fault_error_rate", 0.0)
-    if not 0 <= error_rate <= 1:
-        raise HyperparameterError(f"hyperparameter fault_error_rate={error_rate} must be within [0, 1]")
-    latency = _int(raw, "fault_latency_ms", 0)
-    if not 0 <= latency <= 60_000:
-        raise HyperparameterError(f"hyperparameter fault_latency_ms={latency} must be within [0, 60000]")
     params = TrainingParams(
         label_column=label,
         feature_columns=features,
@@ -129,8 +119,6 @@ def parse_hyperparameters(raw: Mapping[str, Any]) -> tuple[TrainingParams, list[
         objective_metric=metric,
         seed=_int(raw, "seed", 0),
         validation_fraction=fraction,
-        fault_error_rate=error_rate,
-        fault_latency_ms=latency,
         categorical_columns=categorical,
         allow_class_change=_bool(raw, "allow_class_change", False),
         algorithm=algorithm,

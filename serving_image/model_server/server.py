@@ -7,8 +7,8 @@ scikit-learn for large ones (predictor.Predictor; /ping names which).
 
 - /ping answers 503 until the model is loaded (in the background, after the port is bound), then
   200; 503 again once the pod is draining.
-- Bad bodies get 4xx with a message naming what is wrong (inputs.py); 5xx only for server faults
-  and the demo's injected faults.
+- Bad bodies get 4xx with a message naming what is wrong (inputs.py); 5xx only when the model
+  itself fails (its error in the body) or the server is not ready.
 - Every answer carries `X-Modelops-Variant` and `X-Modelops-Version`.
 - Metrics: per-request counters in memory; a background thread writes them to stdout as EMF lines
   once per flush interval (emf.py). Logs go to stderr; stdout carries only EMF lines.
@@ -21,12 +21,10 @@ scikit-learn for large ones (predictor.Predictor; /ping names which).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import gc
 import logging
 import os
-import random
 import signal
 import socket
 import sys
@@ -63,7 +61,7 @@ _CLOSE = (b"connection", b"close")
 
 
 class ModelService:
-    """The model behind the endpoints: loading state, predictions, faults, metrics."""
+    """The model behind the endpoints: loading state, predictions, metrics."""
 
     def __init__(self, model_dir: Path, settings: ServeSettings, metrics: RequestMetrics) -> None:
         self.model_dir = model_dir
@@ -73,7 +71,6 @@ class ModelService:
         self.load_error: str | None = None
         self.draining = False
         self.version = settings.version or "unknown"
-        self._rng = random.Random(settings.fault_seed)
         self.batcher = MicroBatcher(
             self._predict,
             max_rows=settings.batch_max_rows,
@@ -135,13 +132,13 @@ class ModelService:
         gc.collect()
         gc.freeze()
         log.info(
-            "model loaded in %.2fs: task=%s features=%d version=%s fault_error_rate=%s fault_latency_ms=%s",
+            "model loaded in %.2fs: task=%s algorithm=%s format=%s features=%d version=%s",
             time.monotonic() - started,
             meta.task,
+            meta.algorithm,
+            meta.format,
             len(meta.feature_columns),
             self.version,
-            meta.fault_error_rate,
-            meta.fault_latency_ms,
         )
 
     def _native(self, forest_file: str, doc: Any) -> NativeForest | None:
@@ -161,7 +158,7 @@ class ModelService:
         return 503, {"status": "loading"}
 
     async def invoke(self, body: bytes, content_type: str | None) -> tuple[int, dict[str, Any]]:
-        """(status, JSON document) for one /invocations request, demo faults applied."""
+        """(status, JSON document) for one /invocations request."""
         predictor = self.predictor
         if predictor is None:
             return 503, {"error": f"model not loaded: {self.load_error or 'still loading'}"}
@@ -170,12 +167,6 @@ class ModelService:
             rows = parse_rows(body, content_type, meta.feature_columns, meta.categorical_columns)
         except BadRequestError as exc:
             return exc.status, {"error": exc.message}
-        if meta.fault_latency_ms:
-            await asyncio.sleep(meta.fault_latency_ms / 1000.0)
-        if meta.fault_error_rate and self._rng.random() < meta.fault_error_rate:
-            return 500, {
-                "error": f"injected fault: this model version fails {meta.fault_error_rate:.0%} of requests"
-            }
         try:
             predictions = await self.batcher.submit(rows)
         except Exception as exc:  # a model bug must answer 500, not drop the connection

@@ -537,8 +537,6 @@ def _metadata(
         categorical_columns=params.categorical_columns,
         classes=classes,
         objective_metric=params.objective_metric,
-        fault_error_rate=params.fault_error_rate,
-        fault_latency_ms=params.fault_latency_ms,
         n_train=n_train,
         n_validation=n_val,
         sklearn_version=sklearn.__version__,

@@ -3,9 +3,11 @@
 1. deploy version 1 of the churn model (train, build, canary, bake, promote, watch);
 2. with steady prediction traffic on the model's Service, drop new data: version 2 is promoted
    through a canary;
-3. switch on the documented demo fault (`serving.fault_error_rate` in the model config) and drop
-   new data again: version 3's canary fails half its requests, its alarm fires, the workflow rolls
-   back, and version 2 keeps serving;
+3. the team switches to its own training script (script mode, `demo_team/train.py`: the same
+   model behind a feature step of its own) and drops new data again: version 3 trains, beats its
+   champion and passes the smoke test, but its feature step fails on new customers (0 months of
+   tenure), who are part of the live traffic: its canary answers them 500, its alarm fires, the
+   workflow rolls back, and version 2 keeps serving;
 4. check that no request served by the stable variant failed, print a summary and write a report.
 
 Every expectation is checked; `run_demo` returns a non-zero exit code when one does not hold.
@@ -32,7 +34,10 @@ from modelops_local.cloud import ROOT, LocalCloud
 from modelops_local.sample_data import CHURN_FEATURES, generate_churn_csv
 
 DEMO_CONFIG = ROOT / "models" / "churn-local.yaml"
-FAULT_ERROR_RATE = 0.5
+#: The demo team's training code (version 3): a bad model, not a product switch.
+DEMO_TEAM = Path(__file__).resolve().parent / "demo_team"
+#: Share of the steady traffic's customers who are new (0 months of tenure).
+NEW_CUSTOMER_SHARE = 0.25
 #: Each version's data: (rows, seed). More rows each time, so each candidate beats its champion.
 DATASETS = {1: (1500, 11), 2: (4000, 12), 3: (8000, 13)}
 RUN_TIMEOUT_SECONDS = 240
@@ -277,6 +282,22 @@ def _progress_detail(cloud: LocalCloud, state: str) -> str:
 
 
 # --- the story ------------------------------------------------------------------------------------
+def team_script_config(config: ModelConfig) -> ModelConfig:
+    """`config` trained by the demo team's script (from its folder, which put_model uploads) with
+    the same hyperparameters: the bad version of the demo."""
+    doc = config.to_document()
+    doc["training"] = {**doc["training"], "script": {"entry_point": "train.py", "source": str(DEMO_TEAM)}}
+    return ModelConfig.model_validate(doc)
+
+
+def live_customers(sample: list[list[float]]) -> list[list[float]]:
+    """The training data's customers plus new ones (tenure 0, everything else as a sampled
+    customer's), NEW_CUSTOMER_SHARE of the rows: what a live churn model is asked about."""
+    tenure = CHURN_FEATURES.index("tenure_months")
+    new = round(len(sample) * NEW_CUSTOMER_SHARE / (1 - NEW_CUSTOMER_SHARE))
+    return sample + [[0.0 if i == tenure else v for i, v in enumerate(row)] for row in sample[:new]]
+
+
 def _dataset(version: int, workdir: Path) -> tuple[bytes, list[list[float]]]:
     rows, seed = DATASETS[version]
     path = generate_churn_csv(workdir / f"churn-v{version}.csv", rows, seed)
@@ -333,8 +354,11 @@ def run_demo(
 
     _, sample = _dataset(1, workdir)
     url = cloud.service_url("models", "churn")
-    traffic = SteadyTraffic(url, sample).start()
-    show(f"\nsteady traffic: 20 predictions/s to {url}/invocations")
+    traffic = SteadyTraffic(url, live_customers(sample)).start()
+    show(
+        f"\nsteady traffic: 20 predictions/s to {url}/invocations "
+        f"({NEW_CUSTOMER_SHARE:.0%} of them new customers, 0 months of tenure)"
+    )
     try:
         v2 = _run_version(cloud, 2, workdir, show, "version 2 (canary, then promoted)")
         results.append(v2)
@@ -342,17 +366,15 @@ def run_demo(
             failures.append(f"version 2 was not promoted: {v2.record.get('status')} {v2.record.get('cause')}")
         good_image = stable_image(cloud)
 
-        bad = ModelConfig.model_validate(
-            {**config.to_document(), "serving": {"fault_error_rate": FAULT_ERROR_RATE, "fault_latency_ms": 0}}
-        )
-        cloud.put_model(bad)
+        cloud.put_model(team_script_config(config))
         show(
-            f"\ndemo fault on: serving.fault_error_rate={FAULT_ERROR_RATE} (the next version fails half its requests)"
+            f"\nthe team trains with its own script now: training.script = {DEMO_TEAM.name}/train.py "
+            "(its feature step takes log(tenure), which fails for new customers)"
         )
         alarms_before = len(cloud.alarm_changes)
         v3 = _run_version(cloud, 3, workdir, show, "version 3 (bad: canary alarm, rollback)")
         results.append(v3)
-        cloud.put_model(config)  # the fault off again for whatever comes next
+        cloud.put_model(config)  # the built-in training again for whatever comes next
         if v3.record.get("status") != "rolled_back":
             failures.append(
                 f"version 3 was not rolled back: {v3.record.get('status')} {v3.record.get('cause')}"

@@ -287,14 +287,6 @@ class ScheduleConfig(_Strict):
         return value
 
 
-class ServingConfig(_Strict):
-    # Demo fault: fraction of /invocations answered 500 by the served model version. Baked into the
-    # model artifact at training time, so a "bad version" misbehaves the way a bad model would.
-    # Documented in README; keep 0 for real models.
-    fault_error_rate: float = Field(default=0.0, ge=0.0, le=1.0)
-    fault_latency_ms: int = Field(default=0, ge=0, le=10_000)
-
-
 class ModelConfig(_Strict):
     name: ModelName
     data: DataConfig
@@ -303,7 +295,23 @@ class ModelConfig(_Strict):
     canary: CanaryConfig
     alarms: AlarmConfig = Field(default_factory=AlarmConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
-    serving: ServingConfig = Field(default_factory=ServingConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _retired_serving_section(cls, doc: Any) -> Any:
+        """`serving.fault_error_rate` / `fault_latency_ms` were demo switches baked into a model;
+        they are gone (a bad version is now a bad model). Every config stored before has them at
+        0, so such a section is dropped; a fault actually switched on is refused, saying why."""
+        if not isinstance(doc, dict) or "serving" not in doc:
+            return doc
+        serving = doc["serving"]
+        retired = {"fault_error_rate", "fault_latency_ms"}
+        if isinstance(serving, dict) and set(serving) <= retired and not any(serving.values()):
+            return {k: v for k, v in doc.items() if k != "serving"}
+        raise ValueError(
+            "the serving section (fault_error_rate, fault_latency_ms) was removed: a model version "
+            "misbehaves only as its model does; delete the section"
+        )
 
     @model_validator(mode="before")
     @classmethod

@@ -22,6 +22,7 @@ import pytest
 
 from modelops_local.sample_data import CHURN_FEATURES, CHURN_LABEL, generate_churn_csv
 from tests.serving_models import has_c_compiler
+from tests.team_models import demo_team_model, with_step
 
 ROOT = Path(__file__).resolve().parents[3]
 SERVING_IMAGE = ROOT / "serving_image"
@@ -130,12 +131,10 @@ def native_model(trained_model, tmp_path_factory) -> Path:
     return base
 
 
-def _variant(trained_model: Path, tmp_path: Path, **faults: float) -> Path:
-    """A copy of the trained model whose metadata carries demo fault settings."""
+def _slow(trained_model: Path, tmp_path: Path, ms: int) -> Path:
+    """A copy of the trained model behind a team step that takes `ms` per call (tests/model_code)."""
     base = tmp_path / "ml"
-    shutil.copytree(trained_model / "model", base / "model")
-    meta_path = base / "model" / "metadata.json"
-    meta_path.write_text(json.dumps({**json.loads(meta_path.read_text()), **faults}))
+    with_step(trained_model / "model", base / "model", "slow_step", "pause", ms=ms)
     return base
 
 
@@ -253,22 +252,23 @@ def test_emf_lines_count_requests_errors_and_latency(trained_model, start_server
     assert all(v >= 0 for d in docs for v in d["Latency"])
 
 
-def test_a_bad_version_fails_and_slows_requests_as_its_metadata_says(trained_model, start_server, tmp_path):
-    # Given a version trained with the demo faults: every request fails after 120 ms
-    server = start_server(_variant(trained_model, tmp_path, fault_error_rate=1.0, fault_latency_ms=120))
+def test_a_model_that_fails_on_new_customers_answers_500_for_them_and_counts_the_errors(
+    start_server, tmp_path
+):
+    # Given the demo team's bad version (its feature step takes log(tenure)), trained by its script
+    demo_team_model(tmp_path / "ml")
+    server = start_server(tmp_path / "ml")
+    customer, new_customer = [10, 80, 2, 30, 1, 0], [0, 80, 2, 30, 1, 0]
 
-    # When it is called
-    started = time.monotonic()
-    results = [server.predict([ROW]) for _ in range(4)]
+    # When existing and new customers are asked about
+    results = [server.predict([row]) for row in (customer, new_customer, customer, new_customer)]
 
-    # Then every request is a 500 that took at least the injected latency
-    assert [status for status, _ in results] == [500] * 4
-    assert "injected fault" in results[0][1]["error"]
-    assert time.monotonic() - started >= 4 * 0.12
+    # Then every new customer is a 500 naming the model's error, the others are answered
+    assert [status for status, _ in results] == [200, 500, 200, 500]
+    assert results[1][1] == {"error": "prediction failed: ValueError: math domain error"}
     # And the metrics show the errors, which is what trips the canary's alarms
     docs = server.emf_documents(want_requests=4)
-    assert sum(d["Errors"] for d in docs) == 4
-    assert min(v for d in docs for v in d["Latency"]) >= 120
+    assert sum(d["Errors"] for d in docs) == 2
 
 
 def test_ping_is_503_without_a_model(start_server, tmp_path):
@@ -542,10 +542,11 @@ def _refused(port: int) -> bool:
 
 
 def test_sigterm_finishes_in_flight_requests_then_exits(trained_model, start_server, tmp_path):
-    # Given a version whose requests take 1.5 s, and 4 requests in flight
+    # Given a version whose model takes 1.5 s per batch, and 4 requests in flight (a 500 ms batch
+    # wait gathers them into one batch: the model runs on the server's event loop)
     from concurrent.futures import ThreadPoolExecutor
 
-    server = start_server(_variant(trained_model, tmp_path, fault_latency_ms=1500))
+    server = start_server(_slow(trained_model, tmp_path, ms=1500), SERVE_BATCH_WAIT_MS="500")
     with ThreadPoolExecutor(4) as pool:
         started = time.monotonic()
         futures = [pool.submit(server.predict, [ROW]) for _ in range(4)]

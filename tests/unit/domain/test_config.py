@@ -183,3 +183,18 @@ def test_an_unknown_algorithm_or_one_among_the_hyperparameters_is_refused():
         ConfigError, match=r"set training\.algorithm, not training\.hyperparameters\.algorithm"
     ):
         parse_config(_doc(training=bad))
+
+
+def test_a_stored_config_from_before_the_demo_switches_went_still_parses():
+    # Every config stored before carries serving: {fault_error_rate: 0.0, fault_latency_ms: 0}
+    # (to_document wrote every field); a run in flight carries it in its payload too.
+    old = {**_doc(), "serving": {"fault_error_rate": 0.0, "fault_latency_ms": 0}}
+    assert parse_config(old) == parse_config(_doc())
+    assert "serving" not in parse_config(old).to_document()
+
+
+def test_a_demo_fault_switched_on_is_refused_saying_the_section_is_gone():
+    with pytest.raises(
+        ConfigError, match="the serving section .* was removed: a model version misbehaves only"
+    ):
+        parse_config({**_doc(), "serving": {"fault_error_rate": 0.5}})

@@ -16,6 +16,7 @@ from model_server.server import ModelService
 from model_server.train import main as train_main
 
 from modelops_local.sample_data import CHURN_FEATURES, CHURN_LABEL, generate_churn_csv
+from tests.team_models import demo_team_model
 
 FEATURES = ("a", "b", "c")
 
@@ -110,10 +111,7 @@ def _invoke(service: ModelService, body: bytes, content_type: str) -> tuple[int,
     return asyncio.run(service.invoke(body, content_type))
 
 
-def _service(model_dir: Path, error_rate: float = 0.0, **env: str) -> ModelService:
-    meta = json.loads((model_dir / "metadata.json").read_text())
-    meta["fault_error_rate"] = error_rate
-    (model_dir / "metadata.json").write_text(json.dumps(meta))
+def _service(model_dir: Path, **env: str) -> ModelService:
     settings = serve_settings({"MODELOPS_MODEL": "churn", "MODELOPS_VERSION": "7", **env})
     metrics = RequestMetrics(namespace="ModelOps", model="churn", variant="stable", version="7")
     return ModelService(model_dir, settings, metrics)
@@ -174,30 +172,20 @@ def test_wrong_feature_count_names_the_expected_count(model_dir):
     assert "the model expects 6 features" in doc["error"]
 
 
-def test_fault_error_rate_from_metadata_fails_that_fraction_of_requests(model_dir):
-    # Given a model version whose metadata says 30% of requests fail
-    body = json.dumps({"instances": [[10, 80, 2, 30, 1, 0]]}).encode()
-
-    def statuses() -> list[int]:
-        service = _service(model_dir, error_rate=0.3)
-        service.load()
-        return [_invoke(service, body, "application/json")[0] for _ in range(400)]
-
-    # When it answers 400 requests
-    first = statuses()
-
-    # Then about 30% are 500s and the rest succeed
-    assert 90 <= first.count(500) <= 150
-    assert first.count(200) == 400 - first.count(500)
-    # And the faults are seeded: a fresh process of the same version fails the same requests
-    assert statuses() == first
-
-
-def test_fault_free_version_never_fails(model_dir):
-    # Given a model version without faults
-    service = _service(model_dir, error_rate=0.0)
+def test_a_model_that_fails_on_some_rows_answers_500_for_those_requests_only(tmp_path):
+    # Given the demo team's model, whose feature step takes log(tenure) (trained by its script)
+    service = _service(demo_team_model(tmp_path / "ml"))
     service.load()
-    body = json.dumps({"instances": [[10, 80, 2, 30, 1, 0]]}).encode()
+    customer = [10, 80, 2, 30, 1, 0]
+    new_customer = [0, 80, 2, 30, 1, 0]
 
-    # Then every request succeeds
-    assert {_invoke(service, body, "application/json")[0] for _ in range(50)} == {200}
+    # When an existing customer and a new one (0 months of tenure) are asked about
+    ok = _invoke(service, json.dumps({"instances": [customer]}).encode(), "application/json")
+    failed = _invoke(service, json.dumps({"instances": [new_customer]}).encode(), "application/json")
+
+    # Then the first is answered and the second is a 500 naming the model's own error
+    assert ok[0] == 200 and ok[1]["classes"] == ["0", "1"]
+    assert failed == (500, {"error": "prediction failed: ValueError: math domain error"})
+    # And the two together fail as one request would: the model's answer, not the server's choice
+    both = _invoke(service, json.dumps({"instances": [customer, new_customer]}).encode(), "application/json")
+    assert both[0] == 500

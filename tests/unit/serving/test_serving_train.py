@@ -22,8 +22,6 @@ HYPER = {
     "max_iter": "20",
     "learning_rate": "0.2",
     "max_depth": "3",
-    "fault_error_rate": "0.25",
-    "fault_latency_ms": "40",
 }
 
 
@@ -69,12 +67,11 @@ def test_training_writes_model_metadata_and_evaluation(tmp_path, capsys):
     assert (paths.output_data_dir / "evaluation.json").read_text() == (
         paths.model_dir / "evaluation.json"
     ).read_text()
-    # And the metadata carries what serving needs, including the demo fault settings
+    # And the metadata carries what serving needs
     meta = json.loads((paths.model_dir / "metadata.json").read_text())
     assert meta["feature_columns"] == list(CHURN_FEATURES)
     assert meta["label_column"] == CHURN_LABEL
     assert meta["classes"] == ["0", "1"]
-    assert (meta["fault_error_rate"], meta["fault_latency_ms"]) == (0.25, 40)
     assert meta["training_rows"] == 400
     assert meta["training_job"] == "churn-job-1"
     assert meta["sklearn_version"]
@@ -183,7 +180,6 @@ def test_missing_label_column_writes_the_failure_file(tmp_path):
         ),
         ({"task": "multiclass"}, "task='multiclass' is not supported"),
         ({"max_iter": "ten"}, "max_iter='ten' is not a number"),
-        ({"fault_error_rate": "1.5"}, "fault_error_rate=1.5 must be within [0, 1]"),
         (
             {"feature_columns": json.dumps([*CHURN_FEATURES, "region"])},
             "feature columns ['region'] not found in customers.csv",

@@ -49,8 +49,6 @@ def training_job_request(
         "task": config.data.task,
         "algorithm": config.training.algorithm,
         "objective_metric": config.training.objective.metric,
-        "fault_error_rate": str(config.serving.fault_error_rate),
-        "fault_latency_ms": str(config.serving.fault_latency_ms),
     }
     if config.data.schema_.categorical_columns:  # only then: a numeric-only job's request is unchanged
         hyper["categorical_columns"] = json.dumps(config.data.schema_.categorical_columns)
