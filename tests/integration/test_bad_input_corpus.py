@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +57,7 @@ FOLDERS = (
     "execution_input",
     "model_config",
     "datasets",
+    "training",
     "alarm_events",
 )
 MODELS = ("churn", "live", "idle")  # live: the rollout on_alarm cases run against; idle: never gets data
@@ -474,6 +476,93 @@ def test_dataset_through_the_train_program(case, hyperparameters, tmp_path):
     assert done.returncode == 1, done.stderr[-2000:]
     assert failure.read_text(encoding="utf-8") == expected + "\n"
     assert not (tmp_path / "model" / "model.joblib").exists()
+
+
+# --- training jobs: the `train` program with a bad algorithm, hyperparameter, script or labels -----------------
+TIERS_HYPERPARAMETERS = {
+    "label_column": "tier",
+    "feature_columns": json.dumps(["monthly_spend", "orders", "tenure_months", "returns", "region"]),
+    "categorical_columns": json.dumps(["region"]),
+    "task": "multiclass_classification",
+    "objective_metric": "macro_f1",
+    "max_iter": "20",
+}
+
+
+def _training_data(kind: str, channel: Path) -> dict[str, str]:
+    """Write the case's data into the train channel; the job's base hyperparameters for it."""
+    from tests.multiclass_data import generate_tier_csv
+
+    channel.mkdir(parents=True)
+    if kind == "churn":
+        (channel / "customers.csv").write_bytes(churn_csv(300, seed=5))
+        return {}
+    generate_tier_csv(channel / "tiers.csv", 600, seed=5)
+    if kind == "tiers_with_platinum":
+        with (channel / "tiers.csv").open("a", encoding="utf-8") as handle:
+            handle.writelines(f"{900 + i}.5,{60 + i},70,0,north,platinum\n" for i in range(12))
+    return TIERS_HYPERPARAMETERS
+
+
+def _run_train(base: Path, name: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "SAGEMAKER_BASE_DIR": str(base), "TRAINING_JOB_NAME": f"corpus-{name}"}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "serving_image" / "bin" / "train")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.fixture(scope="module")
+def tiers_champion(tmp_path_factory) -> Path:
+    """A promoted tiers model's model.tar.gz (classes bronze, gold, silver)."""
+    base = tmp_path_factory.mktemp("tiers-champion")
+    (base / "input" / "config").mkdir(parents=True)
+    (base / "input" / "config" / "hyperparameters.json").write_text(json.dumps(TIERS_HYPERPARAMETERS))
+    _training_data("tiers", base / "input" / "data" / "train")
+    done = _run_train(base, "champion")
+    assert done.returncode == 0, done.stderr[-2000:]
+    archive = base / "model.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for path in sorted((base / "model").iterdir()):
+            tar.add(path, arcname=path.name)
+    return archive
+
+
+@pytest.mark.parametrize("case", cases("training"))
+def test_training_job_input_through_the_train_program(case, hyperparameters, tiers_champion, tmp_path):
+    # Given the SageMaker container layout with the case's data, hyperparameters, script and champion
+    spec = json.loads(case.path.read_text(encoding="utf-8"))
+    base_hyper = _training_data(spec["data"], tmp_path / "input" / "data" / "train") or hyperparameters
+    config = tmp_path / "input" / "config"
+    config.mkdir(parents=True)
+    base_hyper = {k: v for k, v in base_hyper.items() if k not in spec.get("drop", ())}
+    (config / "hyperparameters.json").write_text(json.dumps({**base_hyper, **spec["hyperparameters"]}))
+    if "script" in spec:
+        from modelops.script_code import pack_folder
+
+        folder = tmp_path / "team"
+        folder.mkdir()
+        for name, source in spec["script"].items():
+            (folder / name).write_text(source, encoding="utf-8")
+        (tmp_path / "input" / "data" / "code").mkdir(parents=True)
+        packed = pack_folder(folder, entry_point=spec["hyperparameters"]["entry_point"]).data
+        (tmp_path / "input" / "data" / "code" / "sourcedir.tar.gz").write_bytes(packed)
+    if spec.get("champion"):
+        (tmp_path / "input" / "data" / "champion").mkdir(parents=True)
+        shutil.copyfile(tiers_champion, tmp_path / "input" / "data" / "champion" / "model.tar.gz")
+
+    # When `train` runs as SageMaker runs it
+    done = _run_train(tmp_path, case.stem)
+
+    # Then it exits 1 with the one line SageMaker reports as FailureReason (AlgorithmError: ...),
+    # and writes no model: nothing downstream has anything to register, build or serve
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert case.spec["expect_error"] == "AlgorithmError"
+    assert (tmp_path / "output" / "failure").read_text(encoding="utf-8") == case.message() + "\n"
+    assert not (tmp_path / "model" / "metadata.json").exists()
 
 
 # --- on_alarm during a bake -------------------------------------------------------------------------------------
