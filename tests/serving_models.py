@@ -53,3 +53,50 @@ def has_c_compiler() -> bool:
     import shutil
 
     return any(shutil.which(name) for name in ("cc", "gcc", "clang"))
+
+
+def tree_model_folder(
+    folder: Any, algorithm: str, task: str, *, n_classes: int = 3, params: dict[str, Any] | None = None
+) -> tuple[Any, Any]:
+    """A model folder as train.py writes it (model file in the algorithm's format, metadata.json,
+    check.json) for a small tree model over 8 features with ~8% missing cells; returns
+    (the folder, held-out rows never trained on, with NaN)."""
+    import numpy as np
+    from model_server.algorithms import build_estimator
+    from model_server.artifact import load_model, save_model, storage_format
+    from model_server.checkrows import write_check
+    from sklearn.datasets import make_classification, make_regression
+
+    rng = np.random.default_rng(7)
+    if task == "regression":
+        X, y = make_regression(n_samples=1600, n_features=8, noise=5.0, random_state=7)
+        classes = None
+    else:
+        k = 2 if task == "binary_classification" else n_classes
+        X, y = make_classification(n_samples=1600, n_features=8, n_informative=5, n_classes=k, random_state=7)
+        classes = tuple(f"c{i}" for i in range(k))
+    X[rng.random(X.shape) < 0.08] = np.nan
+    small = {
+        "hist_gradient_boosting": {"max_iter": 30},
+        "random_forest": {"n_estimators": 20, "max_depth": 8},
+        "xgboost": {"n_estimators": 30},
+        "lightgbm": {"n_estimators": 30},
+    }[algorithm]
+    estimator = build_estimator(algorithm, task, {**small, **(params or {})}, seed=0)
+    estimator.fit(X[:1200], y[:1200])
+    fmt = storage_format(estimator)
+    from model_server.artifact import MODEL_FILES
+
+    meta = classifier_metadata(
+        8,
+        task=task,
+        classes=classes,
+        objective_metric="rmse" if task == "regression" else "accuracy",
+        algorithm=algorithm,
+        format=fmt,
+        model_file=MODEL_FILES[fmt],
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    save_model(folder, estimator, meta)
+    write_check(folder, load_model(folder), X[1200:1400])
+    return folder, X[1400:]

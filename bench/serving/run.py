@@ -64,6 +64,12 @@ BATCH_ROWS = 100
 SINGLE_BODIES = 200  # distinct 1-row bodies wrk cycles through
 DATA_SEED = 20261201
 MLSERVER_MODEL = "bench"
+# MLServer's runtime per model format (no XGBoost one in the bench venv: requirements.txt says why)
+MLSERVER_RUNTIMES = {
+    "sklearn": "mlserver_sklearn.SKLearnModel",
+    "lightgbm": "mlserver_lightgbm.LightGBMModel",
+}
+ALGORITHMS = ("hist_gradient_boosting", "random_forest", "xgboost", "lightgbm")
 PROBA_TOLERANCE = 1e-6
 NOISY_PCT = 5.0  # a measurement during which others took more of the server core is flagged
 
@@ -191,6 +197,15 @@ def parse_v2_response(doc: Mapping[str, Any]) -> tuple[list[float], list[int] | 
     if "predict" in outputs:
         classes = [int(c) for c in _flatten(outputs["predict"]["data"])]
     return positive, classes
+
+
+def parse_v2_predict_response(doc: Mapping[str, Any]) -> tuple[list[float], list[int] | None]:
+    """(P(class 1) per row, None) from MLServer's LightGBM runtime, whose one output `predict` is
+    the Booster's prediction: P(class 1) per row for a binary model."""
+    outputs = {out["name"]: out for out in doc["outputs"]}
+    if "predict" not in outputs:
+        raise ValueError(f"V2 response has no predict output (outputs: {sorted(outputs)})")
+    return [float(v) for v in _flatten(outputs["predict"]["data"])], None
 
 
 def compare_predictions(
@@ -465,6 +480,8 @@ def interference(core_before: tuple[int, int], core_after: tuple[int, int], serv
 class Reference:
     model_dir: Path
     model_file: Path
+    algorithm: str
+    format: str  # metadata.json's: sklearn (joblib), xgboost (model.json), lightgbm (model.txt)
     heldout: list[list[float]]
     expected_proba: list[float]
     expected_class: list[int]
@@ -476,10 +493,10 @@ def feature_names() -> list[str]:
     return [f"f{i:02d}" for i in range(N_FEATURES)]
 
 
-def train_reference(workdir: Path, ours_python: Path) -> Reference:
-    """Generate the data, train with the project's `train` program, score the held-out set with
-    the model file it wrote (loaded here: the 'original model')."""
-    import joblib
+def train_reference(workdir: Path, ours_python: Path, algorithm: str = "hist_gradient_boosting") -> Reference:
+    """Generate the data, train with the project's `train` program (`algorithm`, its defaults),
+    score the held-out set with the model file it wrote (loaded here with its library: the
+    'original model')."""
     import numpy as np
     import sklearn
     from sklearn.datasets import make_classification
@@ -502,11 +519,16 @@ def train_reference(workdir: Path, ours_python: Path) -> Reference:
         out.write(",".join([*names, "label"]) + "\n")
         for row, label in zip(X[:N_TRAIN_ROWS], y[:N_TRAIN_ROWS], strict=True):
             out.write(",".join(repr(float(v)) for v in row) + f",{int(label)}\n")
-    hyperparameters = {"label_column": "label", "feature_columns": json.dumps(names), "seed": "0"}
+    hyperparameters = {
+        "label_column": "label",
+        "feature_columns": json.dumps(names),
+        "seed": "0",
+        "algorithm": algorithm,
+    }
     (base / "input" / "config" / "hyperparameters.json").write_text(json.dumps(hyperparameters, indent=2))
     log(
         f"==> training the reference model with serving_image/bin/train ({N_TRAIN_ROWS} rows x "
-        f"{N_FEATURES} features, HistGradientBoostingClassifier defaults, 100 iterations)"
+        f"{N_FEATURES} features, algorithm {algorithm} with its defaults)"
     )
     started = time.monotonic()
     proc = subprocess.run(
@@ -533,18 +555,50 @@ def train_reference(workdir: Path, ours_python: Path) -> Reference:
     if proc.returncode != 0:
         raise BenchError(f"native build exited {proc.returncode}:\n{_tail(proc.stderr)}")
     log(f"    {proc.stdout.strip()}")
-    model_file = model_dir / json.loads((model_dir / "metadata.json").read_text())["model_file"]
+    metadata = json.loads((model_dir / "metadata.json").read_text())
+    model_file = model_dir / metadata["model_file"]
+    fmt = metadata.get("format", "sklearn")
     heldout = np.ascontiguousarray(X[N_TRAIN_ROWS:], dtype=np.float64)
-    model = joblib.load(model_file)
+    model = _load_library_model(model_file, fmt)
     return Reference(
         model_dir=model_dir,
         model_file=model_file,
+        algorithm=algorithm,
+        format=fmt,
         heldout=heldout.tolist(),
         expected_proba=[float(p) for p in model.predict_proba(heldout)[:, 1]],
         expected_class=[int(c) for c in model.predict(heldout)],
         sklearn_version=sklearn.__version__,
         numpy_version=np.__version__,
     )
+
+
+def _load_library_model(model_file: Path, fmt: str) -> Any:
+    """The model file loaded by its own library, with scikit-learn's predict_proba / predict."""
+    if fmt == "xgboost":
+        import xgboost
+
+        model = xgboost.XGBClassifier(n_jobs=1)
+        model.load_model(str(model_file))
+        return model
+    if fmt == "lightgbm":
+        import lightgbm
+        import numpy as np
+
+        booster = lightgbm.Booster(model_file=str(model_file))
+
+        class _Booster:  # P(class 1) from the Booster, as LGBMClassifier.predict_proba gives it
+            def predict_proba(self, rows: Any) -> Any:
+                p = booster.predict(rows, num_threads=1)
+                return np.column_stack([1.0 - p, p])
+
+            def predict(self, rows: Any) -> Any:
+                return (self.predict_proba(rows)[:, 1] > 0.5).astype(int)
+
+        return _Booster()
+    import joblib
+
+    return joblib.load(model_file)
 
 
 # --------------------------------------------------------------------------------------------
@@ -599,7 +653,7 @@ def _mlserver_command(
         }
         model_settings = {
             "name": MLSERVER_MODEL,
-            "implementation": "mlserver_sklearn.SKLearnModel",
+            "implementation": MLSERVER_RUNTIMES[reference.format],
             "parameters": {"uri": str(reference.model_file), "version": "v1"},
         }
         (folder / "settings.json").write_text(json.dumps(settings, indent=2) + "\n")
@@ -626,12 +680,13 @@ def _fastapi_command(
             "--log-level",
             "warning",
         ]
-        return argv, {"MODEL_PATH": str(reference.model_file)}, HERE
+        return argv, {"MODEL_PATH": str(reference.model_file), "MODEL_FORMAT": reference.format}, HERE
 
     return command
 
 
 def build_specs(ours_python: Path, baseline_python: Path, reference: Reference) -> dict[str, StackSpec]:
+    booster = reference.format == "lightgbm"  # MLServer's LightGBM runtime answers `predict` only
     return {
         "ours": StackSpec(
             name="ours",
@@ -647,11 +702,13 @@ def build_specs(ours_python: Path, baseline_python: Path, reference: Reference) 
             name="mlserver",
             python=baseline_python,
             path=f"/v2/models/{MLSERVER_MODEL}/infer",
-            encode=lambda rows: v2_request(rows, ("predict_proba",)),
-            encode_check=lambda rows: v2_request(rows, ("predict", "predict_proba")),
-            decode=parse_v2_response,
+            encode=lambda rows: v2_request(rows, ("predict",) if booster else ("predict_proba",)),
+            encode_check=lambda rows: v2_request(
+                rows, ("predict",) if booster else ("predict", "predict_proba")
+            ),
+            decode=parse_v2_predict_response if booster else parse_v2_response,
             command=_mlserver_command(baseline_python, reference),
-            notes="mlserver start, mlserver_sklearn.SKLearnModel, parallel_workers=0, debug=false",
+            notes=f"mlserver start, {MLSERVER_RUNTIMES.get(reference.format)}, parallel_workers=0, debug=false",
         ),
         "fastapi-naive": StackSpec(
             name="fastapi-naive",
@@ -1160,6 +1217,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--require-goals", action="store_true", help="exit 1 unless every goal of the issue passes"
     )
+    parser.add_argument(
+        "--algorithm",
+        default="hist_gradient_boosting",
+        choices=ALGORITHMS,
+        help="the model `train` fits, with its defaults (default hist_gradient_boosting)",
+    )
     args = parser.parse_args(argv)
     stacks = [s.strip() for s in args.stacks.split(",") if s.strip()]
     unknown = [s for s in stacks if s not in STACKS]
@@ -1196,7 +1259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log(f"    {what}: " + ", ".join(f"{k} {v}" for k, v in versions.items() if k != "path"))
     args.workdir.mkdir(parents=True, exist_ok=True)
     try:
-        reference = train_reference(args.workdir, args.ours_python)
+        reference = train_reference(args.workdir, args.ours_python, args.algorithm)
     except BenchError as exc:
         log(f"error: {exc}")
         return 2
@@ -1212,6 +1275,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{len(reference.heldout)} held-out rows"
     )
 
+    if "mlserver" in stacks and reference.format not in MLSERVER_RUNTIMES:
+        log(f"    no MLServer runtime for the {reference.format} format in the bench venv: mlserver not run")
+        stacks = [s for s in stacks if s != "mlserver"]
     specs = build_specs(args.ours_python, args.baseline_python, reference)
     bodies = {name: load_bodies(specs[name], reference, args.workdir) for name in stacks}
     rounds: list[dict[str, Any]] = []
@@ -1245,7 +1311,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             "data_seed": DATA_SEED,
         },
         "environment": environment,
-        "model": {"file": str(reference.model_file), "scikit-learn": reference.sklearn_version},
+        "model": {
+            "file": str(reference.model_file),
+            "algorithm": reference.algorithm,
+            "format": reference.format,
+            "scikit-learn": reference.sklearn_version,
+        },
         "rounds": rounds,
         "medians": medians,
         "ratios": ratios,

@@ -43,9 +43,12 @@ from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NotRequired, TypedDict
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
 
 from model_server.forest import TOLERANCE, CompiledForest, ForestError, compile_forest, read_header, walk_tree
+
+if TYPE_CHECKING:  # metadata.json's reader needs numpy; this module's loader does not
+    from model_server.artifact import ModelMetadata
 
 log = logging.getLogger("model_server.native")
 
@@ -107,6 +110,34 @@ class NativeForest:
 # Reads the rows straight from the Python lists (a float is a pointer dereference away), so no
 # flat buffer is built in Python: that alone cost more than the trees. Called through
 # ctypes.PyDLL, which holds the GIL and raises the Python error set here.
+# One row of a request: a list or tuple of NF numbers, read straight from the Python objects (a
+# float is a pointer dereference away), so no flat buffer is built in Python: that alone cost more
+# than the trees. Shared with trees.py's entry point; NF is #defined before it.
+C_READ_ROW = r"""
+static int modelops_read_row(PyObject *r, Py_ssize_t i, double *x) {
+    PyObject **items;
+    if (PyList_Check(r) && PyList_GET_SIZE(r) == NF) {
+        items = ((PyListObject *)r)->ob_item;
+    } else if (PyTuple_Check(r) && PyTuple_GET_SIZE(r) == NF) {
+        items = ((PyTupleObject *)r)->ob_item;
+    } else {
+        PyErr_Format(PyExc_ValueError, "row %zd must be a list of %d numbers", i, NF);
+        return -1;
+    }
+    for (int j = 0; j < NF; j++) {
+        PyObject *v = items[j];
+        if (PyFloat_CheckExact(v)) {
+            x[j] = PyFloat_AS_DOUBLE(v);
+        } else {
+            x[j] = PyFloat_AsDouble(v);
+            if (x[j] == -1.0 && PyErr_Occurred()) return -1;
+        }
+    }
+    return 0;
+}
+"""
+
+# Called through ctypes.PyDLL, which holds the GIL and raises the Python error set here.
 _ENTRY = r"""
 int modelops_predict(PyObject *rows, double *out) {
     double x[NF];
@@ -116,25 +147,7 @@ int modelops_predict(PyObject *rows, double *out) {
     }
     Py_ssize_t n = PyList_GET_SIZE(rows);
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *r = PyList_GET_ITEM(rows, i);
-        PyObject **items;
-        if (PyList_Check(r) && PyList_GET_SIZE(r) == NF) {
-            items = ((PyListObject *)r)->ob_item;
-        } else if (PyTuple_Check(r) && PyTuple_GET_SIZE(r) == NF) {
-            items = ((PyTupleObject *)r)->ob_item;
-        } else {
-            PyErr_Format(PyExc_ValueError, "row %zd must be a list of NF numbers", i);
-            return -1;
-        }
-        for (int j = 0; j < NF; j++) {
-            PyObject *v = items[j];
-            if (PyFloat_CheckExact(v)) {
-                x[j] = PyFloat_AS_DOUBLE(v);
-            } else {
-                x[j] = PyFloat_AsDouble(v);
-                if (x[j] == -1.0 && PyErr_Occurred()) return -1;
-            }
-        }
+        if (modelops_read_row(PyList_GET_ITEM(rows, i), i, x) < 0) return -1;
         out[i] = row(x);
     }
     return 0;
@@ -166,7 +179,7 @@ def c_source(doc: Any) -> str:
     else:
         lines.append("    return s;")
     lines += ["}", "", f"int modelops_n_features(void) {{ return {nf}; }}", ""]
-    lines += _ENTRY.replace("NF", str(nf)).splitlines()
+    lines += [f"#define NF {nf}", *C_READ_ROW.splitlines(), *_ENTRY.splitlines()]
     return "\n".join(lines) + "\n"
 
 
@@ -288,8 +301,34 @@ def _open(library: Path, n_features: int) -> NativeForest:
     return NativeForest(n_features=n_features, library=library, _function=function)
 
 
-def _abi() -> str:
+def python_abi() -> str:
     return str(sysconfig.get_config_var("SOABI"))
+
+
+def compiler_version(cc: str) -> str:
+    version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=60, check=False)
+    return (version.stdout.splitlines() or [cc])[0]
+
+
+def compile_library(cc: str, folder: Path, sources: Sequence[str], library: str) -> None:
+    """Compile `sources` (C files in `folder`, against Python's headers) into `folder`/`library`;
+    NativeError says why not. Relative names in the folder: the library's bytes do not depend on
+    where it was built, so one model always makes the same image (same digest)."""
+    try:
+        done = subprocess.run(
+            [cc, *CFLAGS, f"-I{sysconfig.get_paths()['include']}", "-I.", "-o", library, *sources, "-lm"],
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            timeout=COMPILE_TIMEOUT_SECONDS,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise NativeError(f"{cc} took longer than {COMPILE_TIMEOUT_SECONDS:.0f}s") from None
+    except OSError as exc:
+        raise NativeError(f"C compiler {cc} cannot run: {exc}") from None
+    if done.returncode != 0:
+        raise NativeError(f"{cc} failed (exit {done.returncode}): {done.stderr.strip()[-2000:]}")
 
 
 def find_compiler() -> str | None:
@@ -322,41 +361,16 @@ def build(model_dir: Path, forest_file: str = "forest.json", compiler: str | Non
     with tempfile.TemporaryDirectory(prefix="modelops-native-") as tmp:
         src, lib = Path(tmp) / SOURCE_FILE, Path(tmp) / LIBRARY_FILE
         src.write_text(source, encoding="utf-8")
-        try:
-            done = subprocess.run(
-                # relative names in a fixed-name folder: the library's bytes do not depend on
-                # where it was built, so one model always makes the same image (same digest)
-                [
-                    cc,
-                    *CFLAGS,
-                    f"-I{sysconfig.get_paths()['include']}",
-                    "-o",
-                    LIBRARY_FILE,
-                    SOURCE_FILE,
-                    "-lm",
-                ],
-                cwd=tmp,
-                capture_output=True,
-                text=True,
-                timeout=COMPILE_TIMEOUT_SECONDS,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            raise NativeError(f"{cc} took longer than {COMPILE_TIMEOUT_SECONDS:.0f}s") from None
-        except OSError as exc:
-            raise NativeError(f"C compiler {cc} cannot run: {exc}") from None
-        if done.returncode != 0:
-            raise NativeError(f"{cc} failed (exit {done.returncode}): {done.stderr.strip()[-2000:]}")
+        compile_library(cc, Path(tmp), [SOURCE_FILE], LIBRARY_FILE)
         compile_seconds = time.monotonic() - started
         gaps = verify(_open(lib, python_forest.n_features), doc, python_forest)
-        version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=60, check=False)
         manifest: Manifest = {
             "forest_file": forest_file,
             "forest_sha256": hashlib.sha256(raw).hexdigest(),
             "library": LIBRARY_FILE,
-            "compiler": (version.stdout.splitlines() or [cc])[0],
+            "compiler": compiler_version(cc),
             "cflags": list(CFLAGS),
-            "python_abi": _abi(),
+            "python_abi": python_abi(),
             **gaps,
         }
         target = model_dir / NATIVE_DIR
@@ -378,8 +392,10 @@ def load(model_dir: Path, forest_file: str, doc: Any) -> NativeForest:
         library = model_dir / NATIVE_DIR / Path(str(manifest["library"])).name
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise NativeError(f"{manifest_path} is unreadable: {exc}") from None
-    if manifest.get("python_abi") != _abi():
-        raise NativeError(f"{library} was built for Python {manifest.get('python_abi')}, this is {_abi()}")
+    if manifest.get("python_abi") != python_abi():
+        raise NativeError(
+            f"{library} was built for Python {manifest.get('python_abi')}, this is {python_abi()}"
+        )
     actual = hashlib.sha256((model_dir / forest_file).read_bytes()).hexdigest()
     if actual != wanted:
         raise NativeError(
@@ -409,19 +425,46 @@ def main(argv: Sequence[str] | None = None) -> int:
         # not this step's to refuse: `serve` reports a broken metadata.json on /ping
         print(f"native predictor: not built: {exc}")
         return 0
-    if not meta.forest_file:
-        why = meta.compiled_skipped or "the model has no compiled forest (serve uses scikit-learn)"
-        print(f"native predictor: not built: {why}")
+    if meta.forest_file:
+        try:
+            manifest = build(args.model_dir, meta.forest_file, args.compiler)
+        except NativeError as exc:
+            print(f"native predictor: hand-written forest not built: {exc}; trying treelite + tl2cgen")
+        else:
+            print(
+                f"native predictor: built {NATIVE_DIR}/{LIBRARY_FILE} in {manifest['compile_seconds']:.1f}s with "
+                f"{manifest['compiler']}; max |difference| {manifest['max_abs_diff_estimator']:.3g} to the "
+                f"estimator on {int(manifest['check_rows'])} holdout rows, exact on "
+                f"{int(manifest['probe_rows'])} probe rows"
+            )
+            return 0
+    return _build_trees(args.model_dir, meta, args.compiler)
+
+
+def _build_trees(model_dir: Path, meta: ModelMetadata, compiler: str | None) -> int:
+    from model_server import trees
+
+    fallback = "the Python forest and scikit-learn" if meta.forest_file else "the model's library"
+    why = trees.unsupported(meta)
+    if why:
+        print(f"native predictor: not built: {why} (serve uses {fallback})")
         return 0
     try:
-        manifest = build(args.model_dir, meta.forest_file, args.compiler)
-    except NativeError as exc:
-        print(f"native predictor: not built: {exc}; serve uses the Python forest and scikit-learn")
+        result = trees.build(model_dir, meta, compiler)
+    except (trees.TreesError, NativeError) as exc:
+        print(f"native predictor: not built: {exc}; serve uses {fallback}")
         return 0
+    except ImportError as exc:
+        print(
+            f"native predictor: not built: {exc} (treelite and tl2cgen are build-time requirements); serve uses {fallback}"
+        )
+        return 0
+    kind = "relative " if result["relative"] else ""
     print(
-        f"native predictor: built {NATIVE_DIR}/{LIBRARY_FILE} in {manifest['compile_seconds']:.1f}s with "
-        f"{manifest['compiler']}; max |difference| {manifest['max_abs_diff_estimator']:.3g} to the estimator "
-        f"on {int(manifest['check_rows'])} holdout rows, exact on {int(manifest['probe_rows'])} probe rows"
+        f"native predictor: built {trees.NATIVE_DIR}/{trees.LIBRARY_FILE} from {meta.model_file} "
+        f"({result['generator']}) in {result['compile_seconds']:.1f}s with {result['compiler']}; max "
+        f"{kind}|difference| {result['max_diff']:.3g} to the model on {result['check_rows']} holdout rows "
+        f"(limit {result['tolerance']:g})"
     )
     return 0
 

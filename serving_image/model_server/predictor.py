@@ -23,12 +23,11 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from itertools import chain
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from model_server.artifact import ModelMetadata
 from model_server.estimator import Estimator, scores
 from model_server.forest import CompiledForest
-from model_server.native import NativeForest
 
 log = logging.getLogger("model_server.predictor")
 Row = Sequence[float | str]  # text only in a categorical column (inputs.parse_rows)
@@ -36,6 +35,14 @@ NumericRow = Sequence[float]
 # The model's answer for one row: P(positive label) (binary), the predicted value (regression), or
 # the k class probabilities (multiclass). `answer` turns it into the response's labels.
 Answer = float | list[float]
+
+
+class NativePredictor(Protocol):
+    """A library built with the image (native.NativeForest, trees.NativeTrees): an Answer per row."""
+
+    def predict_rows(self, rows: Sequence[NumericRow]) -> Sequence[Answer]: ...
+
+
 # Batches of at least this many rows go to scikit-learn (when loaded): measured crossover on the
 # reference model (20 features, 100 trees) is 60-120 rows; bench/serving/ measures it.
 DEFAULT_COMPILED_MAX_ROWS = 64
@@ -48,7 +55,7 @@ class Predictor:
         *,
         forest: CompiledForest | None = None,
         estimator: Estimator | None = None,
-        native: NativeForest | None = None,
+        native: NativePredictor | None = None,
         compiled_max_rows: int = DEFAULT_COMPILED_MAX_ROWS,
     ) -> None:
         if forest is None and estimator is None and native is None:

@@ -37,15 +37,19 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import orjson
 
-from model_server.artifact import load_estimator, read_forest, read_metadata
+from model_server.artifact import ModelMetadata, load_estimator, read_forest, read_metadata
 from model_server.contract import ContractError, ServeSettings, container_paths, serve_settings
 from model_server.emf import EmfFlusher, RequestMetrics
 from model_server.errors import BadRequestError, ModelLoadError
 from model_server.forest import ForestError, compile_forest
 from model_server.inputs import parse_rows
-from model_server.native import NativeError, NativeForest
+from model_server.native import NativeError
 from model_server.native import load as load_native
-from model_server.predictor import Answer, MicroBatcher, Predictor, Row, answer
+from model_server.predictor import Answer, MicroBatcher, NativePredictor, Predictor, Row, answer
+from model_server.trees import TreesError
+from model_server.trees import is_built as trees_built
+from model_server.trees import load as load_trees
+from model_server.trees import unsupported as trees_unsupported
 
 if TYPE_CHECKING:  # imported when the server starts (see _uvicorn_server)
     import uvicorn
@@ -95,13 +99,14 @@ class ModelService:
             forest, native = None, None
             try:
                 doc = read_forest(self.model_dir, meta)
-                if doc is not None and meta.forest_file:
-                    native = self._native(meta.forest_file, doc)
+                native = self._native(meta, doc)
+                if doc is not None and native is None:
                     # the Python forest only where it will answer: without the native predictor
-                    forest = compile_forest(doc) if native is None else None
+                    forest = compile_forest(doc)
             except (ModelLoadError, ForestError) as exc:
                 log.warning("compiled predictor unusable, using scikit-learn for every batch: %s", exc)
             if native is not None or forest is not None:
+                library = "scikit-learn" if meta.format == "sklearn" else meta.format
                 self.predictor = Predictor(
                     meta, forest=forest, native=native, compiled_max_rows=self.settings.compiled_max_rows
                 )
@@ -109,7 +114,7 @@ class ModelService:
                     "ready in %.2fs with the %s predictor; %s",
                     time.monotonic() - started,
                     self.predictor.kind,
-                    "it answers every batch, scikit-learn is not loaded"
+                    f"it answers every batch, {library} is not loaded"
                     if native is not None
                     else "loading scikit-learn behind it for large batches",
                 )
@@ -141,12 +146,17 @@ class ModelService:
             self.version,
         )
 
-    def _native(self, forest_file: str, doc: Any) -> NativeForest | None:
+    def _native(self, meta: ModelMetadata, doc: Any) -> NativePredictor | None:
+        """The native library built with the image: the trees through tl2cgen (trees.py) or the
+        hand-written forest (native.py); None, saying why, when there is none to use."""
         try:
-            return load_native(self.model_dir, forest_file, doc)
-        except NativeError as exc:
-            log.info("native predictor not used (the compiled forest and scikit-learn serve): %s", exc)
-            return None
+            if trees_built(self.model_dir) or (doc is None and trees_unsupported(meta) is None):
+                return load_trees(self.model_dir, meta)
+            if doc is not None and meta.forest_file:
+                return load_native(self.model_dir, meta.forest_file, doc)
+        except (NativeError, TreesError) as exc:
+            log.info("native predictor not used (the compiled forest or the model's library serves): %s", exc)
+        return None
 
     def ping(self) -> tuple[int, dict[str, Any]]:
         if self.draining:

@@ -44,6 +44,7 @@ from model_server.artifact import (
     storage_format,
     write_json,
 )
+from model_server.checkrows import write_check
 from model_server.contract import (
     CHAMPION_CHANNEL,
     EVALUATION_FILE,
@@ -226,8 +227,8 @@ def train(paths: ContainerPaths, *, training_job: str | None = None) -> Evaluati
     metadata = loaded.metadata
     if params.algorithm != "hist_gradient_boosting":
         skipped = (
-            f"algorithm {params.algorithm}: the compiled and native predictors support "
-            f"hist_gradient_boosting only, the estimator answers every batch"
+            f"algorithm {params.algorithm}: the compiled Python forest supports hist_gradient_boosting "
+            f"only; the image build compiles tree ensembles (trees.py), else the estimator answers"
         )
         log.info("%s", skipped)
         forest = None
@@ -255,6 +256,8 @@ def train(paths: ContainerPaths, *, training_job: str | None = None) -> Evaluati
         fmt = storage_format(estimator)
         metadata = dataclasses.replace(metadata, format=fmt, model_file=MODEL_FILES[fmt])
         save_model(paths.model_dir, estimator, metadata, forest)
+    # Holdout rows with the saved model's answers, for the image build's compiled predictors (trees.py).
+    write_check(paths.model_dir, load_model(paths.model_dir), features[val_idx])
     write_json(paths.model_dir / EVALUATION_FILE, evaluation)
     paths.output_data_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(paths.model_dir / EVALUATION_FILE, paths.output_data_dir / EVALUATION_FILE)

@@ -16,7 +16,30 @@ import numpy as np
 from fastapi import FastAPI
 from pydantic import BaseModel
 
-model = joblib.load(os.environ["MODEL_PATH"])
+
+def _load(path: str, fmt: str) -> object:
+    """The model file with its own library (MODEL_FORMAT: sklearn, xgboost or lightgbm)."""
+    if fmt == "xgboost":
+        import xgboost
+
+        model = xgboost.XGBClassifier(n_jobs=1)
+        model.load_model(path)
+        return model
+    if fmt == "lightgbm":
+        import lightgbm
+
+        booster = lightgbm.Booster(model_file=path)
+
+        class Booster:
+            def predict_proba(self, rows: np.ndarray) -> np.ndarray:
+                p = booster.predict(rows, num_threads=1)
+                return np.column_stack([1.0 - p, p])
+
+        return Booster()
+    return joblib.load(path)
+
+
+model = _load(os.environ["MODEL_PATH"], os.environ.get("MODEL_FORMAT", "sklearn"))
 app = FastAPI()
 
 
@@ -32,5 +55,5 @@ def ping() -> dict[str, str]:
 @app.post("/invocations")
 def invocations(request: PredictRequest) -> dict[str, object]:
     rows = np.asarray(request.instances, dtype=np.float64)
-    probabilities = model.predict_proba(rows)[:, 1]
+    probabilities = model.predict_proba(rows)[:, 1]  # type: ignore[attr-defined]
     return {"predictions": probabilities.tolist(), "model_version": "fastapi-naive"}

@@ -443,8 +443,8 @@ def test_the_image_build_step_says_why_it_builds_no_native_predictor(tmp_path):
     import subprocess
     import sys
 
-    # Given an XGBoost model folder
-    paths = _job(tmp_path / "ml", "regression", algorithm="xgboost", **_fast("xgboost"))
+    # Given a linear model folder (no trees to compile)
+    paths = _job(tmp_path / "ml", "regression", algorithm="linear", **_fast("linear"))
     train.train(paths)
 
     # When the image's model stage runs the native build step on it
@@ -460,8 +460,8 @@ def test_the_image_build_step_says_why_it_builds_no_native_predictor(tmp_path):
     # Then it does not fail the build and gives the metadata's reason
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == (
-        "native predictor: not built: algorithm xgboost: the compiled and native predictors support "
-        "hist_gradient_boosting only, the estimator answers every batch"
+        "native predictor: not built: algorithm linear (sklearn) is not a tree ensemble "
+        "(serve uses the model's library)"
     )
 
 

@@ -29,18 +29,34 @@ def _stages(dockerfile: str) -> dict[str, list[str]]:
     return stages
 
 
-def test_requirements_pin_the_versions_the_tests_run_with():
-    # Given the image's requirements
+def _pins(name: str) -> dict[str, str]:
     pins = {}
-    for line in (IMAGE_DIR / "requirements.txt").read_text().splitlines():
+    for line in (IMAGE_DIR / name).read_text().splitlines():
         line = line.split("#", 1)[0].strip()
         if line:
-            name, _, pinned = line.partition("==")
+            package, _, pinned = line.partition("==")
             assert pinned, f"{line!r} is not pinned with =="
-            pins[name] = pinned
+            pins[package] = pinned
+    return pins
+
+
+def test_requirements_pin_the_versions_the_tests_run_with():
+    # Given the image's requirements
+    pins = _pins("requirements.txt")
 
     # Then every pin equals the version installed here, so the image serves what was tested
     assert set(pins) >= {"numpy", "scikit-learn", "scipy", "joblib"}
+    assert {name: version(name) for name in pins} == pins
+    # and the runtime carries neither treelite nor tl2cgen (the build stage's, requirements-build.txt)
+    assert not set(pins) & {"treelite", "tl2cgen"}
+
+
+def test_build_requirements_pin_the_versions_the_tests_run_with():
+    # Given the model stage's extra requirements
+    pins = _pins("requirements-build.txt")
+
+    # Then they are treelite and tl2cgen (and their dependencies) as installed here
+    assert set(pins) >= {"treelite", "tl2cgen"}
     assert {name: version(name) for name in pins} == pins
 
 
@@ -66,7 +82,13 @@ def test_dockerfile_is_multi_stage_non_root_and_serves_on_8080():
     # ...after building the native predictor into it, with the code the image serves with, in a stage
     # whose compiler never reaches the final image
     assert "COPY model_server /opt/program/model_server" in stages["model"]
-    assert stages["model"][-1] == "RUN PYTHONPATH=/opt/program python -m model_server.native build /model"
+    assert (
+        stages["model"][-1]
+        == "RUN PYTHONPATH=/opt/program /opt/venv/bin/python -m model_server.native build /model"
+    )
+    # ...with the runtime's venv plus the build-time requirements (treelite, tl2cgen) in that stage only
+    assert "COPY --from=builder /opt/venv /opt/venv" in stages["model"]
+    assert any("pip install" in i and "requirements-build.txt" in i for i in stages["model"])
 
 
 def test_the_model_stage_builds_on_the_same_python_as_the_runtime():

@@ -265,11 +265,13 @@ def test_the_build_step_never_fails_the_image_build_for_want_of_a_native_predict
     done = _cli(_model_folder(tmp_path / "a", doc))
     assert done.returncode == 0 and "native predictor: built native/forest.so" in done.stdout, done.stderr
     assert "exact on" in done.stdout
-    # No forest (a model the compiled forest cannot reproduce): nothing built, exit 0, the reason
+    # No forest (a model the compiled forest cannot reproduce) and no check rows for treelite +
+    # tl2cgen: nothing built, exit 0, the reason
     done = _cli(_model_folder(tmp_path / "b", None))
     assert (done.returncode, done.stdout.strip()) == (
         0,
-        "native predictor: not built: the model has no compiled forest (serve uses scikit-learn)",
+        "native predictor: not built: check.json not found (a model trained before check rows were "
+        "stored?); serve uses the model's library",
     )
     # No compiler: exit 0, the reason and the fallback
     folder = _model_folder(tmp_path / "c", doc)

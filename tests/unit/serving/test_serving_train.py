@@ -57,7 +57,12 @@ def test_training_writes_model_metadata_and_evaluation(tmp_path, capsys):
         "metadata.json",
         "evaluation.json",
         "forest.json",
+        "check.json",
     }
+    # check.json: holdout rows (null for missing) with the saved model's answers, for the image build
+    check = json.loads((paths.model_dir / "check.json").read_text())
+    assert len(check["rows"]) == len(check["expected"]) > 0
+    assert all(len(row) == len(CHURN_FEATURES) for row in check["rows"])
     evaluation = json.loads((paths.model_dir / "evaluation.json").read_text())
     assert evaluation["metric"] == "auc"
     assert 0.5 < evaluation["candidate"] <= 1.0
