@@ -117,6 +117,141 @@ def wait_loop(prefix: str, check: dict[str, Any], ready_next: str) -> dict[str, 
     }
 
 
+def training_job(
+    prefix: str, *, request: str, status: str, counter: str, done_next: str, what: str
+) -> dict[str, dict[str, Any]]:
+    """Start a SageMaker training job from the CreateTrainingJob request at `request` and poll it
+    (at most $.run.limits.<counter>_polls times, then stop it) until it ends: `done_next` when
+    Completed, Explain<prefix>Failure when it failed or was stopped. The training job and the
+    judge job both run through these states."""
+    name = f"{request}.TrainingJobName"
+    polls, poll = f"$.{counter}_polls", f"$.{counter}_poll"
+    parameters = {
+        "TrainingJobName.$": name,
+        "AlgorithmSpecification.$": f"{request}.AlgorithmSpecification",
+        "RoleArn": "${SageMakerRoleArn}",
+    }
+    for field in (
+        "InputDataConfig",
+        "OutputDataConfig",
+        "ResourceConfig",
+        "StoppingCondition",
+        "HyperParameters",
+        "EnableManagedSpotTraining",
+        "Tags",
+    ):
+        parameters[f"{field}.$"] = f"{request}.{field}"
+    states: dict[str, dict[str, Any]] = {}
+    states[f"Start{prefix}"] = {
+        "Type": "Task",
+        "Resource": "arn:${Partition}:states:::sagemaker:createTrainingJob",
+        "Parameters": parameters,
+        "ResultPath": None,
+        "Retry": [
+            {
+                "ErrorEquals": [
+                    "SageMaker.ThrottlingException",
+                    "SageMaker.InternalFailure",
+                    "SageMaker.ServiceUnavailable",
+                ],
+                "IntervalSeconds": 5,
+                "MaxAttempts": 4,
+                "BackoffRate": 2.0,
+            }
+        ],
+        "Catch": [
+            # A retried create whose first attempt went through: the job exists, so poll it.
+            {
+                "ErrorEquals": ["SageMaker.ResourceInUseException", "SageMaker.ResourceInUse"],
+                "ResultPath": None,
+                "Next": f"Init{prefix}Polls",
+            },
+            *CATCH_FAIL,
+        ],
+        "Next": f"Init{prefix}Polls",
+    }
+    states[f"Init{prefix}Polls"] = {"Type": "Pass", "Result": 0, "ResultPath": polls, "Next": f"Wait{prefix}"}
+    states[f"Wait{prefix}"] = {
+        "Type": "Wait",
+        "SecondsPath": "$.run.poll_seconds",
+        "Next": f"Describe{prefix}",
+    }
+    states[f"Describe{prefix}"] = {
+        "Type": "Task",
+        "Resource": "arn:${Partition}:states:::aws-sdk:sagemaker:describeTrainingJob",
+        "Parameters": {"TrainingJobName.$": name},
+        # Only plain fields: the response's timestamps do not survive as execution data.
+        "ResultSelector": {"status.$": "$.TrainingJobStatus", "secondary.$": "$.SecondaryStatus"},
+        "ResultPath": status,
+        "Retry": [
+            {
+                "ErrorEquals": [
+                    "SageMaker.ThrottlingException",
+                    "SageMaker.SageMakerException",
+                    "SageMaker.InternalFailure",
+                    "States.Timeout",
+                ],
+                "IntervalSeconds": 5,
+                "MaxAttempts": 5,
+                "BackoffRate": 2.0,
+            }
+        ],
+        "Catch": CATCH_FAIL,
+        "Next": f"Count{prefix}Poll",
+    }
+    states[f"Count{prefix}Poll"] = {
+        "Type": "Pass",
+        "Parameters": {"n.$": f"States.MathAdd({polls}, 1)"},
+        "ResultPath": poll,
+        "Next": f"{prefix}Done",
+    }
+    states[f"{prefix}Done"] = {
+        "Type": "Choice",
+        "Choices": [
+            {"Variable": f"{status}.status", "StringEquals": "Completed", "Next": done_next},
+            {
+                "Or": [
+                    {"Variable": f"{status}.status", "StringEquals": "Failed"},
+                    {"Variable": f"{status}.status", "StringEquals": "Stopped"},
+                ],
+                "Next": f"Explain{prefix}Failure",
+            },
+            {
+                "Variable": f"{poll}.n",
+                "NumericGreaterThanPath": f"$.run.limits.{counter}_polls",
+                "Next": f"Stop{prefix}",
+            },
+        ],
+        "Default": f"KeepPolling{prefix}",
+    }
+    states[f"KeepPolling{prefix}"] = {
+        "Type": "Pass",
+        "InputPath": f"{poll}.n",
+        "ResultPath": polls,
+        "Next": f"Wait{prefix}",
+    }
+    states[f"Stop{prefix}"] = {
+        "Type": "Task",
+        "Comment": "Our own bound on the poll loop (SageMaker enforces MaxRuntimeSeconds itself)",
+        "Resource": "arn:${Partition}:states:::aws-sdk:sagemaker:stopTrainingJob",
+        "Parameters": {"TrainingJobName.$": name},
+        "ResultPath": None,
+        "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": None, "Next": f"{prefix}TimedOut"}],
+        "Next": f"{prefix}TimedOut",
+    }
+    states[f"{prefix}TimedOut"] = {
+        "Type": "Pass",
+        "Parameters": {
+            "Error": "TrainingFailedError",
+            "Cause.$": f"States.Format('{what} {{}} still {{}} after {{}} polls; stopped it',"
+            f" {name}, {status}.status, {poll}.n)",
+        },
+        "ResultPath": "$.error",
+        "Next": "RecordFailure",
+    }
+    return states
+
+
 def finish(status: str, nxt: str, catch: list[Any] | None) -> dict[str, Any]:
     return fn(
         "RunStateFunctionArn",
@@ -179,125 +314,40 @@ def definition() -> dict[str, Any]:
         nxt="StartTraining",
         catch=CATCH_FAIL,
     )
-    states["StartTraining"] = {
-        "Type": "Task",
-        "Resource": "arn:${Partition}:states:::sagemaker:createTrainingJob",
-        "Parameters": {
-            "TrainingJobName.$": "$.run.training.TrainingJobName",
-            "AlgorithmSpecification.$": "$.run.training.AlgorithmSpecification",
-            "RoleArn": "${SageMakerRoleArn}",
-            "InputDataConfig.$": "$.run.training.InputDataConfig",
-            "OutputDataConfig.$": "$.run.training.OutputDataConfig",
-            "ResourceConfig.$": "$.run.training.ResourceConfig",
-            "StoppingCondition.$": "$.run.training.StoppingCondition",
-            "HyperParameters.$": "$.run.training.HyperParameters",
-            "EnableManagedSpotTraining.$": "$.run.training.EnableManagedSpotTraining",
-            "Tags.$": "$.run.training.Tags",
-        },
-        "ResultPath": None,
-        "Retry": [
-            {
-                "ErrorEquals": [
-                    "SageMaker.ThrottlingException",
-                    "SageMaker.InternalFailure",
-                    "SageMaker.ServiceUnavailable",
-                ],
-                "IntervalSeconds": 5,
-                "MaxAttempts": 4,
-                "BackoffRate": 2.0,
-            }
-        ],
-        "Catch": [
-            # A retried create whose first attempt went through: the job exists, so poll it.
-            {
-                "ErrorEquals": ["SageMaker.ResourceInUseException", "SageMaker.ResourceInUse"],
-                "ResultPath": None,
-                "Next": "InitTrainingPolls",
-            },
-            *CATCH_FAIL,
-        ],
-        "Next": "InitTrainingPolls",
-    }
-    states["InitTrainingPolls"] = {
-        "Type": "Pass",
-        "Result": 0,
-        "ResultPath": "$.training_polls",
-        "Next": "WaitTraining",
-    }
-    states["WaitTraining"] = {"Type": "Wait", "SecondsPath": "$.run.poll_seconds", "Next": "DescribeTraining"}
-    states["DescribeTraining"] = {
-        "Type": "Task",
-        "Resource": "arn:${Partition}:states:::aws-sdk:sagemaker:describeTrainingJob",
-        "Parameters": {"TrainingJobName.$": "$.run.training.TrainingJobName"},
-        # Only plain fields: the response's timestamps do not survive as execution data.
-        "ResultSelector": {"status.$": "$.TrainingJobStatus", "secondary.$": "$.SecondaryStatus"},
-        "ResultPath": "$.training",
-        "Retry": [
-            {
-                "ErrorEquals": [
-                    "SageMaker.ThrottlingException",
-                    "SageMaker.SageMakerException",
-                    "SageMaker.InternalFailure",
-                    "States.Timeout",
-                ],
-                "IntervalSeconds": 5,
-                "MaxAttempts": 5,
-                "BackoffRate": 2.0,
-            }
-        ],
-        "Catch": CATCH_FAIL,
-        "Next": "CountTrainingPoll",
-    }
-    states["CountTrainingPoll"] = {
-        "Type": "Pass",
-        "Parameters": {"n.$": "States.MathAdd($.training_polls, 1)"},
-        "ResultPath": "$.training_poll",
-        "Next": "TrainingDone",
-    }
-    states["TrainingDone"] = {
+    states.update(
+        training_job(
+            "Training",
+            request="$.run.training",
+            status="$.training",
+            counter="training",
+            done_next="NeedsJudge",
+            what="training job",
+        )
+    )
+    states["NeedsJudge"] = {
         "Type": "Choice",
-        "Choices": [
-            {"Variable": "$.training.status", "StringEquals": "Completed", "Next": "EvaluateModel"},
-            {
-                "Or": [
-                    {"Variable": "$.training.status", "StringEquals": "Failed"},
-                    {"Variable": "$.training.status", "StringEquals": "Stopped"},
-                ],
-                "Next": "ExplainTrainingFailure",
-            },
-            {
-                "Variable": "$.training_poll.n",
-                "NumericGreaterThanPath": "$.run.limits.training_polls",
-                "Next": "StopTraining",
-            },
-        ],
-        "Default": "KeepPolling",
+        "Comment": "A team image's candidate (training.image, no script) is scored by the stack's own judge job",
+        "Choices": [{"Variable": "$.run.judge_job_name", "IsString": True, "Next": "PrepareJudge"}],
+        "Default": "EvaluateModel",
     }
-    states["KeepPolling"] = {
-        "Type": "Pass",
-        "InputPath": "$.training_poll.n",
-        "ResultPath": "$.training_polls",
-        "Next": "WaitTraining",
-    }
-    states["StopTraining"] = {
-        "Type": "Task",
-        "Comment": "Our own bound on the poll loop (SageMaker enforces MaxRuntimeSeconds itself)",
-        "Resource": "arn:${Partition}:states:::aws-sdk:sagemaker:stopTrainingJob",
-        "Parameters": {"TrainingJobName.$": "$.run.training.TrainingJobName"},
-        "ResultPath": None,
-        "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": None, "Next": "TrainingTimedOut"}],
-        "Next": "TrainingTimedOut",
-    }
-    states["TrainingTimedOut"] = {
-        "Type": "Pass",
-        "Parameters": {
-            "Error": "TrainingFailedError",
-            "Cause.$": "States.Format('training job {} still {} after {} polls; stopped it',"
-            " $.run.training.TrainingJobName, $.training.status, $.training_poll.n)",
-        },
-        "ResultPath": "$.error",
-        "Next": "RecordFailure",
-    }
+    states["PrepareJudge"] = fn(
+        "EvaluateModelFunctionArn",
+        {"action": "prepare_judge", "run.$": "$.run"},
+        result="$.judge",
+        nxt="StartJudge",
+        catch=CATCH_FAIL,
+        comment="The judge's CreateTrainingJob request, for the training job's model artifact",
+    )
+    states.update(
+        training_job(
+            "Judge",
+            request="$.judge",
+            status="$.judging",
+            counter="judge",
+            done_next="EvaluateModel",
+            what="judge job",
+        )
+    )
     states["ExplainTrainingFailure"] = fn(
         "EvaluateModelFunctionArn",
         {"action": "explain_failure", "run.$": "$.run"},
@@ -305,6 +355,14 @@ def definition() -> dict[str, Any]:
         nxt="RecordFailure",
         catch=CATCH_FAIL,
         comment="Raises TrainingFailedError with SageMaker's FailureReason",
+    )
+    states["ExplainJudgeFailure"] = fn(
+        "EvaluateModelFunctionArn",
+        {"action": "explain_failure", "job": "judge", "run.$": "$.run"},
+        result=None,
+        nxt="RecordFailure",
+        catch=CATCH_FAIL,
+        comment="Raises TrainingFailedError with the judge job's FailureReason",
     )
     states["EvaluateModel"] = fn(
         "EvaluateModelFunctionArn",

@@ -65,6 +65,8 @@ FOREST_FILE = "forest.json"
 EVALUATION_FILE = "evaluation.json"
 TRAIN_CHANNEL = "train"
 CHAMPION_CHANNEL = "champion"
+# Judge mode (train.py): the model.tar.gz to judge, written by a training image of the team's own.
+CANDIDATE_CHANNEL = "candidate"
 # Script mode: the channel of the team's code archive, and its copy in the model folder.
 CODE_CHANNEL = "code"
 CODE_DIR = "code"

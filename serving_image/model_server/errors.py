@@ -19,6 +19,10 @@ class ChampionError(TrainingError):
     """The champion channel holds something that is not a model artifact of this image."""
 
 
+class CandidateError(TrainingError):
+    """Judge mode: the candidate channel holds no usable model of the model config's task and columns."""
+
+
 class ModelLoadError(Exception):
     """A model directory cannot be served (missing or unreadable model or metadata)."""
 

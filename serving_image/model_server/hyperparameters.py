@@ -32,7 +32,11 @@ KNOWN = {
     "allow_class_change",
     "entry_point",
     "script_timeout_seconds",
+    "modelops_judge",
 }
+#: Judge mode (train.py): `train` fits nothing and scores the `candidate` channel's model instead.
+#: Prefixed so that no team hyperparameter (passed through to a script or an image) can mean it.
+JUDGE_HYPERPARAMETER = "modelops_judge"
 # Script mode (script_mode.py): how long the team's script may run, by default and at most.
 DEFAULT_SCRIPT_TIMEOUT_SECONDS = 3600
 MAX_SCRIPT_TIMEOUT_SECONDS = 5 * 24 * 3600
@@ -59,6 +63,8 @@ class TrainingParams:
     # (which is then "script"); model_hyperparameters are the hyperparameters handed to it.
     entry_point: str | None = None
     script_timeout_seconds: int = DEFAULT_SCRIPT_TIMEOUT_SECONDS
+    # Judge mode: score the candidate channel's model (a team image's) on this image's holdout.
+    judge: bool = False
 
     def model_params(self) -> dict[str, Any]:
         return dict(self.model_hyperparameters)
@@ -107,6 +113,12 @@ def parse_hyperparameters(raw: Mapping[str, Any]) -> tuple[TrainingParams, list[
         algorithm = "script"
         # Everything that is not modelops' own goes to the script, as SageMaker passes it (strings).
         model_hyperparameters = {k: _text(v) for k, v in sorted(raw.items()) if k not in KNOWN}
+    judge = _bool(raw, JUDGE_HYPERPARAMETER, False)
+    if judge and entry_point is not None:
+        raise HyperparameterError(
+            f"hyperparameter {JUDGE_HYPERPARAMETER}=true (judge mode) and entry_point={entry_point!r} "
+            "(script mode) exclude each other: a judge trains nothing"
+        )
     timeout = _int(raw, "script_timeout_seconds", DEFAULT_SCRIPT_TIMEOUT_SECONDS)
     if not 1 <= timeout <= MAX_SCRIPT_TIMEOUT_SECONDS:
         raise HyperparameterError(
@@ -125,6 +137,7 @@ def parse_hyperparameters(raw: Mapping[str, Any]) -> tuple[TrainingParams, list[
         model_hyperparameters=model_hyperparameters,
         entry_point=entry_point,
         script_timeout_seconds=timeout,
+        judge=judge,
     )
     if entry_point is not None:
         return params, []  # the script takes every other hyperparameter

@@ -10,6 +10,9 @@ evaluation.json) plus output/data/evaluation.json. Metric lines such as `validat
 stdout for SageMaker's MetricDefinitions. On error: one line in output/failure, exit code 1.
 With the `entry_point` hyperparameter and the `code` channel (script mode, script_mode.py), the
 team's script fits the model on the same training rows instead of `algorithm`.
+With the `modelops_judge` hyperparameter (judge mode) nothing is fitted: the model.tar.gz of the
+`candidate` channel (written by a training image of the team's own) and the champion are scored by
+the same evaluator on the same split, and model/ holds evaluation.json only.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from model_server.artifact import (
 )
 from model_server.checkrows import write_check
 from model_server.contract import (
+    CANDIDATE_CHANNEL,
     CHAMPION_CHANNEL,
     EVALUATION_FILE,
     FOREST_FILE,
@@ -55,8 +59,9 @@ from model_server.contract import (
     ContainerPaths,
     container_paths,
 )
-from model_server.dataset import channel_csv_files, read_table
+from model_server.dataset import Table, channel_csv_files, read_table
 from model_server.errors import (
+    CandidateError,
     ChampionError,
     HyperparameterError,
     ModelLoadError,
@@ -124,12 +129,123 @@ def write_failure(paths: ContainerPaths, reason: str) -> None:
 
 
 def train(paths: ContainerPaths, *, training_job: str | None = None) -> Evaluation:
-    """Train, evaluate and write the model folder; returns evaluation.json's document."""
+    """Train, evaluate and write the model folder; returns evaluation.json's document. In judge
+    mode (hyperparameter modelops_judge), judge the candidate channel's model instead (judge())."""
     started = time.monotonic()
     params, ignored = parse_hyperparameters(_read_hyperparameters(paths.hyperparameters_file))
     if ignored:
         log.warning("ignoring hyperparameters this image does not use: %s", ignored)
+    if params.judge:
+        return judge(paths, params)
     champion = load_champion(paths.channel_dir(CHAMPION_CHANNEL))
+    data = read_split(paths, params, champion)
+    features, train_idx, val_idx = data.features, data.train_idx, data.val_idx
+
+    metadata = _metadata(params, data.classes, len(train_idx), len(val_idx), training_job)
+    if params.entry_point is None:
+        estimator = _estimator(params)
+        estimator.fit(features[train_idx], data.y[train_idx])
+        loaded = LoadedModel(estimator, metadata)
+    else:  # script mode: the team's script fits the model on the training rows (script_mode.py)
+        loaded = train_script(
+            params,
+            paths,
+            files=data.files,
+            root=data.channel_dir,
+            train_rows=train_idx.tolist(),
+            holdout=features[val_idx],
+            metadata=metadata,
+        )
+        estimator = loaded.estimator
+    evaluation = evaluate_on_holdout(loaded, data, champion, params, score_train=True)
+    metric = params.objective_metric
+
+    metadata = loaded.metadata
+    if params.algorithm != "hist_gradient_boosting":
+        skipped = (
+            f"algorithm {params.algorithm}: the compiled Python forest supports hist_gradient_boosting "
+            f"only; the image build compiles tree ensembles (trees.py), else the estimator answers"
+        )
+        log.info("%s", skipped)
+        forest = None
+        metadata = dataclasses.replace(metadata, compiled_skipped=skipped)
+    elif params.categorical_columns:
+        # forest.py and native.py split on numbers only: scikit-learn serves this model.
+        skipped = (
+            f"categorical columns {list(params.categorical_columns)}: no compiled or native predictor, "
+            "scikit-learn answers every batch"
+        )
+        log.info("%s", skipped)
+        forest = None
+        metadata = dataclasses.replace(metadata, compiled_skipped=skipped)
+    else:
+        holdout = np.asarray(features[val_idx], dtype=np.float64)  # numeric only: already float64
+        forest, forest_diff, why = _compiled_forest(loaded, holdout)
+        if forest is not None:
+            metadata = dataclasses.replace(metadata, forest_file=FOREST_FILE, forest_max_abs_diff=forest_diff)
+        else:
+            metadata = dataclasses.replace(metadata, compiled_skipped=why)
+    # A bare XGBoost or LightGBM model is saved in its library's own format, anything else by joblib.
+    if params.entry_point is not None:  # the script's file and code are in model/ already, as saved
+        write_json(paths.model_dir / METADATA_FILE, metadata.to_dict())
+    else:
+        fmt = storage_format(estimator)
+        metadata = dataclasses.replace(metadata, format=fmt, model_file=MODEL_FILES[fmt])
+        save_model(paths.model_dir, estimator, metadata, forest)
+    # Holdout rows with the saved model's answers, for the image build's compiled predictors (trees.py).
+    write_check(paths.model_dir, load_model(paths.model_dir), features[val_idx])
+    write_evaluation(paths, evaluation)
+    log.info(
+        "trained on %d rows, validated on %d: %s=%.4f (champion %s) in %.2fs",
+        len(train_idx),
+        len(val_idx),
+        metric,
+        evaluation["candidate"],
+        "none" if evaluation["champion"] is None else f"{evaluation['champion']:.4f}",
+        time.monotonic() - started,
+    )
+    return evaluation
+
+
+def judge(paths: ContainerPaths, params: TrainingParams) -> Evaluation:
+    """Judge mode: fit nothing; score the candidate channel's model (a team image's model.tar.gz)
+    and the champion on the same split and with the same scoring as a model trained here, and
+    write model/evaluation.json (the judge job's model.tar.gz holds nothing else) and its copy in
+    output/data/."""
+    started = time.monotonic()
+    candidate = load_candidate(paths.channel_dir(CANDIDATE_CHANNEL), params)
+    champion = load_champion(paths.channel_dir(CHAMPION_CHANNEL))
+    data = read_split(paths, params, champion)
+    evaluation = evaluate_on_holdout(candidate, data, champion, params, score_train=False)
+    write_evaluation(paths, evaluation)
+    log.info(
+        "judged the candidate on %d holdout rows: %s=%.4f (champion %s) in %.2fs",
+        len(data.val_idx),
+        params.objective_metric,
+        evaluation["candidate"],
+        "none" if evaluation["champion"] is None else f"{evaluation['champion']:.4f}",
+        time.monotonic() - started,
+    )
+    return evaluation
+
+
+@dataclass(frozen=True)
+class Split:
+    """The train channel read and split as every job of this image does (training or judging)."""
+
+    table: Table
+    features: Matrix  # the model config's feature columns, every row
+    y: Labels  # class indices in `classes` order (classification), else the float labels
+    classes: tuple[str, ...] | None
+    train_idx: Indices
+    val_idx: Indices
+    files: list[Path]
+    channel_dir: Path
+    class_note: str | None  # why the champion is not compared (a class change that is allowed)
+
+
+def read_split(paths: ContainerPaths, params: TrainingParams, champion: Champion | None) -> Split:
+    """Read channel `train` (with the champion's extra columns) and make the seeded split."""
     columns = list(params.feature_columns)
     # Read as text: the candidate's categorical columns, and the champion's that the candidate
     # does not use (a column both use is read as the candidate declares it; see _score_champion).
@@ -170,37 +286,31 @@ def train(paths: ContainerPaths, *, training_job: str | None = None) -> Evaluati
         features = features.astype(np.float64)  # only the champion's columns were text
     train_idx, val_idx = split_indices(y, params, source=source, classes=classes or ())
     class_note = check_class_change(champion, classes, params) if champion else None
+    return Split(table, features, y, classes, train_idx, val_idx, files, channel_dir, class_note)
 
-    metadata = _metadata(params, classes, len(train_idx), len(val_idx), training_job)
-    if params.entry_point is None:
-        estimator = _estimator(params)
-        estimator.fit(features[train_idx], y[train_idx])
-        loaded = LoadedModel(estimator, metadata)
-    else:  # script mode: the team's script fits the model on the training rows (script_mode.py)
-        loaded = train_script(
-            params,
-            paths,
-            files=files,
-            root=channel_dir,
-            train_rows=train_idx.tolist(),
-            holdout=features[val_idx],
-            metadata=metadata,
-        )
-        estimator = loaded.estimator
-        if loaded.metadata.classes is not None and loaded.metadata.classes != classes:
-            index = {label: i for i, label in enumerate(loaded.metadata.classes)}  # the model's order
-            y = np.asarray([index[v] for v in table.labels], dtype=np.int64)
-    candidate = _score(loaded, features[val_idx], y[val_idx])
-    train_scores = _score(loaded, features[train_idx], y[train_idx])
 
-    champion_score, champion_note = None, class_note
-    if champion and not class_note:
+def evaluate_on_holdout(
+    model: LoadedModel,
+    data: Split,
+    champion: Champion | None,
+    params: TrainingParams,
+    *,
+    score_train: bool,
+) -> Evaluation:
+    """The one evaluator: `model` and the champion scored on the split's holdout rows (metric
+    lines to stdout for MetricDefinitions); evaluation.json's document. `score_train` adds the
+    model's score on the training rows (a line only: a model trained here)."""
+    y = _model_labels(model, data, params)
+    val_idx = data.val_idx
+    candidate = _score(model, data.features[val_idx], y[val_idx])
+    champion_score, champion_note = None, data.class_note
+    if champion and not data.class_note:
         champion_score, champion_note = _score_champion(
             champion,
-            table.columns,
-            table.categorical,
-            table.values[val_idx],
-            [table.labels[i] for i in val_idx],
+            data.table.columns,
+            data.table.categorical,
+            data.table.values[val_idx],
+            [data.table.labels[i] for i in val_idx],
             y[val_idx],
             params,
         )
@@ -208,7 +318,9 @@ def train(paths: ContainerPaths, *, training_job: str | None = None) -> Evaluati
     metric = params.objective_metric
     for name, value in candidate.items():
         print(f"validation:{name}={value:.6f}", flush=True)
-    print(f"train:{metric}={train_scores[metric]:.6f}", flush=True)
+    if score_train:
+        train_scores = _score(model, data.features[data.train_idx], y[data.train_idx])
+        print(f"train:{metric}={train_scores[metric]:.6f}", flush=True)
     if champion_score is not None:
         print(f"champion:{metric}={champion_score[metric]:.6f}", flush=True)
 
@@ -216,7 +328,7 @@ def train(paths: ContainerPaths, *, training_job: str | None = None) -> Evaluati
         "metric": metric,
         "candidate": candidate[metric],
         "champion": champion_score[metric] if champion_score else None,
-        "n_train": len(train_idx),
+        "n_train": len(data.train_idx),
         "n_validation": len(val_idx),
         "task": params.task,
         "metrics": candidate,
@@ -224,53 +336,30 @@ def train(paths: ContainerPaths, *, training_job: str | None = None) -> Evaluati
     }
     if champion_note:
         evaluation["champion_skipped"] = champion_note
-    metadata = loaded.metadata
-    if params.algorithm != "hist_gradient_boosting":
-        skipped = (
-            f"algorithm {params.algorithm}: the compiled Python forest supports hist_gradient_boosting "
-            f"only; the image build compiles tree ensembles (trees.py), else the estimator answers"
+    return evaluation
+
+
+def _model_labels(model: LoadedModel, data: Split, params: TrainingParams) -> Labels:
+    """The labels as `model` numbers its classes: its own order, which a script's (or a team
+    image's) model may have chosen; the split's own labels for a model trained here."""
+    classes = model.metadata.classes
+    if classes is None or classes == data.classes:
+        return data.y
+    unknown = sorted(set(data.table.labels) - set(classes))
+    if unknown:
+        raise TrainingDataError(
+            f"label column {params.label_column!r} holds {unknown}, which the model does not answer "
+            f"(its classes are {list(classes)})"
         )
-        log.info("%s", skipped)
-        forest = None
-        metadata = dataclasses.replace(metadata, compiled_skipped=skipped)
-    elif params.categorical_columns:
-        # forest.py and native.py split on numbers only: scikit-learn serves this model.
-        skipped = (
-            f"categorical columns {list(params.categorical_columns)}: no compiled or native predictor, "
-            "scikit-learn answers every batch"
-        )
-        log.info("%s", skipped)
-        forest = None
-        metadata = dataclasses.replace(metadata, compiled_skipped=skipped)
-    else:
-        holdout = np.asarray(features[val_idx], dtype=np.float64)  # numeric only: already float64
-        forest, forest_diff, why = _compiled_forest(loaded, holdout)
-        if forest is not None:
-            metadata = dataclasses.replace(metadata, forest_file=FOREST_FILE, forest_max_abs_diff=forest_diff)
-        else:
-            metadata = dataclasses.replace(metadata, compiled_skipped=why)
-    # A bare XGBoost or LightGBM model is saved in its library's own format, anything else by joblib.
-    if params.entry_point is not None:  # the script's file and code are in model/ already, as saved
-        write_json(paths.model_dir / METADATA_FILE, metadata.to_dict())
-    else:
-        fmt = storage_format(estimator)
-        metadata = dataclasses.replace(metadata, format=fmt, model_file=MODEL_FILES[fmt])
-        save_model(paths.model_dir, estimator, metadata, forest)
-    # Holdout rows with the saved model's answers, for the image build's compiled predictors (trees.py).
-    write_check(paths.model_dir, load_model(paths.model_dir), features[val_idx])
+    index = {label: i for i, label in enumerate(classes)}
+    return np.asarray([index[v] for v in data.table.labels], dtype=np.int64)
+
+
+def write_evaluation(paths: ContainerPaths, evaluation: Evaluation) -> None:
+    """model/evaluation.json (what the workflow's Evaluate step reads) and its copy in output/data/."""
     write_json(paths.model_dir / EVALUATION_FILE, evaluation)
     paths.output_data_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(paths.model_dir / EVALUATION_FILE, paths.output_data_dir / EVALUATION_FILE)
-    log.info(
-        "trained on %d rows, validated on %d: %s=%.4f (champion %s) in %.2fs",
-        len(train_idx),
-        len(val_idx),
-        metric,
-        candidate[metric],
-        "none" if champion_score is None else f"{champion_score[metric]:.4f}",
-        time.monotonic() - started,
-    )
-    return evaluation
 
 
 def _read_hyperparameters(path: Path) -> dict[str, Any]:
@@ -388,19 +477,52 @@ def load_champion(channel_dir: Path) -> Champion | None:
     """The model in production, from the optional champion channel (a model.tar.gz); None if absent."""
     if not channel_dir.is_dir() or not any(p.is_file() for p in channel_dir.rglob("*")):
         return None
-    archives = sorted(p for p in channel_dir.rglob("*.tar.gz") if p.is_file())
+    model, source = _load_channel_model(channel_dir, CHAMPION_CHANNEL, ChampionError)
+    return Champion(model, source=source)
+
+
+def load_candidate(channel_dir: Path, params: TrainingParams) -> LoadedModel:
+    """Judge mode: the candidate channel's model.tar.gz, loaded and checked against the model
+    config (task, feature columns in order, categorical columns); CandidateError says what is wrong."""
+    model, source = _load_channel_model(channel_dir, CANDIDATE_CHANNEL, CandidateError)
+    meta = model.metadata
+    problems = []
+    if meta.task != params.task:
+        problems.append(f"task {meta.task}, the model config's is {params.task}")
+    if tuple(meta.feature_columns) != tuple(params.feature_columns):
+        problems.append(
+            f"feature_columns {list(meta.feature_columns)}, the model config's are {list(params.feature_columns)}"
+        )
+    if set(meta.categorical_columns) != set(params.categorical_columns):
+        problems.append(
+            f"categorical_columns {list(meta.categorical_columns)}, the model config's are "
+            f"{list(params.categorical_columns)}"
+        )
+    if problems:
+        raise CandidateError(f"candidate model {source} has " + "; ".join(problems))
+    return model
+
+
+def _load_channel_model(
+    channel_dir: Path, channel: str, error: type[TrainingError]
+) -> tuple[LoadedModel, str]:
+    """The model of a channel (a model.tar.gz, or an extracted model folder) and where it came
+    from; `error` names the channel and the problem."""
+    archives = sorted(p for p in channel_dir.rglob("*.tar.gz") if p.is_file()) if channel_dir.is_dir() else []
     try:
         if (channel_dir / METADATA_FILE).is_file():
-            return Champion(load_model(channel_dir), source=str(channel_dir))
+            return load_model(channel_dir), str(channel_dir)
         if not archives:
-            raise ChampionError(f"channel {CHAMPION_CHANNEL!r} holds no model.tar.gz in {channel_dir}")
-        with tempfile.TemporaryDirectory(prefix="champion-") as tmp:
+            raise error(f"channel {channel!r} holds no model.tar.gz in {channel_dir}")
+        with tempfile.TemporaryDirectory(prefix=f"{channel}-") as tmp:
             # load_model reads everything into memory, so the folder can go afterwards
-            return Champion(
-                load_model(extract_model_archive(archives[0], Path(tmp))), source=archives[0].name
-            )
+            try:
+                folder = extract_model_archive(archives[0], Path(tmp), error=error)
+            except TrainingError as exc:
+                raise error(f"channel {channel!r}: {exc}") from None
+            return load_model(folder), archives[0].name
     except ModelLoadError as exc:
-        raise ChampionError(f"champion model is unusable: {exc}") from None
+        raise error(f"{channel} model is unusable: {exc}") from None
 
 
 def _score_champion(

@@ -53,7 +53,16 @@ PHASES = {
     "DescribeTraining": "train",
     "CountTrainingPoll": "train",
     "TrainingDone": "train",
-    "KeepPolling": "train",
+    "KeepPollingTraining": "train",
+    "NeedsJudge": "train",
+    "PrepareJudge": "judge",
+    "StartJudge": "judge",
+    "InitJudgePolls": "judge",
+    "WaitJudge": "judge",
+    "DescribeJudge": "judge",
+    "CountJudgePoll": "judge",
+    "JudgeDone": "judge",
+    "KeepPollingJudge": "judge",
     "EvaluateModel": "evaluate",
     "IsBetter": "evaluate",
     "RegisterModel": "register",
@@ -237,9 +246,11 @@ _QUIET_STATES = frozenset(
         "DescribeTraining",
         "CountTrainingPoll",
         "TrainingDone",
-        "KeepPolling",
+        "KeepPollingTraining",
         "InitTrainingPolls",
+        "NeedsJudge",
     }
+    | {"WaitJudge", "DescribeJudge", "CountJudgePoll", "JudgeDone", "KeepPollingJudge", "InitJudgePolls"}
     | {"WaitBuild", "CheckBuild", "BuildDone", "WaitCanaryReady", "CheckCanaryReady", "IsCanaryReady"}
     | {"WaitStableReady", "CheckStableReady", "IsStableReady", "WaitRollbackReady", "CheckRollbackReady"}
     | {"IsRollbackReady", "LockAcquired", "IsBetter", "CanaryVerdict", "Outcome"}

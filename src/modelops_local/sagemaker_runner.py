@@ -22,6 +22,11 @@ path layout is used in the tests as an oracle for the contract paths.
 
 Independent of moto: the caller passes a boto3 S3 client and receives every state change through
 `on_update`.
+
+A test-bench facility, `image_programs`: a map from a training image URI to the program that
+stands for that image's `train` (e.g. `modelops_local.team_image`, a team's own image), imitating
+`docker run <image> train` for an image the local runtime cannot pull. Any other image runs the
+serving image's `train`, as before.
 """
 
 from __future__ import annotations
@@ -155,6 +160,7 @@ class JobSpec:
     instance_type: str
     max_runtime_seconds: int
     metric_definitions: tuple[tuple[str, re.Pattern[str]], ...]
+    image: str = ""  # AlgorithmSpecification.TrainingImage
 
 
 @dataclass
@@ -189,6 +195,7 @@ class TrainingRunner:
         python: str = sys.executable,
         stop_grace_seconds: float = 5.0,
         env: Mapping[str, str] | None = None,
+        image_programs: Mapping[str, Path] | None = None,
     ) -> None:
         self.s3 = s3_client
         self.work_dir = Path(work_dir)
@@ -197,6 +204,8 @@ class TrainingRunner:
         self.python = python
         self.stop_grace_seconds = stop_grace_seconds
         self.extra_env = dict(env or {})
+        # Test bench only: an image URI -> the program standing for its `train` (module docstring).
+        self.image_programs = {image: Path(program) for image, program in (image_programs or {}).items()}
         self._jobs: dict[str, _Job] = {}
         self._lock = threading.Lock()
         self._closed = False
@@ -432,8 +441,9 @@ class TrainingRunner:
             job.state = replace(job.state, log_path=log_path)
         self._check_stop(job)
         with log_path.open("wb") as log_file:
+            program = self.image_programs.get(job.spec.image, self.train_program)
             process = subprocess.Popen(
-                [self.python, str(self.train_program)],
+                [self.python, str(program)],
                 cwd=job.dir,
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -614,6 +624,7 @@ def parse_request(request: Mapping[str, Any]) -> JobSpec:
         instance_type=str(resources.get("InstanceType", "ml.m5.large")),
         max_runtime_seconds=runtime,
         metric_definitions=_metric_definitions(algorithm.get("MetricDefinitions") or []),
+        image=str(algorithm.get("TrainingImage") or ""),
     )
 
 

@@ -59,6 +59,7 @@ class Champion(BaseModel):
 
 class Limits(_Shape):
     training_polls: int = Field(ge=1)
+    judge_polls: int = Field(default=1, ge=1)
 
 
 class CanaryTimes(_Shape):
@@ -92,6 +93,10 @@ class Run(RunRef):
     poll_seconds: int = Field(ge=0)
     limits: Limits
     canary: CanaryTimes
+    # When a judge job scores the candidate (a team image's; steps/training.needs_judge): the
+    # stack's own training image and the judge job's name. None: the training job judged itself.
+    judge_image: str | None = None
+    judge_job_name: str | None = None
 
     @property
     def training_job_name(self) -> str:

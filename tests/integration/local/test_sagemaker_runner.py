@@ -186,6 +186,36 @@ def test_the_champion_channel_is_evaluated_on_the_same_holdout(s3, runner_factor
     assert evaluation.champion is not None
 
 
+def test_a_registered_team_image_runs_its_program_and_our_judge_scores_its_model(s3, runner_factory):
+    # Given a team image registered as a program (test bench), whose own evaluation claims 0.99
+    from modelops_local import team_image
+
+    runner, _ = runner_factory(image_programs={team_image.TEAM_IMAGE: Path(team_image.__file__)})
+    request = _request("stack-churn-team")
+    request["AlgorithmSpecification"]["TrainingImage"] = team_image.TEAM_IMAGE
+    runner.start(request)
+    candidate = runner.wait("stack-churn-team", timeout=60)
+    assert candidate.status == "Completed", candidate.failure_reason
+    assert candidate.model_artifact
+    own = s3.get_object(Bucket=BUCKET, Key="models/churn/stack-churn-team/output/model.tar.gz")["Body"].read()
+    assert read_evaluation_from_tarball(own, source="team").candidate == team_image.CLAIMED_SCORE
+
+    # When our image judges its model.tar.gz on the same data
+    channels = {"train": f"s3://{BUCKET}/incoming/churn/", "candidate": candidate.model_artifact}
+    runner.start(_request("stack-churn-team-judge", channels=channels, modelops_judge="true"))
+    judged = runner.wait("stack-churn-team-judge", timeout=60)
+
+    # Then the judge's artifact holds its own evaluation, not the team's claim
+    assert judged.status == "Completed", judged.failure_reason
+    body = s3.get_object(Bucket=BUCKET, Key="models/churn/stack-churn-team-judge/output/model.tar.gz")[
+        "Body"
+    ].read()
+    with tarfile.open(fileobj=io.BytesIO(body)) as tar:
+        assert tar.getnames() == ["evaluation.json"]
+    evaluation = read_evaluation_from_tarball(body, source="judge")
+    assert evaluation.candidate != team_image.CLAIMED_SCORE and 0.5 < evaluation.candidate < 0.99
+
+
 def test_a_failing_train_reports_the_failure_file_as_failure_reason(runner_factory):
     # Given hyperparameters naming a label column the data does not have
     runner, _ = runner_factory()

@@ -185,6 +185,11 @@ class Harness:
             "n_validation": 100,
         }
         self.training_failure: str | None = None
+        # What the next judge jobs (hyperparameter modelops_judge) produce, and every training
+        # job created, as (name, image, hyperparameters).
+        self.judge_evaluation: dict[str, Any] | None = None
+        self.judge_failure: str | None = None
+        self.training_jobs: list[tuple[str, str, dict[str, str]]] = []
         self._build = threading.local()  # the tag of the build this thread is starting
         self._setup_resources()
         self._env(monkeypatch)
@@ -281,13 +286,20 @@ class Harness:
         patches.after_build_started(self._build_started)
 
     def _training_job_created(self, job: Any) -> None:
-        if self.training_failure is not None:
+        hyper = dict(job.hyper_parameters or {})
+        self.training_jobs.append(
+            (job.training_job_name, job.algorithm_specification["TrainingImage"], hyper)
+        )
+        judging = hyper.get("modelops_judge") == "true"
+        failure = self.judge_failure if judging else self.training_failure
+        if failure is not None:
             job.training_job_status = "Failed"
             job.secondary_status = "Failed"
-            job.failure_reason = self.training_failure
+            job.failure_reason = failure
             return
         bucket, _, key = job.model_artifacts["S3ModelArtifacts"][5:].partition("/")
-        self.s3.put_object(Bucket=bucket, Key=key, Body=model_tarball(self.training_evaluation))
+        evaluation = self.judge_evaluation if judging else self.training_evaluation
+        self.s3.put_object(Bucket=bucket, Key=key, Body=model_tarball(evaluation))
 
     def _build_started(self, build: dict[str, Any]) -> None:
         """Push the image of the tag this thread's build was started for."""

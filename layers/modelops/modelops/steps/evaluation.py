@@ -1,4 +1,4 @@
-"""EvaluateModel: candidate versus champion, from the evaluation the training job wrote."""
+"""EvaluateModel: candidate versus champion, from the evaluation the training job (or the judge job) wrote."""
 
 from __future__ import annotations
 
@@ -12,23 +12,30 @@ MAX_ARTIFACT_BYTES = 512 * 1024 * 1024
 
 
 def evaluate(run: Run, *, jobs: TrainingJobs, objects: ObjectStore) -> EvaluationResult:
-    """The verdict of the model's objective on the training job's evaluation.json; EvaluationError
-    when the artifact or its evaluation is missing or malformed."""
-    job = jobs.describe(run.training_job_name)
-    artifact = job.model_artifact
-    if not artifact:
-        raise EvaluationError(f"training job {job.name} reports no model artifact")
-    bucket, key = split_s3_uri(artifact)
+    """The verdict of the model's objective on the evaluation.json of the training job or, for a
+    team image's candidate, of the judge job (never the team image's own); EvaluationError when an
+    artifact or the evaluation is missing or malformed. The verdict's model_artifact is always
+    the training job's: the judge's artifact holds the evaluation only."""
+    artifact = _model_artifact(jobs, run.training_job_name)
+    judged_by = _model_artifact(jobs, run.judge_job_name) if run.judge_job_name else artifact
+    bucket, key = split_s3_uri(judged_by)
     size = objects.size(bucket, key)
     if size is None:
-        raise EvaluationError(f"{artifact}: model artifact missing")
+        raise EvaluationError(f"{judged_by}: model artifact missing")
     if size > MAX_ARTIFACT_BYTES:
-        raise EvaluationError(f"{artifact}: {size} bytes is too large to inspect")
-    evaluation = read_evaluation_from_tarball(objects.read(bucket, key), source=artifact)
+        raise EvaluationError(f"{judged_by}: {size} bytes is too large to inspect")
+    evaluation = read_evaluation_from_tarball(objects.read(bucket, key), source=judged_by)
     verdict = judge(evaluation, run.config.training.objective)
     return EvaluationResult(
         **verdict.to_dict(), model_artifact=artifact, n_validation=evaluation.n_validation
     )
+
+
+def _model_artifact(jobs: TrainingJobs, name: str) -> str:
+    job = jobs.describe(name)
+    if not job.model_artifact:
+        raise EvaluationError(f"training job {job.name} reports no model artifact")
+    return job.model_artifact
 
 
 def split_s3_uri(uri: str) -> tuple[str, str]:

@@ -9,7 +9,14 @@ from modelops.errors import UnknownModelError
 from modelops.ports import ObjectStore, Store
 from modelops.run import CanaryTimes, Champion, DatasetObject, Limits, Run
 from modelops.steps.dataset import newest_object
-from modelops.steps.training import training_job_request, worst_case_seconds
+from modelops.steps.training import (
+    JUDGE_MAX_RUNTIME_SECONDS,
+    POLL_MARGIN_SECONDS,
+    judge_job_name,
+    needs_judge,
+    training_job_request,
+    worst_case_seconds,
+)
 from modelops.triggers import parse_execution_input
 
 
@@ -55,6 +62,8 @@ def resolve(
         role_arn=sagemaker_role_arn,
         default_image=training_image,
     )
+    judged = needs_judge(config, training_image)
+    polls = max(1, poll_seconds)
     return Run(
         run_id=execution_name,
         model=config.name,
@@ -65,7 +74,12 @@ def resolve(
         training=training,
         champion=champion,
         poll_seconds=poll_seconds,
-        limits=Limits(training_polls=max(1, worst_case_seconds(training) // max(1, poll_seconds))),
+        limits=Limits(
+            training_polls=max(1, worst_case_seconds(training) // polls),
+            judge_polls=max(1, (JUDGE_MAX_RUNTIME_SECONDS + POLL_MARGIN_SECONDS) // polls),
+        ),
+        judge_image=training_image if judged else None,
+        judge_job_name=judge_job_name(stack_name, config.name, execution_name) if judged else None,
         canary=CanaryTimes(
             bake_seconds=config.canary.bake_seconds, watch_seconds=config.canary.watch_seconds
         ),
