@@ -172,6 +172,12 @@ class TrainingConfig(_Strict):
     def _no_algorithm(cls, value: dict[str, str | int | float | bool]) -> dict[str, str | int | float | bool]:
         if "algorithm" in value:
             raise ValueError("set training.algorithm, not training.hyperparameters.algorithm")
+        # modelops_* switch the training program itself (modelops_judge: the judge job's mode).
+        ours = sorted(k for k in value if k.lower().startswith("modelops_"))
+        if ours:
+            raise ValueError(
+                f"hyperparameters {ours}: the prefix modelops_ is reserved for the workflow's own"
+            )
         return value
 
     @model_validator(mode="after")

@@ -198,3 +198,10 @@ def test_a_demo_fault_switched_on_is_refused_saying_the_section_is_gone():
         ConfigError, match="the serving section .* was removed: a model version misbehaves only"
     ):
         parse_config({**_doc(), "serving": {"fault_error_rate": 0.5}})
+
+
+def test_a_hyperparameter_of_the_workflows_own_prefix_is_refused():
+    doc = _doc()
+    doc["training"]["hyperparameters"] = {"max_iter": 10, "modelops_judge": True}
+    with pytest.raises(ConfigError, match=r"\['modelops_judge'\]: the prefix modelops_ is reserved"):
+        parse_config(doc)
