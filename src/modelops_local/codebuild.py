@@ -47,7 +47,6 @@ import contextlib
 import copy
 import fnmatch
 import hashlib
-import io
 import json
 import logging
 import os
@@ -909,24 +908,11 @@ class UnsafeArchiveError(Exception):
 
 
 def package_source(serving_image_dir: Path) -> bytes:
-    """The zip CodeBuild's S3 source expects: serving_image/'s files at the root (no caches).
+    """The zip CodeBuild's S3 source expects: serving_image/'s files at the root (no caches);
+    deterministic, executable bits kept. The same bytes `modelops bootstrap` uploads."""
+    from modelops.training_image import pack_image_source
 
-    Deterministic (sorted entries, fixed timestamps) and keeps the executable bits.
-    """
-    root = Path(serving_image_dir)
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for path in sorted(root.rglob("*")):
-            rel = path.relative_to(root)
-            if any(part == "__pycache__" for part in rel.parts) or path.suffix == ".pyc":
-                continue
-            if path.is_symlink() or not path.is_file():
-                continue
-            info = zipfile.ZipInfo(rel.as_posix(), date_time=(1980, 1, 1, 0, 0, 0))
-            info.external_attr = ((0o755 if path.stat().st_mode & 0o111 else 0o644) | stat.S_IFREG) << 16
-            info.compress_type = zipfile.ZIP_DEFLATED
-            archive.writestr(info, path.read_bytes())
-    return buf.getvalue()
+    return pack_image_source(Path(serving_image_dir)).data
 
 
 def safe_unzip(archive: Path, dest: Path, *, max_bytes: int = MAX_SOURCE_BYTES) -> None:
