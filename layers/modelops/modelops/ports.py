@@ -86,6 +86,8 @@ class BuildState:
     failures: tuple[str, ...] = ()
     # where the build's log is: the console link, the CloudWatch Logs group and stream
     logs: str = ""
+    # every phase entered so far, in order (SUBMITTED, QUEUED, ..., COMPLETED)
+    phases: tuple[str, ...] = ()
 
 
 class ImageBuilds(Protocol):

@@ -177,15 +177,20 @@ def _follow(
 ) -> BuildState:
     """Poll the build until it ends, printing each new phase; BootstrapError at the deadline."""
     deadline = clock() + timeout_seconds
-    seen: str | None = None
+    shown: list[str] = []
     last: BuildState | None = None
     while True:
         state = builds.state(build_id)
         if state is not None:
             last = state
-            if state.phase and state.phase != seen:
-                seen = state.phase
-                progress(f"  {state.phase.lower().replace('_', ' ')}")
+            # every phase entered since the last poll (a fast build passes several in one interval)
+            if state.phases:
+                entered = list(state.phases)
+            else:
+                entered = shown + ([state.phase] if state.phase and shown[-1:] != [state.phase] else [])
+            for phase in entered[len(shown) :]:
+                progress(f"  {phase.lower().replace('_', ' ')}")
+            shown = max(shown, entered, key=len)
             if state.status in TERMINAL:
                 return state
         if clock() >= deadline:

@@ -41,6 +41,7 @@ class CodeBuildImages:
             phase=build.get("currentPhase"),
             failures=failures,
             logs=_log_location(build.get("logs") or {}),
+            phases=tuple(str(p.get("phaseType")) for p in build.get("phases", []) if p.get("phaseType")),
         )
 
 
