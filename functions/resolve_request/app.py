@@ -6,6 +6,7 @@ from typing import Any
 
 from modelops.handler_kit import BaseEnv, env, logger, tracer
 from modelops.steps.resolve import resolve
+from modelops.training_image import recorded_image
 from modelops.wiring import services
 from pydantic import BaseModel, ConfigDict
 
@@ -13,7 +14,8 @@ from pydantic import BaseModel, ConfigDict
 class Env(BaseEnv):
     BUCKET_NAME: str
     SAGEMAKER_ROLE_ARN: str
-    TRAINING_IMAGE: str
+    TRAINING_IMAGE: str = ""  # empty: the stack's own image, recorded by `modelops bootstrap`
+    TRAINING_IMAGE_PARAMETER: str = ""
     POLL_SECONDS: int = 30
 
 
@@ -40,5 +42,10 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         sagemaker_role_arn=settings.SAGEMAKER_ROLE_ARN,
         training_image=settings.TRAINING_IMAGE,
         poll_seconds=settings.POLL_SECONDS,
+        recorded_image=lambda: (
+            recorded_image(ports.parameters(), settings.TRAINING_IMAGE_PARAMETER)
+            if settings.TRAINING_IMAGE_PARAMETER
+            else None
+        ),
     )
     return run.to_payload()

@@ -45,6 +45,29 @@ def _store(stack: StackInfo) -> StateStore:
     return StateStore(stack.table, client("dynamodb"))
 
 
+def cmd_bootstrap(args: argparse.Namespace) -> int:
+    """Build and record the stack's training image; once after `sam deploy` (safe to repeat)."""
+    from pathlib import Path
+
+    from modelops_cli.bootstrap import run_bootstrap
+
+    stack = _stack(args)
+    result = run_bootstrap(
+        stack,
+        source=Path(args.source),
+        timeout_seconds=args.timeout_minutes * 60,
+        poll_seconds=args.poll_seconds,
+    )
+    if result.built or result.recorded:
+        print(f"training image ready: {result.image}")
+    print(
+        f"next: apply a model's Kubernetes manifests, then `modelops --stack {stack.stack_name} model put "
+        "models/churn.yaml` and `modelops --stack "
+        f"{stack.stack_name} start --model churn` (README, Deploying to AWS)"
+    )
+    return 0
+
+
 def cmd_model_validate(args: argparse.Namespace) -> int:
     from modelops.config import load_config_file
 
@@ -166,6 +189,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="modelops", description=__doc__.splitlines()[0])
     parser.add_argument("--stack", default=os.environ.get("MODELOPS_STACK", "modelops"), help="stack name")
     sub = parser.add_subparsers(dest="command", required=True)
+    from modelops_cli.bootstrap import DEFAULT_POLL_SECONDS, DEFAULT_SOURCE, DEFAULT_TIMEOUT_SECONDS
+
+    boot = sub.add_parser(
+        "bootstrap",
+        help="build the stack's training image in CodeBuild and record it (once after sam deploy; safe to repeat)",
+    )
+    boot.add_argument(
+        "--source", default=str(DEFAULT_SOURCE), help="the image source folder (default: %(default)s)"
+    )
+    boot.add_argument(
+        "--timeout-minutes",
+        type=float,
+        default=DEFAULT_TIMEOUT_SECONDS / 60,
+        help="stop following the build after this long (default: %(default)s)",
+    )
+    boot.add_argument("--poll-seconds", type=float, default=DEFAULT_POLL_SECONDS, help=argparse.SUPPRESS)
+    boot.set_defaults(func=cmd_bootstrap)
     model = sub.add_parser("model", help="manage model configs").add_subparsers(
         dest="model_command", required=True
     )

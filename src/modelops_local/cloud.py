@@ -39,7 +39,7 @@ from modelops_local.cloudwatch.emf import parse_emf_line, put_datums
 from modelops_local.cloudwatch.errors import EmfError
 from modelops_local.cloudwatch.evaluator import AlarmEvaluator
 from modelops_local.cloudwatch.events import StateSnapshot, alarm_state_change_event
-from modelops_local.codebuild import LocalCodeBuild, package_source, resolve_image
+from modelops_local.codebuild import LocalCodeBuild, resolve_image
 from modelops_local.events import EventDelivery, Scheduler
 from modelops_local.kube import KubeApiServer, KubeStore
 from modelops_local.kube.auth import EksTokenValidator
@@ -70,6 +70,8 @@ SERVED_KINDS = frozenset({"Namespace", "Deployment", "Service"})
 RBAC_KINDS = frozenset({"Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"})
 #: Before a model's first version the Deployments exist at 0 replicas with this image (never pulled).
 BOOTSTRAP_IMAGE = "public.ecr.aws/modelops/no-version-yet:bootstrap"
+#: The local build of the training image copies two folders; seconds, not minutes.
+BOOTSTRAP_TIMEOUT_SECONDS = 120.0
 ROLLOUT_GROUP = "modelops-rollout"  # the group 40-rbac.yaml binds; an EKS access entry maps to it
 
 
@@ -243,7 +245,6 @@ class LocalCloud:
         self.progress(f"creating the stack {s.stack_name!r} from {s.template.name}")
         parameters = {
             "ClusterName": s.cluster_name,
-            "TrainingImage": f"{aws.account_id}.dkr.ecr.{aws.region}.amazonaws.com/modelops-train:local",
             "PollIntervalSeconds": s.poll_interval_seconds,
             **s.extra_parameters,
         }
@@ -253,7 +254,7 @@ class LocalCloud:
         name = self.stack.outputs["StackConfigParameterName"]
         value = aws.client("ssm").get_parameter(Name=name)["Parameter"]["Value"]
         self.stack_info = StackInfo.from_parameter(value)
-        self._upload_build_source()
+        self._bootstrap()
 
         self.scheduler = Scheduler(aws, delivery).start()
         self._on_stop("scheduler", self.scheduler.stop)
@@ -428,13 +429,25 @@ class LocalCloud:
         authorizer = self._authorizer
         return bool(authorizer and authorizer(user, verb, resource, namespace, name))
 
-    def _upload_build_source(self) -> None:
-        """The CodeBuild project's source, s3://<bucket>/source/serving_image.zip, as a deploy puts it."""
-        self.client("s3").put_object(
-            Bucket=self.info.bucket,
-            Key="source/serving_image.zip",
-            Body=package_source(self.settings.serving_image),
-        )
+    def _bootstrap(self) -> None:
+        """What a user runs after `sam deploy`: `modelops bootstrap`, the same code (it uploads
+        s3://<bucket>/source/serving_image.zip, builds the training image in the local CodeBuild and
+        records it in /modelops/<stack>/training-image)."""
+        from modelops.errors import BootstrapError
+
+        from modelops_cli.bootstrap import run_bootstrap
+
+        self.progress("bootstrapping: modelops bootstrap (the training image, built by the local CodeBuild)")
+        try:
+            run_bootstrap(
+                self.info,
+                source=self.settings.serving_image,
+                progress=lambda line: self.progress(f"  {line.strip()}"),
+                timeout_seconds=BOOTSTRAP_TIMEOUT_SECONDS,
+                poll_seconds=0.2,
+            )
+        except BootstrapError as exc:
+            raise LocalCloudError(f"modelops bootstrap failed: {exc}") from None
 
     def image_rootfs(self, reference: str) -> Path:
         """The unpacked root folder of `repo@sha256:...` from the local registry (a pull)."""

@@ -11,7 +11,7 @@ and does what the buildspec does, with the pure-Python OCI builder in place of `
 - DOWNLOAD_SOURCE: the project's S3 source zip (`<bucket>/<key>`, or sourceLocationOverride),
   unzipped safely (no absolute names, `..`, links or zip bombs); buildspec.yml must be in it.
 - PRE_BUILD: MODEL_ARTIFACT_S3_URI, IMAGE_REPOSITORY_URI and IMAGE_TAG are required (the
-  buildspec's own messages), IMAGE_REPOSITORY_URI must be an ECR URI of this account ("docker
+  buildspec's own messages; no model for IMAGE_TARGET=runtime, the training image), IMAGE_REPOSITORY_URI must be an ECR URI of this account ("docker
   login"), model.tar.gz is downloaded and must list metadata.json, and is extracted safely.
 - BUILD: the Dockerfile's model-stage step `python -m model_server.native build <model>` (the source
   zip's own code compiles the forest to C when a compiler is there; it never fails for want of
@@ -47,7 +47,6 @@ import contextlib
 import copy
 import fnmatch
 import hashlib
-import io
 import json
 import logging
 import os
@@ -97,6 +96,7 @@ REQUIRED_VARIABLES = {
     "IMAGE_REPOSITORY_URI": "IMAGE_REPOSITORY_URI is required",
     "IMAGE_TAG": "IMAGE_TAG is required",
 }
+TARGETS = ("serving", "runtime")  # the buildspec's IMAGE_TARGET: the Dockerfile target it builds
 IDEMPOTENCY_WINDOW_SECONDS = 300.0  # "The token ... is valid for 5 minutes" (StartBuild)
 MAX_SOURCE_BYTES = 256 * 1024 * 1024
 MAX_SOURCE_ENTRIES = 10_000
@@ -625,7 +625,16 @@ class LocalCodeBuild:
 
     def _pre_build(self, build: _Build) -> None:
         env = build.env
+        target = env.get("IMAGE_TARGET") or "serving"
+        if target not in TARGETS:
+            raise _PhaseFailed(
+                "COMMAND_EXECUTION_ERROR",
+                f"IMAGE_TARGET must be serving or runtime, not {target}",
+            )
+        build.vars["IMAGE_TARGET"] = target
         for name, message in REQUIRED_VARIABLES.items():
+            if target == "runtime" and name == "MODEL_ARTIFACT_S3_URI":
+                continue  # the training image has no model
             if not env.get(name):
                 raise _PhaseFailed(
                     "COMMAND_EXECUTION_ERROR",
@@ -652,6 +661,8 @@ class LocalCodeBuild:
             )
         build.vars.update(REGISTRY=registry, REPOSITORY_NAME=repository_name)
         self._log(build, f"Login Succeeded ({registry})")
+        if target == "runtime":
+            return
         uri = env["MODEL_ARTIFACT_S3_URI"]
         bucket, _, key = uri.removeprefix("s3://").partition("/")
         if not uri.startswith("s3://") or not bucket or not key:
@@ -695,14 +706,17 @@ class LocalCodeBuild:
         for program in (source_dir / "bin").iterdir():  # COPY --chmod=0755 bin/train bin/serve
             if program.is_file() and not program.is_symlink():
                 program.chmod(0o755)
-        labels = {
-            "org.opencontainers.image.title": "modelops serving image",
-            "io.modelops.model": env.get("MODEL_NAME", ""),
-            "io.modelops.version": env.get("MODEL_VERSION", ""),
-        }
-        model_dir = Path(build.vars["MODEL_DIR"])
-        self._native_predictor(build, source_dir, model_dir)
-        layers, config = oci.serving_image_spec(source_dir, model_dir, labels=labels)
+        if build.vars["IMAGE_TARGET"] == "runtime":  # docker build --target runtime: no model, no labels
+            layers, config = oci.serving_image_spec(source_dir, None)
+        else:
+            labels = {
+                "org.opencontainers.image.title": "modelops serving image",
+                "io.modelops.model": env.get("MODEL_NAME", ""),
+                "io.modelops.version": env.get("MODEL_VERSION", ""),
+            }
+            model_dir = Path(build.vars["MODEL_DIR"])
+            self._native_predictor(build, source_dir, model_dir)
+            layers, config = oci.serving_image_spec(source_dir, model_dir, labels=labels)
         staging = build.dir / "image"
         try:
             image = oci.build_image(staging, repository_uri, tag, layers, config)
@@ -909,24 +923,11 @@ class UnsafeArchiveError(Exception):
 
 
 def package_source(serving_image_dir: Path) -> bytes:
-    """The zip CodeBuild's S3 source expects: serving_image/'s files at the root (no caches).
+    """The zip CodeBuild's S3 source expects: serving_image/'s files at the root (no caches);
+    deterministic, executable bits kept. The same bytes `modelops bootstrap` uploads."""
+    from modelops.training_image import pack_image_source
 
-    Deterministic (sorted entries, fixed timestamps) and keeps the executable bits.
-    """
-    root = Path(serving_image_dir)
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for path in sorted(root.rglob("*")):
-            rel = path.relative_to(root)
-            if any(part == "__pycache__" for part in rel.parts) or path.suffix == ".pyc":
-                continue
-            if path.is_symlink() or not path.is_file():
-                continue
-            info = zipfile.ZipInfo(rel.as_posix(), date_time=(1980, 1, 1, 0, 0, 0))
-            info.external_attr = ((0o755 if path.stat().st_mode & 0o111 else 0o644) | stat.S_IFREG) << 16
-            info.compress_type = zipfile.ZIP_DEFLATED
-            archive.writestr(info, path.read_bytes())
-    return buf.getvalue()
+    return pack_image_source(Path(serving_image_dir)).data
 
 
 def safe_unzip(archive: Path, dest: Path, *, max_bytes: int = MAX_SOURCE_BYTES) -> None:

@@ -62,6 +62,14 @@ def test_up_env_status_tick_and_ctrl_c(tmp_path):
         )
         assert status.returncode == 0, status.stderr
         assert "lock:     free" in status.stdout and "champion: none" in status.stdout
+        # And `up` bootstrapped the stack as a user does after `sam deploy`: the training image was
+        # built by the local CodeBuild and recorded, so `modelops bootstrap` again does nothing
+        assert "bootstrapping: modelops bootstrap" in (tmp_path / "up.log").read_text()
+        again = subprocess.run(
+            [*MODELOPS, "bootstrap"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+        )
+        assert again.returncode == 0, again.stderr
+        assert "already built from this source" in again.stdout and "nothing to do" in again.stdout
         # And the Service URL answers (no version yet: 503 naming the Service, not a hang)
         with pytest.raises(urllib.error.HTTPError) as answer:
             urllib.request.urlopen(info["services"]["churn"] + "/ping", timeout=10)

@@ -18,10 +18,8 @@ import pytest
 from modelops_local.stack import load_template, translate
 
 ROOT = Path(__file__).resolve().parents[2]
-PARAMETERS = {
-    "ClusterName": "demo",
-    "TrainingImage": "123456789012.dkr.ecr.us-east-1.amazonaws.com/demo-serving:train",
-}
+# What `sam deploy --guided` asks for: no image (the stack builds its own: `modelops bootstrap`).
+PARAMETERS = {"ClusterName": "demo"}
 # AWS managed policies SAM attaches to the roles it generates, and why each is acceptable: their
 # statements are not in the template, so they are named here instead of walked.
 MANAGED_POLICIES = {
@@ -471,3 +469,56 @@ def test_names_that_only_contain_a_secret_word_are_not_flagged():
     # The pattern matches whole words of a variable name, not substrings
     for name in ("MONKEY_BUSINESS", "KEYSPACE_NAME", "TOKENIZER_PATH", "STACK_NAME", "IMAGE_REPOSITORY_URI"):
         assert not SECRET_NAME.search(name), name
+
+
+# ------------------------------------------------------------------------------ training image
+def _statements_with(template: dict[str, Any], action: str) -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (where, statement)
+        for where, statement in iam_statements(template)
+        if statement.get("Effect") == "Allow" and action in _as_list(statement.get("Action", []))
+    ]
+
+
+def test_deploy_asks_for_nothing_but_the_cluster():
+    parameters = load_template(ROOT / "template.yaml")["Parameters"]
+    assert [name for name, p in parameters.items() if "Default" not in p] == ["ClusterName"]
+    assert parameters["TrainingImage"]["Default"] == ""
+
+
+def test_the_training_image_grants_are_scoped_to_the_stacks_own_resources(template):
+    # Only ResolveRequest reads the recorded image, and only that one parameter
+    readers = _statements_with(template, "ssm:GetParameter")
+    assert [where.split(".")[0] for where, _ in readers] == ["ResolveRequestFunctionRole"]
+    assert readers[0][1]["Resource"] == {
+        "Fn::Sub": "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter/modelops/${AWS::StackName}/training-image"
+    }
+    assert template["Resources"]["TrainingImageParameter"]["Properties"]["Name"] == {
+        "Fn::Sub": "/modelops/${AWS::StackName}/training-image"
+    }
+    # No function may write it: only `modelops bootstrap`, with the deployer's credentials
+    assert _statements_with(template, "ssm:PutParameter") == []
+    # CodeBuild pushes only to the stack's two repositories, SageMaker pulls only from them
+    repositories = [
+        {"Fn::GetAtt": ["ServingImageRepository", "Arn"]},
+        {"Fn::GetAtt": ["TrainingImageRepository", "Arn"]},
+    ]
+    for action, role in (("ecr:PutImage", "CodeBuildRole"), ("ecr:BatchGetImage", "SageMakerExecutionRole")):
+        statements = [st for where, st in _statements_with(template, action) if where.startswith(role + ".")]
+        assert statements, (role, action)
+        for statement in statements:
+            resources = _as_list(statement["Resource"])
+            assert (
+                all(r in repositories for r in resources)
+                and {"Fn::GetAtt": ["TrainingImageRepository", "Arn"]} in resources
+            )
+
+
+def test_the_training_repository_never_expires_a_tagged_image(template):
+    import json
+
+    props = template["Resources"]["TrainingImageRepository"]["Properties"]
+    assert props["ImageTagMutability"] == "IMMUTABLE"  # a tag always names the image it was built as
+    rules = json.loads(props["LifecyclePolicy"]["LifecyclePolicyText"])["rules"]
+    # the recorded image is tagged (source-<sha256>), so no rule can ever select it
+    assert rules and all(rule["selection"]["tagStatus"] == "untagged" for rule in rules)

@@ -145,7 +145,8 @@ class TrainingScript(_Strict):
 
 
 class TrainingConfig(_Strict):
-    # Empty means the stack's TrainingImage parameter (the serving image's `train` entrypoint).
+    # Empty means the stack's image: its TrainingImage parameter, else the one `modelops bootstrap`
+    # built from serving_image/ (the `runtime` target, whose `train` entrypoint SageMaker runs).
     image: str = ""
     instance_type: str = Field(default="ml.m5.large", pattern=r"^ml\.[a-z0-9]+\.[a-z0-9]+$")
     instance_count: int = Field(default=1, ge=1, le=1)

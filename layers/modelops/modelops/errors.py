@@ -22,6 +22,10 @@ class UnknownModelError(ModelopsError):
     """The request names a model that has no stored configuration."""
 
 
+class TrainingImageMissingError(ConfigError):
+    """No training image: the stack's own was never built (`modelops bootstrap`) and none is configured."""
+
+
 class DatasetInvalidError(ModelopsError):
     """The dataset cannot be parsed or does not match the model's schema."""
 
@@ -37,6 +41,10 @@ class EvaluationError(ModelopsError):
 
 class BuildFailedError(ModelopsError):
     """The image build failed or produced no image digest."""
+
+
+class BootstrapError(ModelopsError):
+    """`modelops bootstrap` could not build or record the stack's training image (nothing recorded)."""
 
 
 # --- Kubernetes ------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ by name; the schedule is created or updated; a removed schedule expression delet
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -30,11 +31,22 @@ class StackInfo:
     scheduler_role_arn: str
     alarm_prefix: str
     metric_namespace: str
+    # The image build and the training image (`modelops bootstrap`); empty in a stack deployed
+    # before they were added to its document.
+    codebuild_project: str = ""
+    training_repository_name: str = ""
+    training_repository_uri: str = ""
+    training_image_parameter: str = ""
 
     @classmethod
     def from_parameter(cls, value: str) -> StackInfo:
         doc = json.loads(value)
-        return cls(**{name: doc[name] for name in cls.__dataclass_fields__})
+        return cls(
+            **{
+                name: doc[name] if f.default is dataclasses.MISSING else str(doc.get(name) or f.default)
+                for name, f in cls.__dataclass_fields__.items()
+            }
+        )
 
 
 def schedule_name(model: str) -> str:

@@ -36,7 +36,9 @@ class ObjectStore(Protocol):
         """Every object under `prefix`, all pages."""
         ...
 
-    def put(self, bucket: str, key: str, body: bytes, *, content_type: str) -> None: ...
+    def put(self, bucket: str, key: str, body: bytes, *, content_type: str) -> str | None:
+        """Store the object; its version id (None when the bucket is not versioned)."""
+        ...
 
 
 # --- SageMaker: training jobs and the model registry ---------------------------------------------------
@@ -82,11 +84,18 @@ class BuildState:
     phase: str | None
     # "<phase>: <messages>" for each phase that did not succeed
     failures: tuple[str, ...] = ()
+    # where the build's log is: the console link, the CloudWatch Logs group and stream
+    logs: str = ""
+    # every phase entered so far, in order (SUBMITTED, QUEUED, ..., COMPLETED)
+    phases: tuple[str, ...] = ()
 
 
 class ImageBuilds(Protocol):
-    def start(self, *, idempotency_token: str, variables: dict[str, str]) -> str:
-        """Start the image build with these environment variables; returns the build id."""
+    def start(
+        self, *, idempotency_token: str, variables: dict[str, str], source_version: str | None = None
+    ) -> str:
+        """Start the image build with these environment variables (and this version of the
+        project's S3 source, default the latest); returns the build id."""
         ...
 
     def state(self, build_id: str) -> BuildState | None:
@@ -100,6 +109,17 @@ class ImageRepository(Protocol):
 
     def digest(self, tag: str) -> str | None:
         """The digest of the image tagged `tag`; None when there is none."""
+        ...
+
+
+# --- SSM Parameter Store -------------------------------------------------------------------------------
+class Parameters(Protocol):
+    def get(self, name: str) -> str | None:
+        """The parameter's value; None when there is no such parameter."""
+        ...
+
+    def put(self, name: str, value: str) -> None:
+        """Create or overwrite a String parameter."""
         ...
 
 

@@ -34,12 +34,12 @@ class CodeArchive:
         return f"code/{model}/{self.sha256}.tar.gz"
 
 
-def pack_folder(folder: Path, *, entry_point: str) -> CodeArchive:
-    """The folder's regular files as a reproducible .tar.gz; ConfigError names the problem (the
-    folder is missing, the entry point is not in it, a symbolic link, too big)."""
-    what = "training.script.source"
+def regular_files(folder: Path, *, what: str, max_bytes: int, hint: str) -> list[tuple[str, Path]]:
+    """The folder's regular files as (posix name, path), sorted, without what Python, editors and
+    version control leave beside them; ConfigError (named `what`) when the folder is missing, holds
+    a symbolic link or more than `max_bytes` (`hint` says what to do then)."""
     if not folder.is_dir():
-        raise ConfigError(f"{what}: {folder} is not a folder (expected a local folder or an s3:// URI)")
+        raise ConfigError(f"{what}: {folder} is not a folder")
     files: list[tuple[str, Path]] = []
     total = 0
     for path in sorted(folder.rglob("*")):
@@ -47,17 +47,29 @@ def pack_folder(folder: Path, *, entry_point: str) -> CodeArchive:
         if any(part in SKIPPED_DIRS for part in rel.parts) or path.name.endswith(SKIPPED_SUFFIXES):
             continue
         if path.is_symlink():
-            raise ConfigError(
-                f"{what}: {path} is a symbolic link; the code folder must hold regular files only"
-            )
+            raise ConfigError(f"{what}: {path} is a symbolic link; the folder must hold regular files only")
         if path.is_file():
             total += path.stat().st_size
-            if total > MAX_CODE_BYTES:
+            if total > max_bytes:
                 raise ConfigError(
-                    f"{what}: {folder} holds more than {MAX_CODE_BYTES // (1024 * 1024)} MiB; "
-                    "keep data out of the code folder (the training data comes from the train channel)"
+                    f"{what}: {folder} holds more than {max_bytes // (1024 * 1024)} MiB; {hint}"
                 )
             files.append((rel.as_posix(), path))
+    return files
+
+
+def pack_folder(folder: Path, *, entry_point: str) -> CodeArchive:
+    """The folder's regular files as a reproducible .tar.gz; ConfigError names the problem (the
+    folder is missing, the entry point is not in it, a symbolic link, too big)."""
+    what = "training.script.source"
+    if not folder.is_dir():
+        raise ConfigError(f"{what}: {folder} is not a folder (expected a local folder or an s3:// URI)")
+    files = regular_files(
+        folder,
+        what=what,
+        max_bytes=MAX_CODE_BYTES,
+        hint="keep data out of the code folder (the training data comes from the train channel)",
+    )
     names = [name for name, _ in files]
     if entry_point not in names:
         raise ConfigError(

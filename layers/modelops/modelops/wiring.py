@@ -26,6 +26,7 @@ from modelops.ports import (
     ModelRegistry,
     Notifier,
     ObjectStore,
+    Parameters,
     Rollback,
     Store,
     TaskCallbacks,
@@ -81,6 +82,11 @@ class Services:
         from modelops.adapters.s3 import S3Objects
 
         return S3Objects(client("s3"))
+
+    def parameters(self) -> Parameters:
+        from modelops.adapters.ssm import SsmParameters
+
+        return SsmParameters(client("ssm"))
 
     def training_jobs(self) -> TrainingJobs:
         from modelops.adapters.sagemaker import SageMakerTrainingJobs

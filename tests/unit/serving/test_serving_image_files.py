@@ -130,11 +130,31 @@ def test_buildspec_uses_the_workflow_variables_and_exports_the_digest():
     ):
         assert f"${{{variable}" in text or f"${variable}" in text, variable
     commands = [c for phase in spec["phases"].values() for c in phase["commands"]]
-    assert any(c.startswith("aws s3 cp") and "MODEL_ARTIFACT_S3_URI" in c for c in commands)
+    assert any("aws s3 cp" in c and "MODEL_ARTIFACT_S3_URI" in c for c in commands)
     assert any("docker build" in c and "MODEL_ARTIFACT=model.tar.gz" in c for c in commands)
     assert any(c.startswith("docker push") for c in commands)
     assert any("RepoDigests" in c for c in commands)
     assert any(c.startswith("IMAGE_DIGEST=") for c in commands)
+
+
+def test_buildspec_builds_the_training_image_without_a_model():
+    # Given the buildspec and what `modelops bootstrap` passes (IMAGE_TARGET=runtime, no model)
+    spec = yaml.safe_load((IMAGE_DIR / "buildspec.yml").read_text())
+    commands = [c for phase in spec["phases"].values() for c in phase["commands"]]
+    # Then the target is IMAGE_TARGET (serving by default), the model is needed only to serve
+    assert 'IMAGE_TARGET="${IMAGE_TARGET:-serving}"' in commands
+    assert any("docker build" in c and '--target "$IMAGE_TARGET"' in c for c in commands)
+    (download,) = [c for c in commands if "aws s3 cp" in c]
+    assert download.startswith('if [ "$IMAGE_TARGET" = serving ]; then')
+    (check,) = [c for c in commands if "MODEL_ARTIFACT_S3_URI:?" in c]
+    assert check.startswith('[ "$IMAGE_TARGET" = runtime ] ||')
+    # And the Dockerfile's runtime stage comes before the model stage (it never needs the artifact)
+    dockerfile = (IMAGE_DIR / "Dockerfile").read_text()
+    assert (
+        dockerfile.index("AS runtime")
+        < dockerfile.index("AS model")
+        < dockerfile.index("COPY ${MODEL_ARTIFACT}")
+    )
 
 
 def test_pods_drain_within_their_termination_grace_period():

@@ -13,13 +13,16 @@ class CodeBuildImages:
         self.client = client
         self.project = project
 
-    def start(self, *, idempotency_token: str, variables: dict[str, str]) -> str:
+    def start(
+        self, *, idempotency_token: str, variables: dict[str, str], source_version: str | None = None
+    ) -> str:
         response = self.client.start_build(
             projectName=self.project,
             idempotencyToken=idempotency_token,
             environmentVariablesOverride=[
                 {"name": name, "value": value, "type": "PLAINTEXT"} for name, value in variables.items()
             ],
+            **({"sourceVersion": source_version} if source_version else {}),
         )
         return str(response["build"]["id"])
 
@@ -34,8 +37,20 @@ class CodeBuildImages:
             if p.get("phaseStatus") not in (None, "SUCCEEDED")
         )
         return BuildState(
-            status=build.get("buildStatus", ""), phase=build.get("currentPhase"), failures=failures
+            status=build.get("buildStatus", ""),
+            phase=build.get("currentPhase"),
+            failures=failures,
+            logs=_log_location(build.get("logs") or {}),
+            phases=tuple(str(p.get("phaseType")) for p in build.get("phases", []) if p.get("phaseType")),
         )
+
+
+def _log_location(logs: dict[str, Any]) -> str:
+    """`<console link> (CloudWatch Logs group G, stream S)`, whichever parts CodeBuild reported."""
+    group, stream = logs.get("groupName"), logs.get("streamName")
+    where = f"CloudWatch Logs group {group}, stream {stream}" if group and stream else ""
+    link = str(logs.get("deepLink") or "")
+    return f"{link} ({where})" if link and where else link or where
 
 
 class EcrRepository:

@@ -27,8 +27,10 @@ class S3Objects:
     def read(self, bucket: str, key: str, version_id: str | None = None) -> bytes:
         return bytes(self.client.get_object(**_where(bucket, key, version_id))["Body"].read())
 
-    def put(self, bucket: str, key: str, body: bytes, *, content_type: str) -> None:
-        self.client.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type)
+    def put(self, bucket: str, key: str, body: bytes, *, content_type: str) -> str | None:
+        response = self.client.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type)
+        version = response.get("VersionId")
+        return str(version) if version and version != "null" else None
 
     def list(self, bucket: str, prefix: str) -> Iterator[ObjectInfo]:
         for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):

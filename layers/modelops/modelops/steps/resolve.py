@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from modelops.config import ModelConfig, parse_config
@@ -17,6 +18,7 @@ from modelops.steps.training import (
     training_job_request,
     worst_case_seconds,
 )
+from modelops.training_image import default_training_image
 from modelops.triggers import parse_execution_input
 
 
@@ -39,12 +41,19 @@ def resolve(
     sagemaker_role_arn: str,
     training_image: str,
     poll_seconds: int,
+    recorded_image: Callable[[], str | None] = lambda: None,
 ) -> Run:
     """Check the request (RequestError naming the field), load the model's config, pick the
     dataset (the one named, or the newest under the model's prefix) and the champion, and decide
-    the training job."""
+    the training job. The image: the model's training.image, else `training_image` (the stack's
+    TrainingImage parameter), else the one `modelops bootstrap` recorded (`recorded_image()`);
+    TrainingImageMissingError before any of them exists."""
     request = parse_execution_input(raw_request, bucket=bucket)
     config = load_model(store, request.model)
+    if not (config.training.image and config.training.script):
+        # The job runs our image, or a team's image whose candidate our image judges: either way
+        # the stack's own image must exist (only a team image running our harness needs none).
+        training_image = default_training_image(training_image, recorded_image, stack=stack_name)
     if request.dataset is not None:
         ref = request.dataset
         dataset = DatasetObject(bucket=ref.bucket or bucket, key=ref.key, version_id=ref.version_id)
