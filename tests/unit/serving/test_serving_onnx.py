@@ -168,6 +168,14 @@ def test_a_regressor_is_served_as_the_pipeline_predicts(tmp_path, estimator):
     want = pipeline.predict(_matrix(rows))
     # relative: prices are in the hundreds and float32 keeps ~7 digits
     assert np.max(np.abs(np.asarray(doc["predictions"]) - want) / np.maximum(1.0, np.abs(want))) <= TOLERANCE
+    # and exactly onnxruntime's own answer with the same threads (a float32 sum over trees depends on them)
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    session = onnxruntime.InferenceSession(str(model_dir / "model.onnx"), sess_options=options)
+    (own,) = session.run(None, {"X": _matrix(rows).astype(np.float32)})
+    assert doc["predictions"] == own.ravel().astype(np.float64).tolist()
 
 
 def test_categorical_columns_with_an_onnx_model_are_refused_naming_them(tmp_path):
