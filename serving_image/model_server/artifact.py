@@ -4,9 +4,10 @@ writes and reads it, so train and serve agree.
 
 The model file's `format` (metadata.json): `sklearn` (model.joblib, any scikit-learn estimator or
 Pipeline; every artifact from before formats existed), `xgboost` (model.json, XGBoost's own
-format) or `lightgbm` (model.txt, LightGBM's). A bare XGBoost/LightGBM model is saved in its
-library's format; one inside a Pipeline (categorical encoder in front) stays joblib. XGBoost and
-LightGBM are imported only to read or write their format."""
+format), `lightgbm` (model.txt, LightGBM's) or `onnx` (model.onnx, a graph of float inputs only,
+read by onnxruntime: onnx_model.py). A bare XGBoost/LightGBM model is saved in its library's
+format; one inside a Pipeline (categorical encoder in front) stays joblib. XGBoost, LightGBM and
+onnxruntime are imported only to read or write their format."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ TASKS = ("binary_classification", "multiclass_classification", "regression")
 # can check on a holdout (nor a reasonable `probabilities` answer per row).
 MAX_CLASSES = 100
 # The model file's format and its file name in the model folder.
-MODEL_FILES = {"sklearn": MODEL_FILE, "xgboost": "model.json", "lightgbm": "model.txt"}
+MODEL_FILES = {"sklearn": MODEL_FILE, "xgboost": "model.json", "lightgbm": "model.txt", "onnx": "model.onnx"}
 # The files a training script may save (script_mode.py), by format: XGBoost also reads its binary
 # UBJSON, by the file's extension.
 SCRIPT_MODEL_FILES = {
@@ -38,6 +39,7 @@ SCRIPT_MODEL_FILES = {
     "model.json": "xgboost",
     "model.ubj": "xgboost",
     "model.txt": "lightgbm",
+    "model.onnx": "onnx",
 }
 
 
@@ -226,8 +228,15 @@ def load_estimator(model_dir: Path, metadata: ModelMetadata) -> Estimator:
         raise ModelLoadError(
             f"{METADATA_FILE}: format {metadata.format!r} is not supported; expected one of {list(MODEL_FILES)}"
         )
+    if metadata.format == "onnx" and metadata.categorical_columns:
+        raise ModelLoadError(
+            f"{model_path.name}: an ONNX model takes float columns only; categorical text columns "
+            f"{list(metadata.categorical_columns)} are not supported for ONNX (save a joblib Pipeline instead)"
+        )
     try:
         estimator = _read_estimator(model_path, metadata)
+    except ModelLoadError:
+        raise
     except FileNotFoundError:
         raise ModelLoadError(f"{model_path} not found (named by {METADATA_FILE})") from None
     except Exception as exc:  # unpickling raises anything
@@ -254,6 +263,11 @@ def _read_estimator(path: Path, metadata: ModelMetadata) -> Estimator:
         import lightgbm
 
         return BoosterModel(lightgbm.Booster(model_file=str(path)), classification=classification)
+    if metadata.format == "onnx":
+        from model_server.onnx_model import load_onnx
+
+        n_features = len(metadata.feature_columns)
+        return load_onnx(path, classification=classification, n_features=n_features)
     return _unpickle(path, path.parent / CODE_DIR)
 
 

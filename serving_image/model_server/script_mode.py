@@ -86,6 +86,12 @@ def train_script(
         )
         run_script(params, code, env)
         model_file = saved_model_file(model_out, entry_point)
+        if SCRIPT_MODEL_FILES[model_file] == "onnx" and metadata.categorical_columns:
+            raise TrainingError(
+                f"{entry_point} saved model.onnx, but the model config declares the categorical columns "
+                f"{list(metadata.categorical_columns)}: an ONNX model takes float columns only (no text "
+                "categories); save a joblib Pipeline (model.joblib) or declare no categorical columns"
+            )
         paths.model_dir.mkdir(parents=True, exist_ok=True)
         shutil.copytree(code, paths.model_dir / CODE_DIR, dirs_exist_ok=True)
         shutil.copyfile(model_out / model_file, paths.model_dir / model_file)
@@ -271,11 +277,12 @@ def saved_model_file(model_dir: Path, entry_point: str) -> str:
 
 
 def model_classes(estimator: Any, metadata: ModelMetadata, wrote: str) -> tuple[str, ...]:
-    """The model's class order, as the data's labels: a scikit-learn model's `classes_` (a label
-    read as a number matches the data's label of that value); otherwise modelops' order
-    (metadata.classes), which a native XGBoost/LightGBM model must have been trained in (0..k-1)."""
+    """The model's class order, as the data's labels: a scikit-learn model's `classes_` or an ONNX
+    classifier's labels (onnx_model.py: its ZipMap's keys or its graph's class list; a label read as
+    a number matches the data's label of that value); otherwise modelops' order (metadata.classes),
+    which a native XGBoost/LightGBM model (0..k-1) or an ONNX graph naming no labels must follow."""
     data = metadata.classes or ()
-    own = getattr(estimator, "classes_", None) if metadata.format == "sklearn" else None
+    own = getattr(estimator, "classes_", None) if metadata.format in ("sklearn", "onnx") else None
     if own is None:
         return tuple(data)
     labels = tuple(_label(value, data) for value in np.asarray(own).tolist())

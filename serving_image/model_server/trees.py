@@ -168,6 +168,8 @@ class NativeTrees:
 
 def unsupported(meta: ModelMetadata) -> str | None:
     """Why this model's trees are not compiled here (None: they are)."""
+    if meta.format == "onnx":
+        return "format onnx: an ONNX graph is not compiled to C here; onnxruntime answers every batch"
     if meta.categorical_columns:
         return (
             f"categorical columns {list(meta.categorical_columns)}: the model is a Pipeline with an "

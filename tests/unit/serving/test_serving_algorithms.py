@@ -362,13 +362,13 @@ def test_categorical_columns_keep_the_encoder_and_joblib(tmp_path, algorithm):
 
 def test_an_unknown_format_is_refused_with_the_supported_ones(tmp_path):
     # Given a metadata.json naming a format this image cannot read
-    doc = {**classifier_metadata(2).to_dict(), "format": "onnx", "model_file": "model.onnx"}
+    doc = {**classifier_metadata(2).to_dict(), "format": "pmml", "model_file": "model.pmml"}
     (tmp_path / "metadata.json").write_text(json.dumps(doc))
 
     # Then loading says which format and which are supported
     with pytest.raises(
         ModelLoadError,
-        match=r"format 'onnx' is not supported; expected one of \['sklearn', 'xgboost', 'lightgbm'\]",
+        match=r"format 'pmml' is not supported; expected one of \['sklearn', 'xgboost', 'lightgbm', 'onnx'\]",
     ):
         load_model(tmp_path)
 
