@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from modelops.config import ModelConfig
 
+from modelops_local.codebuild import package_source
 from modelops_local.demo import SteadyTraffic, find_new_execution_arn
 
 pytestmark = pytest.mark.timeout(900)
@@ -607,8 +608,12 @@ def test_training_stopped_or_over_its_runtime_a_failed_build_and_a_dead_lock_hol
     cloud.client("s3").put_object(Bucket=cloud.info.bucket, Key="source/serving_image.zip", Body=b"not a zip")
     try:
         run, figures = failed_run("bad-build.csv")
-    finally:
-        cloud._upload_build_source()
+    finally:  # the source a deploy and `modelops bootstrap` put there, for the runs that follow
+        cloud.client("s3").put_object(
+            Bucket=cloud.info.bucket,
+            Key="source/serving_image.zip",
+            Body=package_source(cloud.settings.serving_image),
+        )
     assert run.record()["error"] == "BuildFailedError", run.record()
     matrix.record("image build fails", "test_training_stopped...", **figures, rollback_seconds=None)
 
