@@ -9,6 +9,28 @@ from modelops.errors import ConfigError
 ROOT = Path(__file__).resolve().parents[3]
 
 
+def training_request(config):
+    """The CreateTrainingJob request the workflow would make for `config` (fixed run and stack)."""
+    from modelops.run import DatasetObject
+    from modelops.steps.training import training_job_request
+
+    return training_job_request(
+        config,
+        run_id="r1",
+        stack="s",
+        bucket="b",
+        dataset=DatasetObject(bucket="b", key="incoming/churn/d.csv"),
+        champion=None,
+        role_arn="arn:aws:iam::123456789012:role/r",
+        default_image="img",
+    )
+
+
+def hyper(doc):
+    """The hyperparameters of the training job the workflow would start for config `doc`."""
+    return training_request(parse_config(doc))["HyperParameters"]
+
+
 def _doc(**overrides):
     doc = load_config_file(ROOT / "models" / "churn.yaml").to_document()
     doc.update(overrides)
@@ -92,22 +114,6 @@ def test_categorical_columns_must_be_features_listed_once():
 def test_categorical_columns_reach_training_as_a_json_list_and_only_when_declared():
     import json
 
-    from modelops.run import DatasetObject
-    from modelops.steps.training import training_job_request
-
-    def hyper(doc):
-        request = training_job_request(
-            parse_config(doc),
-            run_id="r1",
-            stack="s",
-            bucket="b",
-            dataset=DatasetObject(bucket="b", key="incoming/churn/d.csv"),
-            champion=None,
-            role_arn="arn:aws:iam::123456789012:role/r",
-            default_image="img",
-        )
-        return request["HyperParameters"]
-
     # Given the shipped config (numeric only): no categorical_columns hyperparameter at all
     assert "categorical_columns" not in hyper(_doc())
     # Given one feature declared categorical: passed beside feature_columns as a JSON list
@@ -148,22 +154,6 @@ def test_a_metric_the_task_does_not_compute_is_refused_at_put_time(task, metric)
 
 
 def test_the_algorithm_reaches_training_as_a_hyperparameter_always():
-    from modelops.run import DatasetObject
-    from modelops.steps.training import training_job_request
-
-    def hyper(doc):
-        request = training_job_request(
-            parse_config(doc),
-            run_id="r1",
-            stack="s",
-            bucket="b",
-            dataset=DatasetObject(bucket="b", key="incoming/churn/d.csv"),
-            champion=None,
-            role_arn="arn:aws:iam::123456789012:role/r",
-            default_image="img",
-        )
-        return request["HyperParameters"]
-
     # Given the shipped config (no algorithm): the default is passed, explicitly
     assert hyper(_doc())["algorithm"] == "hist_gradient_boosting"
     # Given an algorithm and its hyperparameters: both reach the job (the image checks the names)

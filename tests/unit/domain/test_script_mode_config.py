@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from modelops.config import load_config_file, parse_config
 from modelops.errors import ConfigError
-from modelops.run import DatasetObject
 from modelops.script_code import pack_folder
-from modelops.steps.training import training_job_request
+
+from tests.unit.domain.test_config import training_request
 
 ROOT = Path(__file__).resolve().parents[3]
 EXAMPLE = ROOT / "examples" / "script_mode"
@@ -24,19 +24,6 @@ def _doc(**training):
     doc = load_config_file(ROOT / "models" / "churn.yaml").to_document()
     doc["training"] = {**doc["training"], **training}
     return doc
-
-
-def _request(config):
-    return training_job_request(
-        config,
-        run_id="r1",
-        stack="s",
-        bucket="b",
-        dataset=DatasetObject(bucket="b", key="incoming/churn/d.csv"),
-        champion=None,
-        role_arn="arn:aws:iam::123456789012:role/r",
-        default_image="img",
-    )
 
 
 def test_the_shipped_script_mode_example_is_valid():
@@ -103,7 +90,7 @@ def test_the_job_gets_the_code_channel_and_the_entry_point():
         _doc(script={"entry_point": "src/train.py", "source": S3_CODE}, hyperparameters={"C": 2})
     )
 
-    request = _request(config)
+    request = training_request(config)
 
     code = [c for c in request["InputDataConfig"] if c["ChannelName"] == "code"]
     assert code == [
@@ -123,7 +110,7 @@ def test_the_job_gets_the_code_channel_and_the_entry_point():
         request["HyperParameters"]["entry_point"] == "src/train.py" and request["HyperParameters"]["C"] == "2"
     )
     # Without a script: neither
-    plain = _request(parse_config(_doc()))
+    plain = training_request(parse_config(_doc()))
     assert "entry_point" not in plain["HyperParameters"]
     assert [c["ChannelName"] for c in plain["InputDataConfig"]] == ["train"]
 
@@ -133,7 +120,7 @@ def test_a_local_source_never_reaches_a_training_job():
     with pytest.raises(
         ConfigError, match=r"training.script.source './code' is a local folder.*modelops model put"
     ):
-        _request(config)
+        training_request(config)
 
 
 def test_the_same_folder_packs_to_the_same_bytes(tmp_path):
