@@ -278,6 +278,14 @@ class AlarmConfig(_Strict):
         return self
 
 
+class RetentionConfig(_Strict):
+    """How many of the model's promoted versions keep their serving image in ECR beyond what the
+    Deployments reference (README, "Image retention"): the ones `rollback --to` can bring back."""
+
+    # The newest K distinct versions whose run ended `promoted`, by the run history.
+    keep_promoted: int = Field(default=5, ge=1, le=100)
+
+
 class ScheduleConfig(_Strict):
     # An EventBridge Scheduler expression: rate(...) or cron(...); None means no scheduled retraining.
     expression: str | None = None
@@ -302,6 +310,7 @@ class ModelConfig(_Strict):
     canary: CanaryConfig
     alarms: AlarmConfig = Field(default_factory=AlarmConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
 
     @model_validator(mode="before")
     @classmethod

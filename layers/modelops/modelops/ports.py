@@ -112,6 +112,42 @@ class ImageRepository(Protocol):
         ...
 
 
+#: BatchDeleteImage's limit of image ids per call (ECR's ImageIdentifierList, at most 100).
+DELETE_BATCH = 100
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    """One image of the serving repository as DescribeImages reports it."""
+
+    digest: str
+    tags: tuple[str, ...]
+    pushed_at: datetime
+
+
+@dataclass(frozen=True)
+class DeleteFailure:
+    digest: str
+    code: str
+    reason: str
+
+
+class ImageCatalog(Protocol):
+    """The serving repository's images, for the retention clean-up (ECR)."""
+
+    @property
+    def uri(self) -> str: ...
+
+    def images(self) -> list[StoredImage]:
+        """Every image in the repository, all pages."""
+        ...
+
+    def delete(self, digests: list[str]) -> list[DeleteFailure]:
+        """Delete these images (at most 100, the BatchDeleteImage limit) by digest, every tag with
+        them; the ones that could not be deleted."""
+        ...
+
+
 # --- SSM Parameter Store -------------------------------------------------------------------------------
 class Parameters(Protocol):
     def get(self, name: str) -> str | None:
@@ -197,6 +233,24 @@ class Store(Protocol):
     def clear_rollout(self, model: str, run_id: str) -> None: ...
 
     def record_alarm_on_rollout(self, model: str, alarm: dict[str, Any]) -> dict[str, Any] | None: ...
+
+
+class ModelCatalog(Protocol):
+    """What the state table knows about every model, for the retention clean-up."""
+
+    def model_names(self) -> list[str]:
+        """Every model with a stored config."""
+        ...
+
+    def get_model_document(self, model: str) -> dict[str, Any] | None: ...
+
+    def get_doc(self, model: str, sk: str) -> dict[str, Any] | None: ...
+
+    def get_rollout(self, model: str) -> dict[str, Any] | None: ...
+
+    def history(self, model: str) -> Iterator[dict[str, Any]]:
+        """The model's run records, newest first, all pages (read lazily)."""
+        ...
 
 
 #: Runs the rollout function's own `rollback` action for a run (the clean-up after a stopped execution).

@@ -1,11 +1,13 @@
-"""The image build (`ImageBuilds`, CodeBuild) and the serving image repository (`ImageRepository`, ECR)."""
+"""The image build (`ImageBuilds`, CodeBuild) and the serving image repository (`ImageRepository`
+and, for the retention clean-up, `ImageCatalog`: ECR)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from modelops.adapters.aws import error_code
-from modelops.ports import BuildState
+from modelops.ports import DELETE_BATCH, BuildState, DeleteFailure, StoredImage
 
 
 class CodeBuildImages:
@@ -72,3 +74,40 @@ class EcrRepository:
             raise
         details = images.get("imageDetails") or []
         return str(details[0]["imageDigest"]) if details else None
+
+    def images(self) -> list[StoredImage]:
+        found: list[StoredImage] = []
+        request: dict[str, Any] = {"repositoryName": self.name, "maxResults": 1000}
+        while True:
+            response = self.client.describe_images(**request)
+            for detail in response.get("imageDetails", []):
+                # No push time reported: count it as just pushed (inside the grace period: kept).
+                pushed = detail.get("imagePushedAt")
+                found.append(
+                    StoredImage(
+                        digest=str(detail["imageDigest"]),
+                        tags=tuple(sorted(detail.get("imageTags") or ())),
+                        pushed_at=pushed if isinstance(pushed, datetime) else datetime.now(UTC),
+                    )
+                )
+            token = response.get("nextToken")
+            if not token:
+                return found
+            request["nextToken"] = token
+
+    def delete(self, digests: list[str]) -> list[DeleteFailure]:
+        if not digests:
+            return []
+        if len(digests) > DELETE_BATCH:
+            raise ValueError(f"BatchDeleteImage takes at most {DELETE_BATCH} images, got {len(digests)}")
+        response = self.client.batch_delete_image(
+            repositoryName=self.name, imageIds=[{"imageDigest": d} for d in digests]
+        )
+        return [
+            DeleteFailure(
+                digest=str((f.get("imageId") or {}).get("imageDigest", "")),
+                code=str(f.get("failureCode", "")),
+                reason=str(f.get("failureReason", "")),
+            )
+            for f in response.get("failures", [])
+        ]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -70,9 +71,41 @@ class StateStore:
         )
         return [_doc(item) for item in response.get("Items", [])]
 
+    def history(self, model: str) -> Iterator[dict[str, Any]]:
+        """The model's HISTORY# records, newest first, every page (read as the caller iterates)."""
+        query: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
+            "ExpressionAttributeValues": {":pk": _pk(model), ":prefix": {"S": "HISTORY#"}},
+            "ScanIndexForward": False,
+        }
+        while True:
+            response = self.client.query(**query)
+            for item in response.get("Items", []):
+                yield _doc(item)
+            if "LastEvaluatedKey" not in response:
+                return
+            query["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
     # --- model configs -----------------------------------------------------------------------
     def get_model_document(self, model: str) -> dict[str, Any] | None:
         return self.get_doc(model, "CONFIG")
+
+    def model_names(self) -> list[str]:
+        """Every model with a stored config: a Scan of the table's CONFIG items (keys only), all pages."""
+        scan: dict[str, Any] = {
+            "TableName": self.table,
+            "FilterExpression": "sk = :config",
+            "ExpressionAttributeValues": {":config": {"S": "CONFIG"}},
+            "ProjectionExpression": "pk",
+        }
+        names: set[str] = set()
+        while True:
+            response = self.client.scan(**scan)
+            names.update(item["pk"]["S"].removeprefix("MODEL#") for item in response.get("Items", []))
+            if "LastEvaluatedKey" not in response:
+                return sorted(names)
+            scan["ExclusiveStartKey"] = response["LastEvaluatedKey"]
 
     def put_model_document(self, model: str, document: dict[str, Any]) -> None:
         self.put_doc(model, "CONFIG", document)
