@@ -73,6 +73,7 @@ BOOTSTRAP_IMAGE = "public.ecr.aws/modelops/no-version-yet:bootstrap"
 #: The local build of the training image copies two folders; seconds, not minutes.
 BOOTSTRAP_TIMEOUT_SECONDS = 120.0
 ROLLOUT_GROUP = "modelops-rollout"  # the group 40-rbac.yaml binds; an EKS access entry maps to it
+RETENTION_GROUP = "modelops-image-retention"  # 40-rbac.yaml's read-only group for the image clean-up
 
 
 class LocalCloudError(Exception):
@@ -382,7 +383,10 @@ class LocalCloud:
             except NotFoundError:
                 self.kube_store.create(obj, namespace=namespace)
                 created.append(f"{kind}/{name}")
-        self._authorizer = RoleAuthorizer(self.rbac_objects.values(), {ACCESS_KEY_ID: [ROLLOUT_GROUP]})
+        # Every local function signs with the one local key, so it stands for both access entries.
+        self._authorizer = RoleAuthorizer(
+            self.rbac_objects.values(), {ACCESS_KEY_ID: [ROLLOUT_GROUP, RETENTION_GROUP]}
+        )
         if skipped:
             self.progress(f"not applied locally (no local controller): {', '.join(skipped)}")
         return created

@@ -20,9 +20,11 @@ from modelops.handler_kit import BaseEnv, env
 from modelops.ports import (
     Executions,
     ImageBuilds,
+    ImageCatalog,
     ImageRepository,
     Kube,
     Metrics,
+    ModelCatalog,
     ModelRegistry,
     Notifier,
     ObjectStore,
@@ -34,6 +36,7 @@ from modelops.ports import (
 )
 
 if TYPE_CHECKING:  # imported where used: only the rollout function pays for the Kubernetes client
+    from modelops.adapters.codebuild import EcrRepository
     from modelops.adapters.eks import EksConnector
 
 
@@ -41,10 +44,13 @@ class _WorkflowEnv(BaseEnv):
     STATE_MACHINE_ARN: str
 
 
-class _BuildEnv(BaseEnv):
-    PROJECT_NAME: str
+class _RepositoryEnv(BaseEnv):
     IMAGE_REPOSITORY_NAME: str
     IMAGE_REPOSITORY_URI: str
+
+
+class _BuildEnv(_RepositoryEnv):
+    PROJECT_NAME: str
 
 
 class _MetricsEnv(BaseEnv):
@@ -78,6 +84,12 @@ class Services:
 
         return StateStore(env(BaseEnv).TABLE_NAME, client("dynamodb"))
 
+    def catalog(self) -> ModelCatalog:
+        """The state table as the retention clean-up reads it (every model, its history)."""
+        from modelops.adapters.store import StateStore
+
+        return StateStore(env(BaseEnv).TABLE_NAME, client("dynamodb"))
+
     def objects(self) -> ObjectStore:
         from modelops.adapters.s3 import S3Objects
 
@@ -103,13 +115,20 @@ class Services:
 
         return CodeBuildImages(client("codebuild"), project=env(_BuildEnv).PROJECT_NAME)
 
-    def image_repository(self) -> ImageRepository:
+    def _ecr(self) -> EcrRepository:
         from modelops.adapters.codebuild import EcrRepository
 
-        settings = env(_BuildEnv)
+        settings = env(_RepositoryEnv)
         return EcrRepository(
             client("ecr"), name=settings.IMAGE_REPOSITORY_NAME, uri=settings.IMAGE_REPOSITORY_URI
         )
+
+    def image_repository(self) -> ImageRepository:
+        return self._ecr()
+
+    def image_catalog(self) -> ImageCatalog:
+        """The serving repository as the retention clean-up lists and deletes its images."""
+        return self._ecr()
 
     def executions(self) -> Executions:
         from modelops.adapters.stepfunctions import StepFunctionsExecutions

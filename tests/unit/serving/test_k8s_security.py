@@ -22,6 +22,9 @@ CONTROL_PLANE_CIDR = "10.20.0.0/16"
 CONFIG = load_config_file(ROOT / "models" / "churn.yaml")
 K = CONFIG.kubernetes
 ROLLOUT_GROUP = "modelops-rollout"
+RETENTION_GROUP = "modelops-image-retention"
+#: The group each RoleBinding may bind (by binding name).
+BOUND_GROUPS = {f"{CONFIG.name}-rollout": ROLLOUT_GROUP, f"{CONFIG.name}-image-retention": RETENTION_GROUP}
 
 
 @pytest.fixture
@@ -85,7 +88,7 @@ def rbac_violations(objects: list[dict[str, Any]]) -> list[str]:
             if obj["roleRef"]["kind"] != "Role":
                 found.append(f"{where}: binds a {obj['roleRef']['kind']}")
             for subject in obj.get("subjects") or []:
-                if (subject.get("kind"), subject.get("name")) != ("Group", ROLLOUT_GROUP):
+                if (subject.get("kind"), subject.get("name")) != ("Group", BOUND_GROUPS.get(meta["name"])):
                     found.append(f"{where}: binds {subject.get('kind')} {subject.get('name')}")
     return found
 
@@ -101,6 +104,24 @@ def test_rbac_is_namespaced_named_and_bound_to_the_rollout_group_only(objects):
     }
     assert binding["subjects"] == [
         {"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": ROLLOUT_GROUP}
+    ]
+
+
+def test_the_image_clean_up_may_only_read_the_models_two_deployments(objects):
+    # The clean-up (steps/retention.py) only gets each Deployment to see which images it runs
+    role = _one(objects, "Role", f"{CONFIG.name}-image-retention")
+    assert role["rules"] == [
+        {
+            "apiGroups": ["apps"],
+            "resources": ["deployments"],
+            "resourceNames": [K.stable_deployment, K.canary_deployment],
+            "verbs": ["get"],
+        }
+    ]
+    binding = _one(objects, "RoleBinding", f"{CONFIG.name}-image-retention")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"] == [
+        {"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": RETENTION_GROUP}
     ]
 
 
