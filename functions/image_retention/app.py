@@ -31,7 +31,7 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
     ports = services()
     report = clean_up_images(
         catalog=ports.catalog(),
-        kube=ports.kube(),
+        kube=ports.kube,  # connects when the first model's Deployments are read
         images=ports.image_catalog(),
         grace_seconds=settings.RETENTION_GRACE_HOURS * 3600,
         dry_run=request.dry_run,

@@ -195,7 +195,7 @@ def test_twenty_models_sixty_builds_only_what_nothing_needs_is_deleted() -> None
 
     # When the clean-up runs
     report = clean_up_images(
-        catalog=fleet.catalog, kube=fleet.kube, images=fleet.images, grace_seconds=GRACE, now=NOW
+        catalog=fleet.catalog, kube=lambda: fleet.kube, images=fleet.images, grace_seconds=GRACE, now=NOW
     )
 
     # Then no serving, recently promoted or in-flight image is gone, and every other one is
@@ -234,7 +234,7 @@ def test_a_promoted_version_beyond_keep_promoted_is_deleted_unless_it_serves() -
     kube.put("models", "churn-stable", refs[4])
     kube.put("models", "churn-canary", refs[5])
 
-    report = clean_up_images(catalog=catalog, kube=kube, images=images, grace_seconds=GRACE, now=NOW)
+    report = clean_up_images(catalog=catalog, kube=lambda: kube, images=images, grace_seconds=GRACE, now=NOW)
 
     # Then v3 and v4 (the last 2 promoted) and v5 (canary) stay; v1 and v2 go
     assert sorted(images.stored) == [_digest(3), _digest(4), _digest(5)]
@@ -258,7 +258,7 @@ def test_one_unreadable_deployment_deletes_nothing_and_names_the_model(error: Ex
     before = set(fleet.images.stored)
 
     report = clean_up_images(
-        catalog=fleet.catalog, kube=fleet.kube, images=fleet.images, grace_seconds=GRACE, now=NOW
+        catalog=fleet.catalog, kube=lambda: fleet.kube, images=fleet.images, grace_seconds=GRACE, now=NOW
     )
 
     assert set(fleet.images.stored) == before and fleet.images.batches == []
@@ -271,7 +271,7 @@ def test_a_model_whose_stored_config_is_invalid_blocks_the_clean_up() -> None:
     fleet = _fleet()
     fleet.catalog.configs["m05"] = {**fleet.catalog.configs["m05"], "retention": {"keep_promoted": 0}}
     report = clean_up_images(
-        catalog=fleet.catalog, kube=fleet.kube, images=fleet.images, grace_seconds=GRACE, now=NOW
+        catalog=fleet.catalog, kube=lambda: fleet.kube, images=fleet.images, grace_seconds=GRACE, now=NOW
     )
     assert report["blocked"]["model"] == "m05"
     assert "retention.keep_promoted" in report["blocked"]["reason"]
@@ -283,14 +283,14 @@ def test_dry_run_reports_the_same_deletions_and_deletes_nothing() -> None:
     before = set(fleet.images.stored)
     dry = clean_up_images(
         catalog=fleet.catalog,
-        kube=fleet.kube,
+        kube=lambda: fleet.kube,
         images=fleet.images,
         grace_seconds=GRACE,
         now=NOW,
         dry_run=True,
     )
     real = clean_up_images(
-        catalog=twin.catalog, kube=twin.kube, images=twin.images, grace_seconds=GRACE, now=NOW
+        catalog=twin.catalog, kube=lambda: twin.kube, images=twin.images, grace_seconds=GRACE, now=NOW
     )
     assert set(fleet.images.stored) == before and fleet.images.batches == []
     assert dry["dry_run"] is True
@@ -306,7 +306,7 @@ def test_deletes_in_batches_of_at_most_100() -> None:
     kube.put("models", "churn-stable", "public.ecr.aws/modelops/no-version-yet:bootstrap")
     kube.put("models", "churn-canary", "public.ecr.aws/modelops/no-version-yet:bootstrap")
 
-    report = clean_up_images(catalog=catalog, kube=kube, images=images, grace_seconds=GRACE, now=NOW)
+    report = clean_up_images(catalog=catalog, kube=lambda: kube, images=images, grace_seconds=GRACE, now=NOW)
 
     assert [len(b) for b in images.batches] == [100, 100, 50]
     assert images.stored == {} and len(report["deleted"]) == 250
@@ -328,7 +328,7 @@ def test_images_not_made_by_the_workflow_are_left_alone() -> None:
     )  # by tag, not ours here
     kube.put("models", "churn-canary", "public.ecr.aws/modelops/no-version-yet:bootstrap")
 
-    report = clean_up_images(catalog=catalog, kube=kube, images=images, grace_seconds=GRACE, now=NOW)
+    report = clean_up_images(catalog=catalog, kube=lambda: kube, images=images, grace_seconds=GRACE, now=NOW)
 
     assert sorted(images.stored) == [_digest(1), _digest(2), _digest(3), _digest(4)]
     reasons = {e["digest"]: " ".join(e["reasons"]) for e in report["kept"]}
@@ -345,7 +345,7 @@ def test_a_deployment_that_names_an_image_by_tag_keeps_it() -> None:
     kube.put("models", "churn-stable", f"{REPO}:{tag}")
     kube.put("models", "churn-canary", "busybox:1", f"{REPO}:{tag}@{_digest(1)}")
 
-    report = clean_up_images(catalog=catalog, kube=kube, images=images, grace_seconds=GRACE, now=NOW)
+    report = clean_up_images(catalog=catalog, kube=lambda: kube, images=images, grace_seconds=GRACE, now=NOW)
 
     assert list(images.stored) == [_digest(1)]
     assert report["kept"][0]["reasons"] == ["canary Deployment of churn", "stable Deployment of churn"]
@@ -364,7 +364,7 @@ def test_the_active_rollout_and_the_champion_record_keep_their_images() -> None:
     kube.put("models", "churn-stable", "public.ecr.aws/modelops/no-version-yet:bootstrap")
     kube.put("models", "churn-canary", "public.ecr.aws/modelops/no-version-yet:bootstrap")
 
-    clean_up_images(catalog=catalog, kube=kube, images=images, grace_seconds=GRACE, now=NOW)
+    clean_up_images(catalog=catalog, kube=lambda: kube, images=images, grace_seconds=GRACE, now=NOW)
 
     assert sorted(images.stored) == [_digest(1), _digest(2)]
 
@@ -376,3 +376,25 @@ def test_repository_reference() -> None:
     assert repository_reference(f"{REPO}-other@{_digest(1)}", REPO) is None
     assert repository_reference("localhost:5000/x:1", "localhost:5000/x") == (None, "1")
     assert repository_reference(REPO, REPO) is None
+
+
+def test_the_cluster_is_reached_only_when_a_model_needs_reading() -> None:
+    # Given no models: nothing connects to the cluster, and the builds of unknown models stay
+    images = FakeImages()
+    images.push(_digest(1), (image_tag("ghost", "1", "run-00000001"),), NOW - timedelta(days=90))
+
+    def unreachable() -> FakeKube:
+        raise KubeUnavailableError("DescribeCluster: cluster modelops not found")
+
+    report = clean_up_images(
+        catalog=FakeCatalog(), kube=unreachable, images=images, grace_seconds=GRACE, now=NOW
+    )
+    assert report["blocked"] is None and list(images.stored) == [_digest(1)]
+
+    # Given a model: the failed connection blocks the clean-up, naming it
+    fleet = _fleet()
+    report = clean_up_images(
+        catalog=fleet.catalog, kube=unreachable, images=fleet.images, grace_seconds=GRACE, now=NOW
+    )
+    assert report["blocked"]["model"] == "m00" and "cluster modelops not found" in report["blocked"]["reason"]
+    assert fleet.images.batches == []

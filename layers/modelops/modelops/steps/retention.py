@@ -22,8 +22,9 @@ version (`rollback --to`: kept while among the last K).
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -104,13 +105,13 @@ def _config(catalog: ModelCatalog, model: str) -> ModelConfig:
 
 
 def _what_model_needs(
-    model: str, *, catalog: ModelCatalog, kube: Kube, repository_uri: str, keep: _KeepSet
+    model: str, *, catalog: ModelCatalog, kube: Callable[[], Kube], repository_uri: str, keep: _KeepSet
 ) -> None:
     config = _config(catalog, model)
     k = config.kubernetes
     for variant, name in (("stable", k.stable_deployment), ("canary", k.canary_deployment)):
         try:
-            deployment = kube.get_deployment(k.namespace, name)
+            deployment = kube().get_deployment(k.namespace, name)
         except Exception as exc:  # any reason we cannot see what it runs
             raise RetentionBlockedError(
                 model, f"cannot read Deployment {k.namespace}/{name}: {type(exc).__name__}: {exc}"
@@ -146,7 +147,7 @@ def _build_tag(models: Iterable[str]) -> re.Pattern[str]:
 def clean_up_images(
     *,
     catalog: ModelCatalog,
-    kube: Kube,
+    kube: Callable[[], Kube],
     images: ImageCatalog,
     grace_seconds: float,
     dry_run: bool = False,
@@ -154,8 +155,10 @@ def clean_up_images(
 ) -> dict[str, Any]:
     """Delete the serving images nothing keeps (module docstring); the report of what was kept and
     why, what was (or, with `dry_run`, would be) deleted, and failures. `blocked` names the model
-    whose needs could not be read: then nothing is deleted."""
+    whose needs could not be read: then nothing is deleted. `kube` connects to the cluster when the
+    first model's Deployments are read (no models, no connection); a failure there blocks too."""
     now = now or datetime.now(UTC)
+    kube = functools.cache(kube)
     stored = images.images()
     models = catalog.model_names()
     keep = _KeepSet()

@@ -78,3 +78,70 @@ def test_the_failure_queue_alarm_watches_the_deployed_queue_and_notifies_the_top
     )
     assert alarm["ComparisonOperator"] == "GreaterThanThreshold"
     assert alarm["AlarmActions"] == alarm["OKActions"] == [config["topic_arn"]]
+
+
+def _push(backbone, repository: str, tag: str) -> str:
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "layers": [
+            {
+                "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                "digest": "sha256:" + "c" * 64,
+                "size": 1,
+            }
+        ],
+    }
+    image = backbone.client("ecr").put_image(
+        repositoryName=repository, imageTag=tag, imageManifest=json.dumps(manifest)
+    )
+    return image["image"]["imageId"]["imageDigest"]
+
+
+def test_the_image_clean_up_is_scheduled_and_runs_in_its_worker(backbone, product):
+    # Given the stack's serving repository with a fresh build of a model nobody configured
+    repository = product.outputs["ServingImageRepositoryUri"].split("/", 1)[1]
+    digest = _push(backbone, repository, "ghost-v1-run00001")
+    before = len(backbone.runtime.history())
+    # When every schedule fires (the stack's only one: the daily image clean-up)
+    fired = backbone.scheduler.tick()
+    backbone.settle(timeout=30)
+    # Then the function ran once, with the schedule's input, read the repository and deleted nothing
+    assert fired and all(r.ok and r.target_arn.endswith(":function:modelops-image-retention") for r in fired)
+    runs = [r for r in backbone.runtime.history()[before:] if r.function_name == "modelops-image-retention"]
+    assert [(r.invocation_type, r.error_type) for r in runs] == [("Event", None)]
+    log = backbone.runtime.log_path("modelops-image-retention").read_text().splitlines()
+    (line,) = [json.loads(text) for text in log if '"image retention"' in text]
+    assert (line["dry_run"], line["images"], line["models"], line["kept"], line["deleted"]) == (
+        False,
+        1,
+        0,
+        1,
+        0,
+    )
+    described = backbone.client("ecr").describe_images(repositoryName=repository)["imageDetails"]
+    assert [d["imageDigest"] for d in described] == [digest]
+
+
+def test_an_unreachable_cluster_blocks_the_clean_up_naming_the_model(backbone, product):
+    # Given a configured model and a stack whose cluster ("local") does not exist here
+    from modelops.adapters.store import StateStore
+    from modelops.config import load_config_file
+
+    parameter = backbone.client("ssm").get_parameter(Name=product.outputs["StackConfigParameterName"])
+    table = json.loads(parameter["Parameter"]["Value"])["table"]
+    churn = load_config_file(ROOT / "models" / "churn.yaml").to_document()
+    StateStore(table, backbone.client("dynamodb")).put_model_document("churn", churn)
+    repository = product.outputs["ServingImageRepositoryUri"].split("/", 1)[1]
+    ecr = backbone.client("ecr")
+    kept = {d["imageDigest"] for d in ecr.describe_images(repositoryName=repository)["imageDetails"]}
+    # When the clean-up runs (invoked directly, as `aws lambda invoke` would)
+    response = backbone.client("lambda").invoke(FunctionName="modelops-image-retention", Payload=b"{}")
+    report = json.loads(response["Payload"].read())
+    # Then it names the model whose Deployments it could not read, and every image is still there
+    assert report["blocked"]["model"] == "churn", report
+    assert (
+        "DescribeCluster" in report["blocked"]["reason"] or "not found" in report["blocked"]["reason"].lower()
+    )
+    assert report["deleted"] == []
+    assert {d["imageDigest"] for d in ecr.describe_images(repositoryName=repository)["imageDetails"]} == kept
