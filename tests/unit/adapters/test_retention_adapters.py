@@ -3,8 +3,6 @@ BatchDeleteImage (failures reported, at most 100 ids), the state table's model l
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,6 +12,7 @@ from modelops.adapters.codebuild import EcrRepository
 from modelops.adapters.store import StateStore
 from moto import mock_aws
 
+from tests.ecr_images import push_image
 from tests.state_table import create_state_table
 
 REGION = "us-east-1"
@@ -57,16 +56,7 @@ def aws(offline_aws: None) -> Iterator[None]:
 
 
 def _push(ecr: Any, n: int, tag: str | None) -> str:
-    """Put a distinct image manifest (tagged `tag`, or untagged); its digest as ECR reports it."""
-    layer = "sha256:" + hashlib.sha256(str(n).encode()).hexdigest()
-    manifest = {
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer, "size": n}],
-    }
-    extra = {"imageTag": tag} if tag else {}
-    image = ecr.put_image(repositoryName="serving", imageManifest=json.dumps(manifest), **extra)["image"]
-    return str(image["imageId"]["imageDigest"])
+    return push_image(ecr, "serving", n, tag)
 
 
 def test_ecr_images_lists_every_page_with_tags_and_push_time(aws: None) -> None:

@@ -4,8 +4,6 @@ Deployments from the Kubernetes stand-in over HTTPS as the group the shipped Rol
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ from moto import mock_aws
 from modelops_local.kube import KubeApiServer, KubeStore
 from modelops_local.kube.rbac import RoleAuthorizer
 from modelops_local.manifests import render_manifests
+from tests.ecr_images import push_image
 from tests.integration.workflow.harness import Context, load_handler
 from tests.state_table import create_state_table
 
@@ -32,17 +31,7 @@ TOKENS = {"admin-token": "admin", "retention-token": "retention-fn"}
 
 
 def _push(ecr: Any, n: int, tag: str) -> str:
-    layer = "sha256:" + hashlib.sha256(str(n).encode()).hexdigest()
-    manifest = {
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer, "size": n}],
-    }
-    return str(
-        ecr.put_image(repositoryName="modelops-serving", imageTag=tag, imageManifest=json.dumps(manifest))[
-            "image"
-        ]["imageId"]["imageDigest"]
-    )
+    return push_image(ecr, "modelops-serving", n, tag)
 
 
 class RetentionServices(wiring.Services):

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.ecr_images import push_image
+
 ROOT = Path(__file__).resolve().parents[4]
 pytestmark = pytest.mark.timeout(120)
 
@@ -80,28 +82,10 @@ def test_the_failure_queue_alarm_watches_the_deployed_queue_and_notifies_the_top
     assert alarm["AlarmActions"] == alarm["OKActions"] == [config["topic_arn"]]
 
 
-def _push(backbone, repository: str, tag: str) -> str:
-    manifest = {
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "layers": [
-            {
-                "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                "digest": "sha256:" + "c" * 64,
-                "size": 1,
-            }
-        ],
-    }
-    image = backbone.client("ecr").put_image(
-        repositoryName=repository, imageTag=tag, imageManifest=json.dumps(manifest)
-    )
-    return image["image"]["imageId"]["imageDigest"]
-
-
 def test_the_image_clean_up_is_scheduled_and_runs_in_its_worker(backbone, product):
     # Given the stack's serving repository with a fresh build of a model nobody configured
     repository = product.outputs["ServingImageRepositoryUri"].split("/", 1)[1]
-    digest = _push(backbone, repository, "ghost-v1-run00001")
+    digest = push_image(backbone.client("ecr"), repository, 1, "ghost-v1-run00001")
     before = len(backbone.runtime.history())
     # When every schedule fires (the stack's only one: the daily image clean-up)
     fired = backbone.scheduler.tick()
