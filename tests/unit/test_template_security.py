@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -523,3 +524,35 @@ def test_the_training_repository_never_expires_a_tagged_image(template):
     rules = json.loads(props["LifecyclePolicy"]["LifecyclePolicyText"])["rules"]
     # the recorded image is tagged (source-<sha256>), so no rule can ever select it
     assert rules and all(rule["selection"]["tagStatus"] == "untagged" for rule in rules)
+
+
+def test_only_the_image_clean_up_deletes_images_and_only_in_the_serving_repository(template):
+    # Given every statement that allows deleting images or listing them
+    deleters = _statements_with(template, "ecr:BatchDeleteImage")
+    # Then one role may delete: the clean-up's, in the serving repository only (never the training one)
+    assert [where.split(".")[0] for where, _ in deleters] == ["ImageRetentionFunctionRole"]
+    (statement,) = [st for _, st in deleters]
+    assert _as_list(statement["Resource"]) == [{"Fn::GetAtt": ["ServingImageRepository", "Arn"]}]
+    assert sorted(_as_list(statement["Action"])) == ["ecr:BatchDeleteImage", "ecr:DescribeImages"]
+    # And its role otherwise only reads the state table and the cluster (and reports a failed
+    # invocation to the failure queue, the EventInvokeConfig's destination)
+    granted = {
+        (action, json.dumps(st.get("Resource"), sort_keys=True))
+        for where, st in iam_statements(template)
+        if where.startswith("ImageRetentionFunctionRole.Policies")
+        for action in _as_list(st["Action"])
+    }
+    table, queue = '{"Fn::GetAtt": ["StateTable", "Arn"]}', '{"Fn::GetAtt": ["AsyncFailureQueue", "Arn"]}'
+    repository = '{"Fn::GetAtt": ["ServingImageRepository", "Arn"]}'
+    cluster = json.dumps(
+        {"Fn::Sub": "arn:${AWS::Partition}:eks:${AWS::Region}:${AWS::AccountId}:cluster/${ClusterName}"}
+    )
+    assert granted == {
+        ("dynamodb:GetItem", table),
+        ("dynamodb:Query", table),
+        ("dynamodb:Scan", table),
+        ("ecr:DescribeImages", repository),
+        ("ecr:BatchDeleteImage", repository),
+        ("eks:DescribeCluster", cluster),
+        ("sqs:SendMessage", queue),
+    }
