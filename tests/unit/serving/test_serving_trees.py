@@ -249,3 +249,46 @@ def test_the_native_build_step_builds_tree_models_through_tl2cgen(built, tmp_pat
     )
     assert "max relative |difference|" in done.stdout and "on 200 holdout rows (limit 1e-05)" in done.stdout
     assert native.find_compiler() is not None
+
+
+def test_a_forest_over_the_compile_budget_is_served_by_its_library_which_serve_says(built, tmp_path, caplog):
+    # Given a random forest whose generated C is larger than the build's budget (here 0.01 MB)
+    folder, held, _ = built["random_forest", "binary_classification"]
+    copy = tmp_path / "m"
+    copy.mkdir()
+    for name in ("metadata.json", "model.joblib", CHECK_FILE):
+        (copy / name).write_bytes((folder / name).read_bytes())
+    with pytest.raises(trees.OverBudgetError, match=r"MB of C for model.joblib, above the 0.01 MB"):
+        trees.build(copy, read_metadata(copy), max_source_bytes=10_000)
+    assert not (copy / "native").exists()  # trees.build itself leaves the folder as it was
+
+    # When the image's build step runs with that budget
+    done = _cli(copy, "--max-source-mb", "0.01")
+
+    # Then it compiles nothing, says why and that the library serves, and records the reason
+    assert done.returncode == 0, done.stderr
+    assert "native predictor: not compiled: tl2cgen wrote" in done.stdout
+    assert "serve uses the model's library" in done.stdout
+    assert not (copy / "native" / "trees.so").exists()
+    skipped = json.loads((copy / "native" / trees.SKIPPED_FILE).read_text())
+    assert skipped["kind"] == "tl2cgen" and "above the 0.01 MB" in skipped["reason"]
+
+    # And serve answers with scikit-learn, saying in its startup log why
+    caplog.set_level(logging.INFO)
+    service = _service(copy)
+    assert service.ping()[1]["predictor"] == "scikit-learn"
+    assert "not compiled at image build: tl2cgen wrote" in caplog.text
+    body = json.dumps(
+        {"instances": [[None if np.isnan(v) else v for v in row] for row in held[:20].tolist()]}
+    )
+    status, doc = asyncio.run(service.invoke(body.encode(), "application/json"))
+    assert status == 200
+    want = load_model(copy).predict(held[:20])
+    assert [p for _, p in doc["probabilities"]] == pytest.approx(want.tolist(), abs=1e-12)
+
+    # And within the default budget the same model compiles, at -O1, and the record goes
+    done = _cli(copy)
+    assert "native predictor: built native/trees.so" in done.stdout, done.stdout
+    manifest = json.loads((copy / "native" / "manifest.json").read_text())
+    assert manifest["cflags"][0] == "-O1"
+    assert not (copy / "native" / trees.SKIPPED_FILE).exists()
