@@ -183,7 +183,9 @@ def answer(metadata: ModelMetadata, predictions: list[Answer]) -> dict[str, Any]
         negative, positive = classes
         positives = cast(list[float], predictions)
         return {
-            "predictions": [positive if p >= 0.5 else negative for p in positives],
+            # P = 0.5 exactly (a random forest's tied vote) is the negative class, as every
+            # library's predict answers it: the first of equal probabilities (argmax), XGBoost's p > 0.5
+            "predictions": [positive if p > 0.5 else negative for p in positives],
             "probabilities": [[1.0 - p, p] for p in positives],
             "classes": list(classes),
         }
