@@ -53,7 +53,7 @@ class Predictor:
         self,
         metadata: ModelMetadata,
         *,
-        forest: CompiledForest | None = None,
+        forest: CompiledForest | NativePredictor | None = None,
         estimator: Estimator | None = None,
         native: NativePredictor | None = None,
         compiled_max_rows: int = DEFAULT_COMPILED_MAX_ROWS,

@@ -184,6 +184,8 @@ def test_served_answers_equal_the_model_files_own_library_missing_and_unseen_val
     # Given the model as serve loaded it after the image build step
     folder, service, build = served[algorithm, classes, categorical]
     assert service.ping()[1]["predictor"] == predictor, build
+    if algorithm == "linear" and not categorical:  # the Pipeline's arithmetic answers small batches
+        assert type(service.predictor.forest).__name__ == "LinearPipeline"
     # And held-out rows (never trained on) with missing cells and, categorical, unseen plans
     rows, _ = _data(classes, categorical, 400, seed=12)
     if categorical:
