@@ -1521,6 +1521,7 @@ def run_format(
             "format": reference.format,
             "scikit-learn": reference.sklearn_version,
             "build": reference.build_log,
+            "serve_log": _read(args.workdir / name / "logs" / f"round1-{name}-ours.stderr"),
         },
         "rounds": rounds,
         "medians": medians,
@@ -1530,8 +1531,10 @@ def run_format(
     }
 
 
-def served_by(build_log: str) -> str:
-    """What ours answers with, from the image build step's line."""
+def served_by(build_log: str, serve_log: str = "") -> str:
+    """What ours answers with, from the image build step's line and ours' startup log."""
+    if "linear pipeline compiled" in serve_log:
+        return "linear.py below 64 rows, scikit-learn above"
     if "built native/forest.so" in build_log:
         return "native.py forest"
     if "built native/trees.so" in build_log:
@@ -1539,6 +1542,13 @@ def served_by(build_log: str) -> str:
     if "native predictor: not compiled:" in build_log:
         return "library (over the compile budget)"
     return "library"
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")[:20_000]
+    except OSError:
+        return ""
 
 
 def _ratio(ratios: Mapping[str, Mapping[str, float]], other: str, key: str) -> str:
@@ -1579,7 +1589,7 @@ def render_summary(results: Mapping[str, Mapping[str, Any]], *, rounds: int, con
         failed = [g["goal"] for g in goals if g["passed"] is False]
         verdict = f"{passed}/{len(goals)} pass" + (f"; fail: {', '.join(failed)}" if failed else "")
         lines.append(
-            f"| {name} ({served_by(result['model']['build'])}) | {single} | {rate(naive)} | {rate(ml)} | "
+            f"| {name} ({served_by(result['model']['build'], result['model'].get('serve_log', ''))}) | {single} | {rate(naive)} | {rate(ml)} | "
             f"{_ratio(ratios, BASELINE, 'single_req_s')} / {_ratio(ratios, 'mlserver', 'single_req_s')} | "
             f"{batch} | {_ratio(ratios, BASELINE, 'batch_rows_s')} | {diff} | {verdict} |"
         )

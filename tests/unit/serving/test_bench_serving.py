@@ -282,6 +282,8 @@ def test_the_summary_has_a_row_per_format():
     assert bench.served_by("native predictor: not compiled: tl2cgen wrote 22 MB") == (
         "library (over the compile budget)"
     )
+    startup = "INFO linear pipeline compiled for batches under 64 rows (max |difference| 1e-16 ...)"
+    assert bench.served_by("native predictor: not built: algorithm linear", startup).startswith("linear.py")
 
 
 def test_the_table_has_a_row_per_stack_the_ratios_and_the_goals():
