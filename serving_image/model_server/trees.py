@@ -45,9 +45,12 @@ at -O0 alike. One row is as fast at -O1 as at -O2 (1.5 vs 1.6 us on XGBoost's de
 depth 6; 100-row batches were within the noise), so the trees compile at -O1 (TREES_CFLAGS). A
 model whose C is larger than MAX_SOURCE_BYTES (8 MB: ~25 s at -O1 on a quiet core, ~65-90 s on
 this machine's loaded one, where bench/serving/compile_budget.py measured 2.3 MB 21 s, 5.8 MB 67 s,
-11.5 MB 96 s at load average 5) is not compiled at all: the build records why in
-native/skipped.json (OverBudgetError), prints it, and `serve` logs it and answers with the model's
-library. Every compile is also bounded by TREES_COMPILE_TIMEOUT_SECONDS.
+11.5 MB 96 s at load average 5) is not compiled as code. A scikit-learn random forest is then
+compiled as data instead (tree_arrays.py: its nodes as static arrays and one loop; that 22-25 MB
+forest builds in ~5 s and answers one row in ~7 us against scikit-learn's ~6 ms, exactly). Any
+other model over the budget is not compiled at all: the build records why in native/skipped.json
+(OverBudgetError), prints it, and `serve` logs it and answers with the model's library. Every
+compile is also bounded by TREES_COMPILE_TIMEOUT_SECONDS.
 
 Models with categorical columns (a Pipeline with an encoder in front) and non-tree models are not
 built here: the model's library serves them.
@@ -69,6 +72,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
 
+from model_server import tree_arrays
 from model_server.checkrows import CHECK_FILE, Answer, CheckError, gap, read_check
 from model_server.native import C_READ_ROW
 
@@ -283,6 +287,12 @@ def generate(model_dir: Path, meta: ModelMetadata, target: Path) -> tuple[list[s
     return [*sources, ENTRY_FILE], width
 
 
+def _joblib(model_dir: Path, meta: ModelMetadata) -> Any:
+    import joblib
+
+    return joblib.load(model_dir / meta.model_file)
+
+
 def _define(header: str, name: str) -> int:
     found = re.search(rf"#define {name} (\d+)", header)
     if found is None:
@@ -363,11 +373,22 @@ def build(
         src.mkdir()
         sources, width = generate(model_dir, meta, src)
         size = sum((src / name).stat().st_size for name in sources)
+        generator = f"treelite {treelite.__version__}, tl2cgen {tl2cgen.__version__}"
         if size > max_source_bytes:
-            raise OverBudgetError(
+            over = (
                 f"tl2cgen wrote {size / 1e6:.1f} MB of C for {meta.model_file}, above the "
                 f"{max_source_bytes / 1e6:g} MB this build compiles (gcc -O1 needs ~4 s a MB on one core)"
             )
+            if not tree_arrays.supported(meta):
+                raise OverBudgetError(over)
+            # a random forest: its nodes as data instead of code (tree_arrays.py), seconds to compile
+            shutil.rmtree(src)
+            src.mkdir()
+            try:
+                sources, width = tree_arrays.generate(_joblib(model_dir, meta), meta, src)
+            except tree_arrays.ArraysError as exc:
+                raise OverBudgetError(f"{over}; {exc}") from None
+            generator = f"{tree_arrays.GENERATOR}, as {over}"
         try:
             native.compile_library(
                 cc, src, sources, LIBRARY_FILE, cflags=TREES_CFLAGS, timeout=TREES_COMPILE_TIMEOUT_SECONDS
@@ -395,7 +416,7 @@ def build(
             "relative": limit == FLOAT32_TOLERANCE,
             "max_diff": worst,
             "check_rows": n_rows,
-            "generator": f"treelite {treelite.__version__}, tl2cgen {tl2cgen.__version__}",
+            "generator": generator,
         }
         target = model_dir / NATIVE_DIR
         target.mkdir(exist_ok=True)
@@ -403,7 +424,8 @@ def build(
         shutil.rmtree(target / SOURCE_DIR, ignore_errors=True)
         (target / SOURCE_DIR).mkdir()
         for name in [*sources, "header.h"]:
-            shutil.copyfile(src / name, target / SOURCE_DIR / name)
+            if (src / name).exists():  # tree_arrays' C has no header
+                shutil.copyfile(src / name, target / SOURCE_DIR / name)
         (target / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         (target / SKIPPED_FILE).unlink(missing_ok=True)
     return {**manifest, "compile_seconds": compile_seconds}
