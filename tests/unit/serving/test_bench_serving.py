@@ -282,6 +282,10 @@ def test_the_summary_has_a_row_per_format():
     assert bench.served_by("native predictor: not compiled: tl2cgen wrote 22 MB") == (
         "library (over the compile budget)"
     )
+    arrays = (
+        "native predictor: built native/trees.so from model.joblib (modelops tree_arrays (...), as tl2cgen"
+    )
+    assert bench.served_by(arrays).startswith("tree_arrays.py")
     startup = "INFO linear pipeline compiled for batches under 64 rows (max |difference| 1e-16 ...)"
     assert bench.served_by("native predictor: not built: algorithm linear", startup).startswith("linear.py")
 
