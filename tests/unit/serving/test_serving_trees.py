@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from model_server import native, trees
+from model_server import native, tree_arrays, trees
 from model_server.artifact import load_model, read_metadata
 from model_server.checkrows import CHECK_FILE
 from model_server.contract import serve_settings
@@ -321,3 +321,19 @@ def test_a_random_forest_over_the_budget_is_compiled_as_arrays_with_the_forests_
     assert manifest["generator"].startswith("modelops tree_arrays") and manifest["sources"] == [
         "forest_arrays.c"
     ]
+
+
+def test_a_forest_too_big_even_for_arrays_is_left_to_scikit_learn(built, tmp_path, monkeypatch):
+    # Given a random forest over the compile budget and over the arrays' node limit (here 10 nodes)
+    folder, _, _ = built["random_forest", "binary_classification"]
+    copy = tmp_path / "m"
+    copy.mkdir()
+    for name in ("metadata.json", "model.joblib", CHECK_FILE):
+        (copy / name).write_bytes((folder / name).read_bytes())
+    monkeypatch.setattr(tree_arrays, "MAX_NODES", 10)
+    # When it is built: nothing is compiled, and the reason names both limits
+    with pytest.raises(
+        trees.OverBudgetError, match=r"above the 0.01 MB .*nodes, more than the 10 written as arrays"
+    ):
+        trees.build(copy, read_metadata(copy), max_source_bytes=10_000)
+    assert not (copy / "native").exists()
