@@ -89,6 +89,8 @@ $(BENCH_SERVING_VENV)/.installed: bench/serving/requirements.txt bench/serving/c
 	@echo "==> creating $(BENCH_SERVING_VENV) for the serving benchmark's baselines (MLServer, FastAPI)"
 	@$(PYTHON) -m venv $(BENCH_SERVING_VENV)
 	@$(BENCH_SERVING_VENV)/bin/pip install --quiet --disable-pip-version-check -r bench/serving/requirements.txt -c bench/serving/constraints.txt $(QUIET_PIP)
+	@# mlserver-xgboost requires the CUDA `xgboost` wheel; xgboost-cpu provides the same module (requirements.txt)
+	@$(BENCH_SERVING_VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps mlserver-xgboost==1.7.1 $(QUIET_PIP)
 	@touch $@
 
 bench-serving: $(VENV)/.installed $(BENCH_SERVING_VENV)/.installed

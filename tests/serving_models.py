@@ -81,6 +81,7 @@ def tree_model_folder(
         "random_forest": {"n_estimators": 20, "max_depth": 8},
         "xgboost": {"n_estimators": 30},
         "lightgbm": {"n_estimators": 30},
+        "linear": {},
     }[algorithm]
     estimator = build_estimator(algorithm, task, {**small, **(params or {})}, seed=0)
     estimator.fit(X[:1200], y[:1200])

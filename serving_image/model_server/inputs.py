@@ -29,7 +29,9 @@ from model_server.estimator import FloatMatrix
 Row = list[float]
 # A row of a model with categorical columns: text in those, numbers (NaN for missing) elsewhere.
 MixedRow = list[float | str]
-_NUMBERS = frozenset({float, int})
+_NULL = type(None)
+# What a JSON row of a numeric model may hold on the fast path: numbers, and null for missing.
+_NUMBERS_OR_NULL = frozenset({float, int, _NULL})
 
 JSON_TYPES = {"application/json"}
 CSV_TYPES = {"text/csv"}
@@ -68,15 +70,19 @@ def parse_rows(
 
 
 def _fast_rows(instances: list[Any], width: int) -> list[Row] | None:
-    """`instances` itself when it is a non-empty list of lists of `width` ints/floats, else None."""
+    """`instances` itself when it is a non-empty list of lists of `width` ints/floats (with null
+    for missing values: those rows are copied with NaN in their place), else None."""
     try:
         types = set(map(type, chain.from_iterable(instances)))
     except TypeError:  # an instance is not iterable (a number, null)
         return None
-    if not types or not types <= _NUMBERS or set(map(len, instances)) != {width}:
+    if not types or not types <= _NUMBERS_OR_NULL or set(map(len, instances)) != {width}:
         return None
     if not all(type(item) is list for item in instances):
         return None
+    if _NULL in types:
+        nan = math.nan
+        return [[nan if v is None else v for v in row] if None in row else row for row in instances]
     return instances
 
 

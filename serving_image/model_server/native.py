@@ -310,21 +310,29 @@ def compiler_version(cc: str) -> str:
     return (version.stdout.splitlines() or [cc])[0]
 
 
-def compile_library(cc: str, folder: Path, sources: Sequence[str], library: str) -> None:
+def compile_library(
+    cc: str,
+    folder: Path,
+    sources: Sequence[str],
+    library: str,
+    *,
+    cflags: Sequence[str] = CFLAGS,
+    timeout: float = COMPILE_TIMEOUT_SECONDS,
+) -> None:
     """Compile `sources` (C files in `folder`, against Python's headers) into `folder`/`library`;
     NativeError says why not. Relative names in the folder: the library's bytes do not depend on
     where it was built, so one model always makes the same image (same digest)."""
     try:
         done = subprocess.run(
-            [cc, *CFLAGS, f"-I{sysconfig.get_paths()['include']}", "-I.", "-o", library, *sources, "-lm"],
+            [cc, *cflags, f"-I{sysconfig.get_paths()['include']}", "-I.", "-o", library, *sources, "-lm"],
             cwd=folder,
             capture_output=True,
             text=True,
-            timeout=COMPILE_TIMEOUT_SECONDS,
+            timeout=timeout,
             check=False,
         )
     except subprocess.TimeoutExpired:
-        raise NativeError(f"{cc} took longer than {COMPILE_TIMEOUT_SECONDS:.0f}s") from None
+        raise NativeError(f"{cc} took longer than {timeout:.0f}s") from None
     except OSError as exc:
         raise NativeError(f"C compiler {cc} cannot run: {exc}") from None
     if done.returncode != 0:
@@ -415,6 +423,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     b = sub.add_parser("build", help="compile and check native/forest.so; never fails the image build")
     b.add_argument("model_dir", type=Path)
     b.add_argument("--compiler", default=None, help="C compiler (default: cc, gcc or clang on PATH)")
+    b.add_argument(
+        "--max-source-mb",
+        type=float,
+        default=None,
+        help="tree ensembles whose generated C is larger are not compiled (default: trees.MAX_SOURCE_BYTES)",
+    )
     args = parser.parse_args(argv)
     from model_server.artifact import read_metadata
     from model_server.errors import ModelLoadError
@@ -438,10 +452,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{int(manifest['probe_rows'])} probe rows"
             )
             return 0
-    return _build_trees(args.model_dir, meta, args.compiler)
+    limit = None if args.max_source_mb is None else int(args.max_source_mb * 1e6)
+    return _build_trees(args.model_dir, meta, args.compiler, limit)
 
 
-def _build_trees(model_dir: Path, meta: ModelMetadata, compiler: str | None) -> int:
+def _build_trees(
+    model_dir: Path, meta: ModelMetadata, compiler: str | None, max_source_bytes: int | None
+) -> int:
     from model_server import trees
 
     fallback = "the Python forest and scikit-learn" if meta.forest_file else "the model's library"
@@ -450,7 +467,17 @@ def _build_trees(model_dir: Path, meta: ModelMetadata, compiler: str | None) -> 
         print(f"native predictor: not built: {why} (serve uses {fallback})")
         return 0
     try:
-        result = trees.build(model_dir, meta, compiler)
+        result = trees.build(
+            model_dir,
+            meta,
+            compiler,
+            max_source_bytes=trees.MAX_SOURCE_BYTES if max_source_bytes is None else max_source_bytes,
+        )
+    except trees.OverBudgetError as exc:
+        # a decision, not a failure: recorded so that `serve` says why it answers with the library
+        trees.record_skipped(model_dir, str(exc))
+        print(f"native predictor: not compiled: {exc}; serve uses {fallback}")
+        return 0
     except (trees.TreesError, NativeError) as exc:
         print(f"native predictor: not built: {exc}; serve uses {fallback}")
         return 0

@@ -53,7 +53,7 @@ class Predictor:
         self,
         metadata: ModelMetadata,
         *,
-        forest: CompiledForest | None = None,
+        forest: CompiledForest | NativePredictor | None = None,
         estimator: Estimator | None = None,
         native: NativePredictor | None = None,
         compiled_max_rows: int = DEFAULT_COMPILED_MAX_ROWS,
@@ -183,7 +183,9 @@ def answer(metadata: ModelMetadata, predictions: list[Answer]) -> dict[str, Any]
         negative, positive = classes
         positives = cast(list[float], predictions)
         return {
-            "predictions": [positive if p >= 0.5 else negative for p in positives],
+            # P = 0.5 exactly (a random forest's tied vote) is the negative class, as every
+            # library's predict answers it: the first of equal probabilities (argmax), XGBoost's p > 0.5
+            "predictions": [positive if p > 0.5 else negative for p in positives],
             "probabilities": [[1.0 - p, p] for p in positives],
             "classes": list(classes),
         }

@@ -37,6 +37,21 @@ native.py's tests the doubles directly. The build step (native.main) tries that 
 comes here for everything else: HistGradientBoosting multiclass (which forest.py does not export),
 random forests, XGBoost and LightGBM.
 
+Compile budget. gcc's time grows with the generated C, and -O2 is pathological on the deep
+nested branches of unbounded trees: a RandomForest of 25 unbounded trees (16,000 rows x 20
+features, 5.6 MB of C) took 146 s at -O2, 16 s at -O1 and 12 s at -O0 (gcc 12, one core of this
+2-core Xeon, load average ~3); the default 100 trees (168,672 nodes, 22 MB of C) 84 s at -O1 and
+at -O0 alike. One row is as fast at -O1 as at -O2 (1.5 vs 1.6 us on XGBoost's default 100 trees of
+depth 6; 100-row batches were within the noise), so the trees compile at -O1 (TREES_CFLAGS). A
+model whose C is larger than MAX_SOURCE_BYTES (8 MB: ~25 s at -O1 on a quiet core, ~65-90 s on
+this machine's loaded one, where bench/serving/compile_budget.py measured 2.3 MB 21 s, 5.8 MB 67 s,
+11.5 MB 96 s at load average 5) is not compiled as code. A scikit-learn random forest is then
+compiled as data instead (tree_arrays.py: its nodes as static arrays and one loop; that 22-25 MB
+forest builds in ~5 s and answers one row in ~7 us against scikit-learn's ~6 ms, exactly). Any
+other model over the budget is not compiled at all: the build records why in native/skipped.json
+(OverBudgetError), prints it, and `serve` logs it and answers with the model's library. Every
+compile is also bounded by TREES_COMPILE_TIMEOUT_SECONDS.
+
 Models with categorical columns (a Pipeline with an encoder in front) and non-tree models are not
 built here: the model's library serves them.
 """
@@ -57,6 +72,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
 
+from model_server import tree_arrays
 from model_server.checkrows import CHECK_FILE, Answer, CheckError, gap, read_check
 from model_server.native import C_READ_ROW
 
@@ -76,6 +92,11 @@ SKLEARN_TREES = ("hist_gradient_boosting", "random_forest")
 # tl2cgen splits the trees over this many C files at most (one file of a big forest makes gcc slow
 # and hungry); they are compiled together, in a fixed order.
 MAX_SOURCE_FILES = 8
+# The compile budget (module docstring): -O1, at most this much generated C, at most this long.
+TREES_CFLAGS = ("-O1", "-shared", "-fPIC", "-fno-fast-math", "-ffp-contract=off")
+MAX_SOURCE_BYTES = 8_000_000
+TREES_COMPILE_TIMEOUT_SECONDS = 180.0
+SKIPPED_FILE = "skipped.json"
 Row = Sequence[float]
 
 _MISSING = re.compile(r"\(data\[(\d+)\]\.missing != -1\)")
@@ -123,6 +144,10 @@ int modelops_predict(PyObject *rows, double *out) {
 
 class TreesError(Exception):
     """The compiled trees cannot be built or used; the message says why."""
+
+
+class OverBudgetError(TreesError):
+    """The model's C is too large to compile within the build's budget (MAX_SOURCE_BYTES)."""
 
 
 class Manifest(TypedDict):
@@ -262,6 +287,12 @@ def generate(model_dir: Path, meta: ModelMetadata, target: Path) -> tuple[list[s
     return [*sources, ENTRY_FILE], width
 
 
+def _joblib(model_dir: Path, meta: ModelMetadata) -> Any:
+    import joblib
+
+    return joblib.load(model_dir / meta.model_file)
+
+
 def _define(header: str, name: str) -> int:
     found = re.search(rf"#define {name} (\d+)", header)
     if found is None:
@@ -313,9 +344,16 @@ def verify(trees: NativeTrees, model_dir: Path, limit: float) -> tuple[float, in
     return worst, len(rows)
 
 
-def build(model_dir: Path, meta: ModelMetadata, compiler: str | None = None) -> BuildResult:
+def build(
+    model_dir: Path,
+    meta: ModelMetadata,
+    compiler: str | None = None,
+    *,
+    max_source_bytes: int = MAX_SOURCE_BYTES,
+) -> BuildResult:
     """Build and check native/trees.so for the model folder, returning its manifest (plus
-    compile_seconds); TreesError (or native.NativeError) says why not, and the folder is left as it was."""
+    compile_seconds); TreesError (or native.NativeError) says why not, OverBudgetError when the
+    generated C exceeds `max_source_bytes`, and the folder is left as it was."""
     from model_server import native  # the shared compiler step; native imports nothing of ours at load
 
     why = unsupported(meta)
@@ -334,8 +372,27 @@ def build(model_dir: Path, meta: ModelMetadata, compiler: str | None = None) -> 
         src = Path(tmp) / SOURCE_DIR
         src.mkdir()
         sources, width = generate(model_dir, meta, src)
+        size = sum((src / name).stat().st_size for name in sources)
+        generator = f"treelite {treelite.__version__}, tl2cgen {tl2cgen.__version__}"
+        if size > max_source_bytes:
+            over = (
+                f"tl2cgen wrote {size / 1e6:.1f} MB of C for {meta.model_file}, above the "
+                f"{max_source_bytes / 1e6:g} MB this build compiles (gcc -O1 needs ~4 s a MB on one core)"
+            )
+            if not tree_arrays.supported(meta):
+                raise OverBudgetError(over)
+            # a random forest: its nodes as data instead of code (tree_arrays.py), seconds to compile
+            shutil.rmtree(src)
+            src.mkdir()
+            try:
+                sources, width = tree_arrays.generate(_joblib(model_dir, meta), meta, src)
+            except tree_arrays.ArraysError as exc:
+                raise OverBudgetError(f"{over}; {exc}") from None
+            generator = f"{tree_arrays.GENERATOR}, as {over}"
         try:
-            native.compile_library(cc, src, sources, LIBRARY_FILE)
+            native.compile_library(
+                cc, src, sources, LIBRARY_FILE, cflags=TREES_CFLAGS, timeout=TREES_COMPILE_TIMEOUT_SECONDS
+            )
         except native.NativeError as exc:  # (under `python -m model_server.native`, not __main__'s class)
             raise TreesError(str(exc)) from None
         compile_seconds = time.monotonic() - started
@@ -351,7 +408,7 @@ def build(model_dir: Path, meta: ModelMetadata, compiler: str | None = None) -> 
             "library": LIBRARY_FILE,
             "sources": sources,
             "compiler": native.compiler_version(cc),
-            "cflags": list(native.CFLAGS),
+            "cflags": list(TREES_CFLAGS),
             "python_abi": native.python_abi(),
             "n_features": len(meta.feature_columns),
             "n_outputs": width,
@@ -359,7 +416,7 @@ def build(model_dir: Path, meta: ModelMetadata, compiler: str | None = None) -> 
             "relative": limit == FLOAT32_TOLERANCE,
             "max_diff": worst,
             "check_rows": n_rows,
-            "generator": f"treelite {treelite.__version__}, tl2cgen {tl2cgen.__version__}",
+            "generator": generator,
         }
         target = model_dir / NATIVE_DIR
         target.mkdir(exist_ok=True)
@@ -367,9 +424,20 @@ def build(model_dir: Path, meta: ModelMetadata, compiler: str | None = None) -> 
         shutil.rmtree(target / SOURCE_DIR, ignore_errors=True)
         (target / SOURCE_DIR).mkdir()
         for name in [*sources, "header.h"]:
-            shutil.copyfile(src / name, target / SOURCE_DIR / name)
+            if (src / name).exists():  # tree_arrays' C has no header
+                shutil.copyfile(src / name, target / SOURCE_DIR / name)
         (target / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        (target / SKIPPED_FILE).unlink(missing_ok=True)
     return {**manifest, "compile_seconds": compile_seconds}
+
+
+def record_skipped(model_dir: Path, reason: str) -> None:
+    """native/skipped.json: why the build chose not to compile this model (OverBudgetError), read
+    back by `load` so that `serve` says it in its startup log."""
+    target = model_dir / NATIVE_DIR
+    target.mkdir(exist_ok=True)
+    doc = {"kind": KIND, "reason": reason}
+    (target / SKIPPED_FILE).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
 
 
 def is_built(model_dir: Path) -> bool:
@@ -379,6 +447,15 @@ def is_built(model_dir: Path) -> bool:
     except (OSError, ValueError):
         return False
     return isinstance(doc, dict) and doc.get("kind") == KIND
+
+
+def _skipped(model_dir: Path) -> str:
+    """Why there is no library: native/skipped.json's reason, else the image was built without one."""
+    try:
+        reason = json.loads((model_dir / NATIVE_DIR / SKIPPED_FILE).read_text(encoding="utf-8"))["reason"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "the image was built without compiled trees"
+    return f"not compiled at image build: {reason}"
 
 
 def load(model_dir: Path, meta: ModelMetadata) -> NativeTrees:
@@ -394,7 +471,7 @@ def load(model_dir: Path, meta: ModelMetadata) -> NativeTrees:
         wanted, width = str(manifest["model_sha256"]), int(manifest["n_outputs"])
         limit = float(manifest["tolerance"])
     except FileNotFoundError:
-        raise TreesError(f"{manifest_path} not found (the image was built without compiled trees)") from None
+        raise TreesError(f"{manifest_path} not found ({_skipped(model_dir)})") from None
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise TreesError(f"{manifest_path} is unreadable: {exc}") from None
     if manifest.get("python_abi") != python_abi():

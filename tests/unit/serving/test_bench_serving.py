@@ -3,6 +3,7 @@ request and response of MLServer, medians, ratios, goals and the table. Nothing 
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import sys
@@ -104,7 +105,7 @@ def test_v2_request_rejects_ragged_rows():
         bench.v2_request([[1.0, 2.0], [1.0]])
 
 
-def test_v2_response_gives_the_positive_class_and_the_predict_output():
+def test_v2_response_gives_the_class_probabilities_and_the_predict_output():
     doc = {
         "model_name": "bench",
         "outputs": [
@@ -113,10 +114,23 @@ def test_v2_response_gives_the_positive_class_and_the_predict_output():
         ],
     }
     proba, classes = bench.parse_v2_response(doc)
-    assert proba == [0.1, 0.7]
+    assert proba == [[0.9, 0.1], [0.3, 0.7]]
     assert classes == [0, 1]
-    nested = {"outputs": [{"name": "predict_proba", "shape": [2, 2], "data": [[0.9, 0.1], [0.3, 0.7]]}]}
-    assert bench.parse_v2_response(nested) == ([0.1, 0.7], None)
+    nested = {"outputs": [{"name": "predict_proba", "shape": [1, 3], "data": [[0.2, 0.5, 0.3]]}]}
+    assert bench.parse_v2_response(nested) == ([[0.2, 0.5, 0.3]], None)
+
+
+def test_v2_predict_response_of_a_booster_binary_or_multiclass():
+    binary = {"outputs": [{"name": "predict", "shape": [2], "data": [0.25, 0.9]}]}
+    assert bench.parse_v2_predict_response(binary) == ([[0.75, 0.25], [pytest.approx(0.1), 0.9]], None)
+    multi = {"outputs": [{"name": "predict", "shape": [1, 3], "data": [0.2, 0.5, 0.3]}]}
+    assert bench.parse_v2_predict_response(multi) == ([[0.2, 0.5, 0.3]], None)
+
+
+def test_missing_values_travel_as_null_in_every_body():
+    nan = float("nan")
+    assert bench.instances_request([[1, nan]]) == {"instances": [[1.0, None]]}
+    assert bench.v2_request([[nan, 2.0]])["inputs"][0]["data"] == [None, 2.0]
 
 
 def test_v2_response_without_predict_proba_or_of_wrong_shape_is_an_error():
@@ -128,28 +142,39 @@ def test_v2_response_without_predict_proba_or_of_wrong_shape_is_an_error():
 
 def test_instances_request_and_response():
     assert bench.instances_request([[1, 2.5]]) == {"instances": [[1.0, 2.5]]}
-    assert bench.parse_instances_response({"predictions": [0.25], "model_version": "v"}) == ([0.25], None)
+    naive = {"probabilities": [[0.75, 0.25]], "model_version": "v"}
+    assert bench.parse_instances_response(naive) == ([[0.75, 0.25]], None)
     ours = {
         "predictions": ["no", "yes"],
         "classes": ["no", "yes"],
         "probabilities": [[0.75, 0.25], [0.1, 0.9]],
     }
-    assert bench.parse_instances_response(ours) == ([0.25, 0.9], [0, 1])
+    assert bench.parse_instances_response(ours) == ([[0.75, 0.25], [0.1, 0.9]], [0, 1])
+
+
+def _p(*positives: float) -> list[list[float]]:
+    return [[1.0 - p, p] for p in positives]
 
 
 def test_compare_predictions_reports_the_largest_difference_and_class_mismatches():
-    same = bench.compare_predictions([0.2, 0.8], [0, 1], [0.2, 0.8 + 1e-9], None)
+    same = bench.compare_predictions(_p(0.2, 0.8), [0, 1], _p(0.2, 0.8 + 1e-9), None)
     assert same["ok"] and same["class_mismatches"] == 0
     assert same["max_abs_diff"] == pytest.approx(1e-9)
-    off = bench.compare_predictions([0.2, 0.8], [0, 1], [0.2, 0.8 + 1e-3], None)
+    off = bench.compare_predictions(_p(0.2, 0.8), [0, 1], _p(0.2, 0.8 + 1e-3), None)
     assert not off["ok"]
-    # the class from P(class 1) > 0.5, as predict() picks it (0.5 exactly is class 0)
-    tie = bench.compare_predictions([0.5], [0], [0.5], None)
+    # a float32 library's tolerance
+    assert bench.compare_predictions(_p(0.8), [1], _p(0.8 + 5e-6), None, tolerance=1e-5)["ok"]
+    # the class predict() picks: the most probable, the first of a tie (0.5 exactly is class 0)
+    tie = bench.compare_predictions([[0.5, 0.5]], [0], [[0.5, 0.5]], None)
     assert tie["class_mismatches"] == 0
-    wrong_class = bench.compare_predictions([0.2], [0], [0.2], [1])
+    three = bench.compare_predictions([[0.2, 0.5, 0.3]], [1], [[0.2, 0.3, 0.5]], None)
+    assert three["class_mismatches"] == 1 and three["max_abs_diff"] == pytest.approx(0.2)
+    wrong_class = bench.compare_predictions(_p(0.2), [0], _p(0.2), [1])
     assert wrong_class["class_mismatches"] == 1 and not wrong_class["ok"]
     with pytest.raises(ValueError, match="predictions for"):
-        bench.compare_predictions([0.2, 0.3], [0, 0], [0.2], None)
+        bench.compare_predictions(_p(0.2, 0.3), [0, 0], _p(0.2), None)
+    with pytest.raises(ValueError, match="number of classes"):
+        bench.compare_predictions([[0.2, 0.5, 0.3]], [1], _p(0.5), None)
 
 
 def _round(stack: str, n: int, *, req_s: float, rows_s: float, p99: float, rss: float, ready: float) -> dict:
@@ -223,6 +248,48 @@ def test_goals_pass_and_fail_against_the_issue():
     assert goals["ready (first successful prediction)"].passed is True
 
 
+def test_a_pipeline_or_onnx_model_has_the_other_formats_goals():
+    # 9x one-row and 2.4x batches: a tree ensemble fails the 3x batch goal; a pipeline passes 5x and 2x
+    medians = bench.median_results(_rounds(), bench.STACKS)
+    ratios = bench.compute_ratios(medians)
+    goals = {g.goal: g for g in bench.evaluate_goals(medians, ratios, 16, bench.FORMATS["pipeline"])}
+    assert goals["1-row req/s vs fastapi-naive"].target == ">= 5x"
+    assert goals["100-row rows/s vs fastapi-naive"].passed is True
+    assert "1-row req/s vs mlserver" not in goals and "1-row p99 at 16 connections" not in goals
+    assert goals["predictions = original model (held-out set)"].target == "<= 1e-06, 0 mismatches"
+    onnx = {g.goal: g for g in bench.evaluate_goals(medians, ratios, 16, bench.FORMATS["onnx"])}
+    assert onnx["predictions = original model (held-out set)"].target == "<= 1e-05, 0 mismatches"
+
+
+def test_the_summary_has_a_row_per_format():
+    medians = bench.median_results(_rounds(), bench.STACKS)
+    ratios = bench.compute_ratios(medians)
+    goals = bench.evaluate_goals(medians, ratios, 16)
+    built = "native predictor: built native/trees.so from model.json (treelite 4.8.1, tl2cgen 1.0.0) in 3s"
+    results = {
+        "xgboost": {
+            "model": {"build": built},
+            "medians": medians,
+            "ratios": ratios,
+            "goals": [dataclasses.asdict(g) for g in goals],
+        },
+        "onnx": {"error": "skl2onnx conversion failed:\n    | Traceback"},
+    }
+    summary = bench.render_summary(results, rounds=3, connections=16)
+    assert "| xgboost (tl2cgen) | 9,000 (4.0) | 1,000 | 400 | 9.0x / 22.5x | 60,000 | 2.4x |" in summary
+    assert "fail: 100-row rows/s vs fastapi-naive" in summary
+    assert "| onnx | not measured: skl2onnx conversion failed: |" in summary
+    assert bench.served_by("native predictor: not compiled: tl2cgen wrote 22 MB") == (
+        "library (over the compile budget)"
+    )
+    arrays = (
+        "native predictor: built native/trees.so from model.joblib (modelops tree_arrays (...), as tl2cgen"
+    )
+    assert bench.served_by(arrays).startswith("tree_arrays.py")
+    startup = "INFO linear pipeline compiled for batches under 64 rows (max |difference| 1e-16 ...)"
+    assert bench.served_by("native predictor: not built: algorithm linear", startup).startswith("linear.py")
+
+
 def test_the_table_has_a_row_per_stack_the_ratios_and_the_goals():
     medians = bench.median_results(_rounds(), bench.STACKS)
     ratios = bench.compute_ratios(medians)
@@ -256,8 +323,13 @@ def test_proc_parsing():
 def test_cli_defaults_follow_the_issue(tmp_path):
     args = bench.parse_args(["--workdir", str(tmp_path)])
     assert (args.rounds, args.connections, args.stack_list) == (3, 16, list(bench.STACKS))
+    assert args.format_list == list(bench.FORMATS)  # every format of the issue in one run
     with pytest.raises(SystemExit):
         bench.parse_args(["--stacks", "ours,torchserve"])
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--formats", "hgb,catboost"])
+    quick = bench.parse_args(["--quick", "--formats", "onnx", "--rounds=2"])
+    assert (quick.rounds, quick.duration, quick.warmup, quick.format_list) == (2, 3.0, 1.0, ["onnx"])
 
 
 def test_cpu_accounting_from_proc():

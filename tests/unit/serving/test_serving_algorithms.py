@@ -436,7 +436,7 @@ def test_the_server_answers_with_the_estimator_of_a_model_it_cannot_compile(tmp_
     assert ping[1]["predictor"] == {"random_forest": "scikit-learn"}.get(algorithm, algorithm)
     expected = load_model(paths.model_dir).predict(np.array(rows, dtype=np.float64))
     assert [p for _, p in doc["probabilities"]] == pytest.approx(expected.tolist(), abs=1e-9)
-    assert doc["predictions"] == [doc["classes"][int(p >= 0.5)] for p in expected]
+    assert doc["predictions"] == [doc["classes"][int(p > 0.5)] for p in expected]
 
 
 def test_the_image_build_step_says_why_it_builds_no_native_predictor(tmp_path):

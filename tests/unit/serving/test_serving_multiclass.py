@@ -139,7 +139,7 @@ def test_a_yes_no_label_is_answered_yes_or_no(tmp_path):
     # yes is the positive class (its probability second), answered by name
     assert doc["classes"] == ["no", "yes"]
     positive = load_model(model_dir).estimator.predict_proba(_matrix(rows))[:, 1]
-    assert doc["predictions"] == ["yes" if p >= 0.5 else "no" for p in positive]
+    assert doc["predictions"] == ["yes" if p > 0.5 else "no" for p in positive]
     assert np.max(np.abs(np.asarray(doc["probabilities"])[:, 1] - positive)) <= 1e-6
 
 

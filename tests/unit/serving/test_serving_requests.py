@@ -135,7 +135,7 @@ def test_ping_is_503_until_the_model_is_loaded_then_200(model_dir):
     assert len(doc["predictions"]) == 3 and set(doc["predictions"]) <= {"0", "1"}
     for label, (negative, positive) in zip(doc["predictions"], doc["probabilities"], strict=True):
         assert negative + positive == pytest.approx(1.0) and 0.0 <= positive <= 1.0
-        assert label == ("1" if positive >= 0.5 else "0")
+        assert label == ("1" if positive > 0.5 else "0")
     assert doc["model_version"] == "7"
 
 
@@ -189,3 +189,21 @@ def test_a_model_that_fails_on_some_rows_answers_500_for_those_requests_only(tmp
     # And the two together fail as one request would: the model's answer, not the server's choice
     both = _invoke(service, json.dumps({"instances": [customer, new_customer]}).encode(), "application/json")
     assert both[0] == 500
+
+
+def test_a_tied_binary_vote_is_the_negative_class_as_the_libraries_predict_it():
+    # A random forest's P(positive) of exactly 0.5 (half the trees each way): scikit-learn's
+    # predict takes the first of equal probabilities (argmax), XGBoost's p > 0.5: the negative class
+    import numpy as np
+    from model_server.predictor import answer
+    from sklearn.ensemble import RandomForestClassifier
+
+    from tests.serving_models import classifier_metadata
+
+    doc = answer(classifier_metadata(2, classes=("no", "yes")), [0.5, 0.5000001, 0.4999999])
+    assert doc["predictions"] == ["no", "yes", "no"]
+    X = np.array([[0.0, 0.0], [1.0, 1.0]])
+    forest = RandomForestClassifier(n_estimators=2, bootstrap=False, max_features=None, random_state=0)
+    forest.fit(X, [0, 1])
+    forest.estimators_[1].tree_.value[:] = forest.estimators_[1].tree_.value[:, :, ::-1]  # a 1-1 vote
+    assert forest.predict_proba(X[:1])[0, 1] == 0.5 and forest.predict(X[:1])[0] == 0

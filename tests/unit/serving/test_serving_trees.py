@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from model_server import native, trees
+from model_server import native, tree_arrays, trees
 from model_server.artifact import load_model, read_metadata
 from model_server.checkrows import CHECK_FILE
 from model_server.contract import serve_settings
@@ -249,3 +249,91 @@ def test_the_native_build_step_builds_tree_models_through_tl2cgen(built, tmp_pat
     )
     assert "max relative |difference|" in done.stdout and "on 200 holdout rows (limit 1e-05)" in done.stdout
     assert native.find_compiler() is not None
+
+
+def test_a_model_over_the_compile_budget_is_served_by_its_library_which_serve_says(built, tmp_path, caplog):
+    # Given a LightGBM model whose generated C is larger than the build's budget (here 0.01 MB)
+    folder, held, _ = built["lightgbm", "binary_classification"]
+    copy = tmp_path / "m"
+    copy.mkdir()
+    for name in ("metadata.json", "model.txt", CHECK_FILE):
+        (copy / name).write_bytes((folder / name).read_bytes())
+    with pytest.raises(trees.OverBudgetError, match=r"MB of C for model.txt, above the 0.01 MB"):
+        trees.build(copy, read_metadata(copy), max_source_bytes=10_000)
+    assert not (copy / "native").exists()  # trees.build itself leaves the folder as it was
+
+    # When the image's build step runs with that budget
+    done = _cli(copy, "--max-source-mb", "0.01")
+
+    # Then it compiles nothing, says why and that the library serves, and records the reason
+    assert done.returncode == 0, done.stderr
+    assert "native predictor: not compiled: tl2cgen wrote" in done.stdout
+    assert "serve uses the model's library" in done.stdout
+    assert not (copy / "native" / "trees.so").exists()
+    skipped = json.loads((copy / "native" / trees.SKIPPED_FILE).read_text())
+    assert skipped["kind"] == "tl2cgen" and "above the 0.01 MB" in skipped["reason"]
+
+    # And serve answers with LightGBM, saying in its startup log why
+    caplog.set_level(logging.INFO)
+    service = _service(copy)
+    assert service.ping()[1]["predictor"] == "lightgbm"
+    assert "not compiled at image build: tl2cgen wrote" in caplog.text
+    body = json.dumps(
+        {"instances": [[None if np.isnan(v) else v for v in row] for row in held[:20].tolist()]}
+    )
+    status, doc = asyncio.run(service.invoke(body.encode(), "application/json"))
+    assert status == 200
+    want = load_model(copy).predict(held[:20])
+    assert [p for _, p in doc["probabilities"]] == pytest.approx(want.tolist(), abs=1e-12)
+
+    # And within the default budget the same model compiles, at -O1, and the record goes
+    done = _cli(copy)
+    assert "native predictor: built native/trees.so" in done.stdout, done.stdout
+    manifest = json.loads((copy / "native" / "manifest.json").read_text())
+    assert manifest["cflags"][0] == "-O1"
+    assert not (copy / "native" / trees.SKIPPED_FILE).exists()
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_a_random_forest_over_the_budget_is_compiled_as_arrays_with_the_forests_answers(
+    built, tmp_path, task
+):
+    # Given a random forest whose tl2cgen C is over the budget (here 0.01 MB)
+    folder, held, _ = built["random_forest", task]
+    copy = tmp_path / "m"
+    copy.mkdir()
+    for name in ("metadata.json", "model.joblib", CHECK_FILE):
+        (copy / name).write_bytes((folder / name).read_bytes())
+
+    # When the image's build step runs
+    done = _cli(copy, "--max-source-mb", "0.01")
+
+    # Then it builds the forest's nodes as data (tree_arrays.py) and says so
+    assert done.returncode == 0, done.stderr
+    assert "native predictor: built native/trees.so from model.joblib (modelops tree_arrays" in done.stdout
+    assert "as tl2cgen wrote" in done.stdout
+    # And serve's loader answers held-out rows (NaN included) as scikit-learn does, to the last bit
+    compiled = trees.load(copy, read_metadata(copy))
+    got = np.asarray(compiled.predict_rows(held.tolist()))
+    want = load_model(copy).predict(held)
+    assert got.shape == want.shape and np.abs(got - want).max() <= 1e-12
+    manifest = json.loads((copy / "native" / "manifest.json").read_text())
+    assert manifest["generator"].startswith("modelops tree_arrays") and manifest["sources"] == [
+        "forest_arrays.c"
+    ]
+
+
+def test_a_forest_too_big_even_for_arrays_is_left_to_scikit_learn(built, tmp_path, monkeypatch):
+    # Given a random forest over the compile budget and over the arrays' node limit (here 10 nodes)
+    folder, _, _ = built["random_forest", "binary_classification"]
+    copy = tmp_path / "m"
+    copy.mkdir()
+    for name in ("metadata.json", "model.joblib", CHECK_FILE):
+        (copy / name).write_bytes((folder / name).read_bytes())
+    monkeypatch.setattr(tree_arrays, "MAX_NODES", 10)
+    # When it is built: nothing is compiled, and the reason names both limits
+    with pytest.raises(
+        trees.OverBudgetError, match=r"above the 0.01 MB .*nodes, more than the 10 written as arrays"
+    ):
+        trees.build(copy, read_metadata(copy), max_source_bytes=10_000)
+    assert not (copy / "native").exists()
