@@ -716,7 +716,8 @@ class LocalCodeBuild:
             }
             model_dir = Path(build.vars["MODEL_DIR"])
             self._native_predictor(build, source_dir, model_dir)
-            layers, config = oci.serving_image_spec(source_dir, model_dir, labels=labels)
+            packages = self._code_requirements(build, source_dir, model_dir)
+            layers, config = oci.serving_image_spec(source_dir, model_dir, labels=labels, packages=packages)
         staging = build.dir / "image"
         try:
             image = oci.build_image(staging, repository_uri, tag, layers, config)
@@ -731,9 +732,34 @@ class LocalCodeBuild:
     def _native_predictor(self, build: _Build, source_dir: Path, model_dir: Path) -> None:
         """The Dockerfile's `RUN python -m model_server.native build /model` (model stage): the
         source zip's own code compiles the forest into the model folder, or says why not."""
+        self._model_server(build, source_dir, "native build /model", ["native", "build", str(model_dir)])
+
+    def _code_requirements(self, build: _Build, source_dir: Path, model_dir: Path) -> Path | None:
+        """The serving stage's `RUN python -m model_server.code_requirements install /tmp/model/code
+        /opt/program`: the model's code/requirements.txt under the image's pins,
+        into the folder that becomes the venv's site-packages layer (None: nothing installed)."""
+        venv = build.dir / "venv"  # the image's /opt/venv: what the host's environment lacks lands here
+        self._model_server(
+            build,
+            source_dir,
+            "code_requirements install /tmp/model/code /opt/program",
+            [
+                "code_requirements",
+                "install",
+                str(model_dir / "code"),
+                str(source_dir),
+                "--prefix",
+                str(venv),
+            ],
+        )
+        packages = venv / oci.site_packages().removeprefix("/opt/venv/")
+        return packages if packages.is_dir() and any(packages.iterdir()) else None
+
+    def _model_server(self, build: _Build, source_dir: Path, what: str, args: list[str]) -> None:
+        """`RUN python -m model_server.<what>` with the source zip's own code; its output goes to the log."""
         try:
             done = subprocess.run(
-                [sys.executable, "-m", "model_server.native", "build", str(model_dir)],
+                [sys.executable, "-m", f"model_server.{args[0]}", *args[1:]],
                 cwd=source_dir,
                 env={**os.environ, "PYTHONPATH": str(source_dir)},
                 capture_output=True,
@@ -744,7 +770,7 @@ class LocalCodeBuild:
         except subprocess.TimeoutExpired:
             raise _PhaseFailed(
                 "COMMAND_EXECUTION_ERROR",
-                f"docker build failed: RUN python -m model_server.native build /model took longer than "
+                f"docker build failed: RUN python -m model_server.{what} took longer than "
                 f"{NATIVE_BUILD_TIMEOUT_SECONDS:.0f}s",
             ) from None
         for line in (done.stdout + done.stderr).splitlines():
@@ -752,7 +778,7 @@ class LocalCodeBuild:
         if done.returncode != 0:
             raise _PhaseFailed(
                 "COMMAND_EXECUTION_ERROR",
-                f"docker build failed: RUN python -m model_server.native build /model exited {done.returncode}: "
+                f"docker build failed: RUN python -m model_server.{what} exited {done.returncode}: "
                 f"{done.stderr.strip()[-500:]}",
             )
 

@@ -67,6 +67,15 @@ def test_dockerfile_is_multi_stage_non_root_and_serves_on_8080():
     assert list(stages) == ["builder", "runtime", "model", "serving"]
     assert any("pip install" in i and "requirements.txt" in i for i in stages["builder"])
     assert not any("pip install" in i for i in stages["runtime"] + stages["serving"])
+    # The serving stage installs the model's own code/requirements.txt as root, under the image's pins
+    # (copied beside the code), then runs as 10001 again
+    assert any(i.startswith("COPY requirements") and i.endswith(" /opt/program/") for i in stages["runtime"])
+    serving = stages["serving"]
+    (install,) = [i for i in serving if "model_server.code_requirements install" in i]
+    assert "--mount=type=bind,from=model,source=/model,target=/tmp/model" in install
+    assert install.endswith("install /tmp/model/code /opt/program")
+    at = serving.index(install)
+    assert serving[at - 1] == "USER root" and serving[at + 1] == "USER 10001"
     assert "COPY --from=builder /opt/venv /opt/venv" in stages["runtime"]
     # train and serve are on PATH, the process is not root, the port is exposed
     env = " ".join(i for i in stages["runtime"] if i.startswith("ENV "))
