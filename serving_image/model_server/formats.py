@@ -11,7 +11,8 @@ venv's `modelops-formats.pth` puts on sys.path when the folder exists:
 The training image carries every set; a serving image only its model's, chosen here from the
 model folder:
 - `metadata.json` `format` xgboost / lightgbm / onnx: that set;
-- a joblib model (`sklearn`): the sets whose library its pickle names (a Pipeline around an
+- a joblib model of the built-in `train` (`algorithm` in metadata.json): its algorithm's set;
+- any other joblib model (`sklearn`, e.g. a script's): the sets whose library its pickle names (a Pipeline around an
   XGBClassifier needs xgboost), read by unpickling with every set importable and recording which
   of their modules the pickle's classes come from (the team's own modules, code/, are importable
   too; a module that fails to import is stood in for, so a missing team package decides nothing);
@@ -40,6 +41,15 @@ from model_server.contract import CODE_DIR, METADATA_FILE, MODEL_FILE
 # set -> the top-level module its library is imported as
 SETS = {"xgboost": "xgboost", "lightgbm": "lightgbm", "onnx": "onnxruntime"}
 FORMAT_SETS = {"xgboost": "xgboost", "lightgbm": "lightgbm", "onnx": "onnx"}
+# The built-in train's algorithms (model_server/algorithms.py) and the sets a joblib model of
+# each holds (a Pipeline with the categorical columns' encoder in front of the estimator).
+BUILT_IN = {
+    "hist_gradient_boosting": (),
+    "random_forest": (),
+    "linear": (),
+    "xgboost": ("xgboost",),
+    "lightgbm": ("lightgbm",),
+}
 _IMPORT = re.compile(r"^\s*(?:import|from)\s+(" + "|".join(SETS.values()) + r")\b", re.MULTILINE)
 MAX_CODE_FILE_BYTES = 1 << 20
 
@@ -102,6 +112,11 @@ def needed(model_dir: Path) -> tuple[list[str], str]:
     if fmt in FORMAT_SETS:
         sets.add(FORMAT_SETS[fmt])
         reasons.append(f"format {fmt}")
+    elif fmt == "sklearn" and str(meta.get("algorithm")) in BUILT_IN:
+        # the built-in train's joblib model: its algorithm says which library it holds (no unpickling)
+        algorithm = str(meta["algorithm"])
+        sets |= set(BUILT_IN[algorithm])
+        reasons.append(f"built-in algorithm {algorithm}")
     elif fmt == "sklearn":
         model_file = model_dir / str(meta.get("model_file") or MODEL_FILE)
         try:

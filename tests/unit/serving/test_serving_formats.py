@@ -43,6 +43,12 @@ def test_a_built_in_models_image_carries_its_own_library_only(tmp_path, algorith
     assert formats.needed(folder)[0] == sets
 
 
+def test_the_built_in_algorithms_table_covers_every_algorithm():
+    from model_server.algorithms import ALGORITHMS
+
+    assert set(formats.BUILT_IN) == set(ALGORITHMS)
+
+
 def test_an_onnx_model_carries_onnxruntime_only(tmp_path):
     (tmp_path / "metadata.json").write_text(json.dumps({"format": "onnx", "model_file": "model.onnx"}))
 
