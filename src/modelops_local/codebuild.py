@@ -53,6 +53,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -153,6 +154,7 @@ class _Build:
     spec: dict[str, Any] = field(default_factory=dict)  # the buildspec
     env_base: dict[str, str] = field(default_factory=dict)  # the shell's environment
     shims: build_shims.ShimServer | None = None
+    process: subprocess.Popen[str] | None = None  # the running phase's shell
     cleanup: list[Path] = field(default_factory=list)
 
     @property
@@ -291,6 +293,9 @@ class LocalCodeBuild:
         with self._lock:
             self._closed.set()
             builds = list(self._builds.values())
+            running = [b.process for b in builds if b.process is not None]
+        for process in running:  # a phase's shell and what it started
+            _kill_group(process)
         for build in builds:
             if build.thread is not None:
                 build.thread.join(max(0.0, deadline - time.monotonic()))
@@ -702,35 +707,48 @@ class LocalCodeBuild:
             "CODEBUILD_BUILD_SUCCEEDING": "1" if build.succeeding else "0",
         }
         remaining = max(1.0, build.deadline - self.clock())
+        process = subprocess.Popen(
+            ["bash", "--noprofile", "--norc", "-c", "\n".join(script)],
+            cwd=build.env_base["CODEBUILD_SRC_DIR"] if not build.state.is_file() else None,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,  # its own process group: a timeout or shutdown stops the shims' children too
+        )
+        with self._lock:  # shutdown() either sees this process or this phase sees the shutdown
+            build.process = process
+            closed = self._closed.is_set()
+        if closed:
+            _kill_group(process)
         try:
-            done = subprocess.run(
-                ["bash", "--noprofile", "--norc", "-c", "\n".join(script)],
-                cwd=build.env_base["CODEBUILD_SRC_DIR"] if not build.state.is_file() else None,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-                timeout=min(remaining, PHASE_TIMEOUT_SECONDS),
-                check=False,
-                start_new_session=True,
-            )
+            out, _ = process.communicate(timeout=min(remaining, PHASE_TIMEOUT_SECONDS))
         except subprocess.TimeoutExpired:
+            _kill_group(process)
+            process.communicate()
             raise _PhaseFailed(
                 "BUILD_TIMED_OUT",
                 f"Build has timed out in {phase} (the build's timeoutInMinutes)",
                 "TIMED_OUT",
             ) from None
-        output = done.stdout.splitlines()
+        finally:
+            with self._lock:
+                build.process = None
+        output = out.splitlines()
         for line in output:
             self._log(build, line)
-        if done.returncode != 0:
+        if process.returncode != 0 and self._closed.is_set():
+            raise _PhaseFailed(
+                "BUILD_STOPPED", f"Build stopped in {phase}: the local CodeBuild shut down", "STOPPED"
+            )
+        if process.returncode != 0:
             failed = int(status.read_text().split()[0]) if status.is_file() else len(commands) - 1
             said = " | ".join(line for line in output[-6:] if not line.startswith("Running command "))
             raise _PhaseFailed(
                 "COMMAND_EXECUTION_ERROR",
                 f"Error while executing command: {' '.join(commands[failed].split())}. "
-                f"Reason: exit status {done.returncode}" + (f" ({said})" if said else ""),
+                f"Reason: exit status {process.returncode}" + (f" ({said})" if said else ""),
             )
 
     def _start_shims(self, build: _Build) -> build_shims.ShimServer:
@@ -961,6 +979,11 @@ _SAVE_STATE = (
     '[[ ${{!__v@a}} == *r* ]] || declare -p "$__v"; done; set +o; '
     'printf "cd %q\\n" "$PWD"; }} > {state}.tmp && mv {state}.tmp {state}; exit $__modelops_rc'
 )
+
+
+def _kill_group(process: subprocess.Popen[str]) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
 
 
 def _read_variables(state: Path, names: Sequence[str]) -> dict[str, str]:

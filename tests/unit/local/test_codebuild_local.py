@@ -307,6 +307,8 @@ def test_a_failing_phase_fails_the_build_names_the_problem_and_pushes_nothing(
     failed = phase(build, failed_phase)
     assert failed["phaseStatus"] == "FAILED"
     assert fragment in failed["contexts"][0]["message"], failed["contexts"]
+    if setup == "missing_object":  # the buildspec stops at the failed download (no tar errors after it)
+        assert "Cannot open" not in failed["contexts"][0]["message"], failed["contexts"]
     # And later phases went as CodeBuild's: a failed BUILD still runs POST_BUILD, earlier failures skip to FINALIZING
     types = [p["phaseType"] for p in build["phases"]]
     assert types[-2:] == ["FINALIZING", "COMPLETED"]
@@ -705,3 +707,23 @@ def test_a_change_to_the_dockerfile_shows_up_in_the_image(routed, tmp_path):
     config = oci.read_config(stack.layout, oci.read_manifest(stack.layout, digest))["config"]
     assert config["Labels"]["io.modelops.extra"] == "from the Dockerfile"
     assert "TEAM_SETTING=42" in config["Env"] and config["User"] == "10001"
+
+
+def test_shutdown_stops_a_phase_whose_command_is_still_running(routed, tmp_path):
+    # Given a buildspec whose pre_build runs a long command, and a build inside it
+    def edit(folder: Path) -> None:
+        text = (folder / "buildspec.yml").read_text()
+        (folder / "buildspec.yml").write_text(text.replace("      - set -o pipefail", "      - sleep 300", 1))
+
+    entered = threading.Event()
+    stack = routed(on_phase=lambda build_id, name: name == "PRE_BUILD" and entered.set())
+    _source_with(stack, tmp_path, edit)
+    build_id = stack.start()
+    assert entered.wait(WAIT)
+    # When the builder shuts down
+    started = time.monotonic()
+    stack.builder.shutdown(WAIT)
+    # Then the command was stopped (long before it would end) and the phase and build are STOPPED
+    assert time.monotonic() - started < 30
+    build = stack.builder.get(build_id)
+    assert build["buildStatus"] == "STOPPED" and phase(build, "PRE_BUILD")["phaseStatus"] == "STOPPED"
