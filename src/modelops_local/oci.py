@@ -272,19 +272,13 @@ def site_packages() -> str:
 
 
 def serving_image_spec(
-    serving_image_dir: Path,
-    model_dir: Path | None,
-    *,
-    labels: Mapping[str, str] | None = None,
-    packages: Path | None = None,
+    serving_image_dir: Path, model_dir: Path | None, *, labels: Mapping[str, str] | None = None
 ) -> tuple[list[LayerSpec], ImageConfig]:
-    """Layers and config mirroring serving_image/Dockerfile (minus the Python base and venv): the code
-    at /opt/program, the model's own packages (`packages`: code/requirements.txt installed there) in
-    the venv's site-packages, the model's files at /opt/ml/model (omit `model_dir` for the training
-    image).
+    """Layers and config like serving_image/Dockerfile's, for tests that need an image without a
+    build (the local CodeBuild interprets the Dockerfile itself: dockerfile.py): the code at
+    /opt/program, the model's files at /opt/ml/model (omit `model_dir` for the training image).
 
-    A local pod runs `python <rootfs>/opt/program/bin/serve` with SAGEMAKER_BASE_DIR=<rootfs>/opt/ml
-    (and the image's site-packages on PYTHONPATH when it has one).
+    A local pod runs `python <rootfs>/opt/program/bin/serve` with SAGEMAKER_BASE_DIR=<rootfs>/opt/ml.
     """
     layers = [
         LayerSpec(serving_image_dir / "model_server", "/opt/program/model_server"),
@@ -292,8 +286,6 @@ def serving_image_spec(
         LayerSpec(serving_image_dir, "/opt/program", include=("requirements.txt",)),
         LayerSpec(serving_image_dir / "bin", "/opt/program/bin"),
     ]
-    if packages is not None:
-        layers.append(LayerSpec(packages, site_packages()))
     if model_dir is not None:
         layers.append(LayerSpec(model_dir, "/opt/ml/model", uid=10001, gid=10001))
     config = ImageConfig(
