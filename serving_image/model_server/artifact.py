@@ -21,6 +21,8 @@ from typing import Any, cast
 import numpy as np
 from numpy.typing import NDArray
 
+from model_server.code_requirements import RequirementsError
+from model_server.code_requirements import ensure as ensure_requirements
 from model_server.contract import CODE_DIR, METADATA_FILE, MODEL_FILE
 from model_server.errors import ChampionError, ModelLoadError
 from model_server.estimator import ClassProbabilities, Estimator, Labels, Matrix, Scores, scores
@@ -208,10 +210,12 @@ def read_forest(model_dir: Path, metadata: ModelMetadata) -> Any:
         raise ModelLoadError(f"{path} (named by {METADATA_FILE}) is unreadable: {exc}") from None
 
 
-def load_model(model_dir: Path) -> LoadedModel:
-    """Load a model folder written by `save_model`; ModelLoadError says which file is wrong."""
+def load_model(model_dir: Path, *, install_requirements: bool = False) -> LoadedModel:
+    """Load a model folder written by `save_model`; ModelLoadError says which file is wrong.
+    `install_requirements`: see load_estimator."""
     metadata = read_metadata(model_dir)
-    return LoadedModel(estimator=load_estimator(model_dir, metadata), metadata=metadata)
+    estimator = load_estimator(model_dir, metadata, install_requirements=install_requirements)
+    return LoadedModel(estimator=estimator, metadata=metadata)
 
 
 def storage_format(estimator: Estimator) -> str:
@@ -221,8 +225,15 @@ def storage_format(estimator: Estimator) -> str:
     return library if library in ("xgboost", "lightgbm") else "sklearn"
 
 
-def load_estimator(model_dir: Path, metadata: ModelMetadata) -> Estimator:
-    """Load the estimator named by the metadata (by its format) and check it against the feature list."""
+def load_estimator(
+    model_dir: Path, metadata: ModelMetadata, *, install_requirements: bool = False
+) -> Estimator:
+    """Load the estimator named by the metadata (by its format) and check it against the feature list.
+
+    A model whose code/ lists requirements.txt needs those packages: `install_requirements` (train
+    and the judge job) installs what is missing into a folder of its own; otherwise (serve, whose
+    image installed them at build) a missing one is a ModelLoadError naming it
+    (code_requirements.ensure)."""
     model_path = model_dir / metadata.model_file
     if metadata.format not in MODEL_FILES:
         raise ModelLoadError(
@@ -234,7 +245,7 @@ def load_estimator(model_dir: Path, metadata: ModelMetadata) -> Estimator:
             f"{list(metadata.categorical_columns)} are not supported for ONNX (save a joblib Pipeline instead)"
         )
     try:
-        estimator = _read_estimator(model_path, metadata)
+        estimator = _read_estimator(model_path, metadata, install_requirements)
     except ModelLoadError:
         raise
     except FileNotFoundError:
@@ -249,7 +260,7 @@ def load_estimator(model_dir: Path, metadata: ModelMetadata) -> Estimator:
     return estimator
 
 
-def _read_estimator(path: Path, metadata: ModelMetadata) -> Estimator:
+def _read_estimator(path: Path, metadata: ModelMetadata, install_requirements: bool = False) -> Estimator:
     if not path.is_file():
         raise FileNotFoundError(path)
     classification = metadata.task != "regression"
@@ -268,10 +279,10 @@ def _read_estimator(path: Path, metadata: ModelMetadata) -> Estimator:
 
         n_features = len(metadata.feature_columns)
         return load_onnx(path, classification=classification, n_features=n_features)
-    return _unpickle(path, path.parent / CODE_DIR)
+    return _unpickle(path, path.parent / CODE_DIR, install_requirements)
 
 
-def _unpickle(path: Path, code: Path) -> Estimator:
+def _unpickle(path: Path, code: Path, install_requirements: bool = False) -> Estimator:
     """joblib.load, with a script-mode model's own code (model/code/, see script_mode.py) importable
     while unpickling only: its modules are forgotten again afterwards (the loaded objects keep their
     classes), so another model's code of the same module names is imported afresh."""
@@ -280,6 +291,10 @@ def _unpickle(path: Path, code: Path) -> Estimator:
     if not code.is_dir():
         estimator: Estimator = joblib.load(path)
         return estimator
+    try:
+        ensure_requirements(code, install_missing=install_requirements)
+    except RequirementsError as exc:
+        raise ModelLoadError(str(exc)) from None
     before = set(sys.modules)
     sys.path.insert(0, str(code))
     try:

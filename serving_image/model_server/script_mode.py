@@ -36,6 +36,8 @@ from model_server.artifact import (
     extract_model_archive,
     load_estimator,
 )
+from model_server.code_requirements import RequirementsError
+from model_server.code_requirements import ensure as ensure_requirements
 from model_server.contract import CODE_CHANNEL, CODE_DIR, TRAIN_CHANNEL, ContainerPaths
 from model_server.errors import ModelLoadError, TrainingError
 from model_server.estimator import Classifier, Matrix
@@ -84,6 +86,14 @@ def train_script(
             model_dir=model_out,
             output_dir=paths.output_data_dir,
         )
+        try:  # SageMaker's training toolkit installs the script folder's requirements.txt too
+            packages = ensure_requirements(code, install_missing=True)
+        except RequirementsError as exc:
+            raise TrainingError(str(exc)) from None
+        if packages is not None:
+            env["PYTHONPATH"] = os.pathsep.join(
+                [str(code), str(packages), *env["PYTHONPATH"].split(os.pathsep)[1:]]
+            )
         run_script(params, code, env)
         model_file = saved_model_file(model_out, entry_point)
         if SCRIPT_MODEL_FILES[model_file] == "onnx" and metadata.categorical_columns:
@@ -98,7 +108,7 @@ def train_script(
     metadata = dataclasses.replace(metadata, model_file=model_file, format=SCRIPT_MODEL_FILES[model_file])
     wrote = f"the {model_file} written by {entry_point}"
     try:
-        estimator = load_estimator(paths.model_dir, metadata)
+        estimator = load_estimator(paths.model_dir, metadata, install_requirements=True)
     except ModelLoadError as exc:
         raise TrainingError(
             f"{wrote} cannot be used as a model of the {len(metadata.feature_columns)} feature columns "

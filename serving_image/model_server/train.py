@@ -193,7 +193,7 @@ def train(paths: ContainerPaths, *, training_job: str | None = None) -> Evaluati
         metadata = dataclasses.replace(metadata, format=fmt, model_file=MODEL_FILES[fmt])
         save_model(paths.model_dir, estimator, metadata, forest)
     # Holdout rows with the saved model's answers, for the image build's compiled predictors (trees.py).
-    write_check(paths.model_dir, load_model(paths.model_dir), features[val_idx])
+    write_check(paths.model_dir, load_model(paths.model_dir, install_requirements=True), features[val_idx])
     write_evaluation(paths, evaluation)
     log.info(
         "trained on %d rows, validated on %d: %s=%.4f (champion %s) in %.2fs",
@@ -511,7 +511,7 @@ def _load_channel_model(
     archives = sorted(p for p in channel_dir.rglob("*.tar.gz") if p.is_file()) if channel_dir.is_dir() else []
     try:
         if (channel_dir / METADATA_FILE).is_file():
-            return load_model(channel_dir), str(channel_dir)
+            return load_model(channel_dir, install_requirements=True), str(channel_dir)
         if not archives:
             raise error(f"channel {channel!r} holds no model.tar.gz in {channel_dir}")
         with tempfile.TemporaryDirectory(prefix=f"{channel}-") as tmp:
@@ -520,7 +520,7 @@ def _load_channel_model(
                 folder = extract_model_archive(archives[0], Path(tmp), error=error)
             except TrainingError as exc:
                 raise error(f"channel {channel!r}: {exc}") from None
-            return load_model(folder), archives[0].name
+            return load_model(folder, install_requirements=True), archives[0].name
     except ModelLoadError as exc:
         raise error(f"{channel} model is unusable: {exc}") from None
 

@@ -1,4 +1,4 @@
-"""Local CodeBuild: run serving_image/buildspec.yml's steps for a StartBuild request, without Docker.
+"""Local CodeBuild: run a StartBuild request's buildspec.yml phases with bash, without Docker.
 
 `LocalCodeBuild.start` / `batch_get` are what `MotoPatches.route_codebuild(start=, batch_get=)` hands
 StartBuild and BatchGetBuilds to. A build runs on its own thread through CodeBuild's phases
@@ -6,27 +6,27 @@ StartBuild and BatchGetBuilds to. A build runs on its own thread through CodeBui
     SUBMITTED QUEUED PROVISIONING DOWNLOAD_SOURCE INSTALL PRE_BUILD BUILD POST_BUILD
     UPLOAD_ARTIFACTS FINALIZING COMPLETED
 
-and does what the buildspec does, with the pure-Python OCI builder in place of `docker build`:
-
 - DOWNLOAD_SOURCE: the project's S3 source zip (`<bucket>/<key>`, or sourceLocationOverride),
-  unzipped safely (no absolute names, `..`, links or zip bombs); buildspec.yml must be in it.
-- PRE_BUILD: MODEL_ARTIFACT_S3_URI, IMAGE_REPOSITORY_URI and IMAGE_TAG are required (the
-  buildspec's own messages; no model for IMAGE_TARGET=runtime, the training image), IMAGE_REPOSITORY_URI must be an ECR URI of this account ("docker
-  login"), model.tar.gz is downloaded and must list metadata.json, and is extracted safely.
-- BUILD: the Dockerfile's model-stage step `python -m model_server.native build <model>` (the source
-  zip's own code compiles the forest to C when a compiler is there; it never fails for want of
-  one), then `oci.build_image` of `oci.serving_image_spec(<source>, <model>)` into a per-build staging
-  layout (the "docker daemon"), then the push: blobs into the shared layout (`layout_dir`, the
-  registry's storage) and `ecr.put_image` with the manifest and its real digest. The repository must
-  exist; an IMMUTABLE repository refuses an existing tag with another digest
-  (ImageTagAlreadyExistsException, as ECR words it); re-pushing the same digest is a no-op.
-- POST_BUILD: runs after a failed BUILD too (it then fails: "build failed; no image to report");
-  otherwise ECR's digest for the tag must equal the image's, and IMAGE_DIGEST / IMAGE_URI are
-  exported (`exportedEnvironmentVariables`).
+  unzipped safely (no absolute names, `..`, links or zip bombs); its buildspec (the project's
+  `buildspec` name, buildspec.yml by default, or an inline one) is read: version 0.2, env.shell bash.
+- INSTALL, PRE_BUILD, BUILD, POST_BUILD: **the buildspec's own commands**, run by bash in the
+  source folder, in order, each phase stopping at its first failing command ("Error while
+  executing command: <command>. Reason: exit status <n>", with the output's last lines), with
+  the shell's variables, options and folder carried from phase to phase (buildspec 0.2 runs
+  them in one shell instance). The environment: the project's variables under the request's
+  overrides (over the buildspec's env.variables), CODEBUILD_SRC_DIR, CODEBUILD_BUILD_ID,
+  CODEBUILD_BUILD_ARN, CODEBUILD_BUILD_NUMBER, CODEBUILD_BUILD_SUCCEEDING, AWS_REGION and
+  AWS_DEFAULT_REGION, and a PATH whose first folder holds the `docker` and `aws` shims
+  (build_shims.py: exactly the subcommands the buildspec uses; `docker build` interprets the
+  source's Dockerfile through dockerfile.py into a real OCI image). A change to buildspec.yml or
+  to the Dockerfile therefore shows up here; a command or instruction the shims cannot carry
+  out fails the build naming it.
+- FINALIZING: the buildspec's env.exported-variables, read from the last phase's shell, become
+  `exportedEnvironmentVariables`.
 
 Phase transitions follow CodeBuild's: a failed PROVISIONING, DOWNLOAD_SOURCE, INSTALL or PRE_BUILD
-goes straight to FINALIZING; a failed BUILD still runs POST_BUILD and UPLOAD_ARTIFACTS; the failed
-phase has phaseStatus FAILED and a context message naming the problem and the fix.
+goes straight to FINALIZING; a failed BUILD still runs POST_BUILD (with CODEBUILD_BUILD_SUCCEEDING=0)
+and UPLOAD_ARTIFACTS; the failed phase has phaseStatus FAILED and a context message.
 
 moto and ECR digests: moto 5.2.5's PutImage, given no `imageDigest`, reports sha256 of the
 concatenated *layer* digests, not of the manifest. ECR's PutImage takes `imageDigest` (the digest of
@@ -36,26 +36,28 @@ API: no moto patch (tests/unit/local/test_codebuild_ecr_digest.py guards moto's 
 Image references: `resolve_image(layout_dir, "<repository-uri>@sha256:...")` (or `:<tag>`) is the
 manifest digest in the shared layout; `unpack_reference` applies its layers into a root folder.
 
-Not emulated: other buildspecs (the steps are this project's buildspec's, whatever the zip holds),
-non-PLAINTEXT environment variables, artifacts other than NO_ARTIFACTS, StopBuild, CloudWatch Logs
-(the log is the file `<work_dir>/<build-id>.log`; `logs` has CodeBuild's shape with placeholders).
+Not emulated: runtime-versions, phases' `finally` blocks and `on-failure: CONTINUE`, env's
+parameter-store / secrets-manager / git-credential-helper, non-PLAINTEXT environment variables,
+artifacts other than NO_ARTIFACTS, StopBuild, CloudWatch Logs (the log is the file
+`<work_dir>/<build-id>.log`; `logs` has CodeBuild's shape with placeholders).
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import fnmatch
 import hashlib
 import json
 import logging
 import os
 import re
+import shlex
 import shutil
+import signal
 import stat
 import subprocess
 import sys
-import tarfile
+import tempfile
 import threading
 import time
 import traceback
@@ -69,13 +71,16 @@ from typing import Any, Protocol
 
 import yaml
 
-from modelops_local import oci
+from modelops_local import build_shims, oci
+from modelops_local.build_shims import error_of as _error
 from modelops_local.moto_patches import RouteError
 
 log = logging.getLogger(__name__)
 
-# The forest's C compile takes seconds (about 2 s for 100 trees of 31 leaves); a bound, not a guess.
-NATIVE_BUILD_TIMEOUT_SECONDS = 600.0
+# One phase's shell at most (the build's own timeout also bounds it); a shim's answer at most
+# (docker build compiles the forest: seconds; pip of a model's requirements: under a minute).
+PHASE_TIMEOUT_SECONDS = 1800.0
+SHIM_TIMEOUT_SECONDS = 900.0
 PHASES = (
     "SUBMITTED",
     "QUEUED",
@@ -90,18 +95,10 @@ PHASES = (
     "COMPLETED",
 )
 TERMINAL = frozenset({"SUCCEEDED", "FAILED", "FAULT", "TIMED_OUT", "STOPPED"})
-EXPORTED_VARIABLES = ("IMAGE_DIGEST", "IMAGE_URI")
-REQUIRED_VARIABLES = {
-    "MODEL_ARTIFACT_S3_URI": "MODEL_ARTIFACT_S3_URI is required (s3://.../model.tar.gz)",
-    "IMAGE_REPOSITORY_URI": "IMAGE_REPOSITORY_URI is required",
-    "IMAGE_TAG": "IMAGE_TAG is required",
-}
-TARGETS = ("serving", "runtime")  # the buildspec's IMAGE_TARGET: the Dockerfile target it builds
 IDEMPOTENCY_WINDOW_SECONDS = 300.0  # "The token ... is valid for 5 minutes" (StartBuild)
 MAX_SOURCE_BYTES = 256 * 1024 * 1024
 MAX_SOURCE_ENTRIES = 10_000
 MAX_MODEL_BYTES = 512 * 1024 * 1024  # modelops.steps.evaluation.MAX_ARTIFACT_BYTES
-_ECR_HOST_RE = re.compile(r"^(\d{12})\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?$")
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 _ENV_TYPES = ("PLAINTEXT", "PARAMETER_STORE", "SECRETS_MANAGER")
 _UNSUPPORTED_OVERRIDES = (
@@ -154,7 +151,16 @@ class _Build:
     vars: dict[str, str] = field(default_factory=dict)  # set by the phases (exported ones among them)
     succeeding: bool = True  # CODEBUILD_BUILD_SUCCEEDING
     outcome: str | None = None  # the final buildStatus once a phase failed (IN_PROGRESS until COMPLETED)
-    image: oci.BuiltImage | None = None
+    spec: dict[str, Any] = field(default_factory=dict)  # the buildspec
+    env_base: dict[str, str] = field(default_factory=dict)  # the shell's environment
+    shims: build_shims.ShimServer | None = None
+    process: subprocess.Popen[str] | None = None  # the running phase's shell
+    cleanup: list[Path] = field(default_factory=list)
+
+    @property
+    def state(self) -> Path:
+        """The shell's state after the last phase (sourced by the next)."""
+        return self.dir / "shell-state.sh"
 
 
 class LocalCodeBuild:
@@ -287,6 +293,9 @@ class LocalCodeBuild:
         with self._lock:
             self._closed.set()
             builds = list(self._builds.values())
+            running = [b.process for b in builds if b.process is not None]
+        for process in running:  # a phase's shell and what it started
+            _kill_group(process)
         for build in builds:
             if build.thread is not None:
                 build.thread.join(max(0.0, deadline - time.monotonic()))
@@ -509,13 +518,16 @@ class LocalCodeBuild:
             doc["currentPhase"] = "COMPLETED"
             doc["endTime"] = now
             doc["buildComplete"] = True
-            exported = [{"name": n, "value": build.vars[n]} for n in EXPORTED_VARIABLES if n in build.vars]
+            names = (build.spec.get("env") or {}).get("exported-variables") or []
+            exported = [{"name": n, "value": build.vars[n]} for n in names if n in build.vars]
             if exported:
                 doc["exportedEnvironmentVariables"] = exported
             status = doc["buildStatus"]
         self._log(build, f"Build {build.id} {status}")
-        with contextlib.suppress(OSError):
-            shutil.rmtree(build.dir)  # the staging layout and downloads; pushed blobs are in layout_dir
+        if build.shims is not None:
+            build.shims.close()
+        for folder in (build.dir, *build.cleanup):  # the staging layout, stages and downloads
+            shutil.rmtree(folder, ignore_errors=True)  # pushed blobs are in layout_dir
 
     def _check_interrupted(self, build: _Build) -> None:
         if self._closed.is_set():
@@ -617,239 +629,153 @@ class LocalCodeBuild:
             raise _PhaseFailed(
                 "YAML_FILE_ERROR", f"{buildspec_name}: version must be 0.1 or 0.2 (got {spec!r:.80})"
             )
+        env_section = spec.get("env") or {}
+        if str(env_section.get("shell", "bash")) != "bash":
+            raise _PhaseFailed("YAML_FILE_ERROR", f"{buildspec_name}: env.shell must be bash locally")
+        unsupported = [k for k in env_section if k not in ("shell", "variables", "exported-variables")]
+        if unsupported:
+            raise _PhaseFailed(
+                "YAML_FILE_ERROR", f"{buildspec_name}: env.{unsupported[0]} is not supported locally"
+            )
+        build.spec = spec
+        build.env_base = {
+            "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+            "HOME": str(build.dir),
+            "LANG": "C.UTF-8",
+            **{str(k): str(v) for k, v in (env_section.get("variables") or {}).items()},
+            **build.env,
+            "CODEBUILD_SRC_DIR": str(source_dir),
+            "CODEBUILD_BUILD_ID": build.id,
+            "CODEBUILD_BUILD_ARN": str(build.doc["arn"]),
+            "CODEBUILD_BUILD_NUMBER": str(build.doc["buildNumber"]),
+            "CODEBUILD_INITIATOR": "modelops-local",
+            "AWS_REGION": self.region,
+            "AWS_DEFAULT_REGION": self.region,
+        }
         build.vars["CODEBUILD_SRC_DIR"] = str(source_dir)
         self._log(build, f"CODEBUILD_SRC_DIR={source_dir} (from {where})")
 
     def _install(self, build: _Build) -> None:
-        self._log(build, "No install phase in the buildspec; runtime: the host's Python")
+        self._commands(build, "install")
 
     def _pre_build(self, build: _Build) -> None:
-        env = build.env
-        target = env.get("IMAGE_TARGET") or "serving"
-        if target not in TARGETS:
-            raise _PhaseFailed(
-                "COMMAND_EXECUTION_ERROR",
-                f"IMAGE_TARGET must be serving or runtime, not {target}",
-            )
-        build.vars["IMAGE_TARGET"] = target
-        for name, message in REQUIRED_VARIABLES.items():
-            if target == "runtime" and name == "MODEL_ARTIFACT_S3_URI":
-                continue  # the training image has no model
-            if not env.get(name):
-                raise _PhaseFailed(
-                    "COMMAND_EXECUTION_ERROR",
-                    f'Error while executing command: : "${{{name}:?{message}}}". Reason: exit status 1 '
-                    f"({message}: pass it in environmentVariablesOverride or the project's environment)",
-                )
-        repository_uri = env["IMAGE_REPOSITORY_URI"]
-        registry, _, repository_name = repository_uri.partition("/")
-        match = _ECR_HOST_RE.match(registry)
-        if not repository_name or match is None:
-            raise _PhaseFailed(
-                "COMMAND_EXECUTION_ERROR",
-                f"docker login to {registry!r} failed: IMAGE_REPOSITORY_URI {repository_uri!r} must be an ECR "
-                "repository URI <account>.dkr.ecr.<region>.amazonaws.com/<name> (the repository's RepositoryUri)",
-            )
-        account = _region_account(str(build.project.get("arn", "")).split(":"), self.region, self.account_id)[
-            1
-        ]
-        if match.group(1) != account:
-            raise _PhaseFailed(
-                "COMMAND_EXECUTION_ERROR",
-                f"docker login to {registry} failed: the registry belongs to account {match.group(1)}, the "
-                f"build runs in {account}; use this account's repository URI",
-            )
-        build.vars.update(REGISTRY=registry, REPOSITORY_NAME=repository_name)
-        self._log(build, f"Login Succeeded ({registry})")
-        if target == "runtime":
-            return
-        uri = env["MODEL_ARTIFACT_S3_URI"]
-        bucket, _, key = uri.removeprefix("s3://").partition("/")
-        if not uri.startswith("s3://") or not bucket or not key:
-            raise _PhaseFailed(
-                "COMMAND_EXECUTION_ERROR",
-                f"aws s3 cp {uri} model.tar.gz failed: MODEL_ARTIFACT_S3_URI must be s3://<bucket>/<key>",
-            )
-        archive = build.dir / "model.tar.gz"
-        self._fetch(
-            bucket,
-            key,
-            archive,
-            limit=self.max_model_bytes,
-            kind="COMMAND_EXECUTION_ERROR",
-            too_big=lambda size: (
-                f"model artifact {uri} is {size} bytes; at most {self.max_model_bytes} build locally"
-            ),
-            failed=lambda code, message: (
-                f"aws s3 cp {uri} model.tar.gz failed: {code}: {message}. Check that MODEL_ARTIFACT_S3_URI "
-                "names the training job's output/model.tar.gz and that it exists"
-            ),
-        )
-        self._log(build, f"downloaded {uri} ({archive.stat().st_size} bytes)")
-        model_dir = build.dir / "model"
-        try:
-            extract_model(archive, model_dir, max_bytes=self.max_model_bytes)
-        except (UnsafeArchiveError, tarfile.TarError, EOFError, OSError) as exc:
-            raise _PhaseFailed("COMMAND_EXECUTION_ERROR", f"model.tar.gz from {uri}: {exc}") from None
-        build.vars["MODEL_DIR"] = str(model_dir)
+        self._commands(build, "pre_build")
 
     def _build(self, build: _Build) -> None:
-        env, source_dir = build.env, Path(build.vars["CODEBUILD_SRC_DIR"])
-        repository_uri, tag = env["IMAGE_REPOSITORY_URI"], env["IMAGE_TAG"]
-        for folder in ("bin", "model_server"):
-            if not (source_dir / folder).is_dir():
-                raise _PhaseFailed(
-                    "COMMAND_EXECUTION_ERROR",
-                    f'docker build failed: COPY {folder}: "/{folder}" not found in the source zip; the zip '
-                    "must hold serving_image/'s files at its root",
-                )
-        for program in (source_dir / "bin").iterdir():  # COPY --chmod=0755 bin/train bin/serve
-            if program.is_file() and not program.is_symlink():
-                program.chmod(0o755)
-        if build.vars["IMAGE_TARGET"] == "runtime":  # docker build --target runtime: no model, no labels
-            layers, config = oci.serving_image_spec(source_dir, None)
-        else:
-            labels = {
-                "org.opencontainers.image.title": "modelops serving image",
-                "io.modelops.model": env.get("MODEL_NAME", ""),
-                "io.modelops.version": env.get("MODEL_VERSION", ""),
-            }
-            model_dir = Path(build.vars["MODEL_DIR"])
-            self._native_predictor(build, source_dir, model_dir)
-            layers, config = oci.serving_image_spec(source_dir, model_dir, labels=labels)
-        staging = build.dir / "image"
-        try:
-            image = oci.build_image(staging, repository_uri, tag, layers, config)
-        except oci.OciError as exc:
-            raise _PhaseFailed(
-                "COMMAND_EXECUTION_ERROR", f"docker build --tag {repository_uri}:{tag} failed: {exc}"
-            ) from None
-        self._log(build, f"built {repository_uri}:{tag} {image.digest} ({len(image.layers)} layers)")
-        self._push(build, staging, image)
-        build.image = image
-
-    def _native_predictor(self, build: _Build, source_dir: Path, model_dir: Path) -> None:
-        """The Dockerfile's `RUN python -m model_server.native build /model` (model stage): the
-        source zip's own code compiles the forest into the model folder, or says why not."""
-        try:
-            done = subprocess.run(
-                [sys.executable, "-m", "model_server.native", "build", str(model_dir)],
-                cwd=source_dir,
-                env={**os.environ, "PYTHONPATH": str(source_dir)},
-                capture_output=True,
-                text=True,
-                timeout=NATIVE_BUILD_TIMEOUT_SECONDS,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            raise _PhaseFailed(
-                "COMMAND_EXECUTION_ERROR",
-                f"docker build failed: RUN python -m model_server.native build /model took longer than "
-                f"{NATIVE_BUILD_TIMEOUT_SECONDS:.0f}s",
-            ) from None
-        for line in (done.stdout + done.stderr).splitlines():
-            self._log(build, line)
-        if done.returncode != 0:
-            raise _PhaseFailed(
-                "COMMAND_EXECUTION_ERROR",
-                f"docker build failed: RUN python -m model_server.native build /model exited {done.returncode}: "
-                f"{done.stderr.strip()[-500:]}",
-            )
-
-    def _push(self, build: _Build, staging: Path, image: oci.BuiltImage) -> None:
-        # One push at a time: the tag check and PutImage are atomic in ECR, not in moto.
-        with self._push_lock:
-            self._push_locked(build, staging, image)
-
-    def _push_locked(self, build: _Build, staging: Path, image: oci.BuiltImage) -> None:
-        name = build.vars["REPOSITORY_NAME"]
-        where = f"docker push {image.repository}:{image.tag} failed"
-        try:
-            repository = self.ecr.describe_repositories(repositoryNames=[name])["repositories"][0]
-        except Exception as exc:
-            code, message = _error(exc)
-            raise _PhaseFailed(
-                "COMMAND_EXECUTION_ERROR",
-                f"{where}: name unknown: {message} ({code}). Create the repository (template.yaml "
-                "ServingImageRepository) or fix IMAGE_REPOSITORY_URI",
-            ) from None
-        existing = self._ecr_digest(name, image.tag)
-        if existing == image.digest:
-            self._log(build, f"{image.tag}: digest {image.digest} already in {name}; nothing to push")
-        else:
-            if existing is not None and _tag_immutable(repository, image.tag):
-                raise _PhaseFailed(
-                    "COMMAND_EXECUTION_ERROR",
-                    f"{where}: ImageTagAlreadyExistsException: The image tag '{image.tag}' already exists in "
-                    f"the '{name}' repository and cannot be overwritten because the repository is immutable. "
-                    f"It points at {existing}, this build made {image.digest}: use a new IMAGE_TAG",
-                )
-            for digest in (*(layer.digest for layer in image.layers), image.config_digest, image.digest):
-                oci.write_blob(self.layout_dir, oci.read_blob(staging, digest))
-            try:
-                self.ecr.put_image(
-                    repositoryName=name,
-                    imageTag=image.tag,
-                    imageManifest=image.manifest_bytes.decode("utf-8"),
-                    imageManifestMediaType=oci.MEDIA_MANIFEST,
-                    imageDigest=image.digest,
-                )
-            except Exception as exc:
-                code, message = _error(exc)
-                # a concurrent build pushed the same image under this tag first: the push is done
-                if code != "ImageAlreadyExistsException" or self._ecr_digest(name, image.tag) != image.digest:
-                    raise _PhaseFailed("COMMAND_EXECUTION_ERROR", f"{where}: {code}: {message}") from None
-        oci.init_layout(self.layout_dir)
-        oci.tag_image(  # the tag in the shared layout, as the registry now holds it
-            self.layout_dir,
-            oci.Descriptor(oci.MEDIA_MANIFEST, image.digest, image.size),
-            image.repository,
-            image.tag,
-        )
-        self._log(build, f"{image.tag}: digest: {image.digest} size: {image.size}")
+        self._commands(build, "build")
 
     def _post_build(self, build: _Build) -> None:
-        if not build.succeeding or build.image is None:
-            raise _PhaseFailed(
-                "COMMAND_EXECUTION_ERROR",
-                "build failed; no image to report (POST_BUILD runs after a failed BUILD: see that phase)",
-            )
-        image = build.image
-        try:
-            ecr_digest = self._ecr_digest(build.vars["REPOSITORY_NAME"], image.tag)
-        except Exception as exc:
-            code, message = _error(exc)
-            raise _PhaseFailed(
-                "COMMAND_EXECUTION_ERROR", f"aws ecr describe-images failed: {code}: {message}"
-            ) from None
-        if ecr_digest != image.digest:
-            raise _PhaseFailed(
-                "COMMAND_EXECUTION_ERROR", f"digest mismatch: docker {image.digest}, ECR {ecr_digest}"
-            )
-        if not _DIGEST_RE.match(image.digest):
-            raise _PhaseFailed("COMMAND_EXECUTION_ERROR", f"unexpected digest {image.digest}")
-        build.vars.update(IMAGE_DIGEST=image.digest, IMAGE_URI=f"{image.repository}@{image.digest}")
-        self._log(build, f"pushed {build.vars['IMAGE_URI']}")
+        self._commands(build, "post_build")
 
     def _upload_artifacts(self, build: _Build) -> None:
         self._log(build, "Artifacts: NO_ARTIFACTS; nothing to upload")
 
     def _finalize(self, build: _Build) -> None:
-        self._log(
-            build, "Exporting variables: " + ", ".join(n for n in EXPORTED_VARIABLES if n in build.vars)
+        names = [str(n) for n in (build.spec.get("env") or {}).get("exported-variables") or []]
+        if build.state.is_file() and names:
+            build.vars.update(_read_variables(build.state, names))
+        self._log(build, "Exporting variables: " + ", ".join(n for n in names if n in build.vars))
+
+    # --- the buildspec's commands ----------------------------------------------------------------
+    def _commands(self, build: _Build, phase: str) -> None:
+        """Run the phase's commands in bash, in order, stopping at the first that fails, with the
+        shell's variables, options and folder carried over from the phase before (buildspec 0.2
+        runs every command in the same shell instance)."""
+        spec = ((build.spec.get("phases") or {}).get(phase)) or {}
+        commands = [str(c) for c in spec.get("commands") or []]
+        if not commands:
+            self._log(build, f"No commands in phase {phase}")
+            return
+        if build.shims is None:
+            build.shims = self._start_shims(build)
+        status = build.dir / "status"
+        status.unlink(missing_ok=True)
+        save = _SAVE_STATE.format(state=shlex.quote(str(build.state)), status=shlex.quote(str(status)))
+        script = [
+            f"source {shlex.quote(str(build.state))}" if build.state.is_file() else "",
+            f"trap {shlex.quote(save)} EXIT",
+        ]
+        for i, command in enumerate(commands):
+            script += [
+                f"__modelops_cmd={i}",
+                f"printf '%s\\n' {shlex.quote('Running command ' + command)}",
+                command,
+                '__modelops_rc=$?; [ "$__modelops_rc" -eq 0 ] || exit "$__modelops_rc"',
+            ]
+        env = {
+            **build.env_base,
+            "CODEBUILD_BUILD_SUCCEEDING": "1" if build.succeeding else "0",
+        }
+        remaining = max(1.0, build.deadline - self.clock())
+        process = subprocess.Popen(
+            ["bash", "--noprofile", "--norc", "-c", "\n".join(script)],
+            cwd=build.env_base["CODEBUILD_SRC_DIR"] if not build.state.is_file() else None,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,  # its own process group: a timeout or shutdown stops the shims' children too
         )
+        with self._lock:  # shutdown() either sees this process or this phase sees the shutdown
+            build.process = process
+            closed = self._closed.is_set()
+        if closed:
+            _kill_group(process)
+        try:
+            out, _ = process.communicate(timeout=min(remaining, PHASE_TIMEOUT_SECONDS))
+        except subprocess.TimeoutExpired:
+            _kill_group(process)
+            process.communicate()
+            raise _PhaseFailed(
+                "BUILD_TIMED_OUT",
+                f"Build has timed out in {phase} (the build's timeoutInMinutes)",
+                "TIMED_OUT",
+            ) from None
+        finally:
+            with self._lock:
+                build.process = None
+        output = out.splitlines()
+        for line in output:
+            self._log(build, line)
+        if process.returncode != 0 and self._closed.is_set():
+            raise _PhaseFailed(
+                "BUILD_STOPPED", f"Build stopped in {phase}: the local CodeBuild shut down", "STOPPED"
+            )
+        if process.returncode != 0:
+            failed = int(status.read_text().split()[0]) if status.is_file() else len(commands) - 1
+            said = " | ".join(line for line in output[-6:] if not line.startswith("Running command "))
+            raise _PhaseFailed(
+                "COMMAND_EXECUTION_ERROR",
+                f"Error while executing command: {' '.join(commands[failed].split())}. "
+                f"Reason: exit status {process.returncode}" + (f" ({said})" if said else ""),
+            )
+
+    def _start_shims(self, build: _Build) -> build_shims.ShimServer:
+        """The build's docker/aws shims on PATH and the server that carries their commands out."""
+        short = Path(tempfile.mkdtemp(prefix="cb-"))  # a Unix socket path must stay short
+        build.cleanup.append(short)
+        socket_path = short / "s"
+        registry = build_shims.Registry(
+            s3=self.s3,
+            ecr=self.ecr,
+            layout_dir=self.layout_dir,
+            staging=build.dir / "image",
+            work=build.dir / "docker",
+            account_id=self._account(build),
+            push_lock=self._push_lock,
+            max_download_bytes=self.max_model_bytes,
+            log=lambda line: self._log(build, line),
+        )
+        server = build_shims.ShimServer(socket_path, registry)
+        build_shims.install_shims(build.dir / "shims", socket_path, sys.executable, SHIM_TIMEOUT_SECONDS)
+        build.env_base["PATH"] = f"{build.dir / 'shims'}:{build.env_base['PATH']}"
+        return server
+
+    def _account(self, build: _Build) -> str:
+        return _region_account(str(build.project.get("arn", "")).split(":"), self.region, self.account_id)[1]
 
     # --- helpers -------------------------------------------------------------------------------
-    def _ecr_digest(self, repository_name: str, tag: str) -> str | None:
-        try:
-            details = self.ecr.describe_images(repositoryName=repository_name, imageIds=[{"imageTag": tag}])
-        except Exception as exc:
-            if _error(exc)[0] == "ImageNotFoundException":
-                return None
-            raise
-        images = details.get("imageDetails") or []
-        return str(images[0]["imageDigest"]) if images else None
-
     def _notify_phase(self, build: _Build, phase: str) -> None:
         if self.on_phase is None:
             return
@@ -969,29 +895,6 @@ def safe_unzip(archive: Path, dest: Path, *, max_bytes: int = MAX_SOURCE_BYTES) 
             target.chmod(0o755 if mode & 0o111 else 0o644)
 
 
-def extract_model(archive: Path, dest: Path, *, max_bytes: int = MAX_MODEL_BYTES) -> None:
-    """The buildspec's metadata.json check, then the Dockerfile's extraction (no absolute names,
-    no `..`, no links out of `dest`, no ownership or special modes: tarfile's `data` filter)."""
-    with tarfile.open(archive, "r:gz") as tar:
-        members = tar.getmembers()
-        names = {m.name for m in members if m.isfile()}
-        if not names & {"metadata.json", "./metadata.json"}:
-            raise UnsafeArchiveError(
-                "model.tar.gz has no metadata.json (the model_server's train writes it to model/; "
-                "package the model folder's contents at the archive root)"
-            )
-        total = sum(m.size for m in members if m.isfile())
-        if total > max_bytes:
-            raise UnsafeArchiveError(f"model.tar.gz unpacks to {total} bytes; at most {max_bytes}")
-        dest.mkdir(parents=True, exist_ok=True)
-        try:
-            tar.extractall(dest, filter="data")
-        except tarfile.FilterError as exc:
-            raise UnsafeArchiveError(f"model.tar.gz entry refused: {exc}") from None
-    if not (dest / "metadata.json").is_file():
-        raise UnsafeArchiveError("model.tar.gz: metadata.json is not a regular file after extraction")
-
-
 # --- small helpers -------------------------------------------------------------------------------
 def _client(clients: AwsClients | None, service: str) -> Any:
     if clients is None:
@@ -1061,26 +964,42 @@ def _region_of(client: Any) -> str:
     return str(getattr(getattr(client, "meta", None), "region_name", None) or "us-east-1")
 
 
-def _tag_immutable(repository: Mapping[str, Any], tag: str) -> bool:
-    mutability = str(repository.get("imageTagMutability") or "MUTABLE")
-    filters = [str(f.get("filter", "")) for f in repository.get("imageTagMutabilityExclusionFilters") or []]
-    excluded = any(fnmatch.fnmatchcase(tag, f) for f in filters)
-    if mutability == "IMMUTABLE":
-        return True
-    if mutability == "IMMUTABLE_WITH_EXCLUSION":
-        return not excluded
-    if mutability == "MUTABLE_WITH_EXCLUSION":
-        return excluded
-    return False
-
-
-def _error(exc: Exception) -> tuple[str, str]:
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):
-        error = response.get("Error") or {}
-        return str(error.get("Code") or type(exc).__name__), str(error.get("Message") or exc)
-    return type(exc).__name__, str(exc)
-
-
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+# The EXIT trap of every phase's shell: its status (failed command, exit status), then its state
+# (variables but bash's own and read-only ones, options, folder) for the next phase to source.
+_SAVE_STATE = (
+    '__modelops_rc=$?; echo "$__modelops_cmd $__modelops_rc" > {status}; '
+    "{{ for __v in $(compgen -v); do case $__v in "
+    "BASH*|EUID|PPID|UID|SHELLOPTS|GROUPS|FUNCNAME|DIRSTACK|PIPESTATUS|RANDOM|SRANDOM|SECONDS|LINENO|"
+    "HISTCMD|EPOCH*|COMP*|OPT*|PWD|OLDPWD|SHLVL|IFS|PS[0-9]|_|__modelops_*|__v|CODEBUILD_BUILD_SUCCEEDING|"
+    "HOSTNAME|HOSTTYPE|MACHTYPE|OSTYPE) continue;; esac; "
+    '[[ ${{!__v@a}} == *r* ]] || declare -p "$__v"; done; set +o; '
+    'printf "cd %q\\n" "$PWD"; }} > {state}.tmp && mv {state}.tmp {state}; exit $__modelops_rc'
+)
+
+
+def _kill_group(process: subprocess.Popen[str]) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+def _read_variables(state: Path, names: Sequence[str]) -> dict[str, str]:
+    """The values the shell's saved state gives `names` (those it sets)."""
+    script = (
+        f"source {shlex.quote(str(state))} >/dev/null 2>&1; "
+        + "; ".join(
+            f'[ -n "${{{n}+x}}" ] && printf "%s=%s\\0" {n} "${n}"' for n in names if re.fullmatch(r"\w+", n)
+        )
+        + "; true"
+    )
+    done = subprocess.run(
+        ["bash", "--noprofile", "--norc", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    return dict(item.partition("=")[::2] for item in done.stdout.split("\0") if item)

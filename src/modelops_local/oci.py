@@ -25,6 +25,7 @@ import json
 import os
 import shutil
 import stat
+import sys
 import tarfile
 import tempfile
 import threading
@@ -69,6 +70,8 @@ class LayerSpec:
     gid: int = 0
     # Names (fnmatch patterns, matched per path component) left out, like a .dockerignore.
     exclude: tuple[str, ...] = ("__pycache__", "*.pyc")
+    # When given, only the source's top-level entries matching one of these patterns (COPY a b dest/).
+    include: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -262,16 +265,25 @@ def unpack_image(layout_dir: Path, digest: str, dest: Path) -> Path:
 
 
 # --- the modelops serving image -------------------------------------------------------------------
+def site_packages() -> str:
+    """The venv's site-packages in the image, for the Python running the local runtime (the
+    Dockerfile's /opt/venv is made by the base image's Python; locally the host's plays it)."""
+    return f"/opt/venv/lib/python{sys.version_info.major}.{sys.version_info.minor}/site-packages"
+
+
 def serving_image_spec(
     serving_image_dir: Path, model_dir: Path | None, *, labels: Mapping[str, str] | None = None
 ) -> tuple[list[LayerSpec], ImageConfig]:
-    """Layers and config mirroring serving_image/Dockerfile (minus the Python base and venv): the code
-    at /opt/program, the model's files at /opt/ml/model (omit `model_dir` for the training image).
+    """Layers and config like serving_image/Dockerfile's, for tests that need an image without a
+    build (the local CodeBuild interprets the Dockerfile itself: dockerfile.py): the code at
+    /opt/program, the model's files at /opt/ml/model (omit `model_dir` for the training image).
 
     A local pod runs `python <rootfs>/opt/program/bin/serve` with SAGEMAKER_BASE_DIR=<rootfs>/opt/ml.
     """
     layers = [
         LayerSpec(serving_image_dir / "model_server", "/opt/program/model_server"),
+        # the image's pins, constraints of a model's code/requirements.txt (not the build stage's)
+        LayerSpec(serving_image_dir, "/opt/program", include=("requirements.txt",)),
         LayerSpec(serving_image_dir / "bin", "/opt/program/bin"),
     ]
     if model_dir is not None:
@@ -306,16 +318,18 @@ def layer_tar(spec: LayerSpec) -> bytes:
             tar.addfile(_dir_info(str(parent), spec))
         if target.parts:
             tar.addfile(_dir_info(str(target), spec))
-        for path in _walk_sorted(source, spec.exclude):
+        for path in _walk_sorted(source, spec.exclude, spec.include):
             rel = path.relative_to(source).as_posix()
             name = f"{target}/{rel}" if target.parts else rel
             _add_entry(tar, path, name, spec)
     return buf.getvalue()
 
 
-def _walk_sorted(root: Path, exclude: Sequence[str]) -> Iterator[Path]:
+def _walk_sorted(root: Path, exclude: Sequence[str], include: Sequence[str] = ()) -> Iterator[Path]:
     for entry in sorted(root.iterdir(), key=lambda p: p.name):
         if any(fnmatch.fnmatchcase(entry.name, pattern) for pattern in exclude):
+            continue
+        if include and not any(fnmatch.fnmatchcase(entry.name, pattern) for pattern in include):
             continue
         yield entry
         if entry.is_dir() and not entry.is_symlink():

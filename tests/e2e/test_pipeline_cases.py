@@ -316,6 +316,33 @@ def test_a_script_mode_model_trains_from_the_teams_code_and_is_promoted(driver, 
     driver.retire(config)
 
 
+def test_a_model_whose_code_needs_a_package_of_its_own_is_built_with_it_and_served(driver, tmp_path):
+    # Given a team's train.py whose Pipeline step imports inflection (code/requirements.txt), a
+    # package neither the image nor this machine's environment carries
+    from tests.multiclass_data import TIERS, generate_tier_csv
+
+    folder = Path(__file__).resolve().parents[1] / "model_code" / "with_requirements"
+    config = driver.model(
+        "e2e-reqs",
+        data=_tier_data(),
+        training={
+            "script": {"entry_point": "train.py", "source": str(folder)},
+            "objective": {"metric": "macro_f1"},
+        },
+    )
+    data = generate_tier_csv(tmp_path / "tiers.csv", 1200, seed=33).read_bytes()
+
+    # When it goes through the whole cycle: training installs it to fit, the image build installs it
+    result = driver.run("e2e-reqs", data, "tiers.csv")
+
+    # Then it is promoted and the pods (which never install anything) load and answer with it
+    assert result.status == "SUCCEEDED" and result.record["status"] == "promoted", result.record
+    rows = [[120.0, 9, 30, None, "North "], [20.0, None, 2, 3, "south"], [60.0, 5, 12, 0, "atlantis"]]
+    answer = _post(driver.cloud.service_url("e2e", "e2e-reqs"), {"instances": rows})
+    assert answer["classes"] == list(TIERS) and len(answer["predictions"]) == 3, answer
+    driver.retire(config)
+
+
 def _tier_data() -> dict:
     """data: customer tiers in words, with the categorical `region` (tests/multiclass_data.py)."""
     from tests.multiclass_data import TIER_FEATURES, TIER_LABEL

@@ -43,6 +43,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+from modelops_local import oci
 from modelops_local.kube.errors import KubeApiError, NotFoundError
 from modelops_local.kube.patch import MERGE_PATCH
 from modelops_local.kube.resources import PODS
@@ -169,13 +170,20 @@ def process_env(
     env.update(
         {
             "SAGEMAKER_BASE_DIR": str(rootfs / "opt" / "ml"),
-            "PYTHONPATH": str(rootfs / "opt" / "program"),
+            "PYTHONPATH": os.pathsep.join(str(p) for p in image_python_path(rootfs)),
             "SERVE_HOST": POD_IP,
             "PORT": "0",
             "SERVE_PORT_FILE": str(port_file),
         }
     )
     return env
+
+
+def image_python_path(rootfs: Path) -> list[Path]:
+    """What the image's Python imports from: /opt/program (its PYTHONPATH), then its venv's
+    site-packages when a layer put packages there (a model's code/requirements.txt)."""
+    site = rootfs / oci.site_packages().lstrip("/")
+    return [rootfs / "opt" / "program", *([site] if site.is_dir() else [])]
 
 
 def container_argv(container: Mapping[str, Any]) -> list[str]:

@@ -124,7 +124,8 @@ def test_first_bootstrap_builds_the_training_image_and_a_repeat_does_nothing(wor
     assert f"training image ready: {record['image']}" in out and "next:" in out
     # And the image is the runtime target: the train program, no model
     root = unpack_reference(world.layout, record["image"], tmp_path / "rootfs")
-    assert (root / "opt/program/bin/train").is_file() and not (root / "opt/ml/model").exists()
+    # (the Dockerfile's base stage makes /opt/ml/model; the training image has nothing in it)
+    assert (root / "opt/program/bin/train").is_file() and not any((root / "opt/ml/model").iterdir())
 
     # When it runs again with the same source
     builds = world.builds()
@@ -148,7 +149,11 @@ def test_a_failed_build_names_its_log_and_records_nothing(world, capsys, tmp_pat
     # Given an image source the Dockerfile cannot build (model_server/ is missing)
     source = tmp_path / "broken"
     source.mkdir()
-    for name in ("Dockerfile", "buildspec.yml"):
+    for name in (
+        "Dockerfile",
+        "buildspec.yml",
+        *(p.name for p in (ROOT / "serving_image").glob("requirements*.txt")),
+    ):
         shutil.copy(ROOT / "serving_image" / name, source / name)
     shutil.copytree(ROOT / "serving_image" / "bin", source / "bin")
     # When bootstrap builds it

@@ -27,12 +27,13 @@ REPO = "stack-serving"
 WAIT = 15.0
 
 
-def model_tarball() -> bytes:
+def model_tarball(extra: dict[str, bytes] | None = None) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
         for name, data in {
             "metadata.json": b'{"task": "binary_classification"}',
             "model.joblib": b"m",
+            **(extra or {}),
         }.items():
             info = tarfile.TarInfo(name)
             info.size = len(data)
@@ -136,3 +137,48 @@ def test_a_failed_build_reaches_build_status_as_build_failed_with_the_reason(ser
     # Then build_status raises with the failed phase and the message
     with pytest.raises(BuildFailedError, match=r"FAILED: PRE_BUILD: .*NoSuchKey"):
         build_status(build, builds=builds, images=images)
+
+
+@pytest.mark.parametrize(
+    ("requirements", "outcome"),
+    [
+        (b"inflection==0.5.1\nnumpy>=2\n", "SUCCEEDED"),
+        (b"inflection==0.5.1\nnumpy<2\n", "'numpy<2' conflicts with the image's numpy=="),
+    ],
+)
+def test_the_models_code_requirements_become_a_site_packages_layer_under_the_images_pins(
+    server, tmp_path, requirements, outcome
+):
+    aws, builder, repo_uri = server
+    builds, images = ports(aws, repo_uri)
+    # Given a model whose code/ needs inflection (from the package index), with or without a pin conflict
+    aws.client("s3").put_object(
+        Bucket=BUCKET,
+        Key="models/run-2/model.tar.gz",
+        Body=model_tarball(
+            {"code/requirements.txt": requirements, "code/regions.py": b"import inflection\n"}
+        ),
+    )
+    request = {"model": "churn", "version": "2", "run_id": "run-20260101-0000cafe"}
+    build = start_build(
+        **request, model_artifact=f"s3://{BUCKET}/models/run-2/model.tar.gz", builds=builds, images=images
+    )
+    # When it finishes (pip reaches the index: a longer wait than a build without requirements)
+    doc = builder.wait(build.build_id, 300)
+    if outcome != "SUCCEEDED":
+        # Then a conflict fails the build in BUILD naming the package, and nothing is pushed
+        assert doc["buildStatus"] == "FAILED"
+        (failed,) = [p for p in doc["phases"] if p["phaseType"] == "BUILD"]
+        assert outcome in failed["contexts"][0]["message"], failed
+        assert aws.client("ecr").describe_images(repositoryName=REPO)["imageDetails"] == []
+        return
+    # Then the image's venv site-packages holds the package, where a local pod's Python finds it
+    status = build_status(build, builds=builds, images=images)
+    assert status.image is not None, doc["phases"]
+    root = unpack_reference(builder.layout_dir, status.image, tmp_path / "rootfs")
+    site = root / oci.site_packages().lstrip("/")
+    assert (site / "inflection").is_dir() or (site / "inflection.py").is_file()
+    assert (root / "opt/ml/model/code/requirements.txt").read_bytes() == requirements
+    from modelops_local.kube.kubelet import image_python_path
+
+    assert image_python_path(root) == [root / "opt/program", site]

@@ -3,6 +3,7 @@ layout and its manifest digest in (moto's) ECR. Everything runs in-process under
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import json
@@ -25,7 +26,6 @@ from modelops_local.codebuild import (
     PHASES,
     LocalCodeBuild,
     UnsafeArchiveError,
-    extract_model,
     package_source,
     resolve_image,
     safe_unzip,
@@ -40,7 +40,7 @@ BUCKET = "modelops-pipeline"
 PROJECT = "modelops-image-build"
 REPO = "modelops-serving"
 MODEL_KEY = "models/churn/run-1/output/model.tar.gz"
-WAIT = 10.0
+WAIT = 60.0  # a bound: a build runs bash, the shims and the Dockerfile (native compile included)
 
 
 def model_tarball(files: dict[str, bytes]) -> bytes:
@@ -276,7 +276,8 @@ def test_lifecycle_is_in_progress_then_succeeded_with_every_phase_recorded(route
         ("missing_object", "PRE_BUILD", "NoSuchKey"),
         ("unknown_repository", "BUILD", "The repository with name 'nope' does not exist"),
         ("missing_source", "DOWNLOAD_SOURCE", "NoSuchKey"),
-        ("traversal_model", "PRE_BUILD", "model.tar.gz"),
+        # the Dockerfile's GNU tar refuses the member (as `docker build` would), naming it
+        ("traversal_model", "BUILD", "../../escape.txt: Member name contains '..'"),
     ],
 )
 def test_a_failing_phase_fails_the_build_names_the_problem_and_pushes_nothing(
@@ -293,12 +294,12 @@ def test_a_failing_phase_fails_the_build_names_the_problem_and_pushes_nothing(
         overrides["MODEL_ARTIFACT_S3_URI"] = f"s3://{BUCKET}/models/none/model.tar.gz"
     elif setup == "unknown_repository":
         overrides["IMAGE_REPOSITORY_URI"] = stack.repo_uri.rsplit("/", 1)[0] + "/nope"
-    elif setup == "missing_source":
-        stack.s3.delete_object(Bucket=BUCKET, Key="source/serving_image.zip")
     elif setup == "traversal_model":
         stack.s3.put_object(
             Bucket=BUCKET, Key=MODEL_KEY, Body=model_tarball({**MODEL_FILES, "../../escape.txt": b"x"})
         )
+    elif setup == "missing_source":
+        stack.s3.delete_object(Bucket=BUCKET, Key="source/serving_image.zip")
     # When the build runs
     build = stack.finished(stack.start(**overrides))
     # Then it FAILED in that phase, with a message naming the problem
@@ -306,6 +307,8 @@ def test_a_failing_phase_fails_the_build_names_the_problem_and_pushes_nothing(
     failed = phase(build, failed_phase)
     assert failed["phaseStatus"] == "FAILED"
     assert fragment in failed["contexts"][0]["message"], failed["contexts"]
+    if setup == "missing_object":  # the buildspec stops at the failed download (no tar errors after it)
+        assert "Cannot open" not in failed["contexts"][0]["message"], failed["contexts"]
     # And later phases went as CodeBuild's: a failed BUILD still runs POST_BUILD, earlier failures skip to FINALIZING
     types = [p["phaseType"] for p in build["phases"]]
     assert types[-2:] == ["FINALIZING", "COMPLETED"]
@@ -532,22 +535,31 @@ def test_safe_unzip_refuses_a_zip_bomb_and_keeps_executable_bits(tmp_path):
         safe_unzip(big, tmp_path / "bomb", max_bytes=100_000)
 
 
-def test_extract_model_refuses_links_out_of_the_folder(tmp_path):
-    # Given a model.tar.gz with metadata.json and a symlink pointing outside
+def test_a_link_to_a_host_file_in_the_model_stays_a_link_and_no_host_content_enters_the_image(
+    routed, tmp_path
+):
+    # Given a model.tar.gz with a link to a host file (the Dockerfile's tar keeps links as links)
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        data = b"{}"
-        info = tarfile.TarInfo("metadata.json")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
+        for name, data in MODEL_FILES.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
         link = tarfile.TarInfo("leak")
         link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
         tar.addfile(link)
-    archive = tmp_path / "model.tar.gz"
-    archive.write_bytes(buf.getvalue())
-    # When it is extracted, then the link is refused
-    with pytest.raises(UnsafeArchiveError, match="refused"):
-        extract_model(archive, tmp_path / "model")
+    stack = routed()
+    stack.s3.put_object(Bucket=BUCKET, Key=MODEL_KEY, Body=buf.getvalue())
+    # When it is built
+    build = stack.finished(stack.start())
+    # Then the image holds the link as a link, never the host file's content
+    assert build["buildStatus"] == "SUCCEEDED", [p["contexts"] for p in build["phases"] if p.get("contexts")]
+    exported = {v["name"]: v["value"] for v in build["exportedEnvironmentVariables"]}
+    root = unpack_reference(stack.layout, exported["IMAGE_URI"], tmp_path / "rootfs")
+    assert (root / "opt/ml/model/leak").is_symlink()
+    passwd = Path("/etc/passwd").read_bytes()
+    for layer in oci.read_manifest(stack.layout, exported["IMAGE_DIGEST"])["layers"]:
+        assert passwd not in gzip.decompress(oci.read_blob(stack.layout, layer["digest"]))
 
 
 def _until(probe: Any, timeout: float = WAIT) -> bool:
@@ -581,3 +593,137 @@ def test_concurrent_builds_of_one_image_under_three_tags_all_succeed(routed):
     assert [b["buildNumber"] for b in builds] == [1, 2, 3]
     for i in range(3):
         assert resolve_image(stack.layout, f"{stack.repo_uri}:churn-v1-tag{i}") == image["imageDigest"]
+
+
+# --- the buildspec's and the Dockerfile's own text --------------------------------------------------
+def _source_with(stack: Stack, tmp_path: Path, edit: Any) -> None:
+    """Upload serving_image/ edited by `edit(folder)` as the project's source."""
+    import shutil
+
+    folder = tmp_path / "edited-source"
+    shutil.copytree(ROOT / "serving_image", folder, ignore=shutil.ignore_patterns("__pycache__"))
+    edit(folder)
+    stack.s3.put_object(Bucket=BUCKET, Key="source/serving_image.zip", Body=package_source(folder))
+
+
+def test_a_change_to_the_buildspecs_commands_shows_up_in_the_local_build(routed, tmp_path):
+    # Given a buildspec with one more pre_build command and one more exported variable
+    def edit(folder: Path) -> None:
+        import yaml
+
+        spec = yaml.safe_load((folder / "buildspec.yml").read_text())
+        spec["phases"]["pre_build"]["commands"].append(
+            'BUILT_FOR="$MODEL_NAME-$IMAGE_TAG"; echo "team step for $BUILT_FOR"'
+        )
+        spec["env"]["exported-variables"].append("BUILT_FOR")
+        (folder / "buildspec.yml").write_text(yaml.safe_dump(spec, sort_keys=False))
+
+    stack = routed()
+    _source_with(stack, tmp_path, edit)
+    # When it builds
+    build = stack.finished(stack.start())
+    # Then the command ran (its output is in the log) and its variable was exported with the others
+    assert build["buildStatus"] == "SUCCEEDED", build["phases"]
+    assert "team step for churn-churn-v1-run00001" in stack.builder.log_path(build["id"]).read_text()
+    exported = {v["name"]: v["value"] for v in build["exportedEnvironmentVariables"]}
+    assert exported["BUILT_FOR"] == "churn-churn-v1-run00001" and exported["IMAGE_DIGEST"].startswith(
+        "sha256:"
+    )
+
+
+@pytest.mark.parametrize(
+    ("command", "says"),
+    [
+        (
+            "test -f no-such-file",
+            "Error while executing command: test -f no-such-file. Reason: exit status 1",
+        ),
+        (
+            "docker system prune --force",
+            "docker system prune --force: not supported by the local CodeBuild's docker shim",
+        ),
+    ],
+)
+def test_a_failing_buildspec_command_fails_its_phase_naming_it(routed, tmp_path, command, says):
+    # Given a buildspec with one more command before the push: one that fails, one no shim carries out
+    def edit(folder: Path) -> None:
+        text = (folder / "buildspec.yml").read_text()
+        (folder / "buildspec.yml").write_text(
+            text.replace("      - docker push", f"      - {command}\n      - docker push", 1)
+        )
+
+    stack = routed()
+    _source_with(stack, tmp_path, edit)
+    build = stack.finished(stack.start())
+
+    # Then BUILD fails naming it, and the push after it never ran
+    assert build["buildStatus"] == "FAILED"
+    message = phase(build, "BUILD")["contexts"][0]["message"]
+    assert says in message, message
+    assert stack.ecr_images() == []
+
+
+@pytest.mark.parametrize(
+    ("line", "says"),
+    [
+        (
+            "HEALTHCHECK CMD serve --check",
+            "instruction HEALTHCHECK is not supported by the local docker shim",
+        ),
+        (
+            "RUN curl -fsSL https://example.com/x -o /x",
+            "RUN program 'curl' is not supported by the local docker shim",
+        ),
+        ("COPY --link bin /x", "flag --link is not supported by the local docker shim"),
+    ],
+)
+def test_an_unsupported_dockerfile_instruction_fails_the_build_naming_it(routed, tmp_path, line, says):
+    def edit(folder: Path) -> None:
+        (folder / "Dockerfile").write_text((folder / "Dockerfile").read_text() + f"\n{line}\n")
+
+    stack = routed()
+    _source_with(stack, tmp_path, edit)
+    build = stack.finished(stack.start())
+
+    assert build["buildStatus"] == "FAILED"
+    message = phase(build, "BUILD")["contexts"][0]["message"]
+    assert says in message, message
+    assert stack.ecr_images() == []
+
+
+def test_a_change_to_the_dockerfile_shows_up_in_the_image(routed, tmp_path):
+    def edit(folder: Path) -> None:
+        text = (folder / "Dockerfile").read_text()
+        (folder / "Dockerfile").write_text(
+            text + '\nLABEL io.modelops.extra="from the Dockerfile"\nENV TEAM_SETTING=42\n'
+        )
+
+    stack = routed()
+    _source_with(stack, tmp_path, edit)
+    build = stack.finished(stack.start())
+
+    assert build["buildStatus"] == "SUCCEEDED", build["phases"]
+    digest = {v["name"]: v["value"] for v in build["exportedEnvironmentVariables"]}["IMAGE_DIGEST"]
+    config = oci.read_config(stack.layout, oci.read_manifest(stack.layout, digest))["config"]
+    assert config["Labels"]["io.modelops.extra"] == "from the Dockerfile"
+    assert "TEAM_SETTING=42" in config["Env"] and config["User"] == "10001"
+
+
+def test_shutdown_stops_a_phase_whose_command_is_still_running(routed, tmp_path):
+    # Given a buildspec whose pre_build runs a long command, and a build inside it
+    def edit(folder: Path) -> None:
+        text = (folder / "buildspec.yml").read_text()
+        (folder / "buildspec.yml").write_text(text.replace("      - set -o pipefail", "      - sleep 300", 1))
+
+    entered = threading.Event()
+    stack = routed(on_phase=lambda build_id, name: name == "PRE_BUILD" and entered.set())
+    _source_with(stack, tmp_path, edit)
+    build_id = stack.start()
+    assert entered.wait(WAIT)
+    # When the builder shuts down
+    started = time.monotonic()
+    stack.builder.shutdown(WAIT)
+    # Then the command was stopped (long before it would end) and the phase and build are STOPPED
+    assert time.monotonic() - started < 30
+    build = stack.builder.get(build_id)
+    assert build["buildStatus"] == "STOPPED" and phase(build, "PRE_BUILD")["phaseStatus"] == "STOPPED"

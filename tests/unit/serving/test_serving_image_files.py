@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
-from importlib.metadata import version
+from importlib.metadata import requires, version
 from pathlib import Path
 
+import pytest
 import yaml
 
 IMAGE_DIR = Path(__file__).resolve().parents[3] / "serving_image"
@@ -40,15 +41,35 @@ def _pins(name: str) -> dict[str, str]:
     return pins
 
 
-def test_requirements_pin_the_versions_the_tests_run_with():
-    # Given the image's requirements
-    pins = _pins("requirements.txt")
+FORMAT_SETS = {"xgboost": "xgboost-cpu", "lightgbm": "lightgbm", "onnx": "onnxruntime"}
+
+
+@pytest.mark.parametrize("name", ["requirements.txt", *(f"requirements-{s}.txt" for s in FORMAT_SETS)])
+def test_requirements_pin_the_versions_the_tests_run_with(name):
+    # Given the image's requirements (every image's, and each model format's set)
+    pins = _pins(name)
 
     # Then every pin equals the version installed here, so the image serves what was tested
-    assert set(pins) >= {"numpy", "scikit-learn", "scipy", "joblib"}
     assert {name: version(name) for name in pins} == pins
-    # and the runtime carries neither treelite nor tl2cgen (the build stage's, requirements-build.txt)
+    # and no image carries treelite or tl2cgen (the build stage's, requirements-build.txt)
     assert not set(pins) & {"treelite", "tl2cgen"}
+
+
+def test_every_image_has_the_base_and_each_format_set_only_its_library():
+    base = _pins("requirements.txt")
+    assert set(base) >= {"numpy", "scikit-learn", "scipy", "joblib", "uvicorn", "packaging"}
+    assert not set(base) & set(FORMAT_SETS.values())
+    for name, library in FORMAT_SETS.items():
+        pins = _pins(f"requirements-{name}.txt")
+        assert library in pins and not set(pins) & set(base), name
+        # installed with --no-deps: each library's dependencies are in the base or in its own set
+        for package in pins:
+            needs = {
+                re.split(r"[ ;<>=!~\[]", r, maxsplit=1)[0].lower().replace("_", "-")
+                for r in requires(package) or []
+                if "extra ==" not in r
+            }
+            assert needs <= set(base) | set(pins), (name, package, needs - set(base) - set(pins))
 
 
 def test_build_requirements_pin_the_versions_the_tests_run_with():
@@ -64,17 +85,42 @@ def test_dockerfile_is_multi_stage_non_root_and_serves_on_8080():
     stages = _stages((IMAGE_DIR / "Dockerfile").read_text())
 
     # The builder installs the pinned requirements into a venv; the final stages copy only the venv
-    assert list(stages) == ["builder", "runtime", "model", "serving"]
-    assert any("pip install" in i and "requirements.txt" in i for i in stages["builder"])
-    assert not any("pip install" in i for i in stages["runtime"] + stages["serving"])
-    assert "COPY --from=builder /opt/venv /opt/venv" in stages["runtime"]
+    assert list(stages) == ["builder", "base", "runtime", "model", "serving"]
+    assert any("pip install" in i and "-r /tmp/requirements.txt" in i for i in stages["builder"])
+    assert not any("pip install" in i for i in stages["base"] + stages["runtime"] + stages["serving"])
+    # ...and each format set apart in /opt/formats/<set>, on every image's PYTHONPATH; the training
+    # image (runtime) carries them all, a serving image the ones the model stage chose
+    for name in FORMAT_SETS:
+        assert (
+            f"RUN /opt/venv/bin/pip install --only-binary=:all: --no-deps --target /opt/formats/{name} "
+            f"-r /tmp/requirements-{name}.txt"
+        ) in stages["builder"]
+    base_env = " ".join(i for i in stages["base"] if i.startswith("ENV "))
+    assert "PYTHONPATH=/opt/program:/opt/formats/xgboost:/opt/formats/lightgbm:/opt/formats/onnx" in base_env
+    assert stages["runtime"] == ["COPY --from=builder /opt/formats /opt/formats"]
+    assert "COPY --from=model /formats /opt/formats" in stages["serving"]
+    assert (
+        "RUN /opt/venv/bin/python -m model_server.formats select /model /opt/formats /formats"
+        in stages["model"]
+    )
+    assert not any("/opt/formats" in i and "COPY" in i for i in stages["serving"] if "from=model" not in i)
+    # The serving stage installs the model's own code/requirements.txt as root, under the image's pins
+    # (copied beside the code), then runs as 10001 again
+    assert any(i.startswith("COPY requirements") and i.endswith(" /opt/program/") for i in stages["base"])
+    serving = stages["serving"]
+    (install,) = [i for i in serving if "model_server.code_requirements install" in i]
+    assert "--mount=type=bind,from=model,source=/model,target=/tmp/model" in install
+    assert install.endswith("install /tmp/model/code /opt/program")
+    at = serving.index(install)
+    assert serving[at - 1] == "USER root" and serving[at + 1] == "USER 10001"
+    assert "COPY --from=builder /opt/venv /opt/venv" in stages["base"]
     # train and serve are on PATH, the process is not root, the port is exposed
-    env = " ".join(i for i in stages["runtime"] if i.startswith("ENV "))
-    assert "PATH=/opt/program/bin:/opt/venv/bin:$PATH" in env
-    assert any(i.startswith("COPY") and "bin/train" in i and "bin/serve" in i for i in stages["runtime"])
-    for stage in ("runtime", "serving"):
+    assert "PATH=/opt/program/bin:/opt/venv/bin:$PATH" in base_env
+    assert any(i.startswith("COPY") and "bin/train" in i and "bin/serve" in i for i in stages["base"])
+    for stage in ("base", "serving"):
         assert [i for i in stages[stage] if i.startswith("USER")][-1] == "USER 10001"
         assert "EXPOSE 8080" in stages[stage]
+    assert not any(i.startswith("USER") for i in stages["runtime"])  # FROM base: 10001
     # The model stage unpacks the MODEL_ARTIFACT build argument into /opt/ml/model of the final image
     assert "ARG MODEL_ARTIFACT=model.tar.gz" in stages["model"]
     assert any("tar --extract" in i for i in stages["model"])
@@ -82,10 +128,9 @@ def test_dockerfile_is_multi_stage_non_root_and_serves_on_8080():
     # ...after building the native predictor into it, with the code the image serves with, in a stage
     # whose compiler never reaches the final image
     assert "COPY model_server /opt/program/model_server" in stages["model"]
-    assert (
-        stages["model"][-1]
-        == "RUN PYTHONPATH=/opt/program /opt/venv/bin/python -m model_server.native build /model"
-    )
+    assert "RUN /opt/venv/bin/python -m model_server.native build /model" in stages["model"]
+    model_env = " ".join(i for i in stages["model"] if i.startswith("ENV "))
+    assert "PYTHONPATH=/opt/program:/opt/formats/xgboost:/opt/formats/lightgbm:/opt/formats/onnx" in model_env
     # ...with the runtime's venv plus the build-time requirements (treelite, tl2cgen) in that stage only
     assert "COPY --from=builder /opt/venv /opt/venv" in stages["model"]
     assert any("pip install" in i and "requirements-build.txt" in i for i in stages["model"])
@@ -176,16 +221,15 @@ def test_pods_drain_within_their_termination_grace_period():
         assert settings.drain_seconds + settings.graceful_timeout_seconds < grace, name
 
 
-def test_the_runtime_stage_has_the_openmp_library_lightgbm_links():
-    # Given the runtime stage (python:3.11-slim has no libgomp; LightGBM's wheel links it, XGBoost's
+def test_the_base_stage_has_the_openmp_library_lightgbm_links():
+    # Given the base stage (python:3.11-slim has no libgomp; LightGBM's wheel links it, XGBoost's
     # CPU wheel bundles its own)
     stages = _stages((IMAGE_DIR / "Dockerfile").read_text())
-    installs = [i for i in stages["runtime"] if "apt-get install" in i]
+    installs = [i for i in stages["base"] if "apt-get install" in i]
 
     # Then it installs libgomp1 without extras, as root (before USER), and drops apt's lists
     assert len(installs) == 1
     assert "--no-install-recommends libgomp1" in installs[0]
     assert "rm -rf /var/lib/apt/lists/*" in installs[0]
-    assert stages["runtime"].index(installs[0]) < stages["runtime"].index("USER 10001")
-    pins = (IMAGE_DIR / "requirements.txt").read_text()
-    assert "lightgbm==" in pins and "xgboost-cpu==" in pins
+    assert stages["base"].index(installs[0]) < stages["base"].index("USER 10001")
+    assert "lightgbm" in _pins("requirements-lightgbm.txt")
