@@ -21,6 +21,10 @@ from typing import Any
 
 from modelops.errors import DriftError
 
+#: The file the training harness writes beside the model (and into its model.tar.gz).
+BASELINE_FILE = "baseline.json"
+#: The model's latest drift figures in the state table (steps/drift.py writes, status reads).
+DRIFT_DOC = "DRIFT"
 #: The floor on a share (baseline or live) before the logarithm.
 EPSILON = 1e-4
 PREDICTION = "prediction"

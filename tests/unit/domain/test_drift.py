@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from modelops.drift import EPSILON, parse_baseline, psi, report
 from modelops.errors import DriftError
@@ -93,3 +95,36 @@ def test_a_malformed_baseline_names_the_field():
         parse_baseline(broken, source="baseline.json")
     with pytest.raises(DriftError, match="features missing or empty"):
         parse_baseline({"prediction": {}}, source="baseline.json")
+
+
+def test_the_drift_section_of_a_model_config_is_checked():
+    from pathlib import Path
+
+    import yaml
+    from modelops.config import parse_config
+    from modelops.errors import ConfigError
+
+    doc = yaml.safe_load((Path(__file__).resolve().parents[3] / "models" / "churn-local.yaml").read_text())
+    config = parse_config(
+        {**doc, "drift": {"enabled": True, "period_minutes": 5, "features": ["tenure_months"]}}
+    )
+    assert (config.drift.threshold, config.drift.min_samples) == (0.25, 500)
+    with pytest.raises(
+        ConfigError, match=r"drift.features \['age'\] are not among data.schema.feature_columns"
+    ):
+        parse_config({**doc, "drift": {"enabled": True, "features": ["age"]}})
+    with pytest.raises(ConfigError, match="drift.period_minutes"):
+        parse_config({**doc, "drift": {"period_minutes": 0}})
+
+
+def test_the_drift_schedule_input_is_parsed_and_a_bad_one_named():
+    from modelops.errors import RequestError
+    from modelops.steps.drift import drift_schedule_input, parse_tick
+
+    from tests.conftest import load_event
+
+    tick = parse_tick(load_event("drift_schedule.json"))
+    assert (tick.source, tick.model) == ("modelops.drift", "churn")
+    assert parse_tick(json.loads(drift_schedule_input("churn"))).model == "churn"
+    with pytest.raises(RequestError, match="malformed drift schedule input: model"):
+        parse_tick({"source": "modelops.drift", "model": "Not A Model"})
