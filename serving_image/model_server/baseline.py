@@ -16,7 +16,9 @@ for the count of each code (`TC(code-0.5:code+0.5)`) over its window.
 
 The hot path only appends references to the batch's rows and answers (`observe`); the binning
 (numpy `searchsorted` per feature over everything observed) runs when the counts are drained by
-the metrics thread, or when too many rows are pending.
+the metrics thread. At most MAX_ROWS_PER_INTERVAL rows are kept per interval: under heavier
+traffic the rest of the interval's batches are not counted (`skipped`), so the counts are a sample
+(PSI compares shares) and the memory and the binning's CPU stay bounded.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Sequence
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -35,8 +38,8 @@ BASELINE_FORMAT = 1
 BINS = 10
 #: Categories kept per categorical feature (most frequent first); rarer ones count as unseen.
 MAX_CATEGORIES = 100
-#: Rows observed but not yet binned, beyond which `observe` bins them itself (bounds memory).
-MAX_PENDING_ROWS = 20_000
+#: Rows counted per drain interval (per pod); batches beyond it in the interval are skipped.
+MAX_ROWS_PER_INTERVAL = 10_000
 
 Codes = NDArray[np.int64]
 
@@ -227,6 +230,7 @@ class LiveStats:
         self._pending_rows: list[Sequence[Sequence[Any]]] = []
         self._pending_answers: list[Sequence[Any]] = []
         self._pending = 0
+        self.skipped = 0  # rows not counted this interval (over MAX_ROWS_PER_INTERVAL)
         self._reset()
 
     def _reset(self) -> None:
@@ -235,47 +239,51 @@ class LiveStats:
         self.rows = 0
 
     def observe(self, rows: Sequence[Sequence[Any]], answers: Sequence[Any]) -> None:
-        """Remember one predicted batch (references only); bins now if too much is pending."""
+        """Remember one predicted batch (references only), unless the interval's sample is full."""
         with self._lock:
+            if self._pending >= MAX_ROWS_PER_INTERVAL:
+                self.skipped += len(rows)
+                return
             self._pending_rows.append(rows)
             self._pending_answers.append(answers)
             self._pending += len(rows)
-            if self._pending >= MAX_PENDING_ROWS:
-                self._fold()
 
     def drain(self) -> tuple[int, list[tuple[str, Codes]], Codes]:
-        """(rows, [(feature, counts)], prediction counts) since the last drain; resets them."""
+        """(rows, [(feature, counts)], prediction counts) since the last drain; resets them. The
+        binning runs outside the lock, so `observe` never waits for it."""
         with self._lock:
-            self._fold()
-            result = (
-                self.rows,
-                [(f.name, c) for f, c in zip(self.features, self.counts, strict=True)],
-                self.prediction_counts,
-            )
-            self._reset()
-        return result
+            batches, answers = self._pending_rows, self._pending_answers
+            self._pending_rows, self._pending_answers, self._pending = [], [], 0
+            self.skipped = 0
+        self._reset()
+        self._fold(batches, answers)
+        return (
+            self.rows,
+            [(f.name, c) for f, c in zip(self.features, self.counts, strict=True)],
+            self.prediction_counts,
+        )
 
-    def _fold(self) -> None:
-        """Bin every pending row into the counts (caller holds the lock)."""
-        if not self._pending:
+    def _fold(self, batches: list[Sequence[Sequence[Any]]], answers: list[Sequence[Any]]) -> None:
+        """Bin the batches' rows and answers into the counts."""
+        if not batches:
             return
-        batches, answers = self._pending_rows, self._pending_answers
-        self._pending_rows, self._pending_answers, self._pending = [], [], 0
         rows = [row for batch in batches for row in batch]
         width = len(self.features)
         if all(f.kind == "numeric" for f in self.features):
-            matrix: NDArray[Any] = np.asarray(rows, dtype=np.float64).reshape(len(rows), width)
+            # one flat pass beats np.asarray's shape discovery on a list of lists
+            flat = np.fromiter(chain.from_iterable(rows), dtype=np.float64, count=len(rows) * width)
+            matrix: NDArray[Any] = flat.reshape(len(rows), width)
         else:
             matrix = np.empty((len(rows), width), dtype=object)
             matrix[:] = rows
         for j, (feature, counts) in enumerate(zip(self.features, self.counts, strict=True)):
             counts += np.bincount(feature.codes(matrix[:, j]), minlength=len(counts))
-        flat = [a for batch in answers for a in batch]
+        answered = [a for batch in answers for a in batch]
         if self.prediction["kind"] == "numeric":
-            values = np.asarray(flat, dtype=np.float64)
+            values = np.asarray(answered, dtype=np.float64)
             codes = np.searchsorted(self._prediction_edges, values, side="right") + 1
             codes[np.isnan(values)] = len(self._prediction_edges) + 2
         else:
-            codes = predicted_classes(self.task, flat) + 1
+            codes = predicted_classes(self.task, answered) + 1
         self.prediction_counts += np.bincount(codes, minlength=len(self.prediction_counts))
         self.rows += len(rows)

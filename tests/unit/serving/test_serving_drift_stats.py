@@ -148,3 +148,24 @@ def test_regression_predictions_are_binned_on_the_holdout_quantiles():
 def test_a_baseline_without_features_is_refused():
     with pytest.raises(BaselineError, match="features"):
         LiveStats({"prediction": {}}, task="regression")
+
+
+def test_an_interval_counts_a_bounded_sample(monkeypatch):
+    # Given a cap of 3 rows per interval
+    import model_server.baseline as baseline_module
+
+    monkeypatch.setattr(baseline_module, "MAX_ROWS_PER_INTERVAL", 3)
+    doc = _baseline()
+    doc["features"] = doc["features"][:1]
+    stats = LiveStats(doc, task="binary_classification")
+
+    # When four one-row batches arrive in one interval
+    for value in (-5.0, 5.0, 50.0, 50.0):
+        stats.observe([[value]], [0.9])
+
+    # Then the first three are counted and the fourth skipped; the next interval starts afresh
+    assert stats.skipped == 1
+    rows, [(_, x)], _ = stats.drain()
+    assert rows == 3 and x.tolist() == [0, 1, 1, 1, 0]
+    stats.observe([[5.0]], [0.1])
+    assert stats.skipped == 0 and stats.drain()[0] == 1
