@@ -234,3 +234,33 @@ def test_a_model_without_drift_monitoring_or_baseline_is_skipped(aws):
         "churn", "CHAMPION", {"version": "1", "baseline": {"artifact": None, "note": "no baseline.json"}}
     )
     assert "no baseline.json" in monitor(tick, store=store, objects=S3Objects(s3), metrics=metrics)["reason"]
+
+
+def test_model_put_creates_updates_and_deletes_the_drift_alarm(aws):
+    # Given the churn model with drift monitoring on
+    cw = boto3.client("cloudwatch", region_name="us-east-1")
+    metrics = CloudWatchMetrics(cw, namespace="ModelOps", alarm_prefix=PREFIX)
+    plain = load_config_file(ROOT / "models" / "churn-local.yaml")
+    drift = plain.drift.model_copy(
+        update={"enabled": True, "period_minutes": 15, "threshold": 0.3, "min_samples": 800}
+    )
+
+    # When its alarms are put
+    names = metrics.put_model_alarms(plain.model_copy(update={"drift": drift}))
+
+    # Then the drift alarm judges the largest PSI over the period, counted over at least min_samples
+    assert names[-1] == f"{PREFIX}churn-drift"
+    [alarm] = cw.describe_alarms(AlarmNames=[f"{PREFIX}churn-drift"])["MetricAlarms"]
+    assert (alarm["Threshold"], alarm["EvaluationPeriods"], alarm["TreatMissingData"]) == (
+        0.3,
+        1,
+        "notBreaching",
+    )
+    queries = {q["Id"]: q for q in alarm["Metrics"]}
+    assert queries["drift"]["Expression"] == "IF(n >= 800, psi)"
+    assert queries["psi"]["MetricStat"]["Period"] == 900
+    assert queries["psi"]["MetricStat"]["Metric"]["MetricName"] == "DriftMaxPSI"
+    # And with drift off again it is deleted, and deleting what is not there is fine
+    assert f"{PREFIX}churn-drift" not in metrics.put_model_alarms(plain)
+    assert cw.describe_alarms(AlarmNames=[f"{PREFIX}churn-drift"])["MetricAlarms"] == []
+    metrics.put_model_alarms(plain)

@@ -6,6 +6,7 @@ import math
 from datetime import datetime
 from typing import Any
 
+from modelops.adapters.aws import error_code
 from modelops.canary import ALARM_KINDS, VARIANTS, AlarmState, VariantMetrics, alarm_name, parse_alarm_name
 from modelops.config import ModelConfig
 from modelops.drift import PREDICTION
@@ -164,7 +165,11 @@ class CloudWatchMetrics:
         name = drift_alarm_name(self.alarm_prefix, config.name)
         drift = config.drift
         if not drift.enabled:
-            self.client.delete_alarms(AlarmNames=[name])  # no error when there is none
+            try:
+                self.client.delete_alarms(AlarmNames=[name])
+            except Exception as exc:  # DeleteAlarms documents ResourceNotFound for an unknown name
+                if error_code(exc) != "ResourceNotFound":
+                    raise
             return None
         period = drift.period_minutes * 60
         dims = [{"Name": "Model", "Value": config.name}]

@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from modelops.drift import BASELINE_FILE, DRIFT_DOC, PREDICTION, Baseline, parse_baseline, report
-from modelops.errors import DriftError, RequestError
+from modelops.errors import DriftError, EvaluationError, RequestError
 from modelops.evaluation import read_tarball_member
 from modelops.ports import DriftMetrics, ObjectStore, Store
 from modelops.run import Champion
@@ -105,7 +105,7 @@ def load_baseline(objects: ObjectStore, artifact: str) -> Baseline:
         return cached
     try:
         bucket, key = split_s3_uri(artifact)
-    except Exception as exc:  # EvaluationError: not an s3:// URI
+    except EvaluationError as exc:  # not an s3:// URI
         raise DriftError(str(exc)) from None
     size = objects.size(bucket, key)
     if size is None:
