@@ -56,6 +56,12 @@ DEFAULT_WORKDIR = HERE / ".work"
 DEFAULT_OUT = HERE / "results.json"
 
 STACKS = ("ours", "mlserver", "fastapi-naive")
+# Ours with its live drift statistics off (SERVE_DRIFT_STATS=off): `--stacks ours,ours-nostats`
+# measures what the statistics cost on the hot path (goal: one-row req/s at most 10% lower).
+NOSTATS = "ours-nostats"
+KNOWN_STACKS = (*STACKS, NOSTATS)
+OURS_STACKS = ("ours", NOSTATS)
+GOAL_STATS_COST = 0.9
 BASELINE = "fastapi-naive"
 N_FEATURES = 20
 N_TRAIN_ROWS = 20_000  # the CSV given to `train` (it keeps 20% of it for its own validation)
@@ -405,6 +411,8 @@ def evaluate_goals(
             GoalResult(f"1-row p99 at {connections} connections", "n/a", f"< {GOAL_SINGLE_P99_MS:g} ms", None)
         )
     goals.append(ratio_goal(BASELINE, "batch_rows_s", "100-row rows/s", batch_goal))
+    if NOSTATS in medians:  # the drift statistics' cost: ours (on) against ours with them off
+        goals.append(ratio_goal(NOSTATS, "single_req_s", "drift statistics on: 1-row req/s", GOAL_STATS_COST))
     if have_ours:
         diff, mismatches = ours["max_abs_diff"], ours["class_mismatches"]
         goals.append(
@@ -783,7 +791,7 @@ class StackSpec:
 
 
 def _ours_command(
-    python: Path, reference: Reference
+    python: Path, reference: Reference, *, drift_stats: bool = True
 ) -> Callable[[int, Path], tuple[list[str], dict[str, str], Path]]:
     def command(port: int, workdir: Path) -> tuple[list[str], dict[str, str], Path]:
         env = {
@@ -792,6 +800,7 @@ def _ours_command(
             "PORT": str(port),
             "MODELOPS_MODEL": "bench",
             "MODELOPS_VARIANT": "bench",
+            "SERVE_DRIFT_STATS": "on" if drift_stats else "off",
         }
         return [str(python), str(ROOT / "serving_image" / "bin" / "serve")], env, ROOT
 
@@ -858,7 +867,17 @@ def build_specs(ours_python: Path, baseline_python: Path, reference: Reference) 
             encode_check=instances_request,
             decode=parse_instances_response,
             command=_ours_command(ours_python, reference),
-            notes="python serving_image/bin/serve",
+            notes="python serving_image/bin/serve (live drift statistics on)",
+        ),
+        NOSTATS: StackSpec(
+            name=NOSTATS,
+            python=ours_python,
+            path="/invocations",
+            encode=instances_request,
+            encode_check=instances_request,
+            decode=parse_instances_response,
+            command=_ours_command(ours_python, reference, drift_stats=False),
+            notes="python serving_image/bin/serve, SERVE_DRIFT_STATS=off",
         ),
         "mlserver": StackSpec(
             name="mlserver",
@@ -1294,7 +1313,7 @@ def preflight(args: argparse.Namespace, stacks: Sequence[str]) -> dict[str, Any]
     if args.server_cpu == args.load_cpu:
         raise BenchError("--server-cpu and --load-cpu must differ")
     pythons = {"ours": args.ours_python}
-    if any(s != "ours" for s in stacks):
+    if any(s not in OURS_STACKS for s in stacks):
         pythons["baselines"] = args.baseline_python
     for what, python in pythons.items():
         if not Path(python).exists():
@@ -1361,7 +1380,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--connections", type=int, default=16, help="wrk connections (default 16)")
     parser.add_argument(
-        "--stacks", default=",".join(STACKS), help=f"comma-separated, from {', '.join(STACKS)} (default all)"
+        "--stacks",
+        default=",".join(STACKS),
+        help=f"comma-separated, from {', '.join(KNOWN_STACKS)} (default {', '.join(STACKS)})",
     )
     parser.add_argument(
         "--server-cpu", type=int, default=0, help="core the server process is pinned to (default 0)"
@@ -1402,9 +1423,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error(f"--formats: choose from {', '.join(FORMATS)}")
     args.format_list = formats
     stacks = [s.strip() for s in args.stacks.split(",") if s.strip()]
-    unknown = [s for s in stacks if s not in STACKS]
+    unknown = [s for s in stacks if s not in KNOWN_STACKS]
     if unknown or not stacks:
-        parser.error(f"--stacks: unknown {unknown}; choose from {', '.join(STACKS)}")
+        parser.error(f"--stacks: unknown {unknown}; choose from {', '.join(KNOWN_STACKS)}")
     if args.rounds < 1 or args.duration < 1 or args.connections < 1:
         parser.error("--rounds, --duration and --connections must be at least 1")
     args.stack_list = stacks

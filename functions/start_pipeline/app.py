@@ -1,4 +1,5 @@
-"""S3 Object Created (EventBridge), per-model schedules and manual starts -> one workflow execution.
+"""S3 Object Created (EventBridge), per-model schedules, manual starts and a model's drift alarm
+going to ALARM (EventBridge) -> one workflow execution.
 
 The execution name is the idempotency key: a redelivered event or repeated schedule slot starts
 nothing new. Bad input from an event trigger is logged and notified, then returned (retrying could
@@ -20,6 +21,7 @@ class Env(BaseEnv):
     STATE_MACHINE_ARN: str
     BUCKET_NAME: str
     TOPIC_ARN: str
+    ALARM_PREFIX: str
 
 
 @logger.inject_lambda_context(clear_state=True)
@@ -29,10 +31,10 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
     ports = services()
     # Events (EventBridge, Scheduler, an S3 notification) are answered, not raised: a retry cannot fix them.
     from_event = isinstance(event, dict) and (
-        event.get("source") in {"aws.s3", "modelops.schedule"} or "Records" in event
+        event.get("source") in {"aws.s3", "modelops.schedule", "aws.cloudwatch"} or "Records" in event
     )
     try:
-        request = parse_trigger(event, bucket=settings.BUCKET_NAME)
+        request = parse_trigger(event, bucket=settings.BUCKET_NAME, alarm_prefix=settings.ALARM_PREFIX)
         result = start_run(request, store=ports.store(), executions=ports.executions())
     except (RequestError, UnknownModelError) as exc:
         if not from_event:

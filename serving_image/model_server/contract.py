@@ -53,6 +53,8 @@ BATCH_WAIT_MS_ENV = "SERVE_BATCH_WAIT_MS"  # 0: batch only requests that arrived
 DEFAULT_BATCH_WAIT_MS = 0.0
 COMPILED_MAX_ROWS_ENV = "SERVE_COMPILED_MAX_ROWS"  # batches this big go to scikit-learn
 DEFAULT_COMPILED_MAX_ROWS = 64
+# Live drift statistics against the model's baseline.json (baseline.py): on unless "off".
+DRIFT_STATS_ENV = "SERVE_DRIFT_STATS"
 
 # --- file names ----------------------------------------------------------------------------------
 HYPERPARAMETERS_FILE = "hyperparameters.json"
@@ -151,6 +153,7 @@ class ServeSettings:
     batch_max_rows: int = DEFAULT_BATCH_MAX_ROWS
     batch_wait_ms: float = DEFAULT_BATCH_WAIT_MS
     compiled_max_rows: int = DEFAULT_COMPILED_MAX_ROWS
+    drift_stats: bool = True
 
 
 def serve_settings(env: Mapping[str, str] | None = None) -> ServeSettings:
@@ -160,6 +163,9 @@ def serve_settings(env: Mapping[str, str] | None = None) -> ServeSettings:
     port = _int(env, port_name, DEFAULT_PORT)
     if not 0 <= port <= 65535:
         raise ContractError(f"{port_name}={port} is not a TCP port (0-65535)")
+    drift = (env.get(DRIFT_STATS_ENV) or "on").strip().lower()
+    if drift not in ("on", "off"):
+        raise ContractError(f"{DRIFT_STATS_ENV}={drift!r} must be on or off")
     flush = _float(env, EMF_FLUSH_ENV, DEFAULT_EMF_FLUSH_SECONDS)
     if flush <= 0:
         raise ContractError(f"{EMF_FLUSH_ENV}={flush} must be > 0 seconds")
@@ -180,6 +186,7 @@ def serve_settings(env: Mapping[str, str] | None = None) -> ServeSettings:
         compiled_max_rows=int(
             _at_least(env, COMPILED_MAX_ROWS_ENV, DEFAULT_COMPILED_MAX_ROWS, 0, integer=True)
         ),
+        drift_stats=drift == "on",
     )
 
 

@@ -9,7 +9,14 @@ Each flush interval with traffic produces one JSON document per line:
      "Requests": 12, "Errors": 1, "Latency": [3.1, 2.7, ...]}
 
 EMF allows at most 100 values per metric in one document, so latencies beyond the first 100 go into
-further documents that carry only `Latency`. Spec:
+further documents that carry only `Latency`.
+
+With a baseline (baseline.py), each interval with traffic also gives one document per feature,
+metric `FeatureBins` with dimensions Model, Variant and Feature, and one for the predictions,
+`PredictionBins` with dimensions Model and Variant. Their value is a histogram: `Values` are the
+codes seen (bin or category 1..k, k+1 missing, k+2 unseen category), `Counts` how often each was
+seen, with `Max`, `Min`, `Count` and `Sum` over them, the shape AWS's own EMF library
+(aws-embedded-metrics-java, `Histogram`) writes and PutMetricData's Values/Counts take. Spec:
 https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/CloudWatch_Embedded_Metric_Format_Specification.html
 """
 
@@ -18,14 +25,22 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
-from typing import Any, TextIO
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
+
+    from model_server.baseline import LiveStats
 
 MAX_VALUES_PER_METRIC = 100
 DIMENSION_SETS = [["Model", "Variant"], ["Model", "Variant", "Version"]]
 _REQUESTS = {"Name": "Requests", "Unit": "Count", "StorageResolution": 1}
 _ERRORS = {"Name": "Errors", "Unit": "Count", "StorageResolution": 1}
 _LATENCY = {"Name": "Latency", "Unit": "Milliseconds", "StorageResolution": 1}
+FEATURE_METRIC = "FeatureBins"
+PREDICTION_METRIC = "PredictionBins"
 
 
 def emf_documents(
@@ -70,6 +85,64 @@ def emf_documents(
     return documents
 
 
+def histogram(counts: NDArray[np.int64]) -> dict[str, Any] | None:
+    """The EMF histogram value of code counts (slot i counts code i); None when all are zero."""
+    codes = [i for i in range(len(counts)) if counts[i]]
+    if not codes:
+        return None
+    tally = [int(counts[i]) for i in codes]
+    return {
+        "Values": [float(c) for c in codes],
+        "Counts": tally,
+        "Max": float(codes[-1]),
+        "Min": float(codes[0]),
+        "Count": sum(tally),
+        "Sum": float(sum(c * n for c, n in zip(codes, tally, strict=True))),
+    }
+
+
+def stats_documents(
+    *,
+    namespace: str,
+    model: str,
+    variant: str,
+    features: Sequence[tuple[str, NDArray[np.int64]]],
+    predictions: NDArray[np.int64],
+    timestamp_ms: int,
+) -> list[dict[str, Any]]:
+    """The drift statistics' EMF documents for one interval: one per feature seen, one for the
+    predictions (none when nothing was predicted)."""
+    documents = []
+    series: list[tuple[NDArray[np.int64], str, dict[str, str]]] = [
+        *((counts, FEATURE_METRIC, {"Feature": name}) for name, counts in features),
+        (predictions, PREDICTION_METRIC, {}),
+    ]
+    for counts, metric, extra in series:
+        value = histogram(counts)
+        if value is None:
+            continue
+        dimensions = ["Model", "Variant", *extra]
+        documents.append(
+            {
+                "_aws": {
+                    "Timestamp": timestamp_ms,
+                    "CloudWatchMetrics": [
+                        {
+                            "Namespace": namespace,
+                            "Dimensions": [dimensions],
+                            "Metrics": [{"Name": metric, "Unit": "Count", "StorageResolution": 60}],
+                        }
+                    ],
+                },
+                "Model": model,
+                "Variant": variant,
+                **extra,
+                metric: value,
+            }
+        )
+    return documents
+
+
 class RequestMetrics:
     """Thread-safe per-interval counters of /invocations requests."""
 
@@ -89,6 +162,8 @@ class RequestMetrics:
         self._requests = 0
         self._errors = 0
         self._latencies: list[float] = []
+        # The live drift statistics, once the model and its baseline are loaded (server.py).
+        self.stats: LiveStats | None = None
 
     def record(self, status: int, latency_ms: float) -> None:
         """Count one request; 5xx statuses count as errors."""
@@ -109,14 +184,28 @@ class RequestMetrics:
             requests, errors, latencies = self._requests, self._errors, self._latencies
             self._requests, self._errors, self._latencies = 0, 0, []
             dimensions = self.dimensions
-        return emf_documents(
+        timestamp_ms = int(self._clock() * 1000)
+        documents = emf_documents(
             namespace=self.namespace,
             dimensions=dimensions,
             requests=requests,
             errors=errors,
             latencies_ms=latencies,
-            timestamp_ms=int(self._clock() * 1000),
+            timestamp_ms=timestamp_ms,
         )
+        stats = self.stats
+        if stats is not None:
+            rows, features, predictions = stats.drain()
+            if rows:
+                documents += stats_documents(
+                    namespace=self.namespace,
+                    model=dimensions["Model"],
+                    variant=dimensions["Variant"],
+                    features=features,
+                    predictions=predictions,
+                    timestamp_ms=timestamp_ms,
+                )
+        return documents
 
 
 class EmfFlusher:

@@ -10,7 +10,9 @@ scikit-learn for large ones (predictor.Predictor; /ping names which).
 - Bad bodies get 4xx with a message naming what is wrong (inputs.py); 5xx only when the model
   itself fails (its error in the body) or the server is not ready.
 - Every answer carries `X-Modelops-Variant` and `X-Modelops-Version`.
-- Metrics: per-request counters in memory; a background thread writes them to stdout as EMF lines
+- Metrics: per-request counters in memory, and live drift statistics against the model's
+  baseline.json (baseline.py: the batch's rows are kept by reference and binned off the hot path);
+  a background thread writes them to stdout as EMF lines
   once per flush interval (emf.py). Logs go to stderr; stdout carries only EMF lines.
 - SIGTERM (Kubernetes on rollout): /ping turns 503 and responses say `Connection: close` for
   `SERVE_DRAIN_SECONDS` (the Service stops routing here meanwhile); then the listening socket
@@ -38,6 +40,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import orjson
 
 from model_server.artifact import ModelMetadata, load_estimator, read_forest, read_metadata
+from model_server.baseline import BASELINE_FILE, BaselineError, LiveStats
 from model_server.contract import ContractError, ServeSettings, container_paths, serve_settings
 from model_server.emf import EmfFlusher, RequestMetrics
 from model_server.errors import BadRequestError, ModelLoadError
@@ -83,7 +86,31 @@ class ModelService:
 
     def _predict(self, rows: Sequence[Row]) -> list[Answer]:
         assert self.predictor is not None
-        return self.predictor.predict_rows(rows)
+        answers = self.predictor.predict_rows(rows)
+        stats = self.metrics.stats
+        if stats is not None:
+            stats.observe(rows, answers)  # references only; binned by the metrics thread
+        return answers
+
+    def _load_baseline(self, meta: ModelMetadata) -> None:
+        """Keep live drift statistics against the model's baseline.json, when it has one and
+        they are not switched off; a baseline that cannot be used is logged, never fatal."""
+        path = self.model_dir / BASELINE_FILE
+        if not self.settings.drift_stats or not path.is_file():
+            log.info(
+                "no live drift statistics: %s", "switched off" if path.is_file() else f"no {BASELINE_FILE}"
+            )
+            return
+        try:
+            baseline = orjson.loads(path.read_bytes())
+            stats = LiveStats(baseline, task=meta.task)
+        except (OSError, orjson.JSONDecodeError, BaselineError) as exc:
+            log.warning("live drift statistics off: %s unusable: %s", BASELINE_FILE, exc)
+            return
+        if [f.name for f in stats.features] != list(meta.feature_columns):
+            log.warning("live drift statistics off: %s's features differ from the model's", BASELINE_FILE)
+            return
+        self.metrics.stats = stats
 
     def load(self) -> None:
         """Load the model: ready as soon as the native predictor or the compiled forest is; then
@@ -93,6 +120,7 @@ class ModelService:
         started = time.monotonic()
         try:
             meta = read_metadata(self.model_dir)
+            self._load_baseline(meta)
             if not self.settings.version and meta.training_job:
                 self.version = meta.training_job
                 self.metrics.set_dimension("Version", self.version)

@@ -12,7 +12,8 @@ With the `entry_point` hyperparameter and the `code` channel (script mode, scrip
 team's script fits the model on the same training rows instead of `algorithm`.
 With the `modelops_judge` hyperparameter (judge mode) nothing is fitted: the model.tar.gz of the
 `candidate` channel (written by a training image of the team's own) and the champion are scored by
-the same evaluator on the same split, and model/ holds evaluation.json only.
+the same evaluator on the same split, and model/ holds evaluation.json and baseline.json only.
+Every job writes model/baseline.json (baseline.py): the drift baseline of the version.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from model_server.artifact import (
     storage_format,
     write_json,
 )
+from model_server.baseline import BASELINE_FILE, make_baseline
 from model_server.checkrows import write_check
 from model_server.contract import (
     CANDIDATE_CHANNEL,
@@ -193,7 +195,9 @@ def train(paths: ContainerPaths, *, training_job: str | None = None) -> Evaluati
         metadata = dataclasses.replace(metadata, format=fmt, model_file=MODEL_FILES[fmt])
         save_model(paths.model_dir, estimator, metadata, forest)
     # Holdout rows with the saved model's answers, for the image build's compiled predictors (trees.py).
-    write_check(paths.model_dir, load_model(paths.model_dir, install_requirements=True), features[val_idx])
+    saved = load_model(paths.model_dir, install_requirements=True)
+    write_check(paths.model_dir, saved, features[val_idx])
+    write_baseline(paths, saved, data)
     write_evaluation(paths, evaluation)
     log.info(
         "trained on %d rows, validated on %d: %s=%.4f (champion %s) in %.2fs",
@@ -210,13 +214,14 @@ def train(paths: ContainerPaths, *, training_job: str | None = None) -> Evaluati
 def judge(paths: ContainerPaths, params: TrainingParams) -> Evaluation:
     """Judge mode: fit nothing; score the candidate channel's model (a team image's model.tar.gz)
     and the champion on the same split and with the same scoring as a model trained here, and
-    write model/evaluation.json (the judge job's model.tar.gz holds nothing else) and its copy in
-    output/data/."""
+    write model/evaluation.json and model/baseline.json (the judge job's model.tar.gz holds
+    nothing else) and the evaluation's copy in output/data/."""
     started = time.monotonic()
     candidate = load_candidate(paths.channel_dir(CANDIDATE_CHANNEL), params)
     champion = load_champion(paths.channel_dir(CHAMPION_CHANNEL))
     data = read_split(paths, params, champion)
     evaluation = evaluate_on_holdout(candidate, data, champion, params, score_train=False)
+    write_baseline(paths, candidate, data)
     write_evaluation(paths, evaluation)
     log.info(
         "judged the candidate on %d holdout rows: %s=%.4f (champion %s) in %.2fs",
@@ -353,6 +358,25 @@ def _model_labels(model: LoadedModel, data: Split, params: TrainingParams) -> La
         )
     index = {label: i for i, label in enumerate(classes)}
     return np.asarray([index[v] for v in data.table.labels], dtype=np.int64)
+
+
+def write_baseline(paths: ContainerPaths, model: LoadedModel, data: Split) -> None:
+    """model/baseline.json (baseline.py): the training rows' feature profiles and the model's
+    prediction distribution on the holdout, which the server's live statistics and the drift
+    monitor compare live traffic with."""
+    meta = model.metadata
+    holdout = data.features[data.val_idx]
+    doc = make_baseline(
+        features=data.features[data.train_idx],
+        feature_columns=meta.feature_columns,
+        categorical_columns=meta.categorical_columns,
+        task=meta.task,
+        predictions=model.predict(holdout),
+        classes=meta.classes,
+        n_holdout=len(data.val_idx),
+    )
+    write_json(paths.model_dir / BASELINE_FILE, doc)
+    log.info("baseline: %d features from %d training rows", len(doc["features"]), doc["n_rows"])
 
 
 def write_evaluation(paths: ContainerPaths, evaluation: Evaluation) -> None:

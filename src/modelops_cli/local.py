@@ -1,6 +1,7 @@
 """`modelops local ...`: the whole product on this machine (no AWS account, no Docker).
 
 modelops local demo                  the scripted story (v1, v2 through a canary, v3 rolled back)
+modelops local demo --drift          the drift story: shifted traffic -> drift alarm -> retrain
 modelops local up [--model FILE]...  start and stay up; prints the endpoints; Ctrl-C stops
 modelops local env                   the shell exports that point `modelops status` etc. at `up`
 modelops local run --model M --data FILE   upload a dataset to the running `up` and follow the run
@@ -52,7 +53,7 @@ def _cloud(args: argparse.Namespace) -> LocalCloud:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from modelops_local.demo import run_demo
+    from modelops_local.demo import run_demo, run_drift_demo
 
     started = time.monotonic()
     workdir = Path(args.output).resolve()
@@ -61,7 +62,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     shutil.rmtree(args.state_dir, ignore_errors=True)
     cloud = _cloud(args)
     with _stop_on_signals(), cloud:
-        code, _ = run_demo(cloud, workdir, _say)
+        if args.drift:
+            code, facts = run_drift_demo(cloud, workdir, _say)
+            if "shift_to_start_seconds" in facts:
+                _say(f"drift: shift -> retrain run started in {facts['shift_to_start_seconds']:.1f}s")
+        else:
+            code, _ = run_demo(cloud, workdir, _say)
     _say(f"demo finished in {time.monotonic() - started:.0f}s with exit code {code}")
     return code
 
@@ -255,6 +261,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     demo.add_argument("--port", type=int, default=0, help="AWS endpoint port (default: any free port)")
     demo.add_argument(
         "--output", default=str(Path(".modelops") / "demo"), help="datasets and the HTML report"
+    )
+    demo.add_argument(
+        "--drift",
+        action="store_true",
+        help="the drift story instead: two versions promoted, then the demo client shifts its traffic "
+        "(tenure + 60 months, monthly charges x 1.5) and the drift alarm starts a retrain",
     )
     demo.set_defaults(func=cmd_demo)
     up = local_sub.add_parser("up", help="start and stay up (Ctrl-C stops)")

@@ -100,7 +100,10 @@ def cmd_model_put(args: argparse.Namespace) -> int:
     result = put_model(
         config, stack=stack, store=_store(stack), metrics=metrics, scheduler=client("scheduler")
     )
-    print(f"model {config.name}: stored; alarms {', '.join(result['alarms'])}; schedule {result['schedule']}")
+    line = f"model {config.name}: stored; alarms {', '.join(result['alarms'])}; schedule {result['schedule']}"
+    if result.get("drift_schedule") not in (None, "none"):
+        line += f"; drift monitor schedule {result['drift_schedule']}"
+    print(line)
     return 0
 
 
@@ -139,6 +142,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(
         f"  champion: {'version ' + str(champion.get('version')) + ' ' + str(champion.get('image')) if champion else 'none'}"
     )
+    drift = store.get_doc(args.model, "DRIFT")
+    if drift:
+        verdict = "DRIFTED" if drift.get("drifted") else "ok"
+        print(f"  drift:    {verdict}, checked {drift.get('checked_at')}: {drift.get('headline')}")
+        if drift.get("notes"):
+            print(f"            {'; '.join(drift['notes'])}"[:300])
     return 0
 
 
@@ -150,6 +159,11 @@ def cmd_history(args: argparse.Namespace) -> int:
         print(
             f"{record['finished_at']}  {record['status']:<16} v{record.get('version') or '-':<4} {record['run_id']}"
             + (f"  {record['error']}: {record.get('cause') or ''}"[:160] if record.get("error") else "")
+            + (
+                f"  trigger {record.get('trigger')}: {record['drift'].get('headline', '')}"[:300]
+                if record.get("drift")
+                else ""
+            )
         )
     return 0
 

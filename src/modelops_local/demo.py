@@ -10,6 +10,10 @@
    workflow rolls back, and version 2 keeps serving;
 4. check that no request served by the stable variant failed, print a summary and write a report.
 
+`modelops local demo --drift` tells the drift story instead (`run_drift_demo`): the drift monitor
+on, two versions promoted, then the demo client shifts its traffic (`shifted_customers`: tenure
+plus 60 months, monthly charges x 1.5) and a retrain run starts on the drift alarm.
+
 Every expectation is checked; `run_demo` returns a non-zero exit code when one does not hold.
 """
 
@@ -321,7 +325,12 @@ def _dataset(version: int, workdir: Path) -> tuple[bytes, list[list[float]]]:
 
 
 def _run_version(
-    cloud: LocalCloud, version: int, workdir: Path, show: Callable[[str], None], label: str
+    cloud: LocalCloud,
+    version: int,
+    workdir: Path,
+    show: Callable[[str], None],
+    label: str,
+    model: str = "churn",
 ) -> RunResult:
     sfn = cloud.client("stepfunctions")
     known = {
@@ -329,13 +338,13 @@ def _run_version(
         for e in sfn.list_executions(stateMachineArn=cloud.info.state_machine_arn)["executions"]
     }
     data, _ = _dataset(version, workdir)
-    key = cloud.upload_dataset("churn", data, f"churn-v{version}.csv")
+    key = cloud.upload_dataset(model, data, f"{model}-v{version}.csv")
     show(f"\n== {label}: uploaded s3://{cloud.info.bucket}/{key} ({len(data) // 1024} KiB)")
     arn = find_new_execution_arn(sfn, cloud.info.state_machine_arn, known)
     show(f"   execution {arn.rsplit(':', 1)[-1]}")
     _, result = follow(sfn, arn, show, detail=progress_detail(cloud))
     result.label = label
-    records = cloud.store().query_docs("churn", "HISTORY#", limit=20)
+    records = cloud.store().query_docs(model, "HISTORY#", limit=20)
     run_id = arn.rsplit(":", 1)[-1]
     result.record = next((r for r in records if r.get("run_id") == run_id), {})
     show(f"   -> {result.status}: {result.record.get('status')} {result.record.get('error') or ''}".rstrip())
@@ -434,3 +443,116 @@ def _finish(
         )
     facts["failures"] = failures
     return (1 if failures else 0), facts
+
+
+# --- the drift story (`modelops local demo --drift`) -------------------------------------------------
+#: The drift story's monitor: a one-minute window, PSI above 0.5 over at least 300 predictions.
+DRIFT_SETTINGS = {"enabled": True, "period_minutes": 1, "threshold": 0.5, "min_samples": 300}
+#: How the shifted traffic differs from the training data's customers: five years more tenure and
+#: half again the monthly charges (the customers a churn model sees after a price change).
+SHIFT = {"tenure_months": 60.0, "monthly_charges": 1.5}
+DRIFT_RUN_TIMEOUT_SECONDS = 300
+
+
+def shifted_customers(sample: list[list[float]]) -> list[list[float]]:
+    """The sampled customers shifted by SHIFT: tenure plus 60 months, monthly charges x 1.5."""
+    tenure = CHURN_FEATURES.index("tenure_months")
+    charges = CHURN_FEATURES.index("monthly_charges")
+    return [
+        [
+            v + SHIFT["tenure_months"] if i == tenure else v * SHIFT["monthly_charges"] if i == charges else v
+            for i, v in enumerate(row)
+        ]
+        for row in sample
+    ]
+
+
+def drift_config() -> ModelConfig:
+    """The demo's churn model with the drift monitor on (DRIFT_SETTINGS)."""
+    doc = load_config_file(DEMO_CONFIG).to_document()
+    doc["drift"] = dict(DRIFT_SETTINGS)
+    return ModelConfig.model_validate(doc)
+
+
+def run_drift_demo(
+    cloud: LocalCloud,
+    workdir: Path,
+    show: Callable[[str], None] = print,
+    *,
+    versions: int = 2,
+    config: ModelConfig | None = None,
+) -> tuple[int, dict[str, Any]]:
+    """The drift story: `versions` versions of the churn model (the drift monitor on) promoted,
+    the second under steady traffic of customers like the training data's; then the demo client
+    shifts its traffic (`shifted_customers`): the monitor's PSI crosses the threshold, the drift
+    alarm fires and a retrain run starts with trigger `drift`. Returns (exit code, facts: the
+    runs, the drift execution, `shift_to_start_seconds`). `config`: another model with its drift
+    monitor on (default `drift_config()`)."""
+    failures: list[str] = []
+    config = config or drift_config()
+    model = config.name
+    cloud.put_model(config)
+    show(f"model {model} stored with the drift monitor on: {config.drift.model_dump()}")
+    results: list[RunResult] = []
+    sfn = cloud.client("stepfunctions")
+    traffic: SteadyTraffic | None = None
+    facts: dict[str, Any] = {"runs": results}
+    try:
+        for version in range(1, versions + 1):
+            result = _run_version(cloud, version, workdir, show, f"version {version}", model)
+            results.append(result)
+            if result.record.get("status") != "promoted":
+                failures.append(f"version {version} was not promoted: {result.record.get('status')}")
+                return 1, {**facts, "failures": failures}
+            if traffic is None:
+                _, sample = _dataset(version, workdir)
+                url = cloud.service_url(config.kubernetes.namespace, config.kubernetes.service)
+                traffic = SteadyTraffic(url, sample).start()
+                show(f"\nsteady traffic: 20 predictions/s of customers like the training data's to {url}")
+        assert traffic is not None
+        known = {
+            e["executionArn"]
+            for e in sfn.list_executions(stateMachineArn=cloud.info.state_machine_arn)["executions"]
+        }
+        _, sample = _dataset(1, workdir)
+        traffic.rows = shifted_customers(sample)
+        shifted_at = time.time()
+        show(
+            f"\ntraffic shifted: tenure + {SHIFT['tenure_months']:.0f} months, monthly charges x {SHIFT['monthly_charges']}"
+        )
+        arn = _wait_for_drift_run(sfn, cloud.info.state_machine_arn, known, DRIFT_RUN_TIMEOUT_SECONDS)
+        if arn is None:
+            failures.append(f"no drift run started within {DRIFT_RUN_TIMEOUT_SECONDS}s of the shift")
+            return 1, {**facts, "failures": failures}
+        described = sfn.describe_execution(executionArn=arn)
+        started_at = described["startDate"].timestamp()
+        request = json.loads(described["input"])
+        facts.update(
+            drift_execution=arn,
+            drift_request=request,
+            shift_to_start_seconds=started_at - shifted_at,
+            drift_doc=cloud.store().get_doc(model, "DRIFT"),
+        )
+        show(
+            f"   drift run {arn.rsplit(':', 1)[-1]} started {started_at - shifted_at:.1f}s after the shift: "
+            f"{request.get('reason')}"
+        )
+        _, ended = follow(sfn, arn, show, timeout=RUN_TIMEOUT_SECONDS)
+        facts["drift_run_status"] = ended.status
+    finally:
+        if traffic is not None:
+            traffic.stop()
+            facts["traffic_counts"] = traffic.summary()
+    facts["failures"] = failures
+    return (1 if failures else 0), facts
+
+
+def _wait_for_drift_run(sfn: Any, state_machine_arn: str, known: set[str], timeout: float) -> str | None:
+    """The first new execution whose name says trigger drift, or None after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for execution in sfn.list_executions(stateMachineArn=state_machine_arn)["executions"]:
+            if execution["executionArn"] not in known and "-drift-" in execution["name"]:
+                return str(execution["executionArn"])
+        time.sleep(0.5)
+    return None

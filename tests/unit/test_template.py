@@ -50,6 +50,7 @@ STACK_CONFIG_KEYS = {
     "repository_uri",
     "repository_name",
     "codebuild_project",
+    "drift_function_arn",
     "training_repository_uri",
     "training_repository_name",
     "training_image_parameter",

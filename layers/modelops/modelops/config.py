@@ -302,6 +302,20 @@ class ScheduleConfig(_Strict):
         return value
 
 
+class DriftConfig(_Strict):
+    """The drift monitor (modelops.drift, steps/drift.py): every `period_minutes` it compares the
+    stable variant's live traffic of that window with the serving version's baseline, and the
+    alarm `<stack>-<model>-drift` fires when the largest PSI (a feature's or the predictions')
+    exceeds `threshold` over at least `min_samples` predictions; its ALARM starts a retrain."""
+
+    enabled: bool = False
+    period_minutes: int = Field(default=60, ge=1, le=24 * 60)
+    threshold: float = Field(default=0.25, gt=0.0, le=100.0)
+    min_samples: int = Field(default=500, ge=1)
+    # Watch only these features (default: every feature); the predictions are always watched.
+    features: list[str] | None = None
+
+
 class ModelConfig(_Strict):
     name: ModelName
     data: DataConfig
@@ -311,6 +325,7 @@ class ModelConfig(_Strict):
     alarms: AlarmConfig = Field(default_factory=AlarmConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    drift: DriftConfig = Field(default_factory=DriftConfig)
 
     @model_validator(mode="before")
     @classmethod
@@ -351,6 +366,17 @@ class ModelConfig(_Strict):
             raise ValueError(
                 f"training.objective.metric {metric!r} does not apply to data.task {task}; "
                 f"expected one of {list(TASK_METRICS[task])}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _drift_features_known(self) -> ModelConfig:
+        watched = self.drift.features or []
+        unknown = [f for f in watched if f not in self.data.schema_.feature_columns]
+        if unknown:
+            raise ValueError(
+                f"drift.features {unknown} are not among data.schema.feature_columns "
+                f"{self.data.schema_.feature_columns}"
             )
         return self
 

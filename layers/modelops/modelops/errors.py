@@ -39,6 +39,10 @@ class EvaluationError(ModelopsError):
     """The evaluation file is missing or malformed."""
 
 
+class DriftError(ModelopsError):
+    """A drift baseline or the live counts cannot be compared (the message names what is wrong)."""
+
+
 class BuildFailedError(ModelopsError):
     """The image build failed or produced no image digest."""
 

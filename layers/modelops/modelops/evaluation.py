@@ -44,17 +44,25 @@ class Verdict:
 
 def read_evaluation_from_tarball(data: bytes, *, source: str) -> Evaluation:
     """Find evaluation.json in a model.tar.gz and parse it; EvaluationError names what is wrong."""
+    raw = read_tarball_member(data, EVALUATION_FILE, source=source)
+    if raw is None:
+        raise EvaluationError(f"{source}: no {EVALUATION_FILE} in the model artifact")
+    return parse_evaluation(raw, source=f"{source}/{EVALUATION_FILE}")
+
+
+def read_tarball_member(data: bytes, name: str, *, source: str) -> bytes | None:
+    """The bytes of the file `name` at the top of a model.tar.gz; None when it has none;
+    EvaluationError when the archive cannot be read."""
     try:
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tar:
-            member = next((m for m in tar.getmembers() if m.name.lstrip("./") == EVALUATION_FILE), None)
+            member = next((m for m in tar.getmembers() if m.name.lstrip("./") == name), None)
             if member is None or not member.isfile():
-                raise EvaluationError(f"{source}: no {EVALUATION_FILE} in the model artifact")
+                return None
             handle = tar.extractfile(member)
             assert handle is not None
-            raw = handle.read()
+            return handle.read()
     except tarfile.TarError as exc:
         raise EvaluationError(f"{source}: not a readable model.tar.gz: {exc}") from None
-    return parse_evaluation(raw, source=f"{source}/{EVALUATION_FILE}")
 
 
 def parse_evaluation(raw: bytes, *, source: str) -> Evaluation:

@@ -16,6 +16,7 @@ from modelops.adapters.cloudwatch import CloudWatchMetrics
 from modelops.adapters.store import StateStore
 from modelops.config import ModelConfig
 from modelops.errors import ConfigError
+from modelops.steps.drift import drift_schedule_input
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,8 @@ class StackInfo:
     training_repository_name: str = ""
     training_repository_uri: str = ""
     training_image_parameter: str = ""
+    # The drift monitor function (empty in a stack deployed before it existed).
+    drift_function_arn: str = ""
 
     @classmethod
     def from_parameter(cls, value: str) -> StackInfo:
@@ -53,6 +56,10 @@ def schedule_name(model: str) -> str:
     return f"retrain-{model}"[:64]
 
 
+def drift_schedule_name(model: str) -> str:
+    return f"drift-{model}"[:64]
+
+
 def put_model(
     config: ModelConfig, *, stack: StackInfo, store: StateStore, metrics: CloudWatchMetrics, scheduler: Any
 ) -> dict[str, Any]:
@@ -62,22 +69,67 @@ def put_model(
             f"model {config.name}: training.script.source {script.source!r} is not an s3:// URI; "
             "the stored config must name the uploaded code (modelops model put does this)"
         )
+    if config.drift.enabled and not stack.drift_function_arn:
+        raise ConfigError(
+            f"model {config.name}: drift.enabled needs the stack's drift monitor function, which stack "
+            f"{stack.stack_name} does not have; deploy the current template first"
+        )
     store.put_model_document(config.name, config.to_document())
     alarms = metrics.put_model_alarms(config)
     schedule = _sync_schedule(config, stack=stack, scheduler=scheduler)
-    return {"model": config.name, "alarms": alarms, "schedule": schedule}
+    drift = _sync_drift_schedule(config, stack=stack, scheduler=scheduler)
+    return {"model": config.name, "alarms": alarms, "schedule": schedule, "drift_schedule": drift}
+
+
+def _sync_drift_schedule(config: ModelConfig, *, stack: StackInfo, scheduler: Any) -> str:
+    """The drift monitor's schedule: every drift.period_minutes, while drift is enabled."""
+    name = drift_schedule_name(config.name)
+    if not config.drift.enabled:
+        return _delete_schedule(scheduler, name, stack.schedule_group)
+    minutes = config.drift.period_minutes
+    spec = {
+        "Name": name,
+        "GroupName": stack.schedule_group,
+        "ScheduleExpression": f"rate({minutes} minute{'s' if minutes > 1 else ''})",
+        "ScheduleExpressionTimezone": "UTC",
+        "State": "ENABLED",
+        "FlexibleTimeWindow": {"Mode": "OFF"},
+        "Target": {
+            "Arn": stack.drift_function_arn,
+            "RoleArn": stack.scheduler_role_arn,
+            "Input": drift_schedule_input(config.name),
+            "RetryPolicy": {"MaximumRetryAttempts": 2, "MaximumEventAgeInSeconds": 60 * minutes},
+        },
+        "Description": f"modelops: drift monitor of {config.name}",
+    }
+    return _upsert_schedule(scheduler, spec)
+
+
+def _delete_schedule(scheduler: Any, name: str, group: str) -> str:
+    try:
+        scheduler.delete_schedule(Name=name, GroupName=group)
+        return "deleted"
+    except Exception as exc:
+        if error_code(exc) == "ResourceNotFoundException":
+            return "none"
+        raise
+
+
+def _upsert_schedule(scheduler: Any, spec: dict[str, Any]) -> str:
+    try:
+        scheduler.create_schedule(**spec)
+        return "created"
+    except Exception as exc:
+        if error_code(exc) != "ConflictException":
+            raise
+    scheduler.update_schedule(**spec)
+    return "updated"
 
 
 def _sync_schedule(config: ModelConfig, *, stack: StackInfo, scheduler: Any) -> str:
     name = schedule_name(config.name)
     if config.schedule.expression is None:
-        try:
-            scheduler.delete_schedule(Name=name, GroupName=stack.schedule_group)
-            return "deleted"
-        except Exception as exc:
-            if error_code(exc) == "ResourceNotFoundException":
-                return "none"
-            raise
+        return _delete_schedule(scheduler, name, stack.schedule_group)
     # EventBridge Scheduler fills the context attribute in: the slot becomes the idempotency key.
     target_input = json.dumps(
         {
@@ -101,11 +153,4 @@ def _sync_schedule(config: ModelConfig, *, stack: StackInfo, scheduler: Any) -> 
         },
         "Description": f"modelops: scheduled retraining of {config.name}",
     }
-    try:
-        scheduler.create_schedule(**spec)
-        return "created"
-    except Exception as exc:
-        if error_code(exc) != "ConflictException":
-            raise
-    scheduler.update_schedule(**spec)
-    return "updated"
+    return _upsert_schedule(scheduler, spec)

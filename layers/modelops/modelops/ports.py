@@ -199,6 +199,21 @@ class Metrics(Protocol):
     def variant_metrics(self, model: str, variant: str, start: datetime, end: datetime) -> VariantMetrics: ...
 
 
+class DriftMetrics(Protocol):
+    """The live drift statistics the serving pods publish, and the monitor's figures."""
+
+    def code_counts(
+        self, model: str, variant: str, codes: dict[str, int], start: datetime, end: datetime
+    ) -> dict[str, list[float]]:
+        """For each feature name (or "prediction") in `codes`, how many values the pods of
+        `variant` counted for each code 1..codes[name] over [start, end)."""
+        ...
+
+    def publish_drift(self, model: str, psi: dict[str, float], samples: int, at: datetime) -> None:
+        """Publish the window's PSI per feature, the largest and the number of predictions."""
+        ...
+
+
 # --- the state table ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class LockResult:

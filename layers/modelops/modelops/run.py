@@ -55,6 +55,8 @@ class Champion(BaseModel):
     value: float | None = None
     run_id: str | None = None
     promoted_at: str | None = None
+    # Where the version's drift baseline is (EvaluationResult.baseline), when it has one.
+    baseline: dict[str, Any] | None = None
 
 
 class Limits(_Shape):
@@ -118,6 +120,9 @@ class EvaluationResult(_Shape):
     reason: str
     model_artifact: str
     n_validation: int = Field(ge=0)
+    # The drift baseline: {"artifact": the model.tar.gz holding baseline.json, "features", ...},
+    # or {"artifact": None, "note": why there is none}; None from a run before baselines.
+    baseline: dict[str, Any] | None = None
 
 
 class Package(_Shape):

@@ -1,7 +1,8 @@
 """Triggers -> one pipeline request with a deterministic execution name.
 
-Three triggers start the workflow: an S3 `Object Created` event (via EventBridge) under
-`incoming/<model>/`, a per-model EventBridge Scheduler schedule, and a manual start. Each becomes a
+Four triggers start the workflow: an S3 `Object Created` event (via EventBridge) under
+`incoming/<model>/`, a per-model EventBridge Scheduler schedule, a manual start, and the model's
+drift alarm `<stack>-<model>-drift` going to ALARM (its state change, via EventBridge). Each becomes a
 :class:`PipelineRequest`, the documented execution input. The execution name is the idempotency
 key: Step Functions refuses a second execution with the same name, so a redelivered S3 event or a
 repeated schedule slot starts nothing new.
@@ -39,7 +40,7 @@ class PipelineRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     model: str = Field(pattern=MODEL_NAME_RE.pattern)
-    trigger: Literal["s3", "schedule", "manual", "queued"]
+    trigger: Literal["s3", "schedule", "manual", "queued", "drift"]
     # None: the newest object under incoming/<model>/ is used.
     dataset: DatasetRef | None = None
     requested_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
@@ -47,6 +48,8 @@ class PipelineRequest(BaseModel):
     # What makes this request unique; folded into the execution name. Room for an S3 key and a
     # version id of 1024 bytes each.
     idempotency_key: str = Field(min_length=1, max_length=4096)
+    # A drift trigger: the drift monitor's figures that raised the alarm (modelops.drift.DriftReport).
+    drift: dict[str, Any] | None = None
 
     def execution_name(self) -> str:
         """A Step Functions execution name (<= 80 chars of [A-Za-z0-9-_]) unique per request."""
@@ -103,6 +106,7 @@ class _AlarmState(BaseModel):
 
     value: Literal["OK", "ALARM", "INSUFFICIENT_DATA"]
     reason: str = ""
+    timestamp: str = ""  # when the alarm entered this state (ISO 8601)
 
 
 class _AlarmDetail(BaseModel):
@@ -133,6 +137,26 @@ class AlarmStateChange(BaseModel):
     def reason(self) -> str:
         return self.detail.state.reason
 
+    @property
+    def since(self) -> str:
+        return self.detail.state.timestamp
+
+
+DRIFT_ALARM_SUFFIX = "-drift"
+
+
+def drift_alarm_name(prefix: str, model: str) -> str:
+    """The name `modelops model put` gives a model's drift alarm."""
+    return f"{prefix}{model}{DRIFT_ALARM_SUFFIX}"
+
+
+def drift_alarm_model(name: str, prefix: str) -> str | None:
+    """The model whose drift alarm `name` is; None for any other alarm."""
+    if not name.startswith(prefix) or not name.endswith(DRIFT_ALARM_SUFFIX):
+        return None
+    model = name[len(prefix) : -len(DRIFT_ALARM_SUFFIX)]
+    return model if MODEL_NAME_RE.fullmatch(model) else None
+
 
 def parse_alarm_event(event: Any) -> AlarmStateChange:
     """An alarm state-change event; RequestError naming the bad field when malformed."""
@@ -161,10 +185,12 @@ def model_from_key(key: str) -> str:
     return model
 
 
-def parse_trigger(event: Any, *, bucket: str) -> PipelineRequest:
-    """Turn any of the three trigger events into a PipelineRequest; RequestError when malformed.
+def parse_trigger(event: Any, *, bucket: str, alarm_prefix: str = "") -> PipelineRequest:
+    """Turn any of the four trigger events into a PipelineRequest; RequestError when malformed or
+    not a trigger (a drift alarm that did not go to ALARM, another alarm).
 
     `bucket` is the stack's pipeline bucket: S3 events from any other bucket are rejected.
+    `alarm_prefix` (`<stack>-`) names this stack's drift alarms.
     """
     if not isinstance(event, dict):
         raise RequestError(f"event must be a JSON object, got {type(event).__name__}")
@@ -178,7 +204,31 @@ def parse_trigger(event: Any, *, bucket: str) -> PipelineRequest:
         return _from_s3(event, bucket=bucket)
     if event.get("source") == "modelops.schedule":
         return _from_schedule(event)
+    if event.get("source") == "aws.cloudwatch":
+        return _from_drift_alarm(event, alarm_prefix)
     return _from_manual(event)
+
+
+def _from_drift_alarm(event: dict[str, Any], prefix: str) -> PipelineRequest:
+    """A drift alarm's state change to ALARM: one run per alarm episode (the idempotency key is
+    the moment the alarm entered ALARM, so a redelivered event starts nothing new)."""
+    change = parse_alarm_event(event)
+    model = drift_alarm_model(change.alarm_name, prefix) if prefix else None
+    if model is None:
+        raise RequestError(
+            f"alarm {change.alarm_name} is not one of this stack's drift alarms; nothing to do"
+        )
+    if change.state != "ALARM":
+        raise RequestError(f"drift alarm {change.alarm_name} went to {change.state}; only ALARM retrains")
+    since = change.since or str(event.get("time") or "")
+    if not since:
+        raise RequestError(f"drift alarm {change.alarm_name}: the event has no state timestamp or time")
+    return PipelineRequest(
+        model=model,
+        trigger="drift",
+        reason=f"drift alarm {change.alarm_name} in ALARM since {since}: {change.reason}"[:500],
+        idempotency_key=f"drift|{model}|{since}",
+    )
 
 
 def _from_s3(event: dict[str, Any], *, bucket: str) -> PipelineRequest:

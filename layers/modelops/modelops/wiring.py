@@ -18,6 +18,7 @@ from pydantic import Field
 from modelops.adapters.aws import client
 from modelops.handler_kit import BaseEnv, env
 from modelops.ports import (
+    DriftMetrics,
     Executions,
     ImageBuilds,
     ImageCatalog,
@@ -148,6 +149,14 @@ class Services:
         return SnsNotifier(client("sns"), topic_arn=env(_TopicEnv).TOPIC_ARN)
 
     def metrics(self) -> Metrics:
+        from modelops.adapters.cloudwatch import CloudWatchMetrics
+
+        settings = env(_MetricsEnv)
+        return CloudWatchMetrics(
+            client("cloudwatch"), namespace=settings.METRIC_NAMESPACE, alarm_prefix=settings.ALARM_PREFIX
+        )
+
+    def drift_metrics(self) -> DriftMetrics:
         from modelops.adapters.cloudwatch import CloudWatchMetrics
 
         settings = env(_MetricsEnv)

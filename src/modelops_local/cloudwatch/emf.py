@@ -5,7 +5,10 @@ whose `_aws` member holds `Timestamp` (ms since the epoch) and `CloudWatchMetric
 directives, each with a `Namespace`, `Dimensions` (a list of dimension sets, each a list of root
 member names whose values are strings) and `Metrics` (`Name`, optional `Unit`, optional
 `StorageResolution`). Every dimension set of a directive yields its own metric for every metric
-definition, and a metric's root member is a number or a list of up to 100 numbers.
+definition, and a metric's root member is a number or a list of up to 100 numbers, or a histogram
+object `{"Values": [...], "Counts": [...], "Max", "Min", "Count", "Sum"}` (up to 100 distinct values,
+each occurring Counts[i] times; the shape AWS's EMF library aws-embedded-metrics-java writes for
+its `Histogram` and PutMetricData's Values/Counts carry).
 """
 
 from __future__ import annotations
@@ -70,10 +73,11 @@ class MetricDatum:
     timestamp: datetime
     unit: str = "None"
     storage_resolution: int = 60
+    counts: tuple[float, ...] | None = None  # how often each value occurred (a histogram); None: once
 
     def to_metric_data(self) -> dict[str, Any]:
         """This datum as one `MetricData` entry of a boto3 `put_metric_data` call."""
-        return {
+        entry: dict[str, Any] = {
             "MetricName": self.name,
             "Dimensions": [{"Name": k, "Value": v} for k, v in self.dimensions],
             "Timestamp": self.timestamp,
@@ -81,6 +85,9 @@ class MetricDatum:
             "Unit": self.unit,
             "StorageResolution": self.storage_resolution,
         }
+        if self.counts is not None:
+            entry["Counts"] = list(self.counts)
+        return entry
 
 
 def parse_emf_line(line: str, *, received_at: datetime | None = None) -> list[MetricDatum]:
@@ -176,11 +183,13 @@ def _directive_datums(
     datums = []
     for index, definition in enumerate(metrics):
         name, unit, resolution = _definition(definition, f"{where}.Metrics[{index}]")
-        values = _metric_values(root, name)
+        values, counts = _metric_values(root, name)
         if not values:
             continue
         for dimensions in dimension_sets:
-            datums.append(MetricDatum(namespace, name, dimensions, values, timestamp, unit, resolution))
+            datums.append(
+                MetricDatum(namespace, name, dimensions, values, timestamp, unit, resolution, counts)
+            )
     return datums
 
 
@@ -218,13 +227,31 @@ def _definition(definition: Any, where: str) -> tuple[str, str, int]:
     return name, unit, int(resolution)
 
 
-def _metric_values(root: dict[str, Any], name: str) -> tuple[float, ...]:
+def _metric_values(root: dict[str, Any], name: str) -> tuple[tuple[float, ...], tuple[float, ...] | None]:
     if name not in root:
         raise EmfError(f"metric {name!r}: the root has no member of that name")
     raw = root[name]
-    items = raw if isinstance(raw, list) else [raw]
+    if isinstance(raw, dict):
+        return _histogram(raw, name)
+    return _numbers(raw if isinstance(raw, list) else [raw], name, "values"), None
+
+
+def _histogram(raw: dict[str, Any], name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """A histogram member: Values and Counts of the same length (at most 100), counts >= 0."""
+    if not isinstance(raw.get("Values"), list) or not isinstance(raw.get("Counts"), list):
+        raise EmfError(f"metric {name!r}: a histogram object needs Values and Counts arrays")
+    values = _numbers(raw["Values"], name, "Values")
+    counts = _numbers(raw["Counts"], name, "Counts")
+    if len(values) != len(counts):
+        raise EmfError(f"metric {name!r}: {len(values)} Values but {len(counts)} Counts")
+    if any(c < 0 for c in counts):
+        raise EmfError(f"metric {name!r}: Counts must be >= 0")
+    return values, counts
+
+
+def _numbers(items: list[Any], name: str, what: str) -> tuple[float, ...]:
     if len(items) > MAX_VALUES_PER_METRIC:
-        raise EmfError(f"metric {name!r}: {len(items)} values, at most {MAX_VALUES_PER_METRIC}")
+        raise EmfError(f"metric {name!r}: {len(items)} {what}, at most {MAX_VALUES_PER_METRIC}")
     values = []
     for item in items:
         if isinstance(item, bool) or not isinstance(item, int | float) or not math.isfinite(item):

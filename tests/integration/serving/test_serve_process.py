@@ -56,11 +56,16 @@ class Server:
             "POST", "/invocations", json.dumps({"instances": rows}).encode(), "application/json"
         )
 
-    def emf_documents(self, want_requests: int, timeout: float = 10.0) -> list[dict]:
-        """EMF documents from stdout until they account for `want_requests` requests (bounded)."""
+    def emf_documents(self, want_requests: int, timeout: float = 10.0, want_predicted: int = 0) -> list[dict]:
+        """EMF documents from stdout until they account for `want_requests` requests and, in the
+        drift statistics' `PredictionBins`, `want_predicted` predicted rows (bounded)."""
         deadline = time.monotonic() + timeout
         docs: list[dict] = []
-        while sum(d.get("Requests", 0) for d in docs) < want_requests:
+
+        def predicted() -> int:
+            return sum(d["PredictionBins"]["Count"] for d in docs if "PredictionBins" in d)
+
+        while sum(d.get("Requests", 0) for d in docs) < want_requests or predicted() < want_predicted:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 pytest.fail(f"EMF lines for {want_requests} requests not seen in {timeout}s; got {docs}")
@@ -238,7 +243,8 @@ def test_emf_lines_count_requests_errors_and_latency(trained_model, start_server
         assert server.predict([ROW[:2]])[0] == 400
 
     # Then stdout carries only EMF documents that add up to those requests (4xx are not errors)
-    docs = server.emf_documents(want_requests=7)
+    every = server.emf_documents(want_requests=7, want_predicted=5)
+    docs = [d for d in every if "Requests" in d]
     for doc in docs:
         directive = doc["_aws"]["CloudWatchMetrics"][0]
         assert directive["Namespace"] == "ModelOps"
@@ -250,6 +256,15 @@ def test_emf_lines_count_requests_errors_and_latency(trained_model, start_server
     assert sum(d["Errors"] for d in docs) == 0
     assert sum(len(d["Latency"]) for d in docs) == 7
     assert all(v >= 0 for d in docs for v in d["Latency"])
+    # And the rest are the drift statistics of the 5 predicted rows: a histogram per feature and
+    # one of the predictions (the 2 refused requests were never predicted)
+    drift = [d for d in every if "Requests" not in d]
+    per_feature: dict[str, int] = {}
+    for doc in drift:
+        if "FeatureBins" in doc:
+            per_feature[doc["Feature"]] = per_feature.get(doc["Feature"], 0) + doc["FeatureBins"]["Count"]
+    assert len(per_feature) == len(ROW) and set(per_feature.values()) == {5}
+    assert sum(d["PredictionBins"]["Count"] for d in drift if "PredictionBins" in d) == 5
 
 
 def test_a_model_that_fails_on_new_customers_answers_500_for_them_and_counts_the_errors(
@@ -268,7 +283,7 @@ def test_a_model_that_fails_on_new_customers_answers_500_for_them_and_counts_the
     assert results[1][1] == {"error": "prediction failed: ValueError: math domain error"}
     # And the metrics show the errors, which is what trips the canary's alarms
     docs = server.emf_documents(want_requests=4)
-    assert sum(d["Errors"] for d in docs) == 2
+    assert sum(d.get("Errors", 0) for d in docs) == 2  # the drift statistics' lines carry none
 
 
 def test_ping_is_503_without_a_model(start_server, tmp_path):

@@ -117,3 +117,35 @@ def test_a_coalesced_upload_runs_on_the_newest_data_but_a_named_manual_dataset_i
 def test_non_object_event_refused():
     with pytest.raises(RequestError, match="JSON object"):
         parse_trigger(["not", "a", "dict"], bucket=BUCKET)
+
+
+def test_a_drift_alarm_in_alarm_becomes_a_drift_request_keyed_by_its_episode():
+    # Given the sample drift alarm event (events/drift_alarm_state_change.json)
+    event = load_event("drift_alarm_state_change.json")
+
+    # When parsed with the stack's alarm prefix
+    request = parse_trigger(event, bucket="b", alarm_prefix="modelops-")
+
+    # Then it is a drift run of churn, on the newest data, keyed by when the alarm entered ALARM
+    assert (request.model, request.trigger, request.dataset) == ("churn", "drift", None)
+    assert request.idempotency_key == "drift|churn|2026-12-04T10:05:02.000+0000"
+    assert request.reason.startswith("drift alarm modelops-churn-drift in ALARM since")
+    # and a redelivery of the same event is the same execution
+    assert parse_trigger(copy.deepcopy(event), bucket="b", alarm_prefix="modelops-").execution_name() == (
+        request.execution_name()
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"state": {"value": "OK", "timestamp": "t"}}, "went to OK; only ALARM retrains"),
+        ({"alarmName": "modelops-churn-canary-error-rate"}, "is not one of this stack's drift alarms"),
+        ({"alarmName": "other-churn-drift"}, "is not one of this stack's drift alarms"),
+    ],
+)
+def test_other_alarm_changes_are_not_triggers(change: dict, message: str):
+    event = load_event("drift_alarm_state_change.json")
+    event["detail"] = {**event["detail"], **change}
+    with pytest.raises(RequestError, match=message):
+        parse_trigger(event, bucket="b", alarm_prefix="modelops-")

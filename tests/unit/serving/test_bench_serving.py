@@ -362,3 +362,22 @@ def test_the_noisiest_measurement_is_reported_per_stack():
     assert medians["ours"]["noise_pct"] == 12.5
     assert medians["mlserver"]["noise_pct"] == 7.0
     assert medians["fastapi-naive"]["noise_pct"] == 0.0
+
+
+def test_the_drift_statistics_cost_is_a_goal_when_ours_without_them_is_measured():
+    # Given ours (median 9,000 one-row req/s) and ours without drift statistics 5% faster, then 30%
+    rounds = [r for r in _rounds() if r["stack"] == "ours"]
+    for factor in (1.05, 1.3):
+        nostats = [
+            {**r, "stack": bench.NOSTATS, "single": {**r["single"], "req_s": r["single"]["req_s"] * factor}}
+            for r in rounds
+        ]
+        stacks = ["ours", bench.NOSTATS]
+        medians = bench.median_results(rounds + nostats, stacks)
+        goals = {g.goal: g for g in bench.evaluate_goals(medians, bench.compute_ratios(medians), 16)}
+        goal = goals[f"drift statistics on: 1-row req/s vs {bench.NOSTATS}"]
+        # Then 1/1.05 = 0.95x passes (>= 0.9x) and 1/1.3 = 0.77x fails
+        assert goal.passed is (factor == 1.05), goal
+    assert "drift statistics on: 1-row req/s vs ours-nostats" not in {
+        g.goal for g in bench.evaluate_goals(bench.median_results(_rounds(), bench.STACKS), {}, 16)
+    }

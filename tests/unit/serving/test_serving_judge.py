@@ -60,9 +60,12 @@ def test_judge_scores_a_model_exactly_as_the_training_job_that_made_it(tmp_path)
 
     # Then its evaluation is the training job's, number for number
     assert _evaluation(env) == _evaluation(built)
-    # And its model folder holds the evaluation only: nothing that could pass for a model
+    # And its model folder holds the evaluation and the drift baseline only: nothing that could
+    # pass for a model; the baseline is the training job's, bin for bin (same split, same model)
     paths = container_paths(env)
-    assert [p.name for p in paths.model_dir.iterdir()] == ["evaluation.json"]
+    assert sorted(p.name for p in paths.model_dir.iterdir()) == ["baseline.json", "evaluation.json"]
+    built_model = container_paths(built).model_dir
+    assert (paths.model_dir / "baseline.json").read_bytes() == (built_model / "baseline.json").read_bytes()
     assert (paths.output_data_dir / "evaluation.json").read_bytes() == (
         paths.model_dir / "evaluation.json"
     ).read_bytes()

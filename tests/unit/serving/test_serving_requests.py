@@ -207,3 +207,38 @@ def test_a_tied_binary_vote_is_the_negative_class_as_the_libraries_predict_it():
     forest.fit(X, [0, 1])
     forest.estimators_[1].tree_.value[:] = forest.estimators_[1].tree_.value[:, :, ::-1]  # a 1-1 vote
     assert forest.predict_proba(X[:1])[0, 1] == 0.5 and forest.predict(X[:1])[0] == 0
+
+
+def test_served_rows_are_counted_against_the_baseline_and_flushed_as_emf(model_dir):
+    # Given a loaded model whose folder holds the baseline.json its training wrote
+    service = _service(model_dir)
+    service.load()
+    baseline = json.loads((model_dir / "baseline.json").read_text())
+    tenure = baseline["features"][0]
+
+    # When three rows are predicted: a tenure below every edge, one above, and a missing one
+    low, high = tenure["edges"][0] - 1.0, tenure["edges"][-1] + 1.0
+    rows = [[low, 80, 2, 30, 1, 0], [high, 80, 2, 30, 1, 0], [None, 80, 2, 30, 1, 0]]
+    status, _ = _invoke(service, json.dumps({"instances": rows}).encode(), "application/json")
+    assert status == 200
+    documents = service.metrics.drain()
+
+    # Then the first feature's histogram counts code 1 (lowest bin), k (highest) and k+1 (missing)
+    by_feature = {d["Feature"]: d["FeatureBins"] for d in documents if "FeatureBins" in d}
+    k = len(tenure["edges"]) + 1
+    assert set(by_feature) == set(CHURN_FEATURES)
+    assert by_feature[tenure["name"]]["Values"] == [1.0, float(k), float(k + 1)]
+    assert by_feature[tenure["name"]]["Counts"] == [1, 1, 1]
+    [prediction] = [d["PredictionBins"] for d in documents if "PredictionBins" in d]
+    assert prediction["Count"] == 3
+
+
+def test_drift_statistics_can_be_switched_off(model_dir):
+    service = _service(model_dir, SERVE_DRIFT_STATS="off")
+    service.load()
+    status, _ = _invoke(
+        service, json.dumps({"instances": [[10, 80, 2, 30, 1, 0]]}).encode(), "application/json"
+    )
+    assert status == 200
+    assert service.metrics.stats is None
+    assert not [d for d in service.metrics.drain() if "FeatureBins" in d]

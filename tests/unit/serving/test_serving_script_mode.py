@@ -105,6 +105,13 @@ def test_the_example_script_trains_a_model_served_like_a_built_in_one(script_mod
     assert evaluation["metrics"]["accuracy"] > 0.6
     # The team's code ships with the model
     assert (script_model / "code" / "train.py").read_bytes() == (EXAMPLE / "train.py").read_bytes()
+    # And the harness wrote its drift baseline: the same training rows' profiles as the built-in
+    # model's (same split), its own predictions' class shares on the holdout
+    baseline = json.loads((script_model / "baseline.json").read_text())
+    builtin_baseline = json.loads((builtin_model / "baseline.json").read_text())
+    assert baseline["features"] == builtin_baseline["features"]
+    assert baseline["prediction"]["classes"] == list(TIERS)
+    assert sum(baseline["prediction"]["shares"]) == pytest.approx(1.0)
 
 
 def test_serve_answers_the_script_models_predict_proba_by_name(script_model):

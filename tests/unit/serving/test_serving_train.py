@@ -58,7 +58,14 @@ def test_training_writes_model_metadata_and_evaluation(tmp_path, capsys):
         "evaluation.json",
         "forest.json",
         "check.json",
+        "baseline.json",
     }
+    # baseline.json: every feature profiled on the 80% training rows, predictions on the holdout
+    baseline = json.loads((paths.model_dir / "baseline.json").read_text())
+    assert [f["name"] for f in baseline["features"]] == list(CHURN_FEATURES)
+    assert all(sum(f["shares"]) + f["missing_share"] == pytest.approx(1.0) for f in baseline["features"])
+    assert baseline["prediction"]["kind"] == "classes"
+    assert baseline["n_rows"] + baseline["n_holdout"] == 400
     # check.json: holdout rows (null for missing) with the saved model's answers, for the image build
     check = json.loads((paths.model_dir / "check.json").read_text())
     assert len(check["rows"]) == len(check["expected"]) > 0

@@ -10,7 +10,7 @@ from typing import Any
 
 from modelops.canary import parse_alarm_name, relevant_alarms
 from modelops.ports import Store, TaskCallbacks
-from modelops.triggers import parse_alarm_event
+from modelops.triggers import drift_alarm_model, parse_alarm_event
 
 
 def handle_alarm(
@@ -20,6 +20,11 @@ def handle_alarm(
     record it otherwise. Alarms of other stacks or models are ignored."""
     change = parse_alarm_event(event)
     name, state = change.alarm_name, change.state
+    if drift_alarm_model(name, alarm_prefix) is not None:
+        return {
+            "action": "ignored",
+            "reason": f"{name} is a drift alarm: its ALARM starts a retrain (start_pipeline)",
+        }
     parsed = parse_alarm_name(name, alarm_prefix)
     if parsed is None:
         return {"action": "ignored", "reason": f"alarm {name} is not one of this stack's model alarms"}

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from modelops.errors import EvaluationError
-from modelops.evaluation import judge, read_evaluation_from_tarball
+import json
+from typing import Any
+
+from modelops.drift import BASELINE_FILE, parse_baseline
+from modelops.errors import DriftError, EvaluationError
+from modelops.evaluation import judge, read_evaluation_from_tarball, read_tarball_member
 from modelops.ports import ObjectStore, TrainingJobs
 from modelops.run import EvaluationResult, Run
 
@@ -24,11 +28,35 @@ def evaluate(run: Run, *, jobs: TrainingJobs, objects: ObjectStore) -> Evaluatio
         raise EvaluationError(f"{judged_by}: model artifact missing")
     if size > MAX_ARTIFACT_BYTES:
         raise EvaluationError(f"{judged_by}: {size} bytes is too large to inspect")
-    evaluation = read_evaluation_from_tarball(objects.read(bucket, key), source=judged_by)
+    data = objects.read(bucket, key)
+    evaluation = read_evaluation_from_tarball(data, source=judged_by)
     verdict = judge(evaluation, run.config.training.objective)
     return EvaluationResult(
-        **verdict.to_dict(), model_artifact=artifact, n_validation=evaluation.n_validation
+        **verdict.to_dict(),
+        model_artifact=artifact,
+        n_validation=evaluation.n_validation,
+        baseline=baseline_record(data, source=judged_by),
     )
+
+
+def baseline_record(data: bytes, *, source: str) -> dict[str, Any] | None:
+    """Where the version's drift baseline is (the artifact holding baseline.json: the training
+    job's, or the judge job's for a team image) and its size; a note instead when the artifact
+    has none or an unusable one (the run goes on: drift is then not monitored for it)."""
+    raw = read_tarball_member(data, BASELINE_FILE, source=source)
+    if raw is None:
+        return {"artifact": None, "note": f"no {BASELINE_FILE} in {source}: drift is not monitored"}
+    try:
+        baseline = parse_baseline(json.loads(raw), source=f"{source}/{BASELINE_FILE}")
+    except (ValueError, DriftError) as exc:
+        return {"artifact": None, "note": f"unusable {BASELINE_FILE}: {exc}"[:500]}
+    return {
+        "artifact": source,
+        "file": BASELINE_FILE,
+        "features": len(baseline.features),
+        "n_rows": baseline.n_rows,
+        "prediction": baseline.prediction.kind,
+    }
 
 
 def _model_artifact(jobs: TrainingJobs, name: str) -> str:

@@ -42,6 +42,7 @@ def record_outcome(
         "status": status,
         "finished_at": when,
         "trigger": run.request.trigger,
+        "drift": run.request.drift,
         "dataset": run.dataset.to_payload(),
         "version": package.version if package else None,
         "image": build.image if build else None,
@@ -66,6 +67,7 @@ def record_outcome(
                 "value": evaluation.candidate if evaluation else None,
                 "run_id": run.run_id,
                 "promoted_at": when,
+                "baseline": evaluation.baseline if evaluation else None,
             },
         )
     store.clear_rollout(run.model, run.run_id)

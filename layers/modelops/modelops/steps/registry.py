@@ -33,6 +33,11 @@ def register(run: Run, evaluation: EvaluationResult, *, registry: ModelRegistry)
             "run_id": run.run_id,
             "metric": evaluation.metric,
             "candidate": str(evaluation.candidate),
+            **(
+                {"baseline": str(evaluation.baseline["artifact"])}
+                if evaluation.baseline and evaluation.baseline.get("artifact")
+                else {}
+            ),
         },
     )
     return Package(version=version.version, package_arn=version.package_arn, group=group)

@@ -162,3 +162,35 @@ def test_a_metric_without_its_member_is_an_error():
     # When parsed  Then the missing member is named
     with pytest.raises(EmfError, match="metric 'Latency': the root has no member"):
         parse_emf_line(json.dumps(doc))
+
+
+def test_a_histogram_member_keeps_values_with_their_counts():
+    # Given a histogram as AWS's EMF library writes it (Values, Counts, Max, Min, Count, Sum)
+    line = json.dumps(
+        {
+            **SPEC_EXAMPLE,
+            "time": {"Values": [1.0, 3.0], "Counts": [5, 2], "Max": 3.0, "Min": 1.0, "Count": 7, "Sum": 11.0},
+        }
+    )
+
+    # When parsed
+    [datum] = parse_emf_line(line)
+
+    # Then the datum carries both, and its PutMetricData entry has Values and Counts
+    assert (datum.values, datum.counts) == ((1.0, 3.0), (5.0, 2.0))
+    entry = datum.to_metric_data()
+    assert (entry["Values"], entry["Counts"]) == ([1.0, 3.0], [5.0, 2.0])
+
+
+@pytest.mark.parametrize(
+    ("member", "message"),
+    [
+        ({"Values": [1.0]}, "needs Values and Counts arrays"),
+        ({"Values": [1.0, 2.0], "Counts": [1]}, "2 Values but 1 Counts"),
+        ({"Values": [1.0], "Counts": [-1]}, "Counts must be >= 0"),
+        ({"Values": list(range(101)), "Counts": [1] * 101}, "101 Values, at most 100"),
+    ],
+)
+def test_a_malformed_histogram_is_an_error(member: dict, message: str):
+    with pytest.raises(EmfError, match=message):
+        parse_emf_line(json.dumps({**SPEC_EXAMPLE, "time": member}))

@@ -156,3 +156,23 @@ def test_bad_expressions_are_rejected_with_a_clear_message(expression: str, mess
     with pytest.raises(MetricMathError) as err:
         evaluate_expression(expression, Request(m1=[1, 2, 3, 4, 5]))
     assert message in str(err.value)
+
+
+def test_trimmed_count_counts_values_in_its_range_lower_bound_exclusive():
+    # Given raw values 1, 2, 2, 3 and 5
+    raw = [1.0, 2.0, 2.0, 3.0, 5.0]
+
+    # Then TC(lo:hi) counts lo < v <= hi; an omitted bound is open
+    assert compute_statistic("TC(1.5:2.5)", raw) == 2.0
+    assert compute_statistic("TC(1:3)", raw) == 3.0
+    assert compute_statistic("TC(:2)", raw) == 3.0
+    assert compute_statistic("TC(3:)", raw) == 1.0
+    assert compute_statistic("TC(5.5:9)", raw) == 0.0
+    assert compute_statistic("TC(0.5:1.5)", []) is None
+
+
+def test_trimmed_count_refuses_inverted_or_percent_bounds():
+    with pytest.raises(MetricQueryError, match="lower bound must be below"):
+        compute_statistic("TC(3:1)", [1.0])
+    with pytest.raises(MetricQueryError, match="not supported"):
+        compute_statistic("TC(10%:90%)", [1.0])
