@@ -451,20 +451,21 @@ def definition() -> dict[str, Any]:
         catch=CATCH_ROLLBACK,
         comment="Give the canary this step's share of the traffic through the model's router",
     )
-    states["CheckStepReady"] = rollout(
-        "status",
-        {"target": "canary", "image.$": "$.build.image"},
-        result="$.status",
-        nxt="IsStepReady",
-        catch=CATCH_ROLLBACK,
-        comment="A step that added canary pods (the replicas router) waits for them; bounded by ready_timeout",
+    # ShiftTraffic goes straight to CheckStepReady: a weighted router's step adds no pods, and is
+    # ready at once; a step that added canary pods (the replicas router) waits for them.
+    states.update(
+        wait_loop(
+            "StepReady",
+            rollout(
+                "status",
+                {"target": "canary", "image.$": "$.build.image"},
+                result="$.status",
+                nxt="",
+                catch=CATCH_ROLLBACK,
+            ),
+            "Bake",
+        )
     )
-    states["IsStepReady"] = {
-        "Type": "Choice",
-        "Choices": [{"Variable": "$.status.ready", "BooleanEquals": True, "Next": "Bake"}],
-        "Default": "WaitStepReady",
-    }
-    states["WaitStepReady"] = {"Type": "Wait", "SecondsPath": "$.run.poll_seconds", "Next": "CheckStepReady"}
     states["Bake"] = {
         "Type": "Task",
         "Comment": "Wait for the bake time; on_alarm fails this task at once when a canary alarm fires",
