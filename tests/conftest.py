@@ -48,6 +48,8 @@ E2E_SECONDS = {
     "test_a_dataset_with_missing_values_in_several_columns_is_promoted": 62,
     "test_a_lightgbm_multiclass_model_is_served_by_name_then_replaced_by_an_xgboost_candidate": 94,
     "test_a_script_mode_model_trains_from_the_teams_code_and_is_promoted": 65,
+    # one run in one lane (2026-12-04, load average ~6): 148 s
+    "test_three_httproute_steps_give_the_canary_each_steps_share_then_promote": 148,
 }
 
 
