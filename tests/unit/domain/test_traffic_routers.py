@@ -320,3 +320,75 @@ def test_the_replicas_router_sets_canary_pods_and_reports_the_share_reached():
     assert kube.patches == []  # already 1 pod
     assert router.shift(50).describe() == "50% -> 3 of 6 pods = 50%"
     assert kube.deployments["churn-canary"]["spec"]["replicas"] == 3
+
+
+# ------------------------------------------------------------------ rollback and promotion order
+class MemoryStore:
+    """The rollout record and the lock, as the state table keeps them."""
+
+    def __init__(self, rollout):
+        self.rollout = rollout
+
+    def get_rollout(self, model):
+        return copy.deepcopy(self.rollout)
+
+    def update_rollout(self, model, run_id, fields):
+        self.rollout.update(copy.deepcopy(fields))
+        return copy.deepcopy(self.rollout)
+
+    def lock_holder(self, model):
+        return ("run-1", 0)
+
+
+def _gateway_rollout(canary_weight):
+    from modelops.run import RunRef
+    from modelops.steps.rollout import RolloutService
+
+    kube = FakeKube()
+    kube.add(deployment("churn-stable", "stable", OLD, 3))
+    kube.add(deployment("churn-canary", "canary", "r.example/m@sha256:" + "2" * 64, 1))
+    kube.add_object(
+        "httproutes", http_route("churn", "churn-stable", "churn-canary", canary_weight=canary_weight)
+    )
+    config = parse_config(doc({"router": "gateway_api", "steps": [10, 25, 50]}, GATEWAY_NAMES))
+    store = MemoryStore(
+        {"run_id": "run-1", "previous_stable": {"image": OLD, "replicas": 3, "version": "1"}, "phase": "bake"}
+    )
+    service = RolloutService(kube=kube, store=store, metrics=None, callbacks=None)  # type: ignore[arg-type]
+    return kube, store, service, RunRef(run_id="run-1", model="churn", config=config)
+
+
+def test_rollback_puts_the_weights_on_the_stable_before_the_canary_leaves():
+    kube, _, service, run = _gateway_rollout(canary_weight=25)
+    service.rollback(run)
+    names = [name for name, _ in kube.patches]
+    assert names == ["churn", "churn-canary"]  # weights 100/0 first, then the canary to 0
+    assert kube.route_weights == [0] and kube.deployments["churn-canary"]["spec"]["replicas"] == 0
+    assert service.status(run, "rollback", None)["ready"]
+    # A weight put back on the canary by someone else keeps the rollback unverified
+    kube.objects[("httproutes", "churn")]["spec"]["rules"][0]["backendRefs"][1]["weight"] = 25
+    status = service.status(run, "rollback", None)
+    assert not status["ready"] and "canary weight 20%" in status["message"]
+
+
+def test_finish_promotion_resets_the_weights_then_scales_the_canary_out():
+    kube, _, service, run = _gateway_rollout(canary_weight=50)
+    service.finish_promotion(run)
+    assert [name for name, _ in kube.patches] == ["churn", "churn-canary"]
+    assert kube.route_weights == [0]
+
+
+def test_a_step_that_does_not_exist_is_refused_and_a_step_is_recorded_with_its_share():
+    kube, store, service, run = _gateway_rollout(canary_weight=0)
+    from modelops.errors import RolloutFailedError
+
+    with pytest.raises(RolloutFailedError, match="canary step 3 does not exist: the model has 3 step"):
+        service.shift_traffic(run, 3)
+    result = service.shift_traffic(run, 1)
+    assert (result["weight"], result["next"], result["last"]) == (25, 2, False)
+    assert [(s["index"], s["weight"], s["reached"]) for s in store.rollout["traffic_steps"]] == [
+        (1, 25, 25.0)
+    ]
+    # a retried step replaces its own entry, it does not add one
+    service.shift_traffic(run, 1)
+    assert len(store.rollout["traffic_steps"]) == 1 and kube.route_weights == [25]
