@@ -131,15 +131,23 @@ def template_values(
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m modelops_local.manifests OUT_DIR`: the manifests rendered for an example model (the
-    churn config, a digest-pinned image, a /16 control-plane range), one file per object, for
-    scanners that cannot read placeholders (`make template` runs checkov on them)."""
+    churn config, a digest-pinned image, a /16 control-plane range; with every router's objects),
+    one file per object, for scanners that cannot read placeholders (`make template` runs checkov on them)."""
     import argparse
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("out_dir", type=Path)
     args = parser.parse_args(argv)
     image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/modelops-serving@sha256:" + "0" * 64
-    objects = render_manifests("churn", "models", image, "1", 2, control_plane_cidr="10.0.0.0/16")
+    objects: list[dict[str, Any]] = []
+    for router in ROUTER_DIRS:  # the base objects once, then each weighted router's own
+        for obj in render_manifests(
+            "churn", "models", image, "1", 2, control_plane_cidr="10.0.0.0/16", router=router
+        ):
+            if all(
+                (o["kind"], o["metadata"]["name"]) != (obj["kind"], obj["metadata"]["name"]) for o in objects
+            ):
+                objects.append(obj)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     for stale in args.out_dir.glob("*.yaml"):
         stale.unlink()
