@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
+
 from tests.integration.fake_kube import http_route
 from tests.integration.workflow.conftest import OLD
 from tests.integration.workflow.test_workflow import run
@@ -70,27 +72,30 @@ def test_three_httproute_steps_bake_and_pass_then_promote(harness, kube):
     assert [s["verdict"] for s in record["traffic_steps"]] == ["pass", "pass", "pass"]
 
 
-def test_an_alarm_at_step_two_rolls_back_weights_canary_and_nothing_else(harness, kube):
+@pytest.mark.parametrize("step", [0, 1, 2])
+def test_an_alarm_at_any_step_rolls_back_weights_canary_and_nothing_else(harness, kube, step):
     # Given the same three steps, each baked 5 s
     kube.add_object("httproutes", http_route("churn", "churn-stable", "churn-canary"))
     stable_before = json.dumps(kube.deployments["churn-stable"]["spec"], sort_keys=True)
     arn = run(harness, **GATEWAY, canary__bake_seconds=5)
-    # When the canary's error-rate alarm fires during the second step's bake
-    wait_for_bake_of_step(harness, 1)
+    # When the canary's error-rate alarm fires during that step's bake
+    wait_for_bake_of_step(harness, step)
     assert harness.alarm("modelops-churn-canary-error-rate")["action"] == "rollback"
     result = harness.wait(arn, timeout=30)
-    # Then the run rolls back from step 2: weights 100/0 on the stable, canary at 0, stable untouched
+    # Then the run rolls back from that step: weights 100/0 on the stable, canary at 0, stable untouched
     assert result["status"] == "FAILED" and result["error"] == "CanaryAlarmError"
     states = harness.states(arn)
-    assert states.count("ShiftTraffic") == 2 and "CanaryPassed" not in states and "Promote" not in states
-    assert kube.route_weights == [10, 25, 0]
+    assert (
+        states.count("ShiftTraffic") == step + 1 and "CanaryPassed" not in states and "Promote" not in states
+    )
+    assert kube.route_weights == [*[10, 25, 50][: step + 1], 0]
     assert kube.deployments["churn-canary"]["spec"]["replicas"] == 0
     assert json.dumps(kube.deployments["churn-stable"]["spec"], sort_keys=True) == stable_before
     assert image_of(kube.deployments["churn-stable"]) == OLD
     assert harness.store().lock_holder("churn") is None
     record = harness.store().query_docs("churn", "HISTORY#")[0]
     assert record["status"] == "rolled_back"
-    assert [s["weight"] for s in record["traffic_steps"]] == [10, 25]
+    assert [s["weight"] for s in record["traffic_steps"]] == [10, 25, 50][: step + 1]
 
 
 def test_the_replicas_router_approximates_steps_by_pods_and_says_which_share_it_reached(harness, kube):
