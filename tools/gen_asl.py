@@ -431,8 +431,40 @@ def definition() -> dict[str, Any]:
         "smoke_test",
         {"sample.$": "$.dataset.smoke_sample"},
         result="$.smoke",
-        nxt="Bake",
+        nxt="StartSteps",
         catch=CATCH_ROLLBACK,
+    )
+    # ---- the canary's traffic steps: shift, wait for its pods, bake, analyse; the next step or
+    # CanaryPassed after the last. A model without steps has one (its canary as sized).
+    states["StartSteps"] = {
+        "Type": "Pass",
+        "Comment": "The step loop starts at the first of the model's canary steps",
+        "Result": {"next": 0},
+        "ResultPath": "$.step",
+        "Next": "ShiftTraffic",
+    }
+    states["ShiftTraffic"] = rollout(
+        "shift_traffic",
+        {"index.$": "$.step.next"},
+        result="$.step",
+        nxt="CheckStepReady",
+        catch=CATCH_ROLLBACK,
+        comment="Give the canary this step's share of the traffic through the model's router",
+    )
+    # ShiftTraffic goes straight to CheckStepReady: a weighted router's step adds no pods, and is
+    # ready at once; a step that added canary pods (the replicas router) waits for them.
+    states.update(
+        wait_loop(
+            "StepReady",
+            rollout(
+                "status",
+                {"target": "canary", "image.$": "$.build.image"},
+                result="$.status",
+                nxt="",
+                catch=CATCH_ROLLBACK,
+            ),
+            "Bake",
+        )
     )
     states["Bake"] = {
         "Type": "Task",
@@ -447,7 +479,7 @@ def definition() -> dict[str, Any]:
                 "run.$": "$.run",
             },
         },
-        "TimeoutSecondsPath": "$.run.canary.bake_seconds",
+        "TimeoutSecondsPath": "$.step.bake_seconds",
         "ResultPath": "$.bake",
         "Retry": ROLLOUT_RETRY,
         "Catch": [
@@ -465,8 +497,22 @@ def definition() -> dict[str, Any]:
     )
     states["CanaryVerdict"] = {
         "Type": "Choice",
-        "Choices": [{"Variable": "$.analysis.verdict", "StringEquals": "pass", "Next": "Promote"}],
+        "Choices": [
+            {
+                "And": [
+                    {"Variable": "$.analysis.verdict", "StringEquals": "pass"},
+                    {"Variable": "$.step.last", "BooleanEquals": True},
+                ],
+                "Next": "CanaryPassed",
+            },
+            {"Variable": "$.analysis.verdict", "StringEquals": "pass", "Next": "ShiftTraffic"},
+        ],
         "Default": "CanaryRejected",
+    }
+    states["CanaryPassed"] = {
+        "Type": "Pass",
+        "Comment": "Every step baked and passed its analysis: the single entry to promotion",
+        "Next": "Promote",
     }
     states["CanaryRejected"] = {
         "Type": "Pass",
@@ -500,7 +546,7 @@ def definition() -> dict[str, Any]:
         result=None,
         nxt="Watch",
         catch=CATCH_ROLLBACK,
-        comment="Scale the canary to 0 once the stable serves the new version",
+        comment="All traffic to the stable (router weights 100/0), then the canary to 0, once the stable serves the new version",
     )
     states["Watch"] = {
         **states["Bake"],

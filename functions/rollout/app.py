@@ -1,5 +1,5 @@
-"""The rollout actions on EKS, each idempotent: DeployCanary, Check*Ready (status), SmokeTest, Bake and
-Watch (await_signal), Promote, FinishPromotion, Rollback."""
+"""The rollout actions on EKS, each idempotent: DeployCanary, ShiftTraffic, Check*Ready (status),
+SmokeTest, Bake and Watch (await_signal), Promote, FinishPromotion, Rollback."""
 
 from __future__ import annotations
 
@@ -42,12 +42,18 @@ class Await(_Base):
     task_token: str
 
 
+class Shift(_Base):
+    action: Literal["shift_traffic"]
+    # The step's position in the model's canary steps (0 first).
+    index: int = Field(ge=0, le=100)
+
+
 class Simple(_Base):
     action: Literal["finish_promotion", "rollback"]
 
 
-Action: TypeAdapter[Deploy | Status | Smoke | Await | Simple] = TypeAdapter(
-    Annotated[Deploy | Status | Smoke | Await | Simple, Field(discriminator="action")]
+Action: TypeAdapter[Deploy | Status | Smoke | Await | Shift | Simple] = TypeAdapter(
+    Annotated[Deploy | Status | Smoke | Await | Shift | Simple, Field(discriminator="action")]
 )
 
 
@@ -74,6 +80,8 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         return rollout.smoke_test(request.run, request.sample)
     if isinstance(request, Await):
         return rollout.await_signal(request.run, request.phase, request.task_token)
+    if isinstance(request, Shift):
+        return rollout.shift_traffic(request.run, request.index)
     if request.action == "finish_promotion":
         return rollout.finish_promotion(request.run)
     return rollout.rollback(request.run)

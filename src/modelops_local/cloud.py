@@ -66,7 +66,7 @@ ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
 SERVING_IMAGE = ROOT / "serving_image"
 #: The kinds of serving_image/k8s the stand-in serves (RBAC documents feed the authorizer).
-SERVED_KINDS = frozenset({"Namespace", "Deployment", "Service"})
+SERVED_KINDS = frozenset({"Namespace", "Deployment", "Service", "HTTPRoute", "Ingress"})
 RBAC_KINDS = frozenset({"Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"})
 #: Before a model's first version the Deployments exist at 0 replicas with this image (never pulled).
 BOOTSTRAP_IMAGE = "public.ecr.aws/modelops/no-version-yet:bootstrap"
@@ -366,7 +366,9 @@ class LocalCloud:
         what was created. Kinds with no local controller (PodDisruptionBudget, HPA, NetworkPolicy:
         local pods are processes on loopback, nothing enforces it) are reported, not applied."""
         k = config.kubernetes
-        objects = render_manifests(config.name, k.namespace, BOOTSTRAP_IMAGE, "0", 0)
+        objects = render_manifests(
+            config.name, k.namespace, BOOTSTRAP_IMAGE, "0", 0, router=config.canary.router
+        )
         created, skipped = [], []
         for obj in objects:
             kind, name = obj["kind"], obj["metadata"]["name"]

@@ -79,10 +79,16 @@ PHASES = {
     "CheckCanaryReady": "canary",
     "IsCanaryReady": "canary",
     "SmokeTest": "smoke",
+    "StartSteps": "canary",
+    "ShiftTraffic": "canary",
+    "CheckStepReady": "canary",
+    "IsStepReady": "canary",
+    "WaitStepReady": "canary",
     "Bake": "bake",
     "AnalyzeCanary": "analyze",
     "CanaryVerdict": "analyze",
     "CanaryRejected": "analyze",
+    "CanaryPassed": "analyze",
     "Promote": "promote",
     "WaitStableReady": "promote",
     "CheckStableReady": "promote",
@@ -256,6 +262,7 @@ _QUIET_STATES = frozenset(
     }
     | {"WaitJudge", "DescribeJudge", "CountJudgePoll", "JudgeDone", "KeepPollingJudge", "InitJudgePolls"}
     | {"WaitBuild", "CheckBuild", "BuildDone", "WaitCanaryReady", "CheckCanaryReady", "IsCanaryReady"}
+    | {"StartSteps", "WaitStepReady", "CheckStepReady", "IsStepReady"}
     | {"WaitStableReady", "CheckStableReady", "IsStableReady", "WaitRollbackReady", "CheckRollbackReady"}
     | {"IsRollbackReady", "LockAcquired", "IsBetter", "CanaryVerdict", "Outcome"}
 )

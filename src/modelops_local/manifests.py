@@ -4,7 +4,9 @@ The templates use plain `string.Template` placeholders, so the same files work w
 real cluster: ${MODEL}, ${NAMESPACE}, ${IMAGE}, ${VERSION}, ${STABLE_REPLICAS}, the derived
 ${MIN_REPLICAS} and ${MAX_REPLICAS} (the HPA's floor, at least 1, and ceiling, 3x the stable size,
 at least 3), and ${CONTROL_PLANE_CIDR}, where the API server's service proxy connects to pods from
-(the canary's NetworkPolicy admits it; locally the API server is on loopback). Zero stable replicas is the bootstrap state before the first version: the workflow's
+(the canary's NetworkPolicy admits it; locally the API server is on loopback). A weighted traffic
+router adds its folder's files (ROUTER_DIRS: the stable Service, the route or Ingress and the Role
+that may get and patch it by name). Zero stable replicas is the bootstrap state before the first version: the workflow's
 first promotion scales the stable up. Values are checked before substitution, so nothing a caller
 passes can change the YAML's structure.
 """
@@ -26,6 +28,8 @@ _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 _IMAGE = re.compile(r"^[a-z0-9][a-z0-9._\-/:]*[a-z0-9](:[\w][\w.-]{0,127})?(@sha256:[0-9a-f]{64})?$")
 #: Where the local Kubernetes stand-in's API server (and so its service proxy) connects from.
 LOCAL_CONTROL_PLANE_CIDR = "127.0.0.0/8"
+#: canary.router -> the folder of serving_image/k8s whose files that router adds.
+ROUTER_DIRS = {"replicas": None, "gateway_api": "gateway-api", "alb": "alb"}
 
 
 class ManifestError(ValueError):
@@ -41,12 +45,20 @@ def render_manifests(
     *,
     control_plane_cidr: str = LOCAL_CONTROL_PLANE_CIDR,
     template_dir: Path = DEFAULT_TEMPLATE_DIR,
+    router: str = "replicas",
 ) -> list[dict[str, Any]]:
-    """Every object of the templates, in file order (Namespace first), with the placeholders filled."""
+    """Every object of the templates (and the router's, for a weighted `router`), in file-name
+    order (Namespace first), with the placeholders filled."""
     values = template_values(
         model, namespace, image, version, stable_replicas, control_plane_cidr=control_plane_cidr
     )
-    files = sorted(template_dir.glob("*.yaml"))
+    if router not in ROUTER_DIRS:
+        raise ManifestError(f"unknown router {router!r}; expected one of {sorted(ROUTER_DIRS)}")
+    files = list(template_dir.glob("*.yaml"))
+    folder = ROUTER_DIRS[router]
+    if folder is not None:
+        files += list((template_dir / folder).glob("*.yaml"))
+    files.sort(key=lambda path: path.name)
     if not files:
         raise ManifestError(f"no *.yaml templates in {template_dir}")
     objects: list[dict[str, Any]] = []
@@ -119,15 +131,23 @@ def template_values(
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m modelops_local.manifests OUT_DIR`: the manifests rendered for an example model (the
-    churn config, a digest-pinned image, a /16 control-plane range), one file per object, for
-    scanners that cannot read placeholders (`make template` runs checkov on them)."""
+    churn config, a digest-pinned image, a /16 control-plane range; with every router's objects),
+    one file per object, for scanners that cannot read placeholders (`make template` runs checkov on them)."""
     import argparse
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("out_dir", type=Path)
     args = parser.parse_args(argv)
     image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/modelops-serving@sha256:" + "0" * 64
-    objects = render_manifests("churn", "models", image, "1", 2, control_plane_cidr="10.0.0.0/16")
+    objects: list[dict[str, Any]] = []
+    for router in ROUTER_DIRS:  # the base objects once, then each weighted router's own
+        for obj in render_manifests(
+            "churn", "models", image, "1", 2, control_plane_cidr="10.0.0.0/16", router=router
+        ):
+            if all(
+                (o["kind"], o["metadata"]["name"]) != (obj["kind"], obj["metadata"]["name"]) for o in objects
+            ):
+                objects.append(obj)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     for stale in args.out_dir.glob("*.yaml"):
         stale.unlink()

@@ -46,9 +46,35 @@ def deployment(
     }
 
 
+def http_route(
+    name: str, stable: str, canary: str, *, namespace: str = "models", canary_weight: int = 0
+) -> dict[str, Any]:
+    """An HTTPRoute (GAMMA: its parent is the model's Service) splitting between two Services."""
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": name, "namespace": namespace, "generation": 1},
+        "spec": {
+            "parentRefs": [{"group": "", "kind": "Service", "name": name, "port": 8080}],
+            "rules": [
+                {
+                    "backendRefs": [
+                        {"name": stable, "port": 8080, "weight": 100 - canary_weight},
+                        {"name": canary, "port": 8080, "weight": canary_weight},
+                    ]
+                }
+            ],
+        },
+    }
+
+
 class FakeKube:
     def __init__(self) -> None:
         self.deployments: dict[str, dict[str, Any]] = {}
+        # HTTPRoutes and Ingresses by (kind, name); `route_weights` records each HTTPRoute patch's
+        # result (canary weight) in order, so a test sees every step's weight.
+        self.objects: dict[tuple[str, str], dict[str, Any]] = {}
+        self.route_weights: list[int] = []
         self.faults: list[tuple[str, str, Exception]] = []  # (verb, name, error) consumed in order
         self.auto_settle = True
         self.patches: list[tuple[str, list[dict[str, Any]]]] = []
@@ -108,6 +134,42 @@ class FakeKube:
         self.deployments[name] = patched
         self.patches.append((name, ops))
         return copy.deepcopy(patched)
+
+    def add_object(self, kind: str, obj: dict[str, Any]) -> None:
+        self.objects[(kind, obj["metadata"]["name"])] = obj
+
+    def _object(self, verb: str, kind: str, namespace: str, name: str) -> dict[str, Any]:
+        self._fault(verb, name)
+        obj = self.objects.get((kind, name))
+        if obj is None or obj["metadata"]["namespace"] != namespace:
+            raise KubeNotFoundError(f"{verb} {kind} {namespace}/{name}: not found")
+        return obj
+
+    def _patch_object(
+        self, kind: str, namespace: str, name: str, ops: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        current = self._object("patch", kind, namespace, name)
+        try:
+            patched = jsonpatch.apply_patch(copy.deepcopy(current), ops)
+        except jsonpatch.JsonPatchTestFailed as exc:
+            raise KubeInvalidError(f"patch {name}: 422 rejected: test failed: {exc}") from None
+        self.objects[(kind, name)] = patched
+        self.patches.append((name, ops))
+        return copy.deepcopy(patched)
+
+    def get_http_route(self, namespace: str, name: str) -> dict[str, Any]:
+        return copy.deepcopy(self._object("get", "httproutes", namespace, name))
+
+    def patch_http_route(self, namespace: str, name: str, ops: list[dict[str, Any]]) -> dict[str, Any]:
+        patched = self._patch_object("httproutes", namespace, name, ops)
+        self.route_weights.append(int(patched["spec"]["rules"][0]["backendRefs"][1]["weight"]))
+        return patched
+
+    def get_ingress(self, namespace: str, name: str) -> dict[str, Any]:
+        return copy.deepcopy(self._object("get", "ingresses", namespace, name))
+
+    def patch_ingress(self, namespace: str, name: str, ops: list[dict[str, Any]]) -> dict[str, Any]:
+        return self._patch_object("ingresses", namespace, name, ops)
 
     def service_proxy_post(
         self, namespace: str, service: str, port: int, path: str, body: Any, content_type: str

@@ -7,6 +7,7 @@ document through :func:`ModelConfig.model_validate`, so a field is checked in ex
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from pathlib import Path
@@ -217,16 +218,52 @@ class KubernetesConfig(_Strict):
     # Replicas given to a stable Deployment that has none yet (a model's first version). After
     # that the stable's replica count is left alone (an HPA may own it).
     initial_replicas: int = Field(default=2, ge=1, le=100)
+    # Weighted routers (canary.router gateway_api / alb): a Service selecting only the stable pods,
+    # the backend the router weighs against canary_service.
+    stable_service: K8sName | None = None
+    # canary.router gateway_api: the HTTPRoute whose rule holds the stable and canary backendRefs.
+    http_route: K8sName | None = None
+    # canary.router alb: the Ingress, and the name of its `alb.ingress.kubernetes.io/actions.<name>`
+    # forward action whose target groups are the stable and canary Services.
+    ingress: K8sName | None = None
+    ingress_action: K8sName | None = None
 
     @model_validator(mode="after")
     def _distinct(self) -> KubernetesConfig:
         if self.stable_deployment == self.canary_deployment:
             raise ValueError("stable_deployment and canary_deployment must differ")
+        if self.stable_service is not None and self.stable_service == self.canary_service:
+            raise ValueError("stable_service and canary_service must differ")
         return self
 
 
+class LinearShift(_Strict):
+    """CodeDeploy's linear shifting: `percent` more of the traffic every `interval_seconds` (each
+    step's bake), up to the last step below 100: {percent: 10, interval_seconds: 60} is the steps
+    10, 20, ..., 90, each baked 60 s."""
+
+    percent: int = Field(ge=1, le=50)
+    interval_seconds: int = Field(ge=1, le=24 * 3600)
+
+
+Router = Literal["replicas", "gateway_api", "alb"]
+WEIGHTED_ROUTERS = ("gateway_api", "alb")
+
+
 class CanaryConfig(_Strict):
-    # Exactly one of replicas / percent. Percent is of the stable Deployment's replicas, at least 1.
+    # How traffic reaches the canary (README, "Traffic routers and steps"): `replicas` (its share of
+    # ready pods behind the model's Service), `gateway_api` (an HTTPRoute's backendRef weights) or
+    # `alb` (an Ingress's weighted target groups, AWS Load Balancer Controller).
+    router: Router = "replicas"
+    # The traffic steps, percent of traffic to the canary, each baked and analysed: `steps`
+    # (strictly increasing, each below 100) or `linear` (CodeDeploy-style), not both. Neither: one
+    # step, the canary's share of pods (replicas) as before.
+    steps: list[int] | None = Field(default=None, min_length=1, max_length=20)
+    linear: LinearShift | None = None
+    # The canary's pods: at most one of replicas / percent (of the stable Deployment's replicas,
+    # at least 1). With the replicas router and no steps exactly one is needed; with steps the
+    # replicas router derives the pods per step, and a weighted router without either sizes the
+    # canary for its largest step (ceil(stable replicas x last step / 100), at least 1).
     replicas: int | None = Field(default=None, ge=1, le=100)
     percent: int | None = Field(default=None, ge=1, le=50)
     bake_seconds: int = Field(default=300, ge=1, le=24 * 3600)
@@ -243,18 +280,65 @@ class CanaryConfig(_Strict):
     # stable p99, one slow scheduling slice on a fresh pod makes 3x, and that is not a regression.
     min_latency_increase_ms: float = Field(default=20.0, ge=0)
 
+    @field_validator("steps")
+    @classmethod
+    def _increasing(cls, steps: list[int] | None) -> list[int] | None:
+        if steps is None:
+            return None
+        bad = [p for p in steps if not 1 <= p <= 99]
+        if bad:
+            raise ValueError(f"steps {bad} out of range: each step is a percent of traffic from 1 to 99")
+        for before, after in itertools.pairwise(steps):
+            if after <= before:
+                raise ValueError(f"steps {steps} must be strictly increasing ({after} follows {before})")
+        return steps
+
     @model_validator(mode="after")
     def _one_size(self) -> CanaryConfig:
-        if (self.replicas is None) == (self.percent is None):
+        if self.steps is not None and self.linear is not None:
+            raise ValueError("set canary.steps or canary.linear, not both")
+        if self.replicas is not None and self.percent is not None:
             raise ValueError("set exactly one of canary.replicas or canary.percent")
+        stepped = self.steps is not None or self.linear is not None
+        if self.router == "replicas":
+            if stepped and (self.replicas is not None or self.percent is not None):
+                raise ValueError(
+                    "with canary.router replicas the steps decide the canary's pods per step; "
+                    "remove canary.replicas / canary.percent (or drop the steps)"
+                )
+            if not stepped and self.replicas is None and self.percent is None:
+                raise ValueError("set exactly one of canary.replicas or canary.percent")
+        elif not stepped:
+            raise ValueError(
+                f"canary.router {self.router} sets traffic weights: give them as canary.steps "
+                "(e.g. [10, 25, 50]) or canary.linear"
+            )
         return self
 
+    @property
+    def traffic_steps(self) -> list[int]:
+        """The canary's traffic percent per step; [] for one step sized by replicas/percent."""
+        if self.steps is not None:
+            return list(self.steps)
+        if self.linear is not None:
+            return list(range(self.linear.percent, 100, self.linear.percent))
+        return []
+
+    @property
+    def step_bake_seconds(self) -> int:
+        """How long each step bakes: linear's interval, else bake_seconds."""
+        return self.linear.interval_seconds if self.linear is not None else self.bake_seconds
+
     def canary_replicas(self, stable_replicas: int) -> int:
-        """Replicas for the canary Deployment given the stable Deployment's replica count."""
+        """Replicas for the canary Deployment given the stable Deployment's replica count (for the
+        replicas router with steps, see modelops.routers.replicas_for_share)."""
         if self.replicas is not None:
             return self.replicas
-        assert self.percent is not None
-        return max(1, (stable_replicas * self.percent + 99) // 100)
+        if self.percent is not None:
+            return max(1, (stable_replicas * self.percent + 99) // 100)
+        steps = self.traffic_steps
+        largest = steps[-1] if steps else 100
+        return max(1, (stable_replicas * largest + 99) // 100)
 
 
 class AlarmConfig(_Strict):
@@ -358,6 +442,19 @@ class ModelConfig(_Strict):
         if not isinstance(objective, dict) or "metric" in objective:
             return doc
         return {**doc, "training": {**training, "objective": {**objective, "metric": TASK_METRICS[task][0]}}}
+
+    @model_validator(mode="after")
+    def _router_names(self) -> ModelConfig:
+        """Each weighted router needs the objects it patches named in `kubernetes`."""
+        router, k = self.canary.router, self.kubernetes
+        needed = {
+            "gateway_api": ("stable_service", "http_route"),
+            "alb": ("stable_service", "ingress", "ingress_action"),
+        }.get(router, ())
+        missing = [f"kubernetes.{field}" for field in needed if getattr(k, field) is None]
+        if missing:
+            raise ValueError(f"canary.router {router} needs {', '.join(missing)}")
+        return self
 
     @model_validator(mode="after")
     def _metric_fits_task(self) -> ModelConfig:

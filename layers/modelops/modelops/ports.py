@@ -178,12 +178,26 @@ class Notifier(Protocol):
 
 # --- EKS and CloudWatch ------------------------------------------------------------------------------
 class Kube(Protocol):
-    """The four Kubernetes calls the rollout makes; errors are modelops.errors.Kube*Error."""
+    """The Kubernetes calls the rollout makes; errors are modelops.errors.Kube*Error. Beside the
+    Deployments and the service proxy, each weighted traffic router reads and JSON-patches its
+    one object: an HTTPRoute (gateway_api) or an Ingress (alb)."""
 
     def get_deployment(self, namespace: str, name: str) -> dict[str, Any]: ...
 
     def patch_deployment(self, namespace: str, name: str, ops: list[dict[str, Any]]) -> dict[str, Any]:
         """Apply an RFC 6902 JSON Patch."""
+        ...
+
+    def get_http_route(self, namespace: str, name: str) -> dict[str, Any]: ...
+
+    def patch_http_route(self, namespace: str, name: str, ops: list[dict[str, Any]]) -> dict[str, Any]:
+        """Apply an RFC 6902 JSON Patch to a gateway.networking.k8s.io/v1 HTTPRoute."""
+        ...
+
+    def get_ingress(self, namespace: str, name: str) -> dict[str, Any]: ...
+
+    def patch_ingress(self, namespace: str, name: str, ops: list[dict[str, Any]]) -> dict[str, Any]:
+        """Apply an RFC 6902 JSON Patch to a networking.k8s.io/v1 Ingress."""
         ...
 
     def service_proxy_post(

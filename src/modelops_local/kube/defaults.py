@@ -122,7 +122,29 @@ def _namespace(obj: Obj) -> None:
         obj["metadata"].setdefault("labels", {})["kubernetes.io/metadata.name"] = name
 
 
+def _http_route(obj: Obj) -> None:
+    """The CRD's defaults: a backendRef weighs 1, refers to a core Service; a rule without matches
+    matches every path (PathPrefix /)."""
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        return
+    for parent in spec.get("parentRefs") or []:
+        if isinstance(parent, dict):
+            parent.setdefault("group", "gateway.networking.k8s.io")
+            parent.setdefault("kind", "Gateway")
+    for rule in spec.get("rules") or []:
+        if not isinstance(rule, dict):
+            continue
+        rule.setdefault("matches", [{"path": {"type": "PathPrefix", "value": "/"}}])
+        for ref in rule.get("backendRefs") or []:
+            if isinstance(ref, dict):
+                ref.setdefault("group", "")
+                ref.setdefault("kind", "Service")
+                ref.setdefault("weight", 1)
+
+
 DEFAULTERS: dict[str, Callable[[Obj], None]] = {
+    "HTTPRoute": _http_route,
     "Deployment": _deployment,
     "ReplicaSet": _replicaset,
     "Pod": _pod,

@@ -99,7 +99,39 @@ REPLICASETS = ResourceType(
     tracks_generation=True,
 )
 
-RESOURCE_TYPES: tuple[ResourceType, ...] = (NAMESPACES, PODS, SERVICES, DEPLOYMENTS, REPLICASETS)
+# The weighted traffic routers' objects: a Gateway API HTTPRoute (a custom resource: no schema in
+# kubernetes-validate, so validation.py applies the CRD's own rules) and an Ingress (alb).
+HTTPROUTES = ResourceType(
+    "HTTPRoute",
+    "httproutes",
+    "httproute",
+    "gateway.networking.k8s.io",
+    "v1",
+    namespaced=True,
+    subresources=frozenset({"status"}),
+    tracks_generation=True,  # a custom resource with a status subresource bumps it on spec changes
+)
+INGRESSES = ResourceType(
+    "Ingress",
+    "ingresses",
+    "ingress",
+    "networking.k8s.io",
+    "v1",
+    namespaced=True,
+    subresources=frozenset({"status"}),
+    short_names=("ing",),
+    tracks_generation=True,
+)
+
+RESOURCE_TYPES: tuple[ResourceType, ...] = (
+    NAMESPACES,
+    PODS,
+    SERVICES,
+    DEPLOYMENTS,
+    REPLICASETS,
+    HTTPROUTES,
+    INGRESSES,
+)
 
 _BY_NAME: dict[str, ResourceType] = {}
 for _rt in RESOURCE_TYPES:

@@ -16,6 +16,17 @@ records its processes' ports in the pod annotation `local.modelops.io/host-ports
 marked for deletion stops getting requests at the moment the deletion is stored. When connecting
 to the chosen endpoint fails (nothing sent yet) the next one is tried; no endpoint at all is a 503
 naming the Service.
+
+A Service that an HTTPRoute names as its parent (Gateway API's mesh pattern, GAMMA: `parentRefs:
+[{group: "", kind: Service, name: <service>}]`) is routed by that route instead, as a mesh's
+sidecar routes it: the request's path picks the rule (an Exact path match first, then the longest
+PathPrefix; a rule with header, query or method matches never matches here: nothing in modelops
+writes one), the rule's backendRefs are chosen by weight with smooth weighted round robin
+(deterministic: weights 90/10 send exactly 10 of every 100 requests to the second backend; the
+sequence restarts when the weights change), then the chosen backend Service's ready endpoints in
+turn. No rule matching is a 404; a rule whose weights are all 0 a 500; a chosen backend without
+ready endpoints a 503 (an Envoy-based mesh's "no healthy upstream"). The API server's service
+proxy (`backend`) is not meshed and keeps to the Service's own endpoints.
 """
 
 from __future__ import annotations
@@ -32,7 +43,7 @@ from typing import Any
 
 from modelops_local.kube.errors import NotFoundError
 from modelops_local.kube.kubelet import HOST_PORTS_ANNOTATION, POD_IP
-from modelops_local.kube.resources import PODS, SERVICES
+from modelops_local.kube.resources import HTTPROUTES, PODS, SERVICES
 from modelops_local.kube.selectors import LabelSelector, Requirement
 from modelops_local.kube.store import KubeStore
 
@@ -210,16 +221,25 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             self._reply(400, f"bad request body: {exc}")
             return
         proxies = self.server.proxies
+        key = self.server.key
         try:
-            endpoints = proxies.endpoints(namespace, name, port)
+            routed = proxies.route_backend(namespace, name, port, self.path)
+        except RouteError as exc:
+            self._reply(exc.status, str(exc))
+            return
+        if routed is not None:
+            key = (namespace, routed[0], routed[1])
+        try:
+            endpoints = proxies.endpoints(*key)
         except (NotFoundError, UnknownServicePortError) as exc:
-            self._reply(503, f"service {namespace}/{name} port {port}: {exc}")
+            # a route's backendRef to no such Service is an invalid backend: 500 (Gateway API)
+            self._reply(503 if routed is None else 500, f"service {key[0]}/{key[1]} port {key[2]}: {exc}")
             return
         if not endpoints:
-            self._reply(503, f'no endpoints available for service "{namespace}/{name}" (no ready pods)')
+            self._reply(503, f'no endpoints available for service "{key[0]}/{key[1]}" (no ready pods)')
             return
         failures = []
-        for pod, host, backend_port in proxies._rotation(self.server.key, endpoints):
+        for pod, host, backend_port in proxies._rotation(key, endpoints):
             connection = http.client.HTTPConnection(host, backend_port, timeout=proxies.connect_timeout)
             try:
                 connection.connect()
@@ -291,6 +311,83 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             self.wfile.write(data)
 
 
+class RouteError(RuntimeError):
+    """An HTTPRoute fronting the Service cannot route this request (`status`: 404 or 500)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _fronts(route: Mapping[str, Any], namespace: str, service: str, port: int) -> bool:
+    """Whether `route` names the Service (port) as a parent (GAMMA)."""
+    for parent in (route.get("spec") or {}).get("parentRefs") or []:
+        if (
+            parent.get("kind") == "Service"
+            and parent.get("group", "") in ("", "core")
+            and parent.get("name") == service
+            and parent.get("namespace", namespace) == namespace
+            and parent.get("port", port) == port
+        ):
+            return True
+    return False
+
+
+def _match_rank(match: Mapping[str, Any], path: str) -> tuple[int, int] | None:
+    """How specifically a path-only match matches `path` (Exact above any prefix, longer prefixes
+    above shorter), or None."""
+    if set(match) - {"path"}:
+        return None  # header, query or method conditions: not evaluated locally
+    rule = match.get("path") or {"type": "PathPrefix", "value": "/"}
+    value = str(rule.get("value", "/"))
+    if rule.get("type", "PathPrefix") == "Exact":
+        return (2, len(value)) if path == value else None
+    if rule.get("type", "PathPrefix") != "PathPrefix":
+        return None
+    prefix = value.rstrip("/")
+    if path == prefix or path.startswith(prefix + "/") or not prefix:
+        return (1, len(prefix))
+    return None
+
+
+def route_rule(route: Mapping[str, Any], path: str) -> int | None:
+    """The index of the rule that routes `path` (the most specific match), or None."""
+    best: tuple[tuple[int, int], int] | None = None
+    for index, rule in enumerate((route.get("spec") or {}).get("rules") or []):
+        for match in rule.get("matches") or [{}]:
+            rank = _match_rank(match, path)
+            if rank is not None and (best is None or rank > best[0]):
+                best = (rank, index)
+    return None if best is None else best[1]
+
+
+class SmoothWeightedRoundRobin:
+    """nginx's smooth weighted round robin: each pick adds every weight to its backend's current
+    value, takes the largest and subtracts the total from it. Deterministic and evenly spread:
+    weights 3/1 pick A, A, B, A, then again."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._state: dict[Any, tuple[tuple[tuple[str, int], ...], dict[str, int]]] = {}
+
+    def pick(self, key: Any, weights: list[tuple[str, int]]) -> str | None:
+        """The next backend among `weights` [(backend, weight)]; None when every weight is 0."""
+        live = tuple((name, weight) for name, weight in weights if weight > 0)
+        if not live:
+            return None
+        total = sum(weight for _, weight in live)
+        with self._lock:
+            signature, current = self._state.get(key, ((), {}))
+            if signature != live:  # new or reweighed: the sequence starts over
+                current = {name: 0 for name, _ in live}
+            for name, weight in live:
+                current[name] += weight
+            chosen = max(live, key=lambda entry: current[entry[0]])[0]
+            current[chosen] -= total
+            self._state[key] = (live, current)
+        return chosen
+
+
 class ServiceProxies:
     """A local port per Service port, balancing per request over ready pods (module docstring).
 
@@ -318,6 +415,7 @@ class ServiceProxies:
         self._listeners: dict[tuple[str, str, int], _Listener] = {}
         self._errors: dict[tuple[str, str, int], ServicePortError] = {}
         self._counters: dict[tuple[str, str, int], int] = {}
+        self._weighted = SmoothWeightedRoundRobin()
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -382,6 +480,32 @@ class ServiceProxies:
         pods = self.store.list(PODS, namespace, label_selector=label_selector) if selector else []
         return endpoints_for(service, pods, port)
 
+    def route_backend(self, namespace: str, name: str, port: int, path: str) -> tuple[str, int] | None:
+        """(backend Service, port) an HTTPRoute fronting the Service picks for `path` by weight;
+        None when no HTTPRoute fronts it. RouteError when one does but cannot route the request."""
+        routes = [r for r in self.store.list(HTTPROUTES, namespace) if _fronts(r, namespace, name, port)]
+        if not routes:
+            return None
+        route = routes[0]  # the oldest would win on a mesh; one route per Service is the norm
+        path = path.split("?", 1)[0] or "/"
+        where = f"HTTPRoute {namespace}/{route['metadata']['name']}"
+        index = route_rule(route, path)
+        if index is None:
+            raise RouteError(404, f"{where}: no rule matches {path}")
+        refs = [
+            ref
+            for ref in route["spec"]["rules"][index].get("backendRefs") or []
+            if ref.get("kind", "Service") == "Service" and ref.get("group", "") in ("", "core")
+        ]
+        ports = {str(ref["name"]): int(ref.get("port") or port) for ref in refs}
+        chosen = self._weighted.pick(
+            (namespace, route["metadata"]["name"], index),
+            [(str(ref["name"]), int(ref.get("weight", 1))) for ref in refs],
+        )
+        if chosen is None:
+            raise RouteError(500, f"{where}: every backendRef of rule {index} has weight 0")
+        return chosen, ports[chosen]
+
     def backend(self, namespace: str, name: str, port: str | None) -> tuple[str, int] | None:
         """A `KubeApiServer.service_backend`: the next ready endpoint (round robin) of the Service
         port the proxy URL names, as (host, port); None when it has none."""
@@ -410,7 +534,7 @@ class ServiceProxies:
         return endpoints[start:] + endpoints[:start]
 
     def _on_change(self, _type: str, obj: Obj) -> None:
-        if obj.get("kind") == "Service" or obj.get("kind") == "Namespace":
+        if obj.get("kind") in ("Service", "Namespace"):
             self._wake.set()
 
     def _loop(self) -> None:

@@ -86,6 +86,9 @@ class FieldErrors:
     def too_long(self, field: str, value: Any, limit: int) -> None:
         self.add("FieldValueTooLong", field, f"Too long: may not be more than {limit} bytes")
 
+    def too_many(self, field: str, value: list[Any], limit: int) -> None:
+        self.add("FieldValueTooMany", field, f"Too many: {len(value)}: must have at most {limit} items")
+
 
 # --- schema ---------------------------------------------------------------------------------------
 
@@ -454,7 +457,70 @@ def _service(errors: FieldErrors, obj: Mapping[str, Any], old: Mapping[str, Any]
             errors.invalid("spec.clusterIP", spec.get("clusterIP"), "field is immutable")
 
 
-RULES = {"Deployment": _deployment, "ReplicaSet": _replicaset, "Pod": _pod, "Service": _service}
+def _http_route(errors: FieldErrors, obj: Mapping[str, Any], old: Mapping[str, Any] | None) -> None:
+    """The HTTPRoute CRD's (gateway.networking.k8s.io/v1, standard channel) OpenAPI and CEL rules
+    for the fields a weighted canary uses: at most 32 parentRefs, 16 rules and 16 backendRefs per
+    rule; a backendRef's name 1-253 characters, weight 0-1000000, port 1-65535 and required for
+    a Service ("Must have port for Service reference")."""
+    spec = obj.get("spec")
+    if not isinstance(spec, Mapping):
+        errors.required("spec")
+        return
+    for field, limit in (("parentRefs", 32), ("rules", 16)):
+        value = spec.get(field)
+        if value is not None and not isinstance(value, list):
+            errors.add(
+                "FieldValueTypeInvalid",
+                f"spec.{field}",
+                f"Invalid value: {render(value)}: must be of type array",
+            )
+        elif value is not None and len(value) > limit:
+            errors.too_many(f"spec.{field}", value, limit)
+    for index, parent in enumerate(spec.get("parentRefs") or []):
+        if not isinstance(parent, Mapping) or not parent.get("name"):
+            errors.required(f"spec.parentRefs[{index}].name")
+    for r, rule in enumerate(spec.get("rules") or []):
+        refs = rule.get("backendRefs") if isinstance(rule, Mapping) else None
+        if refs is None:
+            continue
+        if not isinstance(refs, list):
+            errors.add("FieldValueTypeInvalid", f"spec.rules[{r}].backendRefs", "must be of type array")
+            continue
+        if len(refs) > 16:
+            errors.too_many(f"spec.rules[{r}].backendRefs", refs, 16)
+        for b, ref in enumerate(refs):
+            field = f"spec.rules[{r}].backendRefs[{b}]"
+            if not isinstance(ref, Mapping):
+                errors.add("FieldValueTypeInvalid", field, "must be of type object")
+                continue
+            name = ref.get("name")
+            if not isinstance(name, str) or not 1 <= len(name) <= 253:
+                errors.invalid(f"{field}.name", name, "must be a string of 1 to 253 characters")
+            weight = ref.get("weight", 1)
+            if isinstance(weight, bool) or not isinstance(weight, int):
+                errors.add(
+                    "FieldValueTypeInvalid",
+                    f"{field}.weight",
+                    f"Invalid value: {render(weight)}: must be of type integer",
+                )
+            elif not 0 <= weight <= 1_000_000:
+                errors.invalid(f"{field}.weight", weight, "should be between 0 and 1000000")
+            port = ref.get("port")
+            if port is None and ref.get("group", "") == "" and ref.get("kind", "Service") == "Service":
+                errors.invalid(field, "object", "Must have port for Service reference")
+            elif port is not None and (
+                isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535
+            ):
+                errors.invalid(f"{field}.port", port, "should be an integer between 1 and 65535")
+
+
+RULES = {
+    "Deployment": _deployment,
+    "ReplicaSet": _replicaset,
+    "Pod": _pod,
+    "Service": _service,
+    "HTTPRoute": _http_route,
+}
 
 
 def semantic_causes(

@@ -81,7 +81,12 @@ def clean(store: StateStore, sfn: FakeSfn, rollbacks: list[RunRef], **kwargs: An
 def test_a_stopped_execution_mid_canary_is_rolled_back_its_lock_released_and_the_follow_up_started(store):
     # Given a run that holds the lock, has a canary out, and a request coalesced behind it
     store.acquire_lock("churn", RUN, 3600)
-    store.update_rollout("churn", RUN, {"phase": "bake", "image": "repo@sha256:" + "1" * 64, "version": "7"})
+    steps = [{"index": 0, "weight": 10, "reached": 10.0, "summary": "10% -> weight 10%", "verdict": "pass"}]
+    store.update_rollout(
+        "churn",
+        RUN,
+        {"phase": "bake", "image": "repo@sha256:" + "1" * 64, "version": "7", "traffic_steps": steps},
+    )
     store.put_doc(
         "churn", "PENDING", {"model": "churn", "trigger": "s3", "idempotency_key": "k", "reason": "r"}
     )
@@ -97,6 +102,7 @@ def test_a_stopped_execution_mid_canary_is_rolled_back_its_lock_released_and_the
     assert (
         record["status"] == "stopped" and record["version"] == "7" and record["error"] == "ExecutionAborted"
     )
+    assert record["traffic_steps"] == steps  # how far its canary got
     assert len(sfn.started) == 1 and "-queued-" in sfn.started[0]["name"] and result["follow_up"]
     # And a redelivered event finds nothing left to do
     assert clean(store, sfn, rollbacks)["action"] == "none" and len(rollbacks) == 1

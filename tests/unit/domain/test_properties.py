@@ -514,3 +514,61 @@ def test_a_replicas_patch_changes_only_the_replicas(target, replicas):
         **deployment,
         "spec": {**deployment["spec"], "replicas": None},
     }
+
+
+# --- traffic weights (modelops.traffic) -------------------------------------------------------------
+_service_names = st.from_regex(r"[a-z][a-z0-9-]{0,10}", fullmatch=True)
+
+
+@st.composite
+def _routes(draw: Any) -> tuple[dict[str, Any], str, str]:
+    """An HTTPRoute with other rules and backends around one rule naming both Services."""
+    stable, canary = draw(st.lists(_service_names, min_size=2, max_size=2, unique=True))
+    others = draw(st.lists(_service_names.filter(lambda n: n not in (stable, canary)), max_size=3))
+
+    def ref(name: str) -> dict[str, Any]:
+        body: dict[str, Any] = {"name": name, "port": draw(st.integers(1, 65535))}
+        if draw(st.booleans()):
+            body["weight"] = draw(st.integers(0, 1000))
+        return body
+
+    refs = [ref(stable), ref(canary), *(ref(n) for n in others)]
+    refs = draw(st.permutations(refs))
+    rules = [{"backendRefs": [ref(n) for n in others]} for _ in range(draw(st.integers(0, 2)))]
+    rules.insert(
+        draw(st.integers(0, len(rules))), {"matches": [{"path": {"value": "/"}}], "backendRefs": refs}
+    )
+    route = {
+        "metadata": {"name": "r", "namespace": "models", "labels": {"app": "churn"}},
+        "spec": {"parentRefs": [{"kind": "Service", "group": "", "name": "churn"}], "rules": rules},
+    }
+    return route, stable, canary
+
+
+@given(routes=_routes(), percent=st.integers(0, 100))
+def test_weight_patches_change_only_the_two_weights_and_are_idempotent(routes, percent):
+    from modelops.traffic import http_route_canary_share, http_route_weight_patch
+
+    route, stable, canary = routes
+    ops = http_route_weight_patch(route, stable=stable, canary=canary, canary_percent=percent)
+    # every write is guarded by a test of its backendRef's name
+    for test, write in zip(ops[::2], ops[1::2], strict=True):
+        assert test["op"] == "test" and write["path"] == test["path"].removesuffix("/name") + "/weight"
+    patched = jsonpatch.apply_patch(route, ops)
+    assert http_route_canary_share(patched, stable=stable, canary=canary) == float(percent)
+
+    # nothing but weights of the two Services changed (labels, parents, matches, other backends)
+    def without_our_weights(doc: dict[str, Any]) -> dict[str, Any]:
+        doc = copy.deepcopy(doc)
+        for rule in doc["spec"]["rules"]:
+            for ref in rule["backendRefs"]:
+                if ref["name"] in (stable, canary) and {r["name"] for r in rule["backendRefs"]} >= {
+                    stable,
+                    canary,
+                }:
+                    ref.pop("weight", None)
+        return doc
+
+    assert without_our_weights(patched) == without_our_weights(route)
+    assert http_route_weight_patch(patched, stable=stable, canary=canary, canary_percent=percent) == []
+    assert jsonpatch.apply_patch(patched, ops) == patched

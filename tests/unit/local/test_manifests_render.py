@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import json
+
 import kubernetes_validate
 import pytest
-from modelops.config import load_config_file
+from modelops.config import load_config_file, parse_config
 from modelops.deployments import find_container, image_patch
+from modelops.traffic import alb_canary_share, http_route_canary_share
 
+from modelops_local.kube import KubeStore
 from modelops_local.manifests import DEFAULT_TEMPLATE_DIR, ManifestError, render_manifests
 
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/stack-serving@sha256:" + "ab" * 32
+ROOT_CONFIG = DEFAULT_TEMPLATE_DIR.parents[1] / "models" / "churn.yaml"
 
 
 def _render(**overrides):
@@ -146,3 +151,45 @@ def test_unknown_placeholder_names_the_template(tmp_path):
     # Then rendering names the file and the placeholder
     with pytest.raises(ManifestError, match=r"x.yaml: unknown placeholder \$\{CLUSTER\}"):
         _render(template_dir=tmp_path)
+
+
+@pytest.mark.parametrize("router", ["gateway_api", "alb"])
+def test_a_weighted_routers_objects_are_valid_and_name_what_its_config_names(router):
+    # When the manifests are rendered for a weighted router
+    objects = _render(router=router)
+    assert "${" not in repr(objects)
+    store = KubeStore()
+    for obj in objects:
+        if obj["kind"] in ("Namespace", "Service", "HTTPRoute", "Ingress"):
+            if obj["kind"] != "HTTPRoute":  # a custom resource: the stand-in applies the CRD's rules
+                kubernetes_validate.validate(obj, "1.33", strict=True)
+            store.create(obj)  # the API server's validation and defaults
+    by_name = _by_kind_name(objects)
+    # Then the config naming them (as README says) parses, and everything routes to the stable at rest
+    config = load_config_file(ROOT_CONFIG).to_document()
+    config["canary"].update(router=router, steps=[10, 50])
+    config["kubernetes"].update(
+        stable_service="churn-stable", http_route="churn", ingress="churn", ingress_action="churn-split"
+    )
+    k = parse_config(config).kubernetes
+    assert by_name[("Service", k.stable_service)]["spec"]["selector"] == {"app": "churn", "variant": "stable"}
+    if router == "gateway_api":
+        route = by_name[("HTTPRoute", k.http_route)]
+        assert route["spec"]["parentRefs"] == [
+            {"group": "", "kind": "Service", "name": k.service, "port": k.port}
+        ]
+        assert http_route_canary_share(route, stable=k.stable_service, canary=k.canary_service) == 0.0
+    else:
+        ingress = by_name[("Ingress", k.ingress)]
+        action = json.loads(
+            ingress["metadata"]["annotations"][f"alb.ingress.kubernetes.io/actions.{k.ingress_action}"]
+        )
+        assert action["type"] == "forward"
+        assert (
+            alb_canary_share(
+                ingress, action=k.ingress_action, stable=k.stable_service, canary=k.canary_service
+            )
+            == 0.0
+        )
+        backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+        assert backend == {"name": k.ingress_action, "port": {"name": "use-annotation"}}

@@ -131,13 +131,65 @@ def test_the_role_grants_exactly_what_the_rollout_does(objects):
     assert _one(objects, "Role", f"{CONFIG.name}-rollout")["rules"] == EXPECTED_RULES
 
 
+#: What each weighted router adds (serving_image/k8s/<router>/41-rbac-*.yaml): get and patch of the
+#: model's one route or Ingress, by name.
+ROUTER_RULES = {
+    "gateway_api": (
+        f"{CONFIG.name}-rollout-httproute",
+        [
+            {
+                "apiGroups": ["gateway.networking.k8s.io"],
+                "resources": ["httproutes"],
+                "resourceNames": [CONFIG.name],
+                "verbs": ["get", "patch"],
+            }
+        ],
+    ),
+    "alb": (
+        f"{CONFIG.name}-rollout-ingress",
+        [
+            {
+                "apiGroups": ["networking.k8s.io"],
+                "resources": ["ingresses"],
+                "resourceNames": [CONFIG.name],
+                "verbs": ["get", "patch"],
+            }
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize("router", sorted(ROUTER_RULES))
+def test_a_weighted_router_adds_only_get_and_patch_on_its_named_route_or_ingress(router):
+    objects = render_manifests(
+        CONFIG.name, K.namespace, IMAGE, "3", 2, control_plane_cidr=CONTROL_PLANE_CIDR, router=router
+    )
+    assert rbac_violations(objects) == []
+    role_name, rules = ROUTER_RULES[router]
+    roles = {o["metadata"]["name"]: o["rules"] for o in objects if o["kind"] == "Role"}
+    # Then: the base Role unchanged, and one more Role holding exactly the router's rule
+    assert roles == {f"{CONFIG.name}-rollout": EXPECTED_RULES, role_name: rules}
+    binding = _one(objects, "RoleBinding", role_name)
+    assert binding["subjects"] == [
+        {"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": ROLLOUT_GROUP}
+    ]
+    # And the replicas router (the default) adds nothing
+    default = render_manifests(CONFIG.name, K.namespace, IMAGE, "3", 2, control_plane_cidr=CONTROL_PLANE_CIDR)
+    assert [o["metadata"]["name"] for o in default if o["kind"] == "Role"] == [f"{CONFIG.name}-rollout"]
+
+
 def test_the_role_covers_every_kubernetes_call_of_the_rollout_adapter():
     # Given the calls the adapter makes (method name -> the verb and resource RBAC sees)
     source = (ROOT / "layers/modelops/modelops/adapters/kube.py").read_text()
-    calls = set(re.findall(r"self\.(apps|core)\.(\w+)", source))
+    calls = set(re.findall(r"self\.(apps|core|custom|networking)\.(\w+)", source))
     verbs = {
         "read_namespaced_deployment": ("get", "deployments"),
         "patch_namespaced_deployment": ("patch", "deployments"),
+        # the weighted routers' (granted by their own Roles, test above)
+        "get_namespaced_custom_object": ("get", "httproutes"),
+        "patch_namespaced_custom_object": ("patch", "httproutes"),
+        "read_namespaced_ingress": ("get", "ingresses"),
+        "patch_namespaced_ingress": ("patch", "ingresses"),
     }
     # (self.core.api_client is the raw client the service proxy POST goes through, checked below)
     methods = {name for _, name in calls} - {"api_client"}
@@ -148,7 +200,7 @@ def test_the_role_covers_every_kubernetes_call_of_the_rollout_adapter():
     used.add(("create", "services/proxy"))
     granted = {
         (verb, resource)
-        for rule in EXPECTED_RULES
+        for rule in [*EXPECTED_RULES, *(r for _, rules in ROUTER_RULES.values() for r in rules)]
         for verb in rule["verbs"]
         for resource in rule["resources"]
     }

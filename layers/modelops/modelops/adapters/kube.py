@@ -21,9 +21,13 @@ from modelops.errors import (
 REQUEST_TIMEOUT = (5.0, 20.0)  # connect, read seconds (the rollout function may set the read timeout)
 
 
+HTTP_ROUTE = ("gateway.networking.k8s.io", "v1", "httproutes")
+
+
 class KubeClient:
-    """The `Kube` port over the official client: the three calls the rollout makes (get a
-    Deployment, JSON-patch it, POST through the service proxy). `api_client` is a
+    """The `Kube` port over the official client: get and JSON-patch a Deployment, POST through the
+    service proxy, and get and JSON-patch the weighted routers' HTTPRoute (a custom resource) or
+    Ingress. `api_client` is a
     kubernetes.client.ApiClient; `request_timeout` is (connect, read) seconds per request."""
 
     def __init__(
@@ -37,6 +41,8 @@ class KubeClient:
 
         self.apps = k8s.AppsV1Api(api_client)
         self.core = k8s.CoreV1Api(api_client)
+        self.custom = k8s.CustomObjectsApi(api_client)
+        self.networking = k8s.NetworkingV1Api(api_client)
         self.on_unauthorized = on_unauthorized
         self.request_timeout = request_timeout
 
@@ -55,6 +61,54 @@ class KubeClient:
             "patch",
             f"deployments.apps {namespace}/{name}",
             self.apps.patch_namespaced_deployment,
+            name,
+            namespace,
+            ops,
+        )
+
+    def get_http_route(self, namespace: str, name: str) -> dict[str, Any]:
+        group, version, plural = HTTP_ROUTE
+        return self._call(
+            "get",
+            f"httproutes.{group} {namespace}/{name}",
+            self.custom.get_namespaced_custom_object,
+            group,
+            version,
+            namespace,
+            plural,
+            name,
+        )
+
+    def patch_http_route(self, namespace: str, name: str, ops: list[dict[str, Any]]) -> dict[str, Any]:
+        """RFC 6902 JSON Patch (the custom-objects API would send merge-patch+json by default)."""
+        group, version, plural = HTTP_ROUTE
+        return self._call(
+            "patch",
+            f"httproutes.{group} {namespace}/{name}",
+            self.custom.patch_namespaced_custom_object,
+            group,
+            version,
+            namespace,
+            plural,
+            name,
+            ops,
+            _content_type="application/json-patch+json",
+        )
+
+    def get_ingress(self, namespace: str, name: str) -> dict[str, Any]:
+        return self._call(
+            "get",
+            f"ingresses.networking.k8s.io {namespace}/{name}",
+            self.networking.read_namespaced_ingress,
+            name,
+            namespace,
+        )
+
+    def patch_ingress(self, namespace: str, name: str, ops: list[dict[str, Any]]) -> dict[str, Any]:
+        return self._call(
+            "patch",
+            f"ingresses.networking.k8s.io {namespace}/{name}",
+            self.networking.patch_namespaced_ingress,
             name,
             namespace,
             ops,

@@ -37,4 +37,8 @@ def analyze_canary(
         alarms=alarms,
         first_version=int((rollout.get("previous_stable") or {}).get("replicas") or 0) == 0,
     )
+    steps = rollout.get("traffic_steps") or []
+    if steps:  # the step just baked keeps its verdict in the run's record
+        steps = [*steps[:-1], {**steps[-1], "verdict": report.verdict}]
+        store.update_rollout(config.name, run.run_id, {"traffic_steps": steps})
     return {**report.to_dict(), "window": {"start": start.isoformat(), "end": end.isoformat()}}

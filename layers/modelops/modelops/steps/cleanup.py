@@ -110,6 +110,7 @@ def clean_up_after_execution(
         or f"execution {change.status}; cleaned up by on_execution_end (lock released: {released}, "
         f"rollback: {'run' if active else 'not needed'})",
         "cleanup": {"released_lock": released, "rollback": rolled_back},
+        "traffic_steps": (rollout or {}).get("traffic_steps") if active else None,
     }
     store.put_doc(model, f"HISTORY#{when}#{run_id}", record)
     store.clear_rollout(model, run_id)

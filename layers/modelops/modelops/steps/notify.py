@@ -36,6 +36,8 @@ def record_outcome(
     if error_name.startswith("States."):  # a Fail state may not reuse the reserved States.* names
         error_name = "Workflow" + error_name.removeprefix("States.") + "Error"
     cause = _cause_text(error.get("Cause")) if error else ""
+    rollout = store.get_rollout(run.model)
+    own = rollout is not None and rollout.get("run_id") == run.run_id
     record = {
         "run_id": run.run_id,
         "model": run.model,
@@ -48,6 +50,8 @@ def record_outcome(
         "image": build.image if build else None,
         "evaluation": evaluation.to_payload() if evaluation else None,
         "analysis": state.analysis,
+        # each canary step: the percent asked, the share reached (pods for the replicas router)
+        "traffic_steps": (rollout or {}).get("traffic_steps") if own else None,
         "error": error_name or None,
         "cause": cause or None,
     }
@@ -109,6 +113,12 @@ def _notification(record: dict[str, Any]) -> tuple[str, str]:
         lines.append(f"image: {record['image']}")
     if record.get("evaluation"):
         lines.append(f"evaluation: {record['evaluation'].get('reason', '')}")
+    if record.get("traffic_steps"):
+        steps = [
+            f"{s.get('summary')}" + (f" ({s['verdict']})" if s.get("verdict") else "")
+            for s in record["traffic_steps"]
+        ]
+        lines.append(f"canary steps: {'; '.join(steps)}")
     if record.get("error"):
         lines.append(f"error: {record['error']}: {record.get('cause') or ''}")
     return titles.get(status, f"[modelops] {model}: {status}")[:100], "\n".join(lines)

@@ -3,12 +3,14 @@ Watch, Rollback and CheckRollbackReady: the rollout actions on EKS, each idempot
 or repeat).
 
 deploy_canary  record the stable Deployment's image (once, before any change), then patch the canary
+shift_traffic  give the canary a step's share of the traffic through the model's router
 status         is the target Deployment rolled out on the expected image? (bounded by a deadline)
 smoke_test     predictions through the API server's service proxy to the canary Service
 await_signal   register the bake/watch task token; fail at once if an alarm already fired
 promote        patch the stable Deployment with the new image
-finish         scale the canary to 0 after the stable is ready
-rollback       scale the canary to 0 and restore the stable's recorded image
+finish         all traffic to the stable (router weights 100/0), then the canary to 0, once the
+               stable carries the new image
+rollback       router weights back to the stable, the canary to 0, the stable's recorded image
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from modelops.errors import (
     SmokeTestFailedError,
 )
 from modelops.ports import Kube, Metrics, Store, TaskCallbacks
+from modelops.routers import TrafficRouter, router_for, step_plan
 from modelops.run import RunRef
 
 Target = Literal["canary", "stable", "rollback"]
@@ -91,15 +94,57 @@ class RolloutService:
                     "started_at": self.clock(),
                 },
             )
-        replicas = cfg.canary.canary_replicas(max(1, int(existing["previous_stable"]["replicas"] or 0)))
+        router = self._router(cfg, existing)
+        # A weighted router still routing to a canary (a run that died mid-step) is reset before
+        # the canary changes: the new image gets traffic only from its first step on.
+        router.reset()
+        replicas = router.canary_pods(step_plan(cfg)[0])
         self._patch_image(k.namespace, k.canary_deployment, k.container, image, version, run_id, replicas)
         self.store.update_rollout(
-            model, run_id, {"deadline_canary": self.clock() + cfg.canary.ready_timeout_seconds}
+            model,
+            run_id,
+            {"deadline_canary": self.clock() + cfg.canary.ready_timeout_seconds, "router": router.kind},
         )
         return {
+            "router": router.kind,
             "canary_replicas": replicas,
             "previous_stable": existing["previous_stable"],
             "preexisting_alarms": existing.get("preexisting_alarms", []),
+        }
+
+    def shift_traffic(self, run: RunRef, index: int) -> dict[str, Any]:
+        """Step `index` of the canary: its share of the traffic set through the router and recorded
+        on the rollout (`traffic_steps`: asked, reached, pods); returns what the workflow's step
+        loop reads (`next`, `last`, the step's `bake_seconds`)."""
+        cfg = run.config
+        plan = step_plan(cfg)
+        if not 0 <= index < len(plan):
+            raise RolloutFailedError(f"canary step {index} does not exist: the model has {len(plan)} step(s)")
+        rollout = self._rollout(cfg.name, run.run_id)
+        self._require_lock(cfg.name, run.run_id)
+        shift = self._router(cfg, rollout).shift(plan[index])
+        recorded = [s for s in rollout.get("traffic_steps") or [] if int(s.get("index", -1)) < index]
+        entry = {"index": index, **shift.to_dict(), "summary": shift.describe(), "at": self.clock()}
+        self.store.update_rollout(
+            cfg.name,
+            run.run_id,
+            {
+                "phase": "step",
+                "step": index,
+                "traffic_steps": [*recorded, entry],
+                # a step that adds canary pods is waited for like the first one
+                "deadline_canary": self.clock() + cfg.canary.ready_timeout_seconds,
+            },
+        )
+        return {
+            "index": index,
+            "next": index + 1,
+            "last": index == len(plan) - 1,
+            "steps": len(plan),
+            "weight": shift.weight,
+            "reached": shift.reached,
+            "summary": shift.describe(),
+            "bake_seconds": cfg.canary.step_bake_seconds,
         }
 
     def promote(self, run: RunRef, image: str, version: str) -> dict[str, Any]:
@@ -126,6 +171,10 @@ class RolloutService:
     def finish_promotion(self, run: RunRef) -> dict[str, Any]:
         cfg = run.config
         k = cfg.kubernetes
+        rollout = self._rollout(cfg.name, run.run_id)
+        # The stable carries the new version now: all traffic to it, and only then the canary
+        # out (never a moment where a weight points at a Service with no pods).
+        self._router(cfg, rollout).reset()
         self.kube.patch_deployment(k.namespace, k.canary_deployment, replicas_patch(0))
         self.store.update_rollout(cfg.name, run.run_id, {"phase": "watch"})
         return {"canary_replicas": 0}
@@ -220,6 +269,10 @@ class RolloutService:
             run.run_id,
             {"phase": "rollback", "deadline_rollback": self.clock() + cfg.canary.ready_timeout_seconds},
         )
+        # Weights back to the stable first, then the canary out (as after a promotion). No route
+        # or Ingress at all (a run that failed on exactly that) routes nothing to the canary.
+        with contextlib.suppress(KubeNotFoundError):
+            self._router(cfg, rollout).reset()
         with contextlib.suppress(KubeNotFoundError):  # no canary Deployment: nothing serving from it
             self.kube.patch_deployment(k.namespace, k.canary_deployment, replicas_patch(0))
         previous = rollout["previous_stable"]
@@ -254,17 +307,26 @@ class RolloutService:
             ) from None
         canary = self.kube.get_deployment(k.namespace, k.canary_deployment)
         canary_left = int((canary.get("status") or {}).get("replicas") or 0)
-        ready = result.done and canary_left == 0
+        try:
+            weight = self._router(cfg, rollout).canary_share()
+        except KubeNotFoundError:
+            weight = 0.0
+        ready = result.done and canary_left == 0 and weight == 0
         message = (
             result.message
             if not result.done
-            else f"stable on {previous['image']}; {canary_left} canary pods left"
+            else f"stable on {previous['image']}; {canary_left} canary pods left; canary weight {weight:g}%"
         )
         if not ready and self.clock() > float(rollout.get("deadline_rollback", math.inf)):
             raise RollbackFailedError(f"rollback not verified in time: {message}")
         return {"ready": ready, "message": message, "stable_image": previous["image"]}
 
     # --- helpers -----------------------------------------------------------------------------
+    def _router(self, cfg: ModelConfig, rollout: dict[str, Any]) -> TrafficRouter:
+        """The model's router, sized by the stable's replicas recorded before the canary started."""
+        stable_replicas = int((rollout.get("previous_stable") or {}).get("replicas") or 0)
+        return router_for(cfg, self.kube, stable_replicas)
+
     def _require_lock(self, model: str, run_id: str) -> None:
         """Change a Deployment only while this run holds the model's lock: a run whose lock expired
         or was released for it (its execution was stopped) must not start or promote a canary."""

@@ -313,3 +313,66 @@ def test_a_rewrite_fault_serves_a_patch_other_than_sent_and_a_hook_runs_mid_requ
         "churn-stable", "models", [{"op": "replace", "path": "/spec/replicas", "value": 1}]
     )
     assert again.spec.replicas == 1 and hits == ["patch"]
+
+
+# --- the weighted routers' objects ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("router", ["gateway_api", "alb"])
+def test_the_weighted_routers_reweigh_their_object_through_the_official_client_and_the_shipped_role(
+    store, server, make_client, router
+):
+    from modelops.config import load_config_file
+    from modelops.routers import router_for
+
+    from tests.unit.serving.test_k8s_security import ROOT
+
+    # Given the model's manifests for the router applied (route or Ingress at 100/0) and the
+    # shipped Roles enforced for the functions' identity
+    manifests = render_manifests("churn", "models", "repo/model:1", "1", 2, router=router)
+    kind = "HTTPRoute" if router == "gateway_api" else "Ingress"
+    for obj in manifests:
+        if obj["kind"] in (kind, "Service"):
+            store.create(obj)
+    shipped = RoleAuthorizer(manifests, {"deployer": ["modelops-rollout"]})
+    server.authorize = lambda user, verb, resource, namespace, name: shipped(
+        user, verb, resource, namespace, name
+    )
+    doc = load_config_file(ROOT / "models" / "churn.yaml").to_document()
+    doc["canary"].update(router=router, steps=[10, 50])
+    doc["kubernetes"].update(
+        stable_service="churn-stable", http_route="churn", ingress="churn", ingress_action="churn-split"
+    )
+    from modelops.config import parse_config
+
+    kube = KubeClient(make_client("deployer-token"))
+    route = router_for(parse_config(doc), kube, 2)
+    # When the router shifts to 10%, then 50%, then resets
+    versions = [int(store.get(kind, "models", "churn")["metadata"]["resourceVersion"])]
+    for step in (10, 50):
+        route.shift(step)
+        assert route.canary_share() == float(step)
+        versions.append(int(store.get(kind, "models", "churn")["metadata"]["resourceVersion"]))
+    route.shift(50)  # a repeated step patches nothing
+    assert int(store.get(kind, "models", "churn")["metadata"]["resourceVersion"]) == versions[-1]
+    route.reset()
+    # Then the object was written through the API server at each step and is back at 100/0
+    assert route.canary_share() == 0.0
+    assert versions == sorted(set(versions))
+    # And the Role allows that one object only: another is forbidden by name
+    other = {**store.get(kind, "models", "churn"), "metadata": {"name": "other", "namespace": "models"}}
+    other.pop("status", None)
+    store.create(other)
+    getter = kube.get_http_route if router == "gateway_api" else kube.get_ingress
+    with pytest.raises(
+        KubeForbiddenError,
+        match=f'cannot get resource "{"httproutes" if router == "gateway_api" else "ingresses"}"',
+    ):
+        getter("models", "other")
+
+
+def test_a_missing_httproute_is_named_as_not_found(make_client):
+    with pytest.raises(
+        KubeNotFoundError, match="httproutes.gateway.networking.k8s.io models/churn: not found"
+    ):
+        KubeClient(make_client()).get_http_route("models", "churn")

@@ -151,3 +151,98 @@ def test_a_port_that_cannot_be_bound_is_named_in_the_error():
     finally:
         proxies.stop()
         taken.close()
+
+
+def _route(weights: tuple[int, int]) -> dict:
+    """churn's HTTPRoute in the mesh pattern (its parent the model's Service), as the gateway_api
+    router's manifest ships it."""
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": "churn", "namespace": "models"},
+        "spec": {
+            "parentRefs": [{"group": "", "kind": "Service", "name": "churn", "port": 8080}],
+            "rules": [
+                {
+                    "backendRefs": [
+                        {"name": "churn-stable", "port": 8080, "weight": weights[0]},
+                        {"name": "churn-canary", "port": 8080, "weight": weights[1]},
+                    ]
+                }
+            ],
+        },
+    }
+
+
+def _variants(url: str, n: int) -> Counter:
+    host, port = url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=5)
+    served: Counter = Counter()
+    for _ in range(n):
+        connection.request("POST", "/invocations", body=b"[1]", headers={"Content-Type": "application/json"})
+        response = connection.getresponse()
+        answer = json.loads(response.read())
+        served[answer["pod"].rsplit("-", 2)[0] if response.status == 200 else response.status] += 1
+    connection.close()
+    return served
+
+
+def test_a_service_fronted_by_an_httproute_splits_exactly_by_its_weights(cluster):
+    # Given 3 stable and 1 canary pods, the model Service selecting both, a Service per variant and
+    # an HTTPRoute (parent: the model Service) weighing them 90/10
+    cluster.store.create(deployment("churn-stable", replicas=3, variant="stable"))
+    cluster.store.create(deployment("churn-canary", replicas=1, variant="canary"))
+    for name, selector in (
+        ("churn", {"app": "churn"}),
+        ("churn-stable", {"app": "churn", "variant": "stable"}),
+        ("churn-canary", {"app": "churn", "variant": "canary"}),
+    ):
+        cluster.store.create(service(name, selector))
+    cluster.store.create(_route((90, 10)))
+    cluster.wait_rolled_out("churn-stable")
+    cluster.wait_rolled_out("churn-canary")
+    wait_for("4 endpoints", lambda: len(cluster.services.endpoints("models", "churn")) == 4, 5)
+    url = cluster.services.url("models", "churn")
+    # When 200 requests go to the model Service, Then the canary answers exactly 10% (not its 25% of pods)
+    assert _variants(url, 200) == {"churn-stable": 180, "churn-canary": 20}
+    # And reweighing the route (a guarded JSON Patch, as the router sends it) takes effect at once
+    path = "/spec/rules/0/backendRefs/1"
+    cluster.store.patch(
+        "httproutes",
+        "models",
+        "churn",
+        [
+            {"op": "test", "path": f"{path}/name", "value": "churn-canary"},
+            {"op": "add", "path": f"{path}/weight", "value": 50},
+            {"op": "test", "path": "/spec/rules/0/backendRefs/0/name", "value": "churn-stable"},
+            {"op": "add", "path": "/spec/rules/0/backendRefs/0/weight", "value": 50},
+        ],
+        "application/json-patch+json",
+    )
+    assert _variants(url, 100) == {"churn-stable": 50, "churn-canary": 50}
+    # And the Service's own Services are not meshed: the canary Service reaches only the canary
+    assert _variants(cluster.services.url("models", "churn-canary"), 10) == {"churn-canary": 10}
+
+
+def test_a_route_with_every_weight_zero_is_a_500_and_a_weighted_backend_without_pods_a_503(cluster):
+    cluster.store.create(deployment("churn-stable", replicas=1, variant="stable"))
+    for name, selector in (
+        ("churn", {"app": "churn"}),
+        ("churn-stable", {"app": "churn", "variant": "stable"}),
+    ):
+        cluster.store.create(service(name, selector))
+    cluster.store.create(service("churn-canary", {"app": "churn", "variant": "canary"}))
+    cluster.store.create(_route((0, 0)))
+    cluster.wait_rolled_out("churn-stable")
+    url = cluster.services.url("models", "churn")
+    status, answer = post(url)
+    assert status == 500 and "every backendRef of rule 0 has weight 0" in answer["error"]
+    cluster.store.patch(
+        "httproutes",
+        "models",
+        "churn",
+        {"spec": {"rules": [_route((0, 1))["spec"]["rules"][0]]}},
+        "application/merge-patch+json",
+    )
+    status, answer = post(url)
+    assert status == 503 and 'no endpoints available for service "models/churn-canary"' in answer["error"]
