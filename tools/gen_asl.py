@@ -454,7 +454,9 @@ def definition() -> dict[str, Any]:
             {"ErrorEquals": ["States.Timeout"], "ResultPath": "$.bake", "Next": "AnalyzeCanary"},
             *CATCH_ROLLBACK,
         ],
-        "Next": "AnalyzeCanary",
+        # The bake ends in success only by `modelops promote` (SendTaskSuccess on its token): a
+        # person skips the rest of the bake, the analysis and the approval.
+        "Next": "Promote",
     }
     states["AnalyzeCanary"] = fn(
         "AnalyzeCanaryFunctionArn",
@@ -465,8 +467,70 @@ def definition() -> dict[str, Any]:
     )
     states["CanaryVerdict"] = {
         "Type": "Choice",
-        "Choices": [{"Variable": "$.analysis.verdict", "StringEquals": "pass", "Next": "Promote"}],
+        "Choices": [{"Variable": "$.analysis.verdict", "StringEquals": "pass", "Next": "CanaryPassed"}],
         "Default": "CanaryRejected",
+    }
+    # ---- the canary passed: the single entry to promotion -----------------------------------------
+    states["CanaryPassed"] = {
+        "Type": "Choice",
+        "Comment": "A model with approval.required waits for a person before promotion",
+        "Choices": [
+            {"Variable": "$.run.config.approval.required", "BooleanEquals": True, "Next": "NotifyApproval"}
+        ],
+        "Default": "Promote",
+    }
+    states["NotifyApproval"] = {
+        "Type": "Task",
+        "Comment": "Tell the approvers exactly what to run",
+        "Resource": "arn:${Partition}:states:::sns:publish",
+        "Parameters": {
+            "TopicArn": "${NotificationTopicArn}",
+            "Subject.$": "States.Format('[modelops] {}: version {} waits for approval', $.run.model, "
+            "$.package.version)",
+            "Message.$": "States.Format('Version {} of model {} passed its canary (run {}, image {}) and waits "
+            "for a person before promotion. To promote it, run: modelops --stack {} approve --model {} -- to "
+            "roll it back, run: modelops --stack {} reject --model {} -- without an answer within {} s it is "
+            "rolled back.', $.package.version, $.run.model, $.run.run_id, $.build.image, $.run.stack, "
+            "$.run.model, $.run.stack, $.run.model, $.run.config.approval.timeout_seconds)",
+        },
+        "ResultPath": None,
+        "Retry": [
+            {"ErrorEquals": ["States.ALL"], "IntervalSeconds": 2, "MaxAttempts": 3, "BackoffRate": 2.0}
+        ],
+        # Unnotified, the wait still ends: by `modelops approve` / `reject` or its timeout.
+        "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.notify_error", "Next": "AwaitApproval"}],
+        "Next": "AwaitApproval",
+    }
+    states["AwaitApproval"] = {
+        **states["Bake"],
+        "Comment": "Wait for `modelops approve` (SendTaskSuccess: who and when) or `reject`/`abort` or a "
+        "canary alarm (SendTaskFailure); roll back after approval.timeout_seconds",
+        "Parameters": {
+            "FunctionName": "${RolloutFunctionArn}",
+            "Payload": {
+                "action": "await_signal",
+                "phase": "approval",
+                "task_token.$": "$$.Task.Token",
+                "run.$": "$.run",
+            },
+        },
+        "TimeoutSecondsPath": "$.run.config.approval.timeout_seconds",
+        "ResultPath": "$.approval",
+        "Catch": [
+            {"ErrorEquals": ["States.Timeout"], "ResultPath": "$.approval", "Next": "ApprovalTimedOut"},
+            *CATCH_ROLLBACK,
+        ],
+        "Next": "Promote",
+    }
+    states["ApprovalTimedOut"] = {
+        "Type": "Pass",
+        "Parameters": {
+            "Error": "ApprovalTimeoutError",
+            "Cause.$": "States.Format('no approval of version {} within approval.timeout_seconds={}; rolled "
+            "back', $.package.version, $.run.config.approval.timeout_seconds)",
+        },
+        "ResultPath": "$.error",
+        "Next": "Rollback",
     }
     states["CanaryRejected"] = {
         "Type": "Pass",

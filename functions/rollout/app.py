@@ -1,5 +1,5 @@
-"""The rollout actions on EKS, each idempotent: DeployCanary, Check*Ready (status), SmokeTest, Bake and
-Watch (await_signal), Promote, FinishPromotion, Rollback."""
+"""The rollout actions on EKS, each idempotent: DeployCanary, Check*Ready (status), SmokeTest, Bake,
+AwaitApproval and Watch (await_signal), Promote, FinishPromotion, Rollback."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ class Smoke(_Base):
 
 class Await(_Base):
     action: Literal["await_signal"]
-    phase: Literal["bake", "watch"]
+    phase: Literal["bake", "approval", "watch"]
     task_token: str
 
 

@@ -74,7 +74,12 @@ class ModelRegistry(Protocol):
         self, group: str, *, description: str, image: str, artifact: str, metadata: dict[str, str]
     ) -> RegisteredVersion: ...
 
-    def set_approval(self, package_arn: str, status: str, description: str) -> None: ...
+    def set_approval(
+        self, package_arn: str, status: str, description: str, metadata: dict[str, str] | None = None
+    ) -> None:
+        """Set the version's approval status and description; `metadata` keys are added to (or
+        replace the same keys of) its customer metadata, the others are kept."""
+        ...
 
 
 # --- CodeBuild and ECR ----------------------------------------------------------------------------------
@@ -133,6 +138,16 @@ class Executions(Protocol):
 class TaskCallbacks(Protocol):
     def fail(self, token: str, error: str, cause: str) -> bool:
         """SendTaskFailure; False when the task is already over (timed out, token unknown)."""
+        ...
+
+    def succeed(self, token: str, output: dict[str, Any]) -> bool:
+        """SendTaskSuccess with `output` as the task's result; False when the task is already over."""
+        ...
+
+
+class Identity(Protocol):
+    def caller(self) -> str:
+        """The ARN of whoever runs this (STS GetCallerIdentity)."""
         ...
 
 
@@ -195,6 +210,11 @@ class Store(Protocol):
     def get_rollout(self, model: str) -> dict[str, Any] | None: ...
 
     def clear_rollout(self, model: str, run_id: str) -> None: ...
+
+    def mark_rollout(self, model: str, run_id: str, fields: dict[str, Any]) -> dict[str, Any] | None:
+        """Set fields of the rollout of `run_id` only if it is still the active one; the rollout as
+        updated, or None (nothing written) when that run has no active rollout."""
+        ...
 
     def record_alarm_on_rollout(self, model: str, alarm: dict[str, Any]) -> dict[str, Any] | None: ...
 

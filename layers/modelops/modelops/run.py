@@ -151,4 +151,16 @@ class RunState(BaseModel):
     package: Package | None = None
     build: Build | None = None
     analysis: dict[str, Any] | None = None
+    # The bake's and the approval wait's results: a person's decision (`modelops promote` /
+    # `approve`: approved_by, approved_at, via) when they ended in success, else the timeout.
+    bake: dict[str, Any] | None = None
+    approval: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
+
+    @property
+    def decision(self) -> dict[str, Any] | None:
+        """Who let this version through to promotion, if a person did (approve or promote)."""
+        for result in (self.approval, self.bake):
+            if isinstance(result, dict) and "approved_by" in result:
+                return result
+        return None

@@ -27,15 +27,27 @@ def record_outcome(
     """Record the run's outcome; return the notification (`subject`, `message`) and, for a failed
     run, the error and cause its Fail state reports."""
     run, package, build, evaluation = state.run, state.package, state.build, state.evaluation
-    approval = APPROVAL_BY_STATUS.get(status)
-    if registry is not None and package is not None and approval:
-        registry.set_approval(package.package_arn, approval, f"modelops run {run.run_id}: {status}")
     when = datetime.fromtimestamp(now if now is not None else time.time(), UTC).isoformat(timespec="seconds")
     error = state.error or {}
     error_name = str(error.get("Error", "")) if error else ""
     if error_name.startswith("States."):  # a Fail state may not reuse the reserved States.* names
         error_name = "Workflow" + error_name.removeprefix("States.") + "Error"
     cause = _cause_text(error.get("Cause")) if error else ""
+    decision = state.decision
+    approval = APPROVAL_BY_STATUS.get(status)
+    if registry is not None and package is not None and approval:
+        description = f"modelops run {run.run_id}: {status}"
+        metadata: dict[str, str] = {"outcome": status}
+        if decision is not None:
+            description += f"; approved by {decision['approved_by']} at {decision['approved_at']} (modelops {decision.get('via')})"
+            metadata.update(
+                approved_by=str(decision["approved_by"]), approved_at=str(decision["approved_at"])
+            )
+        if error_name:
+            description += f"; {error_name}: {cause}"
+        if build is not None and build.image:
+            metadata["serving_image"] = build.image
+        registry.set_approval(package.package_arn, approval, description, metadata)
     record = {
         "run_id": run.run_id,
         "model": run.model,
@@ -47,6 +59,7 @@ def record_outcome(
         "image": build.image if build else None,
         "evaluation": evaluation.to_payload() if evaluation else None,
         "analysis": state.analysis,
+        "approval": decision,
         "error": error_name or None,
         "cause": cause or None,
     }
@@ -54,6 +67,23 @@ def record_outcome(
     trained = (state.lock or {}).get("object")
     if trained and evaluation:  # its candidate was trained and evaluated: see lock.newer_or_trained
         store.put_doc(run.model, "TRAINED", {**trained, "run_id": run.run_id})
+    if package is not None and build is not None and build.image:
+        # What `modelops rollback --to VERSION` brings back: the version's serving image by digest
+        # and whether it was ever promoted.
+        store.put_doc(
+            run.model,
+            f"VERSION#{package.version}",
+            {
+                "version": package.version,
+                "image": build.image,
+                "package_arn": package.package_arn,
+                "model_artifact": evaluation.model_artifact if evaluation else None,
+                "run_id": run.run_id,
+                "status": status,
+                "promoted_at": when if status == "promoted" else None,
+                "finished_at": when,
+            },
+        )
     if status == "promoted":
         store.put_doc(
             run.model,
@@ -107,6 +137,11 @@ def _notification(record: dict[str, Any]) -> tuple[str, str]:
         lines.append(f"image: {record['image']}")
     if record.get("evaluation"):
         lines.append(f"evaluation: {record['evaluation'].get('reason', '')}")
+    if record.get("approval"):
+        decision = record["approval"]
+        lines.append(
+            f"approved by {decision['approved_by']} at {decision['approved_at']} (modelops {decision.get('via')})"
+        )
     if record.get("error"):
         lines.append(f"error: {record['error']}: {record.get('cause') or ''}")
     return titles.get(status, f"[modelops] {model}: {status}")[:100], "\n".join(lines)

@@ -5,10 +5,16 @@ or repeat).
 deploy_canary  record the stable Deployment's image (once, before any change), then patch the canary
 status         is the target Deployment rolled out on the expected image? (bounded by a deadline)
 smoke_test     predictions through the API server's service proxy to the canary Service
-await_signal   register the bake/watch task token; fail at once if an alarm already fired
+await_signal   register the bake/approval/watch task token; fail at once if an alarm already
+               fired or `modelops abort` was asked for
 promote        patch the stable Deployment with the new image
 finish         scale the canary to 0 after the stable is ready
 rollback       scale the canary to 0 and restore the stable's recorded image
+
+The readiness checks, promote, finish and the waits first check the rollout for an abort
+(`modelops abort`, recorded by `modelops.control`): AbortRequestedError, which the workflow
+catches into Rollback (the smoke test, a few seconds, is not interrupted: the bake's wait that
+follows it fails at once).
 """
 
 from __future__ import annotations
@@ -20,10 +26,11 @@ import time
 from collections.abc import Callable
 from typing import Any, Literal
 
-from modelops.canary import relevant_alarms
+from modelops.canary import WAIT_PHASES, relevant_alarms
 from modelops.config import ModelConfig
 from modelops.deployments import current_image, image_patch, replicas_patch, rollout_status
 from modelops.errors import (
+    AbortRequestedError,
     KubeConflictError,
     KubeInvalidError,
     KubeNotFoundError,
@@ -106,6 +113,7 @@ class RolloutService:
         cfg = run.config
         k = cfg.kubernetes
         rollout = self._rollout(cfg.name, run.run_id)
+        _refuse_if_aborted(rollout)
         self._require_lock(cfg.name, run.run_id)
         # Recorded before the patch: if the patch's response is lost, rollback still restores.
         self.store.update_rollout(
@@ -126,6 +134,7 @@ class RolloutService:
     def finish_promotion(self, run: RunRef) -> dict[str, Any]:
         cfg = run.config
         k = cfg.kubernetes
+        _refuse_if_aborted(self._rollout(cfg.name, run.run_id))
         self.kube.patch_deployment(k.namespace, k.canary_deployment, replicas_patch(0))
         self.store.update_rollout(cfg.name, run.run_id, {"phase": "watch"})
         return {"canary_replicas": 0}
@@ -138,6 +147,7 @@ class RolloutService:
         rollout = self._rollout(cfg.name, run.run_id)
         if target == "rollback":
             return self._rollback_status(cfg, rollout)
+        _refuse_if_aborted(rollout)
         name = k.canary_deployment if target == "canary" else k.stable_deployment
         deployment = self.kube.get_deployment(k.namespace, name)
         result = rollout_status(deployment, container=k.container, expected_image=image)
@@ -191,18 +201,25 @@ class RolloutService:
             raise SmokeTestFailedError(f"{where} {problem}")
         return {"rows": len(rows), "status": status}
 
-    def await_signal(self, run: RunRef, phase: Literal["bake", "watch"], token: str) -> dict[str, Any]:
-        """Store the phase's task token; if a relevant alarm already fired, fail the task now."""
+    def await_signal(
+        self, run: RunRef, phase: Literal["bake", "approval", "watch"], token: str
+    ) -> dict[str, Any]:
+        """Store the phase's task token; if a relevant alarm already fired, or an abort was asked
+        for before the wait began, fail the task now (whoever asks later finds the token)."""
+        assert phase in WAIT_PHASES
         rollout = self.store.update_rollout(
             run.model,
             run.run_id,
             {"phase": phase, "task_token": token, f"{phase}_started_at": self.clock()},
         )
+        if rollout.get("abort"):
+            self.callbacks.fail(token, "AbortRequestedError", abort_cause(rollout["abort"]))
+            return {"phase": phase, "aborted": True, "alarms": []}
         fired = relevant_alarms(rollout, phase)
         if fired:
             self.callbacks.fail(
                 token,
-                "CanaryAlarmError" if phase == "bake" else "WatchAlarmError",
+                "WatchAlarmError" if phase == "watch" else "CanaryAlarmError",
                 json.dumps({"alarms": fired, "phase": phase}),
             )
         return {"phase": phase, "alarms": fired}
@@ -321,6 +338,17 @@ class RolloutService:
         raise KubeConflictError(
             f"deployment {namespace}/{name} kept changing; gave up after {_PATCH_ATTEMPTS} tries: {last}"
         )
+
+
+def abort_cause(abort: dict[str, Any]) -> str:
+    """The error cause an abort is reported with (the run's history keeps it)."""
+    reason = f": {abort['reason']}" if abort.get("reason") else ""
+    return f"aborted by {abort.get('by', 'unknown')} at {abort.get('at', '?')} in phase {abort.get('phase', '?')}{reason}"
+
+
+def _refuse_if_aborted(rollout: dict[str, Any]) -> None:
+    if rollout.get("abort"):
+        raise AbortRequestedError(abort_cause(rollout["abort"]))
 
 
 def _unpinned_patch(
