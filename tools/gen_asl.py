@@ -300,8 +300,46 @@ def definition() -> dict[str, Any]:
     )
     states["LockAcquired"] = {
         "Type": "Choice",
-        "Choices": [{"Variable": "$.lock.acquired", "BooleanEquals": True, "Next": "ValidateDataset"}],
+        "Choices": [
+            {
+                "And": [
+                    {"Variable": "$.lock.acquired", "BooleanEquals": True},
+                    {"Variable": "$.run.restore", "IsNull": False},
+                ],
+                "Next": "PrepareRestore",
+            },
+            {"Variable": "$.lock.acquired", "BooleanEquals": True, "Next": "ValidateDataset"},
+        ],
         "Default": "Coalesced",
+    }
+    # ---- `modelops rollback --to VERSION`: no training, the recorded version's image ---------------
+    states["PrepareRestore"] = {
+        "Type": "Pass",
+        "Comment": "The version to bring back, as its own run recorded it, where the rollout reads a build",
+        "Parameters": {
+            "run.$": "$.run",
+            "lock.$": "$.lock",
+            "build": {
+                "build_id": "restore",
+                "tag.$": "$.run.restore.version",
+                "done": True,
+                "image.$": "$.run.restore.image",
+            },
+            "package": {
+                "version.$": "$.run.restore.version",
+                "package_arn.$": "$.run.restore.package_arn",
+                "group.$": "$.run.restore.group",
+            },
+            "dataset": {"smoke_sample.$": "$.run.restore.smoke_sample"},
+        },
+        "ResultPath": "$",
+        "Next": "RestoreHow",
+    }
+    states["RestoreHow"] = {
+        "Type": "Choice",
+        "Comment": "Through the canary and its checks, or (--now) straight to the stable Deployment",
+        "Choices": [{"Variable": "$.run.restore.now", "BooleanEquals": True, "Next": "RestoreNow"}],
+        "Default": "DeployCanary",
     }
     states["Coalesced"] = {
         "Type": "Succeed",
@@ -413,6 +451,14 @@ def definition() -> dict[str, Any]:
         nxt="WaitCanaryReady",
         catch=CATCH_ROLLBACK,
         comment="Record the stable's image, then patch the canary Deployment (JSON Patch, image by digest)",
+    )
+    states["RestoreNow"] = rollout(
+        "begin",
+        {"image.$": "$.build.image", "version.$": "$.package.version"},
+        result="$.canary",
+        nxt="Promote",
+        catch=CATCH_ROLLBACK,
+        comment="Record the stable's image (what a rollback restores), then promote without a canary",
     )
     states.update(
         wait_loop(

@@ -217,8 +217,36 @@ def cmd_abort(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    """Without --to: the same as `abort` (the run in progress rolls back)."""
-    return cmd_abort(args)
+    """With --to VERSION: bring a promoted version back (a restore run, through the canary unless
+    --now). Without --to: the same as `abort` (the run in progress rolls back)."""
+    if args.to is None:
+        if args.now:
+            raise ModelopsError(
+                "--now goes with --to VERSION (without --to, rollback aborts the run in progress)"
+            )
+        return cmd_abort(args)
+    if args.now and not args.reason.strip():
+        raise ModelopsError("--now skips the canary: say why with --reason (it is kept in the run's record)")
+    from modelops.adapters.aws import client
+    from modelops.adapters.stepfunctions import StepFunctionsExecutions
+
+    stack = _stack(args)
+    started = _control(stack).restore(
+        args.model,
+        args.to,
+        now=args.now,
+        reason=args.reason,
+        executions=StepFunctionsExecutions(
+            client("stepfunctions"), state_machine_arn=stack.state_machine_arn
+        ),
+        request_id=args.request_id or uuid.uuid4().hex,
+    )
+    how = "straight to the stable Deployment (--now)" if args.now else "through the canary and its checks"
+    print(
+        f"started {started['execution_name']}: version {args.to} of {args.model} comes back {how}\n"
+        f"  {started.get('execution_arn', '')}\n  follow it with `modelops status --model {args.model}`"
+    )
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -264,7 +292,11 @@ def build_parser() -> argparse.ArgumentParser:
         ("reject", cmd_reject, "reject the version waiting for approval: it is rolled back"),
         ("promote", cmd_promote, "promote the canary now (skips the rest of the bake; counts as approval)"),
         ("abort", cmd_abort, "roll the run in progress back now (any phase from canary to watch)"),
-        ("rollback", cmd_rollback, "roll the run in progress back now (the same as abort)"),
+        (
+            "rollback",
+            cmd_rollback,
+            "--to VERSION: bring a promoted version back; without --to: the same as abort",
+        ),
     ):
         p = sub.add_parser(name, help=helptext)
         p.add_argument("--model", required=True)
@@ -272,6 +304,16 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--limit", type=int, default=20)
         if name in {"approve", "reject", "promote", "abort", "rollback"}:
             p.add_argument("--reason", default="", help="why (kept in the run's record)")
+        if name == "rollback":
+            p.add_argument(
+                "--to", metavar="VERSION", help="bring this promoted version back (after runs have ended)"
+            )
+            p.add_argument(
+                "--now",
+                action="store_true",
+                help="with --to: patch the stable Deployment at once, no canary (needs --reason)",
+            )
+            p.add_argument("--request-id", help="same id, same run: makes retries safe")
         p.set_defaults(func=func)
     from modelops_cli.local import add_parser as add_local_parser
 

@@ -14,6 +14,10 @@ error into the run's history and the model registry.
 | promote  | bake, approval              | SendTaskSuccess: promotion now, skipping bake and analysis  |
 | abort    | canary, bake, approval,     | recorded on the rollout; a waiting phase's task fails at    |
 |          | promoting, watch            | once (AbortRequestedError), any other at its next step      |
+
+And after runs have ended, `restore` (`modelops rollback --to VERSION [--now]`) starts a restore
+run: the workflow brings the version's recorded serving image back through the canary and its
+checks, or with `now` promotes it at once (a reason required), under the model's lock as any run.
 """
 
 from __future__ import annotations
@@ -24,9 +28,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from modelops.canary import WAIT_PHASES
-from modelops.errors import CommandRefusedError
-from modelops.ports import Identity, Store, TaskCallbacks
+from modelops.errors import CommandRefusedError, RequestError
+from modelops.ports import Executions, Identity, Store, TaskCallbacks
+from modelops.steps.resolve import load_model, restorable
 from modelops.steps.rollout import abort_cause
+from modelops.steps.start import start_run
+from modelops.triggers import restore_request
 
 #: Phases an abort may interrupt (from the canary's start to the end of the watch).
 ABORTABLE = ("canary", "bake", "approval", "promoting", "watch")
@@ -133,6 +140,36 @@ class RolloutControl:
         if marked.get("phase") in WAIT_PHASES and token:
             signalled = self.callbacks.fail(str(token), "AbortRequestedError", abort_cause(request))
         return {"run_id": run_id, "phase": marked.get("phase"), "signalled": signalled, **request}
+
+    # --- after runs have ended -----------------------------------------------------------------
+    def restore(
+        self, model: str, version: str, *, now: bool, reason: str, executions: Executions, request_id: str
+    ) -> dict[str, Any]:
+        """Start the run that brings `version` back (see the module doc). Refused, starting nothing,
+        while a run holds the model, or unless the version was recorded, promoted once, and is not
+        what serves now."""
+        load_model(self.store, model)  # UnknownModelError for a model never put
+        holder = self.store.lock_holder(model)
+        rollout = self.store.get_rollout(model)
+        busy = holder[0] if holder else (rollout or {}).get("run_id")
+        if busy:
+            raise CommandRefusedError(
+                f"run {busy} holds {model}'s lock: a run is in progress; wait for it or "
+                f"`modelops abort --model {model}`; nothing started"
+            )
+        try:
+            restorable(self.store, model, version)
+            request = restore_request(
+                model,
+                version,
+                now=now,
+                reason=reason,
+                requested_by=self.identity.caller(),
+                request_id=request_id,
+            )
+        except RequestError as exc:
+            raise CommandRefusedError(f"{exc}; nothing started") from None
+        return start_run(request, store=self.store, executions=executions)
 
     # --- helpers --------------------------------------------------------------------------------
     def _active(self, model: str, command: str) -> dict[str, Any]:

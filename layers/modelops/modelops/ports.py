@@ -195,6 +195,12 @@ class Store(Protocol):
 
     def put_doc(self, model: str, sk: str, doc: dict[str, Any], *, expires_at: int | None = None) -> None: ...
 
+    def query_docs(
+        self, model: str, prefix: str, *, limit: int = 50, newest_first: bool = True
+    ) -> list[dict[str, Any]]:
+        """The model's documents whose key starts with `prefix`, by key (newest first: descending)."""
+        ...
+
     def acquire_lock(
         self, model: str, owner: str, ttl_seconds: int, *, now: float | None = None
     ) -> LockResult: ...

@@ -12,7 +12,7 @@ import pytest
 from modelops_cli.main import main
 from tests.integration.workflow.conftest import OLD
 from tests.integration.workflow.harness import BUCKET, STACK, TABLE
-from tests.integration.workflow.test_workflow import FAST, package_status, run
+from tests.integration.workflow.test_workflow import CSV, FAST, KEY, package_status, run
 
 CALLER = "arn:aws:sts::123456789012:user/moto"  # moto's GetCallerIdentity
 APPROVAL = {"approval__required": True, "approval__timeout_seconds": 300}
@@ -179,3 +179,115 @@ def test_every_command_refuses_after_the_run_ended_and_changes_nothing(harness, 
         assert cli(command, "--model", "churn") == 1
         assert "no rollout of churn in progress" in capsys.readouterr().err
     assert harness.store().query_docs("churn", "HISTORY#") == history
+
+
+# --- rollback --to: after runs have ended ---------------------------------------------------------
+def promote_versions(harness, kube, count: int) -> dict[str, str]:
+    """Run `count` versions to promotion, one after another; their serving images by version."""
+    harness.put_model(**FAST)
+    harness.upload(KEY, CSV)
+    images = {}
+    for n in range(count):
+        started = harness.start({"model": "churn", "dataset_key": KEY, "request_id": f"v{n}"})
+        assert harness.wait(started["execution_arn"])["status"] == "SUCCEEDED"
+        record = harness.store().query_docs("churn", "HISTORY#")[0]
+        assert record["status"] == "promoted" and stable_image(kube) == record["image"]
+        images[str(record["version"])] = record["image"]
+    return images
+
+
+def restore_execution(harness, capsys) -> str:
+    out = capsys.readouterr().out
+    name = out.split("started ", 1)[1].split(":", 1)[0]
+    (execution,) = [e for e in harness.executions() if e["name"] == name]
+    return str(execution["executionArn"])
+
+
+def test_rollback_to_a_version_two_runs_old_brings_it_back_through_the_canary(harness, kube, cli, capsys):
+    # Given three promoted versions
+    images = promote_versions(harness, kube, 3)
+    assert stable_image(kube) == images["3"]
+    capsys.readouterr()
+    # When a person brings version 1 back
+    assert cli("rollback", "--model", "churn", "--to", "1", "--reason", "v2 and v3 drift") == 0
+    arn = restore_execution(harness, capsys)
+    result = harness.wait(arn)
+    # Then it came back by its recorded digest, through the canary and its checks, training nothing
+    assert result["status"] == "SUCCEEDED", harness.states(arn)
+    states = harness.states(arn)
+    for state in ("PrepareRestore", "DeployCanary", "SmokeTest", "Bake", "AnalyzeCanary", "Promote", "Watch"):
+        assert state in states
+    for state in ("ValidateDataset", "StartTraining", "EvaluateModel", "RegisterModel", "StartBuild"):
+        assert state not in states
+    assert stable_image(kube) == images["1"] and kube.deployments["churn-canary"]["spec"]["replicas"] == 0
+    # And the record says what came back, for whom and why; version 1 is the champion again
+    champion = harness.store().get_doc("churn", "CHAMPION")
+    assert champion["version"] == "1" and champion["image"] == images["1"] and champion["model_artifact"]
+    record = harness.store().query_docs("churn", "HISTORY#")[0]
+    assert record["status"] == "promoted" and record["trigger"] == "restore"
+    assert record["restore"]["version"] == "1" and record["restore"]["requested_by"] == CALLER
+    assert record["restore"]["reason"] == "v2 and v3 drift" and record["restore"]["now"] is False
+    assert "restored_by" in registry_package(record)["CustomerMetadataProperties"]
+    assert harness.store().lock_holder("churn") is None
+
+
+def test_rollback_to_now_patches_the_stable_at_once_and_records_why(harness, kube, cli, capsys):
+    images = promote_versions(harness, kube, 2)
+    capsys.readouterr()
+    # --now needs a reason: refused without one, nothing started
+    executions = len(harness.executions())
+    assert cli("rollback", "--model", "churn", "--to", "1", "--now") == 1
+    assert "--now skips the canary: say why with --reason" in capsys.readouterr().err
+    assert len(harness.executions()) == executions
+    # When a person brings version 1 back at once, saying why
+    assert cli("rollback", "--model", "churn", "--to", "1", "--now", "--reason", "incident 42") == 0
+    arn = restore_execution(harness, capsys)
+    result = harness.wait(arn)
+    # Then the stable runs version 1 without a canary, and the record says why
+    assert result["status"] == "SUCCEEDED", harness.states(arn)
+    states = harness.states(arn)
+    assert "RestoreNow" in states and "Promote" in states and "DeployCanary" not in states
+    assert stable_image(kube) == images["1"]
+    patched = [name for name, _ in kube.patches]
+    assert patched[-2:] == ["churn-stable", "churn-canary"]  # the stable's patch, then the canary kept at 0
+    record = harness.store().query_docs("churn", "HISTORY#")[0]
+    assert record["restore"]["now"] is True and record["restore"]["reason"] == "incident 42"
+    assert harness.store().get_doc("churn", "CHAMPION")["version"] == "1"
+
+
+def test_rollback_to_refuses_what_it_cannot_bring_back_and_starts_nothing(harness, kube, cli, capsys):
+    from tests.integration.fake_kube import FORBIDDEN
+
+    # Given version 1 promoted and version 2 rolled back (its promotion was refused by the cluster)
+    promote_versions(harness, kube, 1)
+    kube.fail_next("patch", "churn-stable", FORBIDDEN)
+    failed = harness.start({"model": "churn", "dataset_key": KEY, "request_id": "bad"})
+    assert harness.wait(failed["execution_arn"])["status"] == "FAILED"
+    capsys.readouterr()
+    executions, history = len(harness.executions()), harness.store().query_docs("churn", "HISTORY#")
+    refusals = {
+        "99": "version 99 of churn is unknown: no run recorded it (versions that were promoted: 1)",
+        "2": "version 2 of churn was never promoted (its run churn-manual-",
+        "1": "version 1 of churn is already serving (the champion): nothing to do",
+    }
+    for version, message in refusals.items():
+        assert cli("rollback", "--model", "churn", "--to", version) == 1
+        err = capsys.readouterr().err
+        assert message in err and "nothing started" in err, err
+    # And while a run holds the model's lock, nothing is started either
+    harness.store().acquire_lock("churn", "churn-manual-running", 3600)
+    assert cli("rollback", "--model", "churn", "--to", "1") == 1
+    assert "run churn-manual-running holds churn's lock" in capsys.readouterr().err
+    assert len(harness.executions()) == executions
+    assert harness.store().query_docs("churn", "HISTORY#") == history
+
+
+def test_a_canary_alarm_during_the_approval_wait_rolls_back(harness, kube):
+    arn = run(harness, **APPROVAL)
+    wait_for_phase(harness, "approval")
+    # When the canary's error-rate alarm fires while the version waits for a person
+    assert harness.alarm("modelops-churn-canary-error-rate")["action"] == "rollback"
+    result = harness.wait(arn)
+    # Then it is rolled back without anyone answering
+    assert result["status"] == "FAILED" and result["error"] == "CanaryAlarmError"
+    assert stable_image(kube) == OLD and kube.deployments["churn-canary"]["spec"]["replicas"] == 0

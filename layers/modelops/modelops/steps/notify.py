@@ -13,6 +13,9 @@ from modelops.ports import ModelRegistry, Store
 from modelops.run import RunState
 from modelops.steps.registry import APPROVAL_BY_STATUS
 
+#: Smoke rows kept with a version's record (a DynamoDB item holds 400 KB).
+SMOKE_ROWS_KEPT = 100
+
 Status = Literal["promoted", "rejected", "failed", "rolled_back", "rollback_failed"]
 
 
@@ -34,10 +37,26 @@ def record_outcome(
         error_name = "Workflow" + error_name.removeprefix("States.") + "Error"
     cause = _cause_text(error.get("Cause")) if error else ""
     decision = state.decision
+    restore = run.restore
+    # The version's model as judged when it was trained: this run's evaluation, or for a restore
+    # run the record of the version it brings back.
+    artifact, metric, value = (
+        (evaluation.model_artifact, evaluation.metric, evaluation.candidate)
+        if evaluation
+        else (restore.model_artifact, restore.metric, restore.value)
+        if restore
+        else (None, None, None)
+    )
     approval = APPROVAL_BY_STATUS.get(status)
+    if restore is not None and status != "promoted":
+        approval = None  # a version that served before keeps its approval when bringing it back fails
     if registry is not None and package is not None and approval:
         description = f"modelops run {run.run_id}: {status}"
         metadata: dict[str, str] = {"outcome": status}
+        if restore is not None:
+            description += f"; brought back by {restore.requested_by or 'unknown'} (rollback --to"
+            description += f"{' --now' if restore.now else ''}): {restore.reason}"
+            metadata["restored_by"] = restore.requested_by
         if decision is not None:
             description += f"; approved by {decision['approved_by']} at {decision['approved_at']} (modelops {decision.get('via')})"
             metadata.update(
@@ -60,6 +79,7 @@ def record_outcome(
         "evaluation": evaluation.to_payload() if evaluation else None,
         "analysis": state.analysis,
         "approval": decision,
+        "restore": restore.model_dump(mode="json", exclude={"smoke_sample"}) if restore else None,
         "error": error_name or None,
         "cause": cause or None,
     }
@@ -67,9 +87,9 @@ def record_outcome(
     trained = (state.lock or {}).get("object")
     if trained and evaluation:  # its candidate was trained and evaluated: see lock.newer_or_trained
         store.put_doc(run.model, "TRAINED", {**trained, "run_id": run.run_id})
-    if package is not None and build is not None and build.image:
-        # What `modelops rollback --to VERSION` brings back: the version's serving image by digest
-        # and whether it was ever promoted.
+    if restore is None and package is not None and build is not None and build.image:
+        # What `modelops rollback --to VERSION` brings back: the version's serving image by digest,
+        # whether it was ever promoted, and the rows its canary was smoke-tested with.
         store.put_doc(
             run.model,
             f"VERSION#{package.version}",
@@ -77,7 +97,12 @@ def record_outcome(
                 "version": package.version,
                 "image": build.image,
                 "package_arn": package.package_arn,
-                "model_artifact": evaluation.model_artifact if evaluation else None,
+                "group": package.group,
+                "model_artifact": artifact,
+                "metric": metric,
+                "value": value,
+                "dataset": run.dataset.to_payload(),
+                "smoke_sample": (state.dataset or {}).get("smoke_sample", [])[:SMOKE_ROWS_KEPT],
                 "run_id": run.run_id,
                 "status": status,
                 "promoted_at": when if status == "promoted" else None,
@@ -91,9 +116,9 @@ def record_outcome(
             {
                 "version": package.version if package else None,
                 "image": build.image if build else None,
-                "model_artifact": evaluation.model_artifact if evaluation else None,
-                "metric": evaluation.metric if evaluation else None,
-                "value": evaluation.candidate if evaluation else None,
+                "model_artifact": artifact,
+                "metric": metric,
+                "value": value,
                 "run_id": run.run_id,
                 "promoted_at": when,
             },
@@ -137,6 +162,12 @@ def _notification(record: dict[str, Any]) -> tuple[str, str]:
         lines.append(f"image: {record['image']}")
     if record.get("evaluation"):
         lines.append(f"evaluation: {record['evaluation'].get('reason', '')}")
+    if record.get("restore"):
+        restore = record["restore"]
+        lines.append(
+            f"brought back version {restore['version']} (rollback --to{' --now' if restore.get('now') else ''}) "
+            f"for {restore.get('requested_by') or 'unknown'}: {restore.get('reason') or ''}"
+        )
     if record.get("approval"):
         decision = record["approval"]
         lines.append(

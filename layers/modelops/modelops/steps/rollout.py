@@ -2,7 +2,8 @@
 Watch, Rollback and CheckRollbackReady: the rollout actions on EKS, each idempotent (safe to retry
 or repeat).
 
-deploy_canary  record the stable Deployment's image (once, before any change), then patch the canary
+begin          record the stable Deployment's image (once, before any change): what rollback restores
+deploy_canary  begin, then patch the canary
 status         is the target Deployment rolled out on the expected image? (bounded by a deadline)
 smoke_test     predictions through the API server's service proxy to the canary Service
 await_signal   register the bake/approval/watch task token; fail at once if an alarm already
@@ -64,7 +65,9 @@ class RolloutService:
         self.clock = clock
 
     # --- deploy ------------------------------------------------------------------------------
-    def deploy_canary(self, run: RunRef, image: str, version: str) -> dict[str, Any]:
+    def begin(self, run: RunRef, image: str, version: str) -> dict[str, Any]:
+        """Record the stable Deployment's image (once, before any change) as this run's rollout:
+        what Rollback restores. DeployCanary starts with it; `rollback --to --now` promotes after it."""
         cfg = run.config
         k = cfg.kubernetes
         run_id, model = run.run_id, cfg.name
@@ -98,16 +101,21 @@ class RolloutService:
                     "started_at": self.clock(),
                 },
             )
-        replicas = cfg.canary.canary_replicas(max(1, int(existing["previous_stable"]["replicas"] or 0)))
-        self._patch_image(k.namespace, k.canary_deployment, k.container, image, version, run_id, replicas)
-        self.store.update_rollout(
-            model, run_id, {"deadline_canary": self.clock() + cfg.canary.ready_timeout_seconds}
-        )
         return {
-            "canary_replicas": replicas,
             "previous_stable": existing["previous_stable"],
             "preexisting_alarms": existing.get("preexisting_alarms", []),
         }
+
+    def deploy_canary(self, run: RunRef, image: str, version: str) -> dict[str, Any]:
+        cfg = run.config
+        k = cfg.kubernetes
+        begun = self.begin(run, image, version)
+        replicas = cfg.canary.canary_replicas(max(1, int(begun["previous_stable"]["replicas"] or 0)))
+        self._patch_image(k.namespace, k.canary_deployment, k.container, image, version, run.run_id, replicas)
+        self.store.update_rollout(
+            cfg.name, run.run_id, {"deadline_canary": self.clock() + cfg.canary.ready_timeout_seconds}
+        )
+        return {"canary_replicas": replicas, **begun}
 
     def promote(self, run: RunRef, image: str, version: str) -> dict[str, Any]:
         cfg = run.config
