@@ -4,7 +4,7 @@ import copy
 
 import pytest
 from modelops.errors import RequestError
-from modelops.triggers import PipelineRequest, parse_trigger, queued_request
+from modelops.triggers import PipelineRequest, parse_trigger, queued_request, restore_request
 
 from tests.conftest import load_event
 
@@ -117,3 +117,35 @@ def test_a_coalesced_upload_runs_on_the_newest_data_but_a_named_manual_dataset_i
 def test_non_object_event_refused():
     with pytest.raises(RequestError, match="JSON object"):
         parse_trigger(["not", "a", "dict"], bucket=BUCKET)
+
+
+def test_a_restore_request_names_only_a_version_and_stays_a_restore_when_coalesced():
+    request = restore_request("churn", "3", now=False, reason="", requested_by="arn:x", request_id="r1")
+    assert request.trigger == "restore" and request.restore is not None and request.dataset is None
+    assert request.execution_name().startswith("churn-restore-")
+    # parsed back as the execution input, and coalesced behind a running holder, it is still a restore
+    follow_up = queued_request(PipelineRequest.model_validate(request.model_dump(mode="json")), "holder")
+    assert PipelineRequest.model_validate(follow_up.model_dump(mode="json")).restore == request.restore
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"restore": None}, "a restore request has trigger 'restore' and a 'restore' section"),
+        ({"trigger": "manual"}, "a restore request has trigger 'restore' and a 'restore' section"),
+        (
+            {"dataset": {"key": "incoming/churn/a.csv"}},
+            "a restore request trains nothing and names no dataset",
+        ),
+        (
+            {"restore": {"version": "3", "now": True, "reason": ""}},
+            "restore.now skips the canary and needs a reason",
+        ),
+    ],
+)
+def test_a_malformed_restore_request_is_refused(change, message):
+    document = restore_request(
+        "churn", "3", now=False, reason="", requested_by="", request_id="r1"
+    ).model_dump(mode="json")
+    with pytest.raises(ValueError, match=message):
+        PipelineRequest.model_validate({**document, **change})
