@@ -291,3 +291,33 @@ def test_a_canary_alarm_during_the_approval_wait_rolls_back(harness, kube):
     # Then it is rolled back without anyone answering
     assert result["status"] == "FAILED" and result["error"] == "CanaryAlarmError"
     assert stable_image(kube) == OLD and kube.deployments["churn-canary"]["spec"]["replicas"] == 0
+
+
+def test_an_execution_stopped_while_it_waits_for_approval_is_cleaned_up(harness, kube, monkeypatch):
+    from modelops_local.moto_patches import MotoPatches
+    from tests.integration.workflow.harness import Context, function_arn, load_handler
+
+    # Given a version waiting for approval, its canary serving, and StopExecution as on AWS (the
+    # execution ABORTED at once, its status-change event emitted)
+    monkeypatch.setenv("ROLLOUT_FUNCTION_ARN", function_arn("rollout"))
+    on_execution_end = load_handler("on_execution_end")
+    events: list[dict] = []
+    with MotoPatches() as patches:
+        patches.execution_status_events(events.append)
+        arn = run(harness, **APPROVAL)
+        wait_for_phase(harness, "approval")
+        assert kube.deployments["churn-canary"]["spec"]["replicas"] == 1
+        # When a person stops the execution during the wait
+        harness.sfn.stop_execution(executionArn=arn, error="Stopped", cause="wrong dataset")
+        deadline = time.monotonic() + 10
+        while not events and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert harness.sfn.describe_execution(executionArn=arn)["status"] == "ABORTED"
+    # And EventBridge delivers its status change to on_execution_end
+    result = on_execution_end.handler(events[0], Context("on_execution_end"))
+    # Then the canary is at 0, the stable untouched, the lock free and the run recorded as stopped
+    assert result["action"] == "cleaned_up" and result["released_lock"] is True, result
+    assert kube.deployments["churn-canary"]["spec"]["replicas"] == 0 and stable_image(kube) == OLD
+    assert harness.store().lock_holder("churn") is None and harness.store().get_rollout("churn") is None
+    record = harness.store().query_docs("churn", "HISTORY#")[0]
+    assert record["status"] == "stopped" and record["run_id"] == arn.rsplit(":", 1)[-1]
