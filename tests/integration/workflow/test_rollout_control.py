@@ -8,6 +8,7 @@ import time
 
 import boto3
 import pytest
+from modelops.canary import WAIT_PHASES
 
 from modelops_cli.main import main
 from tests.integration.workflow.conftest import OLD
@@ -47,7 +48,11 @@ def wait_for_phase(harness, phase: str, timeout: float = 30) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         rollout = harness.store().get_rollout("churn")
-        if rollout and rollout.get("phase") == phase and (phase == "canary" or rollout.get("task_token")):
+        if (
+            rollout
+            and rollout.get("phase") == phase
+            and (phase in WAIT_PHASES) <= bool(rollout.get("task_token"))
+        ):
             return rollout
         time.sleep(0.05)
     raise TimeoutError(f"rollout never reached phase {phase}: {harness.store().get_rollout('churn')}")
@@ -149,17 +154,20 @@ def test_promote_during_the_bake_skips_the_rest_of_it_and_the_analysis(harness, 
         ("canary", {}),
         ("bake", {"canary__bake_seconds": 300}),
         ("approval", APPROVAL),
+        ("promoting", {}),
         ("watch", {"canary__watch_seconds": 300}),
     ],
 )
-def test_abort_rolls_back_in_each_phase(harness, kube, cli, phase, overrides):
-    if phase == "canary":
-        kube.auto_settle = False  # the canary never becomes ready: the run stays in that phase
+def test_abort_rolls_back_in_each_phase(harness, kube, cli, monkeypatch, phase, overrides):
+    held = {"canary": "churn-canary", "promoting": "churn-stable"}.get(phase)
+    settle = kube.settle
+    # The held Deployment never reports its rollout done: the run stays in that phase
+    monkeypatch.setattr(kube, "settle", lambda name: None if name == held else settle(name))
     arn = run(harness, **{**FAST, **overrides})
     wait_for_phase(harness, phase)
     # When a person aborts
     assert cli("abort", "--model", "churn", "--reason", f"abort in {phase}") == 0
-    kube.auto_settle = True
+    held = None
     result = harness.wait(arn)
     # Then the run rolls back: the stable serves what it served before, the canary is at 0
     assert result["status"] == "FAILED" and result["error"] == "AbortRequestedError", harness.states(arn)
