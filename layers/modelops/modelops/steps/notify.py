@@ -47,26 +47,8 @@ def record_outcome(
         if restore
         else (None, None, None)
     )
-    approval = APPROVAL_BY_STATUS.get(status)
-    if restore is not None and status != "promoted":
-        approval = None  # a version that served before keeps its approval when bringing it back fails
-    if registry is not None and package is not None and approval:
-        description = f"modelops run {run.run_id}: {status}"
-        metadata: dict[str, str] = {"outcome": status}
-        if restore is not None:
-            description += f"; brought back by {restore.requested_by or 'unknown'} (rollback --to"
-            description += f"{' --now' if restore.now else ''}): {restore.reason}"
-            metadata["restored_by"] = restore.requested_by
-        if decision is not None:
-            description += f"; approved by {decision['approved_by']} at {decision['approved_at']} (modelops {decision.get('via')})"
-            metadata.update(
-                approved_by=str(decision["approved_by"]), approved_at=str(decision["approved_at"])
-            )
-        if error_name:
-            description += f"; {error_name}: {cause}"
-        if build is not None and build.image:
-            metadata["serving_image"] = build.image
-        registry.set_approval(package.package_arn, approval, description, metadata)
+    if registry is not None and package is not None:
+        _approve_in_registry(registry, state, status, f"{error_name}: {cause}" if error_name else "")
     record = {
         "run_id": run.run_id,
         "model": run.model,
@@ -132,6 +114,35 @@ def record_outcome(
         "error": error_name or "RunFailed",
         "cause": cause or message,
     }
+
+
+def _approve_in_registry(registry: ModelRegistry, state: RunState, status: Status, error: str) -> None:
+    """The registered version's approval once its run ends, saying who approved it (a person's
+    `approve` or `promote`), who brought it back (a restore run) and why it failed."""
+    run, package, build, decision, restore = (
+        state.run,
+        state.package,
+        state.build,
+        state.decision,
+        state.run.restore,
+    )
+    approval = APPROVAL_BY_STATUS.get(status)
+    if package is None or approval is None or (restore is not None and status != "promoted"):
+        return  # a version that served before keeps its approval when bringing it back fails
+    description = f"modelops run {run.run_id}: {status}"
+    metadata: dict[str, str] = {"outcome": status}
+    if restore is not None:
+        description += f"; brought back by {restore.requested_by or 'unknown'} (rollback --to"
+        description += f"{' --now' if restore.now else ''}): {restore.reason}"
+        metadata["restored_by"] = restore.requested_by
+    if decision is not None:
+        description += f"; approved by {decision['approved_by']} at {decision['approved_at']} (modelops {decision.get('via')})"
+        metadata.update(approved_by=str(decision["approved_by"]), approved_at=str(decision["approved_at"]))
+    if error:
+        description += f"; {error}"
+    if build is not None and build.image:
+        metadata["serving_image"] = build.image
+    registry.set_approval(package.package_arn, approval, description, metadata)
 
 
 def _cause_text(cause: Any) -> str:
