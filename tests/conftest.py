@@ -50,6 +50,7 @@ E2E_SECONDS = {
     "test_a_script_mode_model_trains_from_the_teams_code_and_is_promoted": 65,
     # one lane, 2026-12-04: 98 s with the runtime's start-up (about 20 s)
     "test_approved_versions_are_promoted_and_rollback_to_brings_the_first_back": 80,
+    "test_an_execution_stopped_while_it_waits_for_approval_is_cleaned_up": 25,
 }
 
 

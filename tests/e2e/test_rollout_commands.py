@@ -82,3 +82,37 @@ def test_approved_versions_are_promoted_and_rollback_to_brings_the_first_back(dr
     ]
     assert "PrepareRestore" in states and "StartTraining" not in states and "SmokeTest" in states
     driver.retire(config)
+
+
+def test_an_execution_stopped_while_it_waits_for_approval_is_cleaned_up(driver):
+    # Given a first version waiting for approval, its canary serving
+    name = "e2e-gate-stop"
+    config = driver.model(
+        name,
+        canary={"bake_seconds": 3, "watch_seconds": 3, "min_requests": 0},
+        approval={"required": True, "timeout_seconds": 180},
+    )
+    store, sfn = driver.cloud.store(), driver.cloud.client("stepfunctions")
+    known = driver.executions()
+    driver.upload(name, driver.dataset(name, 1500, 11), "v1.csv")
+    arn = driver.wait_for(lambda: next(iter(driver.executions() - known), None), "the v1 execution")
+    driver.wait_for(
+        lambda: (r := store.get_rollout(name)) and r.get("phase") == "approval" and r.get("task_token"),
+        "the approval wait",
+        timeout=240,
+    )
+    assert driver.deployment(config, "canary")["spec"]["replicas"] == 1
+    # When a person stops the execution during the wait
+    sfn.stop_execution(executionArn=arn, cause="e2e: stopped while waiting for approval")
+    # Then on_execution_end (through EventBridge) scales the canary to 0, frees the lock, records it
+    driver.wait_for(
+        lambda: (
+            store.lock_holder(name) is None and driver.deployment(config, "canary")["spec"]["replicas"] == 0
+        ),
+        "the lock released and the canary at 0",
+        timeout=30,
+    )
+    assert sfn.describe_execution(executionArn=arn)["status"] == "ABORTED"
+    record = driver.wait_for(lambda: driver.record(name, arn.rsplit(":", 1)[-1]) or None, "its record", 30)
+    assert record["status"] == "stopped" and store.get_rollout(name) is None
+    driver.retire(config)
