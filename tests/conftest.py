@@ -51,6 +51,9 @@ E2E_SECONDS = {
     "test_the_image_clean_up_keeps_what_serves_on_the_local_runtime": 70,  # estimated, not measured in lanes
     # one run in one lane (2026-12-04, load average ~6): 148 s
     "test_three_httproute_steps_give_the_canary_each_steps_share_then_promote": 148,
+    # one lane, 2026-12-04: 98 s with the runtime's start-up (about 20 s)
+    "test_approved_versions_are_promoted_and_rollback_to_brings_the_first_back": 80,
+    "test_an_execution_stopped_while_it_waits_for_approval_is_cleaned_up": 25,
 }
 
 

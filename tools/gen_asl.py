@@ -300,8 +300,46 @@ def definition() -> dict[str, Any]:
     )
     states["LockAcquired"] = {
         "Type": "Choice",
-        "Choices": [{"Variable": "$.lock.acquired", "BooleanEquals": True, "Next": "ValidateDataset"}],
+        "Choices": [
+            {
+                "And": [
+                    {"Variable": "$.lock.acquired", "BooleanEquals": True},
+                    {"Variable": "$.run.restore", "IsNull": False},
+                ],
+                "Next": "PrepareRestore",
+            },
+            {"Variable": "$.lock.acquired", "BooleanEquals": True, "Next": "ValidateDataset"},
+        ],
         "Default": "Coalesced",
+    }
+    # ---- `modelops rollback --to VERSION`: no training, the recorded version's image ---------------
+    states["PrepareRestore"] = {
+        "Type": "Pass",
+        "Comment": "The version to bring back, as its own run recorded it, where the rollout reads a build",
+        "Parameters": {
+            "run.$": "$.run",
+            "lock.$": "$.lock",
+            "build": {
+                "build_id": "restore",
+                "tag.$": "$.run.restore.version",
+                "done": True,
+                "image.$": "$.run.restore.image",
+            },
+            "package": {
+                "version.$": "$.run.restore.version",
+                "package_arn.$": "$.run.restore.package_arn",
+                "group.$": "$.run.restore.group",
+            },
+            "dataset": {"smoke_sample.$": "$.run.restore.smoke_sample"},
+        },
+        "ResultPath": "$",
+        "Next": "RestoreHow",
+    }
+    states["RestoreHow"] = {
+        "Type": "Choice",
+        "Comment": "Through the canary and its checks, or (--now) straight to the stable Deployment",
+        "Choices": [{"Variable": "$.run.restore.now", "BooleanEquals": True, "Next": "RestoreNow"}],
+        "Default": "DeployCanary",
     }
     states["Coalesced"] = {
         "Type": "Succeed",
@@ -414,6 +452,14 @@ def definition() -> dict[str, Any]:
         catch=CATCH_ROLLBACK,
         comment="Record the stable's image, then patch the canary Deployment (JSON Patch, image by digest)",
     )
+    states["RestoreNow"] = rollout(
+        "begin",
+        {"image.$": "$.build.image", "version.$": "$.package.version"},
+        result="$.canary",
+        nxt="Promote",
+        catch=CATCH_ROLLBACK,
+        comment="Record the stable's image (what a rollback restores), then promote without a canary",
+    )
     states.update(
         wait_loop(
             "CanaryReady",
@@ -486,7 +532,9 @@ def definition() -> dict[str, Any]:
             {"ErrorEquals": ["States.Timeout"], "ResultPath": "$.bake", "Next": "AnalyzeCanary"},
             *CATCH_ROLLBACK,
         ],
-        "Next": "AnalyzeCanary",
+        # The bake ends in success only by `modelops promote` (SendTaskSuccess on its token): a
+        # person skips the rest of the bake, the analysis and the approval.
+        "Next": "Promote",
     }
     states["AnalyzeCanary"] = fn(
         "AnalyzeCanaryFunctionArn",
@@ -509,10 +557,67 @@ def definition() -> dict[str, Any]:
         ],
         "Default": "CanaryRejected",
     }
+    # ---- the canary passed: the single entry to promotion -----------------------------------------
     states["CanaryPassed"] = {
-        "Type": "Pass",
-        "Comment": "Every step baked and passed its analysis: the single entry to promotion",
+        "Type": "Choice",
+        "Comment": "A model with approval.required waits for a person before promotion",
+        "Choices": [
+            {"Variable": "$.run.config.approval.required", "BooleanEquals": True, "Next": "NotifyApproval"}
+        ],
+        "Default": "Promote",
+    }
+    states["NotifyApproval"] = {
+        "Type": "Task",
+        "Comment": "Tell the approvers exactly what to run",
+        "Resource": "arn:${Partition}:states:::sns:publish",
+        "Parameters": {
+            "TopicArn": "${NotificationTopicArn}",
+            "Subject.$": "States.Format('[modelops] {}: version {} waits for approval', $.run.model, "
+            "$.package.version)",
+            "Message.$": "States.Format('Version {} of model {} passed its canary (run {}, image {}) and waits "
+            "for a person before promotion. To promote it, run: modelops --stack {} approve --model {} -- to "
+            "roll it back, run: modelops --stack {} reject --model {} -- without an answer within {} s it is "
+            "rolled back.', $.package.version, $.run.model, $.run.run_id, $.build.image, $.run.stack, "
+            "$.run.model, $.run.stack, $.run.model, $.run.config.approval.timeout_seconds)",
+        },
+        "ResultPath": None,
+        "Retry": [
+            {"ErrorEquals": ["States.ALL"], "IntervalSeconds": 2, "MaxAttempts": 3, "BackoffRate": 2.0}
+        ],
+        # Unnotified, the wait still ends: by `modelops approve` / `reject` or its timeout.
+        "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.notify_error", "Next": "AwaitApproval"}],
+        "Next": "AwaitApproval",
+    }
+    states["AwaitApproval"] = {
+        **states["Bake"],
+        "Comment": "Wait for `modelops approve` (SendTaskSuccess: who and when) or `reject`/`abort` or a "
+        "canary alarm (SendTaskFailure); roll back after approval.timeout_seconds",
+        "Parameters": {
+            "FunctionName": "${RolloutFunctionArn}",
+            "Payload": {
+                "action": "await_signal",
+                "phase": "approval",
+                "task_token.$": "$$.Task.Token",
+                "run.$": "$.run",
+            },
+        },
+        "TimeoutSecondsPath": "$.run.config.approval.timeout_seconds",
+        "ResultPath": "$.approval",
+        "Catch": [
+            {"ErrorEquals": ["States.Timeout"], "ResultPath": "$.approval", "Next": "ApprovalTimedOut"},
+            *CATCH_ROLLBACK,
+        ],
         "Next": "Promote",
+    }
+    states["ApprovalTimedOut"] = {
+        "Type": "Pass",
+        "Parameters": {
+            "Error": "ApprovalTimeoutError",
+            "Cause.$": "States.Format('no approval of version {} within approval.timeout_seconds={}; rolled "
+            "back', $.package.version, $.run.config.approval.timeout_seconds)",
+        },
+        "ResultPath": "$.error",
+        "Next": "Rollback",
     }
     states["CanaryRejected"] = {
         "Type": "Pass",

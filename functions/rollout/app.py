@@ -1,5 +1,6 @@
-"""The rollout actions on EKS, each idempotent: DeployCanary, ShiftTraffic, Check*Ready (status),
-SmokeTest, Bake and Watch (await_signal), Promote, FinishPromotion, Rollback."""
+"""The rollout actions on EKS, each idempotent: RestoreNow (begin), DeployCanary, ShiftTraffic,
+Check*Ready (status), SmokeTest, Bake, AwaitApproval and Watch (await_signal), Promote, FinishPromotion,
+Rollback."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ class _Base(BaseModel):
 
 
 class Deploy(_Base):
-    action: Literal["deploy_canary", "promote"]
+    action: Literal["begin", "deploy_canary", "promote"]
     image: str
     version: str
 
@@ -38,7 +39,7 @@ class Smoke(_Base):
 
 class Await(_Base):
     action: Literal["await_signal"]
-    phase: Literal["bake", "watch"]
+    phase: Literal["bake", "approval", "watch"]
     task_token: str
 
 
@@ -71,6 +72,8 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     logger.append_keys(action=request.action, run_id=request.run.run_id)
     rollout = rollout_service()
     if isinstance(request, Deploy):
+        if request.action == "begin":
+            return rollout.begin(request.run, request.image, request.version)
         if request.action == "deploy_canary":
             return rollout.deploy_canary(request.run, request.image, request.version)
         return rollout.promote(request.run, request.image, request.version)

@@ -1,4 +1,4 @@
-"""The `modelops` command line: add models, start runs, see status and history, roll back.
+"""The `modelops` command line: add models, start runs, see status and history, approve, promote, roll back.
 
 It finds the stack's resources through the SSM parameter `/modelops/<stack>/stack` the template
 creates, so it needs only the stack name (`--stack`, or MODELOPS_STACK, default `modelops`) and the
@@ -18,6 +18,7 @@ from modelops.errors import ModelopsError
 
 if TYPE_CHECKING:  # for annotations only: the commands import the layer where they run
     from modelops.adapters.store import StateStore
+    from modelops.control import RolloutControl
     from modelops.model_admin import StackInfo
 
 
@@ -139,6 +140,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(
         f"  rollout:  {rollout['phase'] + ' (run ' + rollout['run_id'] + ')' if rollout else 'none active'}"
     )
+    if rollout and rollout.get("phase") == "approval":
+        print(
+            f"  waiting for approval: `modelops approve --model {args.model}` promotes it, "
+            f"`modelops reject --model {args.model}` rolls it back"
+        )
+    if rollout and rollout.get("abort"):
+        print(f"  abort requested by {rollout['abort'].get('by')} at {rollout['abort'].get('at')}")
     print(
         f"  champion: {'version ' + str(champion.get('version')) + ' ' + str(champion.get('image')) if champion else 'none'}"
     )
@@ -168,33 +176,89 @@ def cmd_history(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_rollback(args: argparse.Namespace) -> int:
-    """Roll back the active rollout now: fail its bake/watch wait so the workflow runs its own rollback."""
+def _control(stack: StackInfo) -> RolloutControl:
     from modelops.adapters.aws import client
+    from modelops.adapters.stepfunctions import StepFunctionsCallbacks
+    from modelops.adapters.sts import StsIdentity
+    from modelops.control import RolloutControl
+
+    return RolloutControl(
+        store=_store(stack),
+        callbacks=StepFunctionsCallbacks(client("stepfunctions")),
+        identity=StsIdentity(client("sts")),
+    )
+
+
+def cmd_approve(args: argparse.Namespace) -> int:
+    """Approve the version waiting for approval: it is promoted."""
+    done = _control(_stack(args)).approve(args.model, args.reason)
+    print(
+        f"approved run {done['run_id']} of {args.model} as {done['approved_by']} at {done['approved_at']}; "
+        f"promotion starts now (follow it with `modelops status --model {args.model}`)"
+    )
+    return 0
+
+
+def cmd_reject(args: argparse.Namespace) -> int:
+    """Reject the version waiting for approval: it is rolled back."""
+    done = _control(_stack(args)).reject(args.model, args.reason)
+    print(
+        f"rejected run {done['run_id']} of {args.model} as {done['rejected_by']} at {done['rejected_at']}; "
+        "it is being rolled back"
+    )
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    """Promote the canary now, skipping the rest of the bake and the analysis (counts as approval)."""
+    done = _control(_stack(args)).promote(args.model, args.reason)
+    print(
+        f"promoting run {done['run_id']} of {args.model} now (ended its {done['phase']} as "
+        f"{done['approved_by']}); follow it with `modelops status --model {args.model}`"
+    )
+    return 0
+
+
+def cmd_abort(args: argparse.Namespace) -> int:
+    """Roll the run in progress back now, in any phase from its canary to the end of its watch."""
+    done = _control(_stack(args)).abort(args.model, args.reason)
+    when = "its wait ended now" if done["signalled"] else "at its next step"
+    print(
+        f"abort requested for run {done['run_id']} of {args.model} in phase {done['phase']} as {done['by']}; "
+        f"the workflow rolls back ({when}); follow it with `modelops status --model {args.model}`"
+    )
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    """With --to VERSION: bring a promoted version back (a restore run, through the canary unless
+    --now). Without --to: the same as `abort` (the run in progress rolls back)."""
+    if args.to is None:
+        if args.now:
+            raise ModelopsError(
+                "--now goes with --to VERSION (without --to, rollback aborts the run in progress)"
+            )
+        return cmd_abort(args)
+    if args.now and not args.reason.strip():
+        raise ModelopsError("--now skips the canary: say why with --reason (it is kept in the run's record)")
+    from modelops.adapters.aws import client
+    from modelops.adapters.stepfunctions import StepFunctionsExecutions
 
     stack = _stack(args)
-    rollout = _store(stack).get_rollout(args.model)
-    if rollout is None:
-        print(
-            f"no active rollout for {args.model}: the stable Deployment already serves the champion",
-            file=sys.stderr,
-        )
-        return 1
-    token = rollout.get("task_token")
-    if rollout.get("phase") not in {"bake", "watch"} or not token:
-        print(
-            f"rollout {rollout['run_id']} is in phase {rollout.get('phase')}; rollback is possible during bake or "
-            "watch (earlier phases roll back by themselves on any error). Retry in a few seconds.",
-            file=sys.stderr,
-        )
-        return 1
-    client("stepfunctions").send_task_failure(
-        taskToken=token,
-        error="ManualRollbackError",
-        cause=json.dumps({"requested_by": os.environ.get("USER", "cli")}),
+    started = _control(stack).restore(
+        args.model,
+        args.to,
+        now=args.now,
+        reason=args.reason,
+        executions=StepFunctionsExecutions(
+            client("stepfunctions"), state_machine_arn=stack.state_machine_arn
+        ),
+        request_id=args.request_id or uuid.uuid4().hex,
     )
+    how = "straight to the stable Deployment (--now)" if args.now else "through the canary and its checks"
     print(
-        f"rollback requested for run {rollout['run_id']}; follow it with `modelops status --model {args.model}`"
+        f"started {started['execution_name']}: version {args.to} of {args.model} comes back {how}\n"
+        f"  {started.get('execution_arn', '')}\n  follow it with `modelops status --model {args.model}`"
     )
     return 0
 
@@ -238,12 +302,32 @@ def build_parser() -> argparse.ArgumentParser:
     for name, func, helptext in (
         ("status", cmd_status, "lock, active rollout and champion"),
         ("history", cmd_history, "finished runs, newest first"),
-        ("rollback", cmd_rollback, "roll the active rollout back now"),
+        ("approve", cmd_approve, "approve the version waiting for approval: it is promoted"),
+        ("reject", cmd_reject, "reject the version waiting for approval: it is rolled back"),
+        ("promote", cmd_promote, "promote the canary now (skips the rest of the bake; counts as approval)"),
+        ("abort", cmd_abort, "roll the run in progress back now (any phase from canary to watch)"),
+        (
+            "rollback",
+            cmd_rollback,
+            "--to VERSION: bring a promoted version back; without --to: the same as abort",
+        ),
     ):
         p = sub.add_parser(name, help=helptext)
         p.add_argument("--model", required=True)
         if name == "history":
             p.add_argument("--limit", type=int, default=20)
+        if name in {"approve", "reject", "promote", "abort", "rollback"}:
+            p.add_argument("--reason", default="", help="why (kept in the run's record)")
+        if name == "rollback":
+            p.add_argument(
+                "--to", metavar="VERSION", help="bring this promoted version back (after runs have ended)"
+            )
+            p.add_argument(
+                "--now",
+                action="store_true",
+                help="with --to: patch the stable Deployment at once, no canary (needs --reason)",
+            )
+            p.add_argument("--request-id", help="same id, same run: makes retries safe")
         p.set_defaults(func=func)
     from modelops_cli.local import add_parser as add_local_parser
 

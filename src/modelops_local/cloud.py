@@ -192,6 +192,7 @@ class LocalCloud:
         patches.route_eventbridge(delivery)
         patches.s3_policy_conditions()
         patches.execution_status_events(self._emit_event)
+        patches.task_failure_cause()
 
         self.training = TrainingRunner(
             aws.client("s3"), self.state_dir / "training", s.serving_image, self._training_update

@@ -22,6 +22,8 @@ them moves or changes signature.
   emitted then, and it stays ABORTED. moto's interpreter otherwise keeps a stopped execution
   RUNNING until its current task ends (a bake's task-token wait: until its timeout) and then
   reports it FAILED with that task's error.
+- `task_failure_cause()`: SendTaskFailure's `cause` reaches the failed task's error (its Catch's
+  `Cause`, the execution's cause), as on AWS; moto's API handler passes on the error only.
 - `parse_definitions_once()`: moto's interpreter parses a state machine's definition (ANTLR, about
   0.25 s for ours) again for every execution; AWS compiles a definition once. The evaluation
   components hold no per-execution state (that lives in the execution's Environment, and moto's
@@ -48,6 +50,7 @@ from __future__ import annotations
 import base64
 import copy
 import functools
+import inspect
 import json
 import logging
 import threading
@@ -124,6 +127,12 @@ PATCHED_SYMBOLS: list[tuple[str, str, tuple[str, ...] | None]] = [
         "moto.stepfunctions.parser.backend.execution",
         "Execution.stop",
         ("self", "stop_date", "error", "cause"),
+    ),
+    ("moto.stepfunctions.responses", "StepFunctionResponse.send_task_failure", ("self",)),
+    (
+        "moto.stepfunctions.parser.models",
+        "StepFunctionsParserBackend.send_task_failure",
+        ("self", "task_token", "error", "cause"),
     ),
 ]
 
@@ -425,6 +434,22 @@ class MotoPatches:
 
         self._replace(Execution, "stop", stop)
         self._replace(BaseExecutionWorkerCommunication, "terminated", terminated)
+
+    def task_failure_cause(self) -> None:
+        """SendTaskFailure passes its `cause` on to the waiting task (see the module doc)."""
+        from moto.core.responses import EmptyResult
+        from moto.stepfunctions.responses import StepFunctionResponse
+
+        def send_task_failure(response: Any) -> Any:
+            backend = response.stepfunction_backend
+            token, error = response._get_param("taskToken"), response._get_param("error")
+            if "cause" in inspect.signature(backend.send_task_failure).parameters:  # the interpreter's
+                backend.send_task_failure(token, error=error, cause=response._get_param("cause"))
+            else:  # moto without execute_state_machine: no execution waits for it
+                backend.send_task_failure(token, error=error)
+            return EmptyResult()
+
+        self._replace(StepFunctionResponse, "send_task_failure", send_task_failure)
 
     def parse_definitions_once(self) -> None:
         """Parse each state machine definition once, not once per execution (see the module doc)."""

@@ -146,13 +146,18 @@ def analyze(
     )
 
 
+#: The rollout's phases that wait on a task token (Bake, AwaitApproval, Watch): an alarm, `abort`,
+#: `approve`, `reject` or `promote` ends the wait through that token.
+WAIT_PHASES = ("bake", "approval", "watch")
+
+
 def relevant_alarms(rollout: dict[str, Any], phase: str) -> list[str]:
     """Alarms recorded on the rollout that count against the new version in `phase`: the canary's
-    during the bake, the stable's after promotion during the watch; never one already firing
-    before the canary started."""
+    during the bake and the approval wait (the canary still serves), the stable's after promotion
+    during the watch; never one already firing before the canary started."""
     preexisting = set(rollout.get("preexisting_alarms", []))
     since = float(rollout.get("promoted_at", 0)) if phase == "watch" else 0.0
-    variant = "canary" if phase == "bake" else "stable"
+    variant = "stable" if phase == "watch" else "canary"
     fired = []
     for alarm in rollout.get("alarms", []):
         if alarm.get("state") != "ALARM" or alarm.get("name") in preexisting:

@@ -370,6 +370,16 @@ class RetentionConfig(_Strict):
     keep_promoted: int = Field(default=5, ge=1, le=100)
 
 
+class ApprovalConfig(_Strict):
+    """A person's approval between the canary analysis and promotion (optional per model).
+
+    With `required`, a version whose canary passed waits for `modelops approve` / `modelops reject`
+    (or `modelops promote`); after `timeout_seconds` without an answer it is rolled back."""
+
+    required: bool = False
+    timeout_seconds: int = Field(default=24 * 3600, ge=1, le=5 * 24 * 3600)
+
+
 class ScheduleConfig(_Strict):
     # An EventBridge Scheduler expression: rate(...) or cron(...); None means no scheduled retraining.
     expression: str | None = None
@@ -407,6 +417,7 @@ class ModelConfig(_Strict):
     kubernetes: KubernetesConfig
     canary: CanaryConfig
     alarms: AlarmConfig = Field(default_factory=AlarmConfig)
+    approval: ApprovalConfig = Field(default_factory=ApprovalConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     drift: DriftConfig = Field(default_factory=DriftConfig)

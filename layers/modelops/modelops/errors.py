@@ -80,6 +80,15 @@ class SmokeTestFailedError(ModelopsError):
     """The canary answered smoke predictions wrongly or not at all."""
 
 
+class AbortRequestedError(ModelopsError):
+    """`modelops abort` asked to roll the run's version back; its next rollout step stops and rolls back."""
+
+
+class CommandRefusedError(ModelopsError):
+    """A rollout command (approve, reject, promote, abort, rollback) that the model's state does not
+    allow right now; nothing was changed."""
+
+
 class RollbackFailedError(ModelopsError):
     """The stable Deployment could not be verified on its previous image. Page a human."""
 

@@ -74,7 +74,12 @@ class ModelRegistry(Protocol):
         self, group: str, *, description: str, image: str, artifact: str, metadata: dict[str, str]
     ) -> RegisteredVersion: ...
 
-    def set_approval(self, package_arn: str, status: str, description: str) -> None: ...
+    def set_approval(
+        self, package_arn: str, status: str, description: str, metadata: dict[str, str] | None = None
+    ) -> None:
+        """Set the version's approval status and description; `metadata` keys are added to (or
+        replace the same keys of) its customer metadata, the others are kept."""
+        ...
 
 
 # --- CodeBuild and ECR ----------------------------------------------------------------------------------
@@ -171,6 +176,16 @@ class TaskCallbacks(Protocol):
         """SendTaskFailure; False when the task is already over (timed out, token unknown)."""
         ...
 
+    def succeed(self, token: str, output: dict[str, Any]) -> bool:
+        """SendTaskSuccess with `output` as the task's result; False when the task is already over."""
+        ...
+
+
+class Identity(Protocol):
+    def caller(self) -> str:
+        """The ARN of whoever runs this (STS GetCallerIdentity)."""
+        ...
+
 
 class Notifier(Protocol):
     def publish(self, subject: str, message: str) -> None: ...
@@ -245,6 +260,12 @@ class Store(Protocol):
 
     def put_doc(self, model: str, sk: str, doc: dict[str, Any], *, expires_at: int | None = None) -> None: ...
 
+    def query_docs(
+        self, model: str, prefix: str, *, limit: int = 50, newest_first: bool = True
+    ) -> list[dict[str, Any]]:
+        """The model's documents whose key starts with `prefix`, by key (newest first: descending)."""
+        ...
+
     def acquire_lock(
         self, model: str, owner: str, ttl_seconds: int, *, now: float | None = None
     ) -> LockResult: ...
@@ -260,6 +281,11 @@ class Store(Protocol):
     def get_rollout(self, model: str) -> dict[str, Any] | None: ...
 
     def clear_rollout(self, model: str, run_id: str) -> None: ...
+
+    def mark_rollout(self, model: str, run_id: str, fields: dict[str, Any]) -> dict[str, Any] | None:
+        """Set fields of the rollout of `run_id` only if it is still the active one; the rollout as
+        updated, or None (nothing written) when that run has no active rollout."""
+        ...
 
     def record_alarm_on_rollout(self, model: str, alarm: dict[str, Any]) -> dict[str, Any] | None: ...
 

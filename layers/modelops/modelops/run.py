@@ -81,6 +81,23 @@ class RunRef(_Payload):
     config: ModelConfig
 
 
+class Restore(_Shape):
+    """A version brought back (`modelops rollback --to`): as recorded when its run promoted it."""
+
+    version: str
+    image: str
+    package_arn: str
+    group: str
+    model_artifact: str | None = None
+    metric: str | None = None
+    value: float | None = None
+    # The rows its own run smoke-tested its canary with (a missing value is null).
+    smoke_sample: list[list[float | str | None]]
+    now: bool = False
+    reason: str = ""
+    requested_by: str = ""
+
+
 class Run(RunRef):
     """The run context (`$.run`): built by ResolveRequest, read by every later state."""
 
@@ -99,6 +116,8 @@ class Run(RunRef):
     # stack's own training image and the judge job's name. None: the training job judged itself.
     judge_image: str | None = None
     judge_job_name: str | None = None
+    # A restore run (trigger "restore"): the version it brings back; it trains and builds nothing.
+    restore: Restore | None = None
 
     @property
     def training_job_name(self) -> str:
@@ -152,8 +171,21 @@ class RunState(BaseModel):
 
     run: Run
     lock: dict[str, Any] | None = None
+    dataset: dict[str, Any] | None = None
     evaluation: EvaluationResult | None = None
     package: Package | None = None
     build: Build | None = None
     analysis: dict[str, Any] | None = None
+    # The bake's and the approval wait's results: a person's decision (`modelops promote` /
+    # `approve`: approved_by, approved_at, via) when they ended in success, else the timeout.
+    bake: dict[str, Any] | None = None
+    approval: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
+
+    @property
+    def decision(self) -> dict[str, Any] | None:
+        """Who let this version through to promotion, if a person did (approve or promote)."""
+        for result in (self.approval, self.bake):
+            if isinstance(result, dict) and "approved_by" in result:
+                return result
+        return None

@@ -16,7 +16,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from modelops.config import format_validation_error
 from modelops.errors import RequestError
@@ -34,13 +34,32 @@ class DatasetRef(BaseModel):
     version_id: str | None = None
 
 
+class RestoreRequest(BaseModel):
+    """`modelops rollback --to VERSION`: bring a version promoted before back (its serving image as
+    recorded when it was built), through the canary and its checks, or, with `now`, straight to
+    the stable Deployment. Only the version is named here: the image comes from the model's record."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: str = Field(min_length=1, max_length=40)
+    now: bool = False
+    reason: str = Field(default="", max_length=500)
+    requested_by: str = Field(default="", max_length=2048)
+
+    @model_validator(mode="after")
+    def _now_says_why(self) -> RestoreRequest:
+        if self.now and not self.reason.strip():
+            raise ValueError("restore.now skips the canary and needs a reason")
+        return self
+
+
 class PipelineRequest(BaseModel):
     """The execution input. `aws stepfunctions start-execution --input` takes exactly this shape."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     model: str = Field(pattern=MODEL_NAME_RE.pattern)
-    trigger: Literal["s3", "schedule", "manual", "queued", "drift"]
+    trigger: Literal["s3", "schedule", "manual", "queued", "drift", "restore"]
     # None: the newest object under incoming/<model>/ is used.
     dataset: DatasetRef | None = None
     requested_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
@@ -50,6 +69,16 @@ class PipelineRequest(BaseModel):
     idempotency_key: str = Field(min_length=1, max_length=4096)
     # A drift trigger: the drift monitor's figures that raised the alarm (modelops.drift.DriftReport).
     drift: dict[str, Any] | None = None
+    # trigger "restore" only: the version to bring back (no training: see RestoreRequest).
+    restore: RestoreRequest | None = None
+
+    @model_validator(mode="after")
+    def _restore_is_its_trigger(self) -> PipelineRequest:
+        if (self.trigger == "restore") != (self.restore is not None):
+            raise ValueError("a restore request has trigger 'restore' and a 'restore' section, and only it")
+        if self.restore is not None and self.dataset is not None:
+            raise ValueError("a restore request trains nothing and names no dataset")
+        return self
 
     def execution_name(self) -> str:
         """A Step Functions execution name (<= 80 chars of [A-Za-z0-9-_]) unique per request."""
@@ -323,6 +352,22 @@ def _check_dataset_key(key: str, model: str, *, field: str) -> None:
         raise RequestError(f"{field} {key!r} is a folder, not a file under {prefix}")
 
 
+def restore_request(
+    model: str, version: str, *, now: bool, reason: str, requested_by: str, request_id: str
+) -> PipelineRequest:
+    """The execution input of `modelops rollback --to VERSION` (RequestError when malformed)."""
+    try:
+        return PipelineRequest(
+            model=model,
+            trigger="restore",
+            reason=(f"rollback to version {version}" + (f": {reason}" if reason else ""))[:500],
+            idempotency_key=f"restore|{model}|{version}|{request_id}",
+            restore=RestoreRequest(version=version, now=now, reason=reason, requested_by=requested_by),
+        )
+    except ValidationError as exc:
+        raise RequestError(f"invalid rollback request: {format_validation_error(exc)}") from None
+
+
 def queued_request(original: PipelineRequest, holder: str) -> PipelineRequest:
     """The follow-up run for requests coalesced while `holder` held the model's lock.
 
@@ -333,7 +378,8 @@ def queued_request(original: PipelineRequest, holder: str) -> PipelineRequest:
     return original.model_copy(
         update={
             "dataset": None if original.trigger == "s3" else original.dataset,
-            "trigger": "queued",
+            # A restore stays one (its follow-up brings the same version back).
+            "trigger": "restore" if original.restore is not None else "queued",
             "reason": f"coalesced while {holder} ran: {original.reason}"[:500],
             "idempotency_key": f"queued|{holder}|{original.idempotency_key}",
             "requested_at": datetime.now(UTC).isoformat(timespec="seconds"),

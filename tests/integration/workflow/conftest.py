@@ -28,6 +28,7 @@ def harness(kube, monkeypatch, offline_aws):
     ):
         patches.parse_definitions_once()  # AWS compiles a definition once; moto would per execution
         patches.memoize_timestamp_parsing()  # botocore's dateutil parsing: half of a 1,000-key listing
+        patches.task_failure_cause()  # SendTaskFailure's cause reaches the task's error, as on AWS
         harness = Harness(kube, monkeypatch, patches)
         with wiring.installed(harness.services()):
             yield harness

@@ -51,6 +51,8 @@ def test_every_state_after_deploy_canary_rolls_back_on_error():
         "SmokeTest",
         "Bake",
         "AnalyzeCanary",
+        "AwaitApproval",
+        "RestoreNow",
         "Promote",
         "CheckStableReady",
         "FinishPromotion",
@@ -89,3 +91,28 @@ def test_json_paths_end_in_dollar_suffix():
                 walk(item)
 
     walk(json.loads((ROOT / "statemachines" / "retrain_and_rollout.asl.json").read_text()))
+
+
+def _transitions(state: dict) -> set[str]:
+    nexts = {state.get("Next"), state.get("Default")}
+    nexts |= {choice.get("Next") for choice in state.get("Choices", [])}
+    nexts |= {catch.get("Next") for catch in state.get("Catch", [])}
+    return {n for n in nexts if n}
+
+
+def test_promotion_is_entered_only_through_the_canary_passing_a_person_or_a_restore_now():
+    # CanaryPassed is the single entry after an analysis passed (its Choice sends a model with
+    # approval.required to the approval wait); a person's `modelops promote` ends the bake in
+    # success; `rollback --to --now` promotes without a canary
+    states = json.loads((ROOT / "statemachines" / "retrain_and_rollout.asl.json").read_text())["States"]
+    into_promote = sorted(name for name, state in states.items() if "Promote" in _transitions(state))
+    assert into_promote == ["AwaitApproval", "Bake", "CanaryPassed", "RestoreNow"]
+    assert _transitions(states["CanaryVerdict"]) == {"CanaryPassed", "CanaryRejected"}
+    assert _transitions(states["CanaryPassed"]) == {"NotifyApproval", "Promote"}
+    assert states["AwaitApproval"]["TimeoutSecondsPath"] == "$.run.config.approval.timeout_seconds"
+    assert states["AwaitApproval"]["Catch"][0] == {
+        "ErrorEquals": ["States.Timeout"],
+        "ResultPath": "$.approval",
+        "Next": "ApprovalTimedOut",
+    }
+    assert states["ApprovalTimedOut"]["Next"] == "Rollback"

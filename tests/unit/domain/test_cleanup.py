@@ -78,14 +78,18 @@ def clean(store: StateStore, sfn: FakeSfn, rollbacks: list[RunRef], **kwargs: An
     )
 
 
-def test_a_stopped_execution_mid_canary_is_rolled_back_its_lock_released_and_the_follow_up_started(store):
-    # Given a run that holds the lock, has a canary out, and a request coalesced behind it
+@pytest.mark.parametrize("phase", ["canary", "bake", "approval", "watch"])
+def test_a_stopped_execution_mid_canary_is_rolled_back_its_lock_released_and_the_follow_up_started(
+    store, phase
+):
+    # Given a run that holds the lock, has a canary out (baking, waiting for approval, or promoted
+    # and watched), and a request coalesced behind it
     store.acquire_lock("churn", RUN, 3600)
     steps = [{"index": 0, "weight": 10, "reached": 10.0, "summary": "10% -> weight 10%", "verdict": "pass"}]
     store.update_rollout(
         "churn",
         RUN,
-        {"phase": "bake", "image": "repo@sha256:" + "1" * 64, "version": "7", "traffic_steps": steps},
+        {"phase": phase, "task_token": "t", "image": "repo@sha256:" + "1" * 64, "version": "7", "traffic_steps": steps},
     )
     store.put_doc(
         "churn", "PENDING", {"model": "churn", "trigger": "s3", "idempotency_key": "k", "reason": "r"}

@@ -4,7 +4,7 @@ import copy
 
 import pytest
 from modelops.errors import RequestError
-from modelops.triggers import PipelineRequest, parse_trigger, queued_request
+from modelops.triggers import PipelineRequest, parse_trigger, queued_request, restore_request
 
 from tests.conftest import load_event
 
@@ -136,6 +136,15 @@ def test_a_drift_alarm_in_alarm_becomes_a_drift_request_keyed_by_its_episode():
     )
 
 
+def test_a_restore_request_names_only_a_version_and_stays_a_restore_when_coalesced():
+    request = restore_request("churn", "3", now=False, reason="", requested_by="arn:x", request_id="r1")
+    assert request.trigger == "restore" and request.restore is not None and request.dataset is None
+    assert request.execution_name().startswith("churn-restore-")
+    # parsed back as the execution input, and coalesced behind a running holder, it is still a restore
+    follow_up = queued_request(PipelineRequest.model_validate(request.model_dump(mode="json")), "holder")
+    assert PipelineRequest.model_validate(follow_up.model_dump(mode="json")).restore == request.restore
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -149,3 +158,26 @@ def test_other_alarm_changes_are_not_triggers(change: dict, message: str):
     event["detail"] = {**event["detail"], **change}
     with pytest.raises(RequestError, match=message):
         parse_trigger(event, bucket="b", alarm_prefix="modelops-")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"restore": None}, "a restore request has trigger 'restore' and a 'restore' section"),
+        ({"trigger": "manual"}, "a restore request has trigger 'restore' and a 'restore' section"),
+        (
+            {"dataset": {"key": "incoming/churn/a.csv"}},
+            "a restore request trains nothing and names no dataset",
+        ),
+        (
+            {"restore": {"version": "3", "now": True, "reason": ""}},
+            "restore.now skips the canary and needs a reason",
+        ),
+    ],
+)
+def test_a_malformed_restore_request_is_refused(change, message):
+    document = restore_request(
+        "churn", "3", now=False, reason="", requested_by="", request_id="r1"
+    ).model_dump(mode="json")
+    with pytest.raises(ValueError, match=message):
+        PipelineRequest.model_validate({**document, **change})

@@ -67,7 +67,18 @@ class SageMakerRegistry:
         version = self.client.describe_model_package(ModelPackageName=arn)["ModelPackageVersion"]
         return RegisteredVersion(str(version), arn)
 
-    def set_approval(self, package_arn: str, status: str, description: str) -> None:
-        self.client.update_model_package(
-            ModelPackageArn=package_arn, ModelApprovalStatus=status, ApprovalDescription=description[:1000]
-        )
+    def set_approval(
+        self, package_arn: str, status: str, description: str, metadata: dict[str, str] | None = None
+    ) -> None:
+        # The version's metadata (run_id above all: find_version reads it) is passed on whole, as
+        # read, plus the new keys: an update that names no metadata must not lose it.
+        current = self.client.describe_model_package(ModelPackageName=package_arn)
+        merged = {**(current.get("CustomerMetadataProperties") or {}), **(metadata or {})}
+        update: dict[str, Any] = {
+            "ModelPackageArn": package_arn,
+            "ModelApprovalStatus": status,
+            "ApprovalDescription": description[:1000],
+        }
+        if merged:
+            update["CustomerMetadataProperties"] = {k: str(v)[:256] for k, v in merged.items()}
+        self.client.update_model_package(**update)

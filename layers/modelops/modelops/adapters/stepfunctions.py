@@ -1,7 +1,8 @@
-"""Step Functions: starting executions (`Executions`) and failing a waiting task (`TaskCallbacks`)."""
+"""Step Functions: starting executions (`Executions`) and ending a waiting task (`TaskCallbacks`)."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from modelops.adapters.aws import error_code
@@ -34,6 +35,15 @@ class StepFunctionsCallbacks:
     def fail(self, token: str, error: str, cause: str) -> bool:
         try:
             self.client.send_task_failure(taskToken=token, error=error, cause=cause)
+        except Exception as exc:
+            if error_code(exc) in _TASK_OVER:
+                return False
+            raise
+        return True
+
+    def succeed(self, token: str, output: dict[str, Any]) -> bool:
+        try:
+            self.client.send_task_success(taskToken=token, output=json.dumps(output))
         except Exception as exc:
             if error_code(exc) in _TASK_OVER:
                 return False

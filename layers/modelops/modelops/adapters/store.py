@@ -7,6 +7,7 @@ One DynamoDB table, `pk`/`sk` strings:
   MODEL#<m>    / TRAINED               the object (key, ETag) a data-triggered run last trained and evaluated
   MODEL#<m>    / ROLLOUT               the active rollout: run, previous stable image, phase, task token
   MODEL#<m>    / CHAMPION              the version in production (image, artifact, metric)
+  MODEL#<m>    / VERSION#<v>           each built version: its serving image (digest), run, outcome, promoted_at
   MODEL#<m>    / HISTORY#<iso>#<run>   one record per finished run, newest last
   MODEL#<m>    / ALARM#<iso>#<alarm>   alarms that fired while no rollout was active
 """
@@ -178,23 +179,16 @@ class StateStore:
         Fields live as separate attributes (JSON strings) so that on_alarm and the bake/watch
         registration can each update their own field without overwriting the other's.
         """
-        names = {f"#f{i}": key for i, key in enumerate(fields)}
-        values: dict[str, Any] = {
-            f":v{i}": {"S": json.dumps(value, default=_json_default)}
-            for i, value in enumerate(fields.values())
-        }
-        values[":run"] = {"S": run_id}
-        sets = ", ".join(f"#f{i} = :v{i}" for i in range(len(fields)))
-        response = self.client.update_item(
-            TableName=self.table,
-            Key={"pk": _pk(model), "sk": {"S": "ROLLOUT"}},
+        sets, names, values = _field_updates(run_id, fields)
+        updated = self._update_rollout(
+            model,
             UpdateExpression=f"SET run_id = :run, {sets}",
             ConditionExpression="attribute_not_exists(run_id) OR run_id = :run",
             ExpressionAttributeNames=names,
             ExpressionAttributeValues=values,
-            ReturnValues="ALL_NEW",
         )
-        return decode_rollout(response["Attributes"])
+        assert updated is not None  # the condition holds unless another run owns it (an error)
+        return updated
 
     def get_rollout(self, model: str) -> dict[str, Any] | None:
         item = self._get(model, "ROLLOUT")
@@ -212,22 +206,54 @@ class StateStore:
             if error_code(exc) != "ConditionalCheckFailedException":
                 raise
 
+    def mark_rollout(self, model: str, run_id: str, fields: dict[str, Any]) -> dict[str, Any] | None:
+        sets, names, values = _field_updates(run_id, fields)
+        return self._update_rollout(
+            model,
+            UpdateExpression=f"SET {sets}",
+            ConditionExpression="run_id = :run",
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+            absent_is_none=True,
+        )
+
     def record_alarm_on_rollout(self, model: str, alarm: dict[str, Any]) -> dict[str, Any] | None:
         """Append an alarm to the active rollout (if any) and return the rollout as updated."""
+        return self._update_rollout(
+            model,
+            UpdateExpression="SET alarms = list_append(if_not_exists(alarms, :empty), :a)",
+            ConditionExpression="attribute_exists(run_id)",
+            ExpressionAttributeValues={":a": {"L": [{"S": json.dumps(alarm)}]}, ":empty": {"L": []}},
+            absent_is_none=True,
+        )
+
+    def _update_rollout(
+        self, model: str, *, absent_is_none: bool = False, **update: Any
+    ) -> dict[str, Any] | None:
+        """UpdateItem on the ROLLOUT item; the item as updated, or None when its condition failed
+        and `absent_is_none` (otherwise that failure is raised)."""
         try:
             response = self.client.update_item(
                 TableName=self.table,
                 Key={"pk": _pk(model), "sk": {"S": "ROLLOUT"}},
-                UpdateExpression="SET alarms = list_append(if_not_exists(alarms, :empty), :a)",
-                ConditionExpression="attribute_exists(run_id)",
-                ExpressionAttributeValues={":a": {"L": [{"S": json.dumps(alarm)}]}, ":empty": {"L": []}},
                 ReturnValues="ALL_NEW",
+                **update,
             )
         except Exception as exc:
-            if error_code(exc) == "ConditionalCheckFailedException":
+            if absent_is_none and error_code(exc) == "ConditionalCheckFailedException":
                 return None
             raise
         return decode_rollout(response["Attributes"])
+
+
+def _field_updates(run_id: str, fields: dict[str, Any]) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """`#f0 = :v0, ...` with its names and values (each field a JSON string), and `:run`."""
+    names = {f"#f{i}": key for i, key in enumerate(fields)}
+    values: dict[str, Any] = {
+        f":v{i}": {"S": json.dumps(value, default=_json_default)} for i, value in enumerate(fields.values())
+    }
+    values[":run"] = {"S": run_id}
+    return ", ".join(f"#f{i} = :v{i}" for i in range(len(fields))), names, values
 
 
 def decode_rollout(item: dict[str, Any]) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""on_alarm: a CloudWatch alarm state change fails the active rollout's Bake or Watch at once
+"""on_alarm: a CloudWatch alarm state change fails the active rollout's Bake, approval wait or Watch at once
 (SendTaskFailure on the task token the rollout recorded), so the workflow rolls back."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from modelops.canary import parse_alarm_name, relevant_alarms
+from modelops.canary import WAIT_PHASES, parse_alarm_name, relevant_alarms
 from modelops.ports import Store, TaskCallbacks
 from modelops.triggers import drift_alarm_model, parse_alarm_event
 
@@ -52,14 +52,14 @@ def handle_alarm(
         }
     phase = rollout.get("phase")
     token = rollout.get("task_token")
-    if phase not in {"bake", "watch"} or not token:
+    if phase not in WAIT_PHASES or not token:
         return {
             "action": "recorded",
-            "reason": f"rollout in phase {phase}; checked when the bake/watch wait starts",
+            "reason": f"rollout in phase {phase}; checked when the bake/approval/watch wait starts",
         }
     if name not in relevant_alarms(rollout, phase):
         return {"action": "recorded", "reason": f"{name} does not count in phase {phase}"}
-    error = "CanaryAlarmError" if phase == "bake" else "WatchAlarmError"
+    error = "WatchAlarmError" if phase == "watch" else "CanaryAlarmError"
     cause = json.dumps({"alarm": name, "phase": phase, "reason": change.reason[:500]})
     if not callbacks.fail(token, error, cause):
         return {"action": "recorded", "reason": f"{phase} already over"}

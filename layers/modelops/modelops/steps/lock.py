@@ -24,7 +24,7 @@ LOCK_MARGIN_SECONDS = 3600
 
 
 def lock_ttl_seconds(run: Run) -> int:
-    """Long enough for the run's longest path: training, both rollouts, bake and watch."""
+    """Long enough for the run's longest path: training, both rollouts, bake, approval and watch."""
     training, canary = run.config.training, run.config.canary
     return (
         training.max_runtime_seconds
@@ -32,6 +32,7 @@ def lock_ttl_seconds(run: Run) -> int:
         + 2 * canary.ready_timeout_seconds
         + canary.bake_seconds
         + canary.watch_seconds
+        + (run.config.approval.timeout_seconds if run.config.approval.required else 0)
         + LOCK_MARGIN_SECONDS
     )
 

@@ -6,9 +6,9 @@ from collections.abc import Callable
 from typing import Any
 
 from modelops.config import ModelConfig, parse_config
-from modelops.errors import UnknownModelError
+from modelops.errors import RequestError, UnknownModelError
 from modelops.ports import ObjectStore, Store
-from modelops.run import CanaryTimes, Champion, DatasetObject, Limits, Run
+from modelops.run import CanaryTimes, Champion, DatasetObject, Limits, Restore, Run
 from modelops.steps.dataset import newest_object
 from modelops.steps.training import (
     JUDGE_MAX_RUNTIME_SECONDS,
@@ -28,6 +28,29 @@ def load_model(store: Store, model: str) -> ModelConfig:
     if document is None:
         raise UnknownModelError(f"model {model!r} is not configured; run `modelops model put <file>` first")
     return parse_config(document, source=f"stored config of model {model!r}")
+
+
+def restorable(store: Store, model: str, version: str) -> dict[str, Any]:
+    """The record of `version` (VERSION#<v>) if it can be brought back: built and recorded, once
+    promoted, and not what serves now. RequestError saying which of these fails."""
+    doc = store.get_doc(model, f"VERSION#{version}")
+    if doc is None:
+        known = [
+            d.get("version") for d in store.query_docs(model, "VERSION#", limit=50) if d.get("promoted_at")
+        ]
+        raise RequestError(
+            f"version {version} of {model} is unknown: no run recorded it"
+            + (f" (versions that were promoted: {', '.join(str(v) for v in known)})" if known else "")
+        )
+    if not doc.get("promoted_at"):
+        raise RequestError(
+            f"version {version} of {model} was never promoted (its run {doc.get('run_id')} ended "
+            f"{doc.get('status')}): only a version that served as the stable can be brought back"
+        )
+    champion = store.get_doc(model, "CHAMPION") or {}
+    if str(champion.get("version")) == str(version) and champion.get("image") == doc.get("image"):
+        raise RequestError(f"version {version} of {model} is already serving (the champion): nothing to do")
+    return doc
 
 
 def resolve(
@@ -50,11 +73,29 @@ def resolve(
     TrainingImageMissingError before any of them exists."""
     request = parse_execution_input(raw_request, bucket=bucket)
     config = load_model(store, request.model)
+    restore = None
+    if request.restore is not None:
+        doc = restorable(store, config.name, request.restore.version)
+        restore = Restore(
+            version=str(doc["version"]),
+            image=doc["image"],
+            package_arn=doc["package_arn"],
+            group=doc["group"],
+            model_artifact=doc.get("model_artifact"),
+            metric=doc.get("metric"),
+            value=doc.get("value"),
+            smoke_sample=doc.get("smoke_sample") or [],
+            now=request.restore.now,
+            reason=request.restore.reason,
+            requested_by=request.restore.requested_by,
+        )
     if not (config.training.image and config.training.script):
         # The job runs our image, or a team's image whose candidate our image judges: either way
         # the stack's own image must exist (only a team image running our harness needs none).
         training_image = default_training_image(training_image, recorded_image, stack=stack_name)
-    if request.dataset is not None:
+    if restore is not None:  # trains nothing: the data its version was trained on, for the record
+        dataset = DatasetObject.model_validate(doc["dataset"])
+    elif request.dataset is not None:
         ref = request.dataset
         dataset = DatasetObject(bucket=ref.bucket or bucket, key=ref.key, version_id=ref.version_id)
     else:
@@ -92,4 +133,5 @@ def resolve(
         canary=CanaryTimes(
             bake_seconds=config.canary.bake_seconds, watch_seconds=config.canary.watch_seconds
         ),
+        restore=restore,
     )

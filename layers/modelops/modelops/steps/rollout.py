@@ -2,15 +2,22 @@
 Watch, Rollback and CheckRollbackReady: the rollout actions on EKS, each idempotent (safe to retry
 or repeat).
 
-deploy_canary  record the stable Deployment's image (once, before any change), then patch the canary
+begin          record the stable Deployment's image (once, before any change): what rollback restores
+deploy_canary  begin, then patch the canary (the router reset to the stable first)
 shift_traffic  give the canary a step's share of the traffic through the model's router
 status         is the target Deployment rolled out on the expected image? (bounded by a deadline)
 smoke_test     predictions through the API server's service proxy to the canary Service
-await_signal   register the bake/watch task token; fail at once if an alarm already fired
+await_signal   register the bake/approval/watch task token; fail at once if an alarm already
+               fired or `modelops abort` was asked for
 promote        patch the stable Deployment with the new image
 finish         all traffic to the stable (router weights 100/0), then the canary to 0, once the
                stable carries the new image
 rollback       router weights back to the stable, the canary to 0, the stable's recorded image
+
+The readiness checks, promote, finish and the waits first check the rollout for an abort
+(`modelops abort`, recorded by `modelops.control`): AbortRequestedError, which the workflow
+catches into Rollback (the smoke test, a few seconds, is not interrupted: the bake's wait that
+follows it fails at once).
 """
 
 from __future__ import annotations
@@ -22,10 +29,11 @@ import time
 from collections.abc import Callable
 from typing import Any, Literal
 
-from modelops.canary import relevant_alarms
+from modelops.canary import WAIT_PHASES, relevant_alarms
 from modelops.config import ModelConfig
 from modelops.deployments import current_image, image_patch, replicas_patch, rollout_status
 from modelops.errors import (
+    AbortRequestedError,
     KubeConflictError,
     KubeInvalidError,
     KubeNotFoundError,
@@ -60,7 +68,9 @@ class RolloutService:
         self.clock = clock
 
     # --- deploy ------------------------------------------------------------------------------
-    def deploy_canary(self, run: RunRef, image: str, version: str) -> dict[str, Any]:
+    def begin(self, run: RunRef, image: str, version: str) -> dict[str, Any]:
+        """Record the stable Deployment's image (once, before any change) as this run's rollout:
+        what Rollback restores. DeployCanary starts with it; `rollback --to --now` promotes after it."""
         cfg = run.config
         k = cfg.kubernetes
         run_id, model = run.run_id, cfg.name
@@ -94,20 +104,7 @@ class RolloutService:
                     "started_at": self.clock(),
                 },
             )
-        router = self._router(cfg, existing)
-        # A weighted router still routing to a canary (a run that died mid-step) is reset before
-        # the canary changes: the new image gets traffic only from its first step on.
-        router.reset()
-        replicas = router.canary_pods(step_plan(cfg)[0])
-        self._patch_image(k.namespace, k.canary_deployment, k.container, image, version, run_id, replicas)
-        self.store.update_rollout(
-            model,
-            run_id,
-            {"deadline_canary": self.clock() + cfg.canary.ready_timeout_seconds, "router": router.kind},
-        )
         return {
-            "router": router.kind,
-            "canary_replicas": replicas,
             "previous_stable": existing["previous_stable"],
             "preexisting_alarms": existing.get("preexisting_alarms", []),
         }
@@ -122,6 +119,7 @@ class RolloutService:
             raise RolloutFailedError(f"canary step {index} does not exist: the model has {len(plan)} step(s)")
         rollout = self._rollout(cfg.name, run.run_id)
         self._require_lock(cfg.name, run.run_id)
+        _refuse_if_aborted(rollout)
         shift = self._router(cfg, rollout).shift(plan[index])
         recorded = [s for s in rollout.get("traffic_steps") or [] if int(s.get("index", -1)) < index]
         entry = {"index": index, **shift.to_dict(), "summary": shift.describe(), "at": self.clock()}
@@ -147,10 +145,28 @@ class RolloutService:
             "bake_seconds": cfg.canary.step_bake_seconds,
         }
 
+    def deploy_canary(self, run: RunRef, image: str, version: str) -> dict[str, Any]:
+        cfg = run.config
+        k = cfg.kubernetes
+        begun = self.begin(run, image, version)
+        router = self._router(cfg, begun)
+        # A weighted router still routing to a canary (a run that died mid-step) is reset before
+        # the canary changes: the new image gets traffic only from its first step on.
+        router.reset()
+        replicas = router.canary_pods(step_plan(cfg)[0])
+        self._patch_image(k.namespace, k.canary_deployment, k.container, image, version, run.run_id, replicas)
+        self.store.update_rollout(
+            cfg.name,
+            run.run_id,
+            {"deadline_canary": self.clock() + cfg.canary.ready_timeout_seconds, "router": router.kind},
+        )
+        return {"router": router.kind, "canary_replicas": replicas, **begun}
+
     def promote(self, run: RunRef, image: str, version: str) -> dict[str, Any]:
         cfg = run.config
         k = cfg.kubernetes
         rollout = self._rollout(cfg.name, run.run_id)
+        _refuse_if_aborted(rollout)
         self._require_lock(cfg.name, run.run_id)
         # Recorded before the patch: if the patch's response is lost, rollback still restores.
         self.store.update_rollout(
@@ -172,6 +188,7 @@ class RolloutService:
         cfg = run.config
         k = cfg.kubernetes
         rollout = self._rollout(cfg.name, run.run_id)
+        _refuse_if_aborted(rollout)
         # The stable carries the new version now: all traffic to it, and only then the canary
         # out (never a moment where a weight points at a Service with no pods).
         self._router(cfg, rollout).reset()
@@ -187,6 +204,7 @@ class RolloutService:
         rollout = self._rollout(cfg.name, run.run_id)
         if target == "rollback":
             return self._rollback_status(cfg, rollout)
+        _refuse_if_aborted(rollout)
         name = k.canary_deployment if target == "canary" else k.stable_deployment
         deployment = self.kube.get_deployment(k.namespace, name)
         result = rollout_status(deployment, container=k.container, expected_image=image)
@@ -240,18 +258,25 @@ class RolloutService:
             raise SmokeTestFailedError(f"{where} {problem}")
         return {"rows": len(rows), "status": status}
 
-    def await_signal(self, run: RunRef, phase: Literal["bake", "watch"], token: str) -> dict[str, Any]:
-        """Store the phase's task token; if a relevant alarm already fired, fail the task now."""
+    def await_signal(
+        self, run: RunRef, phase: Literal["bake", "approval", "watch"], token: str
+    ) -> dict[str, Any]:
+        """Store the phase's task token; if a relevant alarm already fired, or an abort was asked
+        for before the wait began, fail the task now (whoever asks later finds the token)."""
+        assert phase in WAIT_PHASES
         rollout = self.store.update_rollout(
             run.model,
             run.run_id,
             {"phase": phase, "task_token": token, f"{phase}_started_at": self.clock()},
         )
+        if rollout.get("abort"):
+            self.callbacks.fail(token, "AbortRequestedError", abort_cause(rollout["abort"]))
+            return {"phase": phase, "aborted": True, "alarms": []}
         fired = relevant_alarms(rollout, phase)
         if fired:
             self.callbacks.fail(
                 token,
-                "CanaryAlarmError" if phase == "bake" else "WatchAlarmError",
+                "WatchAlarmError" if phase == "watch" else "CanaryAlarmError",
                 json.dumps({"alarms": fired, "phase": phase}),
             )
         return {"phase": phase, "alarms": fired}
@@ -383,6 +408,17 @@ class RolloutService:
         raise KubeConflictError(
             f"deployment {namespace}/{name} kept changing; gave up after {_PATCH_ATTEMPTS} tries: {last}"
         )
+
+
+def abort_cause(abort: dict[str, Any]) -> str:
+    """The error cause an abort is reported with (the run's history keeps it)."""
+    reason = f": {abort['reason']}" if abort.get("reason") else ""
+    return f"aborted by {abort.get('by', 'unknown')} at {abort.get('at', '?')} in phase {abort.get('phase', '?')}{reason}"
+
+
+def _refuse_if_aborted(rollout: dict[str, Any]) -> None:
+    if rollout.get("abort"):
+        raise AbortRequestedError(abort_cause(rollout["abort"]))
 
 
 def _unpinned_patch(

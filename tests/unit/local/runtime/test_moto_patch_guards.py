@@ -533,3 +533,39 @@ def test_held_executions_evaluate_nothing_until_released(aws):
         while sfn.describe_execution(executionArn=arn)["status"] == "RUNNING" and time.monotonic() < deadline:
             time.sleep(0.05)
         assert sfn.describe_execution(executionArn=arn)["status"] == "SUCCEEDED"
+
+
+def test_a_task_failure_carries_its_cause_to_the_waiting_task(aws):
+    # Given an execution waiting on a task token (sent to a queue)
+    sqs = boto3.client("sqs", region_name=REGION)
+    queue = sqs.create_queue(QueueName="tokens")["QueueUrl"]
+    role = boto3.client("iam", region_name=REGION).create_role(
+        RoleName="sfn-token", AssumeRolePolicyDocument=ROLE_POLICY
+    )["Role"]["Arn"]
+    wait = {
+        "Type": "Task",
+        "Resource": "arn:aws:states:::sqs:sendMessage.waitForTaskToken",
+        "Parameters": {"QueueUrl": queue, "MessageBody": {"token.$": "$$.Task.Token"}},
+        "TimeoutSeconds": 30,
+        "End": True,
+    }
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    machine = sfn.create_state_machine(
+        name="token", definition=json.dumps({"StartAt": "Wait", "States": {"Wait": wait}}), roleArn=role
+    )["stateMachineArn"]
+    with MotoPatches() as patches:
+        patches.task_failure_cause()
+        arn = sfn.start_execution(stateMachineArn=machine, name="t1", input="{}")["executionArn"]
+        deadline = time.monotonic() + 10
+        messages: list[Any] = []
+        while not messages and time.monotonic() < deadline:
+            messages = sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=0).get("Messages", [])
+        token = json.loads(messages[0]["Body"])["token"]
+        # When the task is failed with an error and a cause
+        sfn.send_task_failure(taskToken=token, error="ApprovalRejectedError", cause="rejected by alice")
+        while sfn.describe_execution(executionArn=arn)["status"] == "RUNNING" and time.monotonic() < deadline:
+            time.sleep(0.05)
+    # Then the execution fails with both, as on AWS (moto alone drops the cause)
+    described = sfn.describe_execution(executionArn=arn)
+    assert described["status"] == "FAILED"
+    assert described["error"] == "ApprovalRejectedError" and described["cause"] == "rejected by alice"
