@@ -107,7 +107,7 @@ def test_promotion_is_entered_only_through_the_canary_passing_a_person_or_a_rest
     states = json.loads((ROOT / "statemachines" / "retrain_and_rollout.asl.json").read_text())["States"]
     into_promote = sorted(name for name, state in states.items() if "Promote" in _transitions(state))
     assert into_promote == ["AwaitApproval", "Bake", "CanaryPassed", "RestoreNow"]
-    assert _transitions(states["CanaryVerdict"]) == {"CanaryPassed", "CanaryRejected"}
+    assert _transitions(states["CanaryVerdict"]) == {"CanaryPassed", "CanaryRejected", "ShiftTraffic"}
     assert _transitions(states["CanaryPassed"]) == {"NotifyApproval", "Promote"}
     assert states["AwaitApproval"]["TimeoutSecondsPath"] == "$.run.config.approval.timeout_seconds"
     assert states["AwaitApproval"]["Catch"][0] == {

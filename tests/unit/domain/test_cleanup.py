@@ -89,7 +89,13 @@ def test_a_stopped_execution_mid_canary_is_rolled_back_its_lock_released_and_the
     store.update_rollout(
         "churn",
         RUN,
-        {"phase": phase, "task_token": "t", "image": "repo@sha256:" + "1" * 64, "version": "7", "traffic_steps": steps},
+        {
+            "phase": phase,
+            "task_token": "t",
+            "image": "repo@sha256:" + "1" * 64,
+            "version": "7",
+            "traffic_steps": steps,
+        },
     )
     store.put_doc(
         "churn", "PENDING", {"model": "churn", "trigger": "s3", "idempotency_key": "k", "reason": "r"}

@@ -24,7 +24,13 @@ K = CONFIG.kubernetes
 ROLLOUT_GROUP = "modelops-rollout"
 RETENTION_GROUP = "modelops-image-retention"
 #: The group each RoleBinding may bind (by binding name).
-BOUND_GROUPS = {f"{CONFIG.name}-rollout": ROLLOUT_GROUP, f"{CONFIG.name}-image-retention": RETENTION_GROUP}
+BOUND_GROUPS = {
+    f"{CONFIG.name}-rollout": ROLLOUT_GROUP,
+    # a weighted router's Role (get/patch on its named route or ingress) is the rollout function's too
+    f"{CONFIG.name}-rollout-httproute": ROLLOUT_GROUP,
+    f"{CONFIG.name}-rollout-ingress": ROLLOUT_GROUP,
+    f"{CONFIG.name}-image-retention": RETENTION_GROUP,
+}
 
 
 @pytest.fixture
@@ -167,15 +173,23 @@ def test_a_weighted_router_adds_only_get_and_patch_on_its_named_route_or_ingress
     assert rbac_violations(objects) == []
     role_name, rules = ROUTER_RULES[router]
     roles = {o["metadata"]["name"]: o["rules"] for o in objects if o["kind"] == "Role"}
-    # Then: the base Role unchanged, and one more Role holding exactly the router's rule
-    assert roles == {f"{CONFIG.name}-rollout": EXPECTED_RULES, role_name: rules}
+    base = {
+        o["metadata"]["name"]: o["rules"]
+        for o in render_manifests(
+            CONFIG.name, K.namespace, IMAGE, "3", 2, control_plane_cidr=CONTROL_PLANE_CIDR
+        )
+        if o["kind"] == "Role"
+    }
+    # Then: the base Roles unchanged, and one more Role holding exactly the router's rule
+    assert base[f"{CONFIG.name}-rollout"] == EXPECTED_RULES
+    assert roles == {**base, role_name: rules}
     binding = _one(objects, "RoleBinding", role_name)
     assert binding["subjects"] == [
         {"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": ROLLOUT_GROUP}
     ]
     # And the replicas router (the default) adds nothing
     default = render_manifests(CONFIG.name, K.namespace, IMAGE, "3", 2, control_plane_cidr=CONTROL_PLANE_CIDR)
-    assert [o["metadata"]["name"] for o in default if o["kind"] == "Role"] == [f"{CONFIG.name}-rollout"]
+    assert [o["metadata"]["name"] for o in default if o["kind"] == "Role"] == list(base)
 
 
 def test_the_role_covers_every_kubernetes_call_of_the_rollout_adapter():
