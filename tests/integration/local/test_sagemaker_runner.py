@@ -205,13 +205,14 @@ def test_a_registered_team_image_runs_its_program_and_our_judge_scores_its_model
     runner.start(_request("stack-churn-team-judge", channels=channels, modelops_judge="true"))
     judged = runner.wait("stack-churn-team-judge", timeout=60)
 
-    # Then the judge's artifact holds its own evaluation, not the team's claim
+    # Then the judge's artifact holds its own evaluation, not the team's claim, and the drift
+    # baseline of the training rows (README, Drift)
     assert judged.status == "Completed", judged.failure_reason
     body = s3.get_object(Bucket=BUCKET, Key="models/churn/stack-churn-team-judge/output/model.tar.gz")[
         "Body"
     ].read()
     with tarfile.open(fileobj=io.BytesIO(body)) as tar:
-        assert tar.getnames() == ["evaluation.json"]
+        assert sorted(tar.getnames()) == ["baseline.json", "evaluation.json"]
     evaluation = read_evaluation_from_tarball(body, source="judge")
     assert evaluation.candidate != team_image.CLAIMED_SCORE and 0.5 < evaluation.candidate < 0.99
 
