@@ -1,14 +1,16 @@
 """`modelops bootstrap`: build the stack's training image in its CodeBuild project and record it.
 
 The same code runs for AWS (after `sam deploy`) and for the local runtime (`modelops local up`
-calls `run_bootstrap` once its stack is created), through the clients `modelops.adapters.aws`
-builds from the environment (AWS_ENDPOINT_URL points them at the local stand-ins).
+calls `run_bootstrap` once its stack is created). The CLI uses the clients `modelops.adapters.aws`
+builds from the environment; the local runtime passes its own `clients` (on its endpoint), so it
+never has to point this process's environment at itself.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from modelops.errors import BootstrapError
 from modelops.model_admin import StackInfo
@@ -28,9 +30,11 @@ def run_bootstrap(
     progress: Callable[[str], None] = print,
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
     poll_seconds: float = DEFAULT_POLL_SECONDS,
+    clients: Callable[[str], Any] | None = None,
 ) -> BootstrapResult:
-    """Pack `source`, build its `runtime` target unless that source's image exists, record it."""
-    from modelops.adapters.aws import client
+    """Pack `source`, build its `runtime` target unless that source's image exists, record it.
+    `clients(service)` gives the boto3 clients (default: `modelops.adapters.aws.client`)."""
+    from modelops.adapters import aws
     from modelops.adapters.codebuild import CodeBuildImages, EcrRepository
     from modelops.adapters.s3 import S3Objects
     from modelops.adapters.ssm import SsmParameters
@@ -40,6 +44,7 @@ def run_bootstrap(
             f"stack {stack.stack_name} was deployed before it had a training repository: run "
             "`sam build && sam deploy` from this checkout first, then `modelops bootstrap`"
         )
+    client = clients or aws.client
     archive = pack_image_source(source)
     return bootstrap_training_image(
         archive,

@@ -3,8 +3,9 @@
 `LocalAws` serves moto's WSGI application (the one `moto.server.ThreadedMotoServer` serves) on a
 background thread, bound in the caller's thread so that a busy port is a `PortInUseError`, not a
 hang. It configures moto for what the local runtime needs (Step Functions executes state machines,
-Lambda without Docker, AWS managed IAM policies loaded) and sets `MOTO_PORT`, which moto's Step
-Functions interpreter uses to call back into the server.
+Lambda without Docker, AWS managed IAM policies loaded) and tells moto its port (`MotoPatches.server_port`),
+which moto's Step Functions interpreter uses to call back into the server. The process environment
+is left alone: clients get the endpoint explicitly (`client()`, `function_environment()`).
 
 `InProcessAws` offers the same `client()` for code running under `moto.mock_aws` (no server).
 """
@@ -15,7 +16,6 @@ import contextlib
 import copy
 import errno
 import json
-import os
 import threading
 import urllib.request
 from collections.abc import Mapping
@@ -23,6 +23,8 @@ from typing import Any, Protocol
 
 import boto3
 from botocore.config import Config
+
+from modelops_local.moto_patches import MotoPatches
 
 REGION = "us-east-1"
 ACCOUNT_ID = "123456789012"  # moto's default account for any access key
@@ -97,12 +99,12 @@ class LocalAws:
         self._thread: threading.Thread | None = None
         self._clients: dict[str, Any] = {}
         self._clients_lock = threading.Lock()
-        self._previous_moto_port: str | None = None
+        self._port_patch = MotoPatches()
         self._previous_config: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> LocalAws:
-        """Bind, serve on a daemon thread, configure moto, and set MOTO_PORT. Returns self."""
+        """Bind, serve on a daemon thread, configure moto (its port included). Returns self."""
         if self._server is not None:
             return self
         self._server = self._bind(self.requested_port)
@@ -110,8 +112,7 @@ class LocalAws:
             target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, name="moto-server", daemon=True
         )
         self._thread.start()
-        self._previous_moto_port = os.environ.get("MOTO_PORT")
-        os.environ["MOTO_PORT"] = str(self.port)
+        self._port_patch.server_port(self.port)
         self._apply_moto_config()
         if self.fresh:
             self.reset()  # moto's state is per process: start from an empty account
@@ -156,7 +157,7 @@ class LocalAws:
             raise PortInUseError(self.host, port) from exc
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop serving (bounded by `timeout`) and restore MOTO_PORT."""
+        """Stop serving (bounded by `timeout`) and restore moto's configuration."""
         server, thread = self._server, self._thread
         if server is None:
             return
@@ -169,10 +170,7 @@ class LocalAws:
         if thread is not None:
             thread.join(max(0.0, timeout))
         self._restore_moto_config()
-        if self._previous_moto_port is None:
-            os.environ.pop("MOTO_PORT", None)
-        else:
-            os.environ["MOTO_PORT"] = self._previous_moto_port
+        self._port_patch.undo()
 
     def __enter__(self) -> LocalAws:
         return self.start()

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import queue
 import shutil
 import threading
@@ -176,9 +175,8 @@ class LocalCloud:
             self.progress(f"port {s.aws_port} is in use; the AWS endpoint is on {aws.port} instead")
         moto_cloudwatch_patch.apply()
         self._on_stop("cloudwatch patch", moto_cloudwatch_patch.remove)
-        # This process is a client too (model put, uploads, the CLI's commands): same endpoints,
-        # until stop() puts the environment back.
-        self._set_environment(aws.function_environment())
+        # The process's environment and the product's client cache stay as they were: everything
+        # here takes `aws.client`, and the functions get the endpoint in their workers' environment.
 
         runtime = LambdaRuntime(self.state_dir, aws.function_environment())  # logs in logs/lambda/
         self.runtime = runtime
@@ -292,21 +290,6 @@ class LocalCloud:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-    def _set_environment(self, values: Mapping[str, str]) -> None:
-        previous = {key: os.environ.get(key) for key in values}
-
-        def restore() -> None:
-            for key, value in previous.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
-            _reset_cached_clients()
-
-        os.environ.update(values)
-        _reset_cached_clients()
-        self._on_stop("environment", restore)
 
     def _on_stop(self, what: str, stop: Callable[[], Any]) -> None:
         self._stoppers.append((what, stop))
@@ -452,6 +435,7 @@ class LocalCloud:
                 progress=lambda line: self.progress(f"  {line.strip()}"),
                 timeout_seconds=BOOTSTRAP_TIMEOUT_SECONDS,
                 poll_seconds=0.2,
+                clients=self.client,
             )
         except BootstrapError as exc:
             raise LocalCloudError(f"modelops bootstrap failed: {exc}") from None
@@ -544,10 +528,3 @@ class LocalCloud:
             raise RouteError("ValidationException", "Requested resource not found.") from None
         except TrainingJobNotStoppableError as exc:
             raise RouteError("ValidationException", str(exc)) from None
-
-
-def _reset_cached_clients() -> None:
-    """The layer caches boto3 clients per service; after the endpoint changes they must be rebuilt."""
-    from modelops.adapters import aws
-
-    aws.client.cache_clear()

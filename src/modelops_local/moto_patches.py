@@ -13,6 +13,9 @@ them moves or changes signature.
 - `route_eventbridge(delivery)`: rules deliver to Lambda and Step Functions targets (moto raises
   NotImplementedError for both) through `events.EventDelivery`; disabled rules deliver nothing.
   moto keeps delivering its own target kinds (SQS, logs, buses, archives, API destinations).
+- `server_port(port)`: moto's Step Functions interpreter (and anything else of moto that calls back
+  into its own server) reaches the server on `port`; moto reads it from `MOTO_PORT` in the process
+  environment otherwise, which the local runtime leaves alone.
 - `route_sagemaker(create=, describe=, stop=)`, `route_codebuild(start=, batch_get=)`,
   `route_eks_describe_cluster(endpoint, ca_pem)`: hand these APIs to other stand-ins.
 - `execution_status_events(emit)`: when a Step Functions execution ends (SUCCEEDED, FAILED,
@@ -92,6 +95,8 @@ PATCHED_SYMBOLS: list[tuple[str, str, tuple[str, ...] | None]] = [
         ("self",),
     ),
     ("botocore.utils", "parse_timestamp", ("value",)),
+    ("moto.settings", "moto_server_port", ()),
+    ("moto.stepfunctions.parser.asl.utils.boto_client", "moto_server_port", ()),
     (
         "moto.sagemaker.models",
         "SageMakerModelBackend.create_training_job",
@@ -206,7 +211,7 @@ class MotoPatches:
 
     # ------------------------------------------------------------------ Lambda
     def route_lambda(self, invoker: LambdaInvoker) -> None:
-        """Run Lambda Invoke through `invoker` (the local runtime or `InProcessLambda`)."""
+        """Run Lambda Invoke through `invoker` (the local runtime, or the tests' `InProcessLambda`)."""
         from moto.awslambda_simple.models import LambdaSimpleBackend
 
         from modelops_local.lambda_runtime import (
@@ -388,6 +393,18 @@ class MotoPatches:
             return cluster
 
         self._replace(EKSBackend, "describe_cluster", describe_cluster)
+
+    # ------------------------------------------------------------------ moto's own server
+    def server_port(self, port: int) -> None:
+        """moto calls back into its server on `port` (instead of reading MOTO_PORT from os.environ)."""
+        import moto.settings
+        from moto.stepfunctions.parser.asl.utils import boto_client
+
+        def moto_server_port() -> str:
+            return str(port)
+
+        self._replace(moto.settings, "moto_server_port", moto_server_port)
+        self._replace(boto_client, "moto_server_port", moto_server_port)
 
     # ------------------------------------------------------------------ Step Functions events
     def execution_status_events(self, emit: Callable[[dict[str, Any]], None]) -> None:

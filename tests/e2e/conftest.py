@@ -107,9 +107,14 @@ class Driver:
         return wait_for(probe, what, timeout, interval=0.2)
 
 
+def _environment() -> dict[str, str]:
+    """os.environ without the variable pytest rewrites for every test phase."""
+    return {key: value for key, value in os.environ.items() if key != "PYTEST_CURRENT_TEST"}
+
+
 @pytest.fixture(scope="session")
 def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloud]:
-    before = os.environ.get("AWS_ENDPOINT_URL")
+    before = _environment()
     settings = LocalSettings(
         state_dir=tmp_path_factory.mktemp("local-cloud"),
         # The rollout function's Kubernetes read timeout (20 s by default): the fault matrix waits
@@ -121,8 +126,25 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloud]:
         yield running
     finally:
         running.stop()
-    # The runtime points this process at itself while up, and puts the environment back when stopped
-    assert os.environ.get("AWS_ENDPOINT_URL") == before
+    # The runtime never touches this process's environment (tests/integration/local/test_fence.py)
+    assert _environment() == before
+
+
+@pytest.fixture
+def cli_environment(cloud: LocalCloud, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """What `eval "$(modelops local env)"` does in a user's shell, for a test that runs the CLI's
+    `main` in this process: the environment points at the runtime, the CLI's cached clients are
+    rebuilt from it, and both are put back afterwards."""
+    from modelops.adapters.aws import client
+
+    for key, value in cloud.endpoints.environment().items():
+        monkeypatch.setenv(key, value)
+    client.cache_clear()
+    try:
+        yield
+    finally:
+        monkeypatch.undo()
+        client.cache_clear()
 
 
 @pytest.fixture(scope="session")

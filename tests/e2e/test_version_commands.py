@@ -7,7 +7,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from modelops.adapters.aws import client
 
 from modelops_cli.main import main
 
@@ -15,7 +14,9 @@ pytestmark = pytest.mark.timeout(600)
 MODEL = "e2e-gate"
 
 
-def test_approved_versions_are_promoted_and_rollback_to_brings_the_first_back(driver, capsys):
+def test_approved_versions_are_promoted_and_rollback_to_brings_the_first_back(
+    driver, capsys, cli_environment
+):
     # Given a model whose versions wait for a person's approval (short bake and watch; judged on
     # the smoke test and alarms: no traffic here)
     config = driver.model(
@@ -24,7 +25,6 @@ def test_approved_versions_are_promoted_and_rollback_to_brings_the_first_back(dr
         approval={"required": True, "timeout_seconds": 180},
     )
     stack = driver.cloud.info.stack_name
-    client.cache_clear()  # the CLI's clients, on the runtime's endpoint
     sfn = driver.cloud.client("stepfunctions")
     caller = driver.cloud.client("sts").get_caller_identity()["Arn"]
 

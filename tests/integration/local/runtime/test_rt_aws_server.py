@@ -13,29 +13,32 @@ from modelops_local.aws_server import LocalAws, PortInUseError
 pytestmark = pytest.mark.timeout(60)
 
 
-def test_serves_on_an_ephemeral_loopback_port_and_restores_the_environment():
-    # Given no MOTO_PORT in the environment
-    previous = os.environ.pop("MOTO_PORT", None)
-    try:
-        # When the server starts on port 0
-        with LocalAws() as aws:
-            # Then it listens on 127.0.0.1, MOTO_PORT points at it, and clients work against it
-            assert aws.endpoint_url == f"http://127.0.0.1:{aws.port}" and aws.port > 0
-            assert os.environ["MOTO_PORT"] == str(aws.port)
-            aws.client("s3").create_bucket(Bucket="probe-bucket")
-            assert [b["Name"] for b in aws.client("s3").list_buckets()["Buckets"]] == ["probe-bucket"]
-            assert aws.function_environment() == {
-                "AWS_ENDPOINT_URL": aws.endpoint_url,
-                "AWS_ACCESS_KEY_ID": "testing",
-                "AWS_SECRET_ACCESS_KEY": "testing",
-                "AWS_DEFAULT_REGION": "us-east-1",
-                "AWS_REGION": "us-east-1",
-            }
-        # And stopping removes MOTO_PORT again
-        assert "MOTO_PORT" not in os.environ
-    finally:
-        if previous is not None:
-            os.environ["MOTO_PORT"] = previous
+def test_serves_on_an_ephemeral_loopback_port_and_leaves_the_environment_alone(monkeypatch):
+    from moto import settings
+    from moto.stepfunctions.parser.asl.utils import boto_client
+
+    # Given the process environment as it is
+    before = dict(os.environ)
+    # When the server starts on port 0
+    with LocalAws() as aws:
+        # Then it listens on 127.0.0.1, clients work against it, and moto calls back into it on
+        # its port (Step Functions' interpreter), all without a variable in the process environment
+        assert aws.endpoint_url == f"http://127.0.0.1:{aws.port}" and aws.port > 0
+        aws.client("s3").create_bucket(Bucket="probe-bucket")
+        assert [b["Name"] for b in aws.client("s3").list_buckets()["Buckets"]] == ["probe-bucket"]
+        assert settings.moto_server_port() == boto_client.moto_server_port() == str(aws.port)
+        assert dict(os.environ) == before
+        assert aws.function_environment() == {
+            "AWS_ENDPOINT_URL": aws.endpoint_url,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_REGION": "us-east-1",
+        }
+    # And stopping gives moto its own port lookup back
+    assert dict(os.environ) == before
+    monkeypatch.setenv("MOTO_PORT", "5999")
+    assert settings.moto_server_port() == boto_client.moto_server_port() == "5999"
 
 
 def test_a_fresh_server_starts_from_an_empty_account():

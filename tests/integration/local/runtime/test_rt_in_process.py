@@ -12,9 +12,9 @@ from moto import mock_aws
 
 from modelops_local.aws_server import InProcessAws
 from modelops_local.events import EventDelivery
-from modelops_local.lambda_runtime import InProcessLambda
 from modelops_local.moto_patches import MotoPatches
 from modelops_local.stack import deploy_stack
+from tests.in_process_lambda import InProcessLambda
 
 ROOT = Path(__file__).resolve().parents[4]
 TEMPLATE = ROOT / "tests" / "fixtures" / "templates" / "runtime" / "template.yaml"

@@ -20,8 +20,9 @@ from botocore.exceptions import ClientError
 from moto import mock_aws
 
 from modelops_local.iam_conditions import conditions_hold
-from modelops_local.lambda_runtime import FunctionSpec, InProcessLambda, LambdaThrottledError
+from modelops_local.lambda_runtime import FunctionSpec, LambdaThrottledError
 from modelops_local.moto_patches import PATCHED_SYMBOLS, MotoPatches, RouteError
+from tests.in_process_lambda import InProcessLambda
 
 REGION = "us-east-1"
 ROLE_POLICY = json.dumps({"Version": "2012-10-17", "Statement": []})
