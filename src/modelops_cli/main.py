@@ -78,29 +78,15 @@ def cmd_model_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_model_put(args: argparse.Namespace) -> int:
-    from modelops.adapters.aws import client
-    from modelops.adapters.cloudwatch import CloudWatchMetrics
+    from pathlib import Path
+
     from modelops.config import load_config_file
-    from modelops.model_admin import put_model
+
+    from modelops_cli.model_put import put_model_config
 
     config = load_config_file(args.file)  # validated before anything is written
-    stack = _stack(args)
-    if config.training.script is not None:
-        from pathlib import Path
-
-        from modelops.adapters.s3 import S3Objects
-        from modelops.script_code import publish_script_code
-
-        # A local code folder (relative to the config file) is packed and uploaded first.
-        config = publish_script_code(
-            config, base_dir=Path(args.file).parent, bucket=stack.bucket, objects=S3Objects(client("s3"))
-        )
-    metrics = CloudWatchMetrics(
-        client("cloudwatch"), namespace=stack.metric_namespace, alarm_prefix=stack.alarm_prefix
-    )
-    result = put_model(
-        config, stack=stack, store=_store(stack), metrics=metrics, scheduler=client("scheduler")
-    )
+    # A local code folder (relative to the config file) is packed and uploaded first.
+    result = put_model_config(config, _stack(args), base_dir=Path(args.file).parent)
     line = f"model {config.name}: stored; alarms {', '.join(result['alarms'])}; schedule {result['schedule']}"
     if result.get("drift_schedule") not in (None, "none"):
         line += f"; drift monitor schedule {result['drift_schedule']}"

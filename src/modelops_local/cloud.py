@@ -25,12 +25,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from modelops.adapters.cloudwatch import CloudWatchMetrics
-from modelops.adapters.s3 import S3Objects
 from modelops.adapters.store import StateStore
 from modelops.config import ModelConfig
-from modelops.model_admin import StackInfo, put_model
-from modelops.script_code import publish_script_code
+from modelops.model_admin import StackInfo
 
 from modelops_local import moto_cloudwatch_patch, oci
 from modelops_local.aws_server import ACCESS_KEY_ID, SECRET_ACCESS_KEY, LocalAws
@@ -329,21 +326,11 @@ class LocalCloud:
         default the working folder, is packed and uploaded), plus what a platform engineer applies
         once per model on a real cluster: the serving manifests (Namespace, Deployments at 0
         replicas, Services, RBAC)."""
-        config = publish_script_code(
-            config,
-            base_dir=base_dir or Path.cwd(),
-            bucket=self.info.bucket,
-            objects=S3Objects(self.client("s3")),
-        )
-        self.apply_manifests(config)
-        metrics = CloudWatchMetrics(
-            self.client("cloudwatch"),
-            namespace=self.info.metric_namespace,
-            alarm_prefix=self.info.alarm_prefix,
-        )
-        return put_model(
-            config, stack=self.info, store=self.store(), metrics=metrics, scheduler=self.client("scheduler")
-        )
+        from modelops_cli.model_put import put_model_config
+
+        result = put_model_config(config, self.info, base_dir=base_dir or Path.cwd(), clients=self.client)
+        self.apply_manifests(config)  # after the config is accepted: a refused one applies nothing
+        return result
 
     def apply_manifests(self, config: ModelConfig) -> list[str]:
         """Create the model's serving objects from serving_image/k8s (kept if they exist); returns
