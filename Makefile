@@ -13,10 +13,10 @@ AWS_OFFLINE := AWS_DEFAULT_REGION=us-east-1 AWS_REGION=us-east-1 AWS_ACCESS_KEY_
 
 .PHONY: demo test check install lint typecheck template unit integration e2e bench bench-serving clean
 
-$(VENV)/.installed: pyproject.toml constraints.txt
-	@echo "==> creating $(VENV) and installing modelops with its local runtime (first run: about a minute)"
+$(VENV)/.installed: pyproject.toml local/pyproject.toml constraints.txt
+	@echo "==> creating $(VENV) and installing modelops and its local runtime, modelops-local (first run: about a minute)"
 	@$(PYTHON) -m venv $(VENV)
-	@$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[local,dev]' $(QUIET_PIP)
+	@$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]' -e ./local $(QUIET_PIP)
 	@touch $@
 
 $(SAMVENV)/.installed: requirements-sam.txt

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = (
     "layers/modelops/modelops",
     "src/modelops_cli",
-    "src/modelops_local",
+    "local/modelops_local",
     "serving_image/model_server",
 )
 
