@@ -20,10 +20,13 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
+
+from modelops.errors import ModelopsError
 
 if TYPE_CHECKING:  # for annotations only: the commands import the local runtime where they run
     from modelops_local.cloud import LocalCloud
@@ -247,6 +250,24 @@ class _stop_on_signals:
         raise KeyboardInterrupt
 
 
+def _needs_runtime(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """`command` imports the local runtime (the modelops-local distribution in local/, installed
+    apart from the product): without it, a clear error instead of a traceback."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        except ModuleNotFoundError as exc:
+            if not (exc.name or "").startswith("modelops_local"):
+                raise
+            raise ModelopsError(
+                "the local runtime (modelops-local) is not installed: run `make install`, or "
+                "`pip install -e ./local` from the repository"
+            ) from None
+
+    return run
+
+
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     local = sub.add_parser("local", help="the whole cycle on this machine: no AWS account, no Docker")
     local_sub = local.add_subparsers(dest="local_command", required=True)
@@ -268,7 +289,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="the drift story instead: two versions promoted, then the demo client shifts its traffic "
         "(tenure + 60 months, monthly charges x 1.5) and the drift alarm starts a retrain",
     )
-    demo.set_defaults(func=cmd_demo)
+    demo.set_defaults(func=_needs_runtime(cmd_demo))
     up = local_sub.add_parser("up", help="start and stay up (Ctrl-C stops)")
     common(up)
     up.add_argument("--port", type=int, default=4566, help="AWS endpoint port (taken: another is picked)")
@@ -277,7 +298,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         action="append",
         help="model config to put at start (repeatable; default models/churn-local.yaml)",
     )
-    up.set_defaults(func=cmd_up)
+    up.set_defaults(func=_needs_runtime(cmd_up))
     for name, func, text in (
         ("env", cmd_env, "print shell exports for the running `up`"),
         ("tick", cmd_tick, "fire every schedule now"),
@@ -289,4 +310,4 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     common(run)
     run.add_argument("--model", required=True)
     run.add_argument("--data", required=True, help="a CSV file")
-    run.set_defaults(func=cmd_run)
+    run.set_defaults(func=_needs_runtime(cmd_run))
