@@ -35,11 +35,10 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 E2E_LANES = int(os.environ.get("E2E_LANES", "3"))
 E2E_SECONDS = {
     "test_the_demo_story_holds": 179,
-    "test_alarms_roll_back_in_bake_and_promotion_but_not_after_the_watch_or_for_another_model": 127,
-    "test_a_canary_that_crash_loops_or_never_gets_ready_and_a_stopped_execution_leave_v1_serving": 98,
-    "test_a_rollout_function_that_dies_or_times_out_mid_patch_is_retried_with_no_double_patch": 97,
-    "test_training_stopped_or_over_its_runtime_a_failed_build_and_a_dead_lock_holder": 92,
-    "test_kubernetes_api_errors_in_canary_promotion_and_rollback_are_retried_to_the_right_outcome": 211,
+    # the fault matrix's e2e rows (the decision rows run at the integration tier since issue 11);
+    # one run, 2026-12-04, load average ~12: 135 s and 102 s
+    "test_a_canary_that_crash_loops_or_never_gets_ready_leaves_v1_serving": 135,
+    "test_kubernetes_api_errors_and_a_read_timeout_that_fires_are_retried_to_the_right_outcome": 102,
     "test_a_burst_of_uploads_never_runs_two_rollouts_and_ends_on_the_newest_data": 144,
     "test_first_deploy_then_a_tie_is_rejected_then_a_watch_alarm_restores_the_previous_image": 100,
     "test_a_redelivered_s3_event_starts_nothing_new": 30,

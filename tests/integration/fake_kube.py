@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import copy
 import json
+import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import jsonpatch
@@ -68,6 +70,21 @@ def http_route(
     }
 
 
+@dataclass
+class PatchFault:
+    """A fault on the next `times` patches of one Deployment: `before(ops)` runs before the patch
+    is applied (it may raise, as an API server answering 500 or 409 does, or wait, as a server
+    holding a request does); `after()` runs once it is applied (it may raise, as a client that gave
+    up on its read timeout while the server went on: the patch stays applied). `fired` counts its
+    hits."""
+
+    name: str
+    before: Callable[[list[dict[str, Any]]], None] | None = None
+    after: Callable[[], None] | None = None
+    times: int = 1
+    fired: int = 0
+
+
 class FakeKube:
     def __init__(self) -> None:
         self.deployments: dict[str, dict[str, Any]] = {}
@@ -76,7 +93,10 @@ class FakeKube:
         self.objects: dict[tuple[str, str], dict[str, Any]] = {}
         self.route_weights: list[int] = []
         self.faults: list[tuple[str, str, Exception]] = []  # (verb, name, error) consumed in order
+        self.patch_faults: list[PatchFault] = []
+        self._fault_lock = threading.Lock()
         self.auto_settle = True
+        self.unsettled: set[str] = set()  # Deployments whose rollout the "controller" has not finished
         self.patches: list[tuple[str, list[dict[str, Any]]]] = []
         self.calls: list[tuple[str, str, str]] = []  # (verb, namespace, name) of every Deployment call
         self.predict: Callable[[list[list[float]]], tuple[int, str]] = lambda rows: (
@@ -89,6 +109,28 @@ class FakeKube:
 
     def fail_next(self, verb: str, name: str, error: Exception) -> None:
         self.faults.append((verb, name, error))
+
+    def on_patch(
+        self,
+        name: str,
+        *,
+        before: Callable[[list[dict[str, Any]]], None] | None = None,
+        after: Callable[[], None] | None = None,
+        times: int = 1,
+    ) -> PatchFault:
+        """Arm a fault on the next `times` patches of Deployment `name` (see PatchFault)."""
+        fault = PatchFault(name, before, after, times)
+        with self._fault_lock:
+            self.patch_faults.append(fault)
+        return fault
+
+    def _patch_fault(self, name: str) -> PatchFault | None:
+        with self._fault_lock:
+            for fault in self.patch_faults:
+                if fault.name == name and fault.fired < fault.times:
+                    fault.fired += 1
+                    return fault
+        return None
 
     def _fault(self, verb: str, name: str) -> None:
         for index, (v, n, error) in enumerate(self.faults):
@@ -119,12 +161,16 @@ class FakeKube:
 
     def get_deployment(self, namespace: str, name: str) -> dict[str, Any]:
         self._find("get", namespace, name)
-        if self.auto_settle:
+        if self.auto_settle and name not in self.unsettled:
             self.settle(name)
         return copy.deepcopy(self.deployments[name])
 
     def patch_deployment(self, namespace: str, name: str, ops: list[dict[str, Any]]) -> dict[str, Any]:
         current = self._find("patch", namespace, name)
+        fault = self._patch_fault(name)
+        if fault is not None and fault.before is not None:
+            fault.before(ops)
+            current = self.deployments[name]  # as it is now: a held patch applies late
         try:
             patched = jsonpatch.apply_patch(copy.deepcopy(current), ops)
         except jsonpatch.JsonPatchTestFailed as exc:
@@ -133,6 +179,8 @@ class FakeKube:
             patched["metadata"]["generation"] += 1
         self.deployments[name] = patched
         self.patches.append((name, ops))
+        if fault is not None and fault.after is not None:
+            fault.after()
         return copy.deepcopy(patched)
 
     def add_object(self, kind: str, obj: dict[str, Any]) -> None:

@@ -9,6 +9,7 @@ the image a successful build pushes.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import importlib.util
 import io
@@ -18,7 +19,7 @@ import tarfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,12 @@ from modelops.adapters.store import StateStore
 from modelops.config import load_config_file
 from modelops.ports import ImageBuilds, Kube
 
-from modelops_local.lambda_runtime import InvocationResult, LambdaThrottledError, function_name_of
+from modelops_local.lambda_runtime import (
+    InvocationFaults,
+    InvocationResult,
+    LambdaThrottledError,
+    function_name_of,
+)
 from modelops_local.moto_patches import MotoPatches
 from tests.integration.fake_kube import deployment
 from tests.state_table import create_state_table
@@ -108,6 +114,23 @@ def model_tarball(evaluation: dict[str, Any] | None) -> bytes:
     return buf.getvalue()
 
 
+class WorkerGone(BaseException):
+    """Raised inside a handler (by a test's fault hook) to end its invocation as the Lambda runtime
+    ends one whose worker died (`Runtime.ExitError`) or timed out (`Sandbox.Timedout`): nothing after
+    that point runs. A BaseException, as a killed process is: the handler's `except Exception` does
+    not see it."""
+
+    def __init__(self, error_type: str, message: str) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+
+
+def _error(error_type: str, message: str) -> InvocationResult:
+    return InvocationResult(
+        json.dumps({"errorMessage": message, "errorType": error_type}).encode(), "Unhandled"
+    )
+
+
 class HarnessServices(wiring.Services):
     """The AWS adapters (over moto) except two ports: the in-process Kubernetes fake, and a build
     service that remembers the tag each build is started for (moto's start_build drops the
@@ -121,20 +144,33 @@ class HarnessServices(wiring.Services):
         return self.harness.kube  # type: ignore[no-any-return]
 
     def image_builds(self) -> ImageBuilds:
-        return _TagRecordingBuilds(super().image_builds(), self.harness._build)
+        return _TagRecordingBuilds(
+            super().image_builds(), self.harness._build, lambda: self.harness.build_failure
+        )
 
 
 class _TagRecordingBuilds:
-    def __init__(self, builds: ImageBuilds, current: threading.local) -> None:
+    def __init__(
+        self, builds: ImageBuilds, current: threading.local, failure: Callable[[], tuple[str, str] | None]
+    ) -> None:
         self.builds = builds
         self.current = current
+        self.failure = failure
 
     def start(self, *, idempotency_token: str, variables: dict[str, str]) -> str:
         self.current.tag = variables["IMAGE_TAG"]
         return self.builds.start(idempotency_token=idempotency_token, variables=variables)
 
     def state(self, build_id: str) -> Any:
-        return self.builds.state(build_id)
+        state = self.builds.state(build_id)
+        failure = self.failure()
+        if state is None or failure is None:
+            return state
+        # What BatchGetBuilds says of a build that failed in `phase` (moto's always succeed)
+        phase, message = failure
+        return dataclasses.replace(
+            state, status="FAILED", phase="COMPLETED", failures=(f"{phase}: {message}",)
+        )
 
 
 class _Handlers:
@@ -154,14 +190,41 @@ class _Handlers:
         self.harness.invocations.append((name, event))
         if not self.slots[name].acquire(timeout=300):
             raise LambdaThrottledError(f"no free {name} slot for 300 s")
+        fault = self.harness.lambda_faults.take(name, event)
         try:
+            if fault is not None and fault.timeout is not None:
+                return self._with_timeout(name, event, fault.timeout)
             result = self.harness.modules[name].handler(event, Context(name))
+        except WorkerGone as gone:
+            return _error(gone.error_type, str(gone))
         except Exception as exc:  # the Lambda error contract: errorType is the class name
-            error = {"errorMessage": str(exc), "errorType": type(exc).__name__}
-            return InvocationResult(json.dumps(error).encode(), "Unhandled")
+            return _error(type(exc).__name__, str(exc))
         finally:
             self.slots[name].release()
         return InvocationResult(json.dumps(result).encode())
+
+    def _with_timeout(self, name: str, event: Any, timeout: float) -> InvocationResult:
+        """The handler with Lambda's timeout: past `timeout` s the invocation ends Sandbox.Timedout.
+        (A thread cannot be killed: the one still running goes on until it returns or a fault hook
+        ends it with WorkerGone; what it changes meanwhile is what a request the dead worker had
+        already sent would change.)"""
+        outcome: list[InvocationResult] = []
+
+        def call() -> None:
+            try:
+                result = self.harness.modules[name].handler(event, Context(name))
+                outcome.append(InvocationResult(json.dumps(result).encode()))
+            except WorkerGone as gone:
+                outcome.append(_error(gone.error_type, str(gone)))
+            except Exception as exc:
+                outcome.append(_error(type(exc).__name__, str(exc)))
+
+        worker = threading.Thread(target=call, name=f"harness-{name}-timed", daemon=True)
+        worker.start()
+        worker.join(timeout)
+        if outcome:
+            return outcome[0]
+        return _error("Sandbox.Timedout", f"Task timed out after {timeout:.2f} seconds")
 
     def invoke_async(self, function: str, payload: bytes | str | None) -> Future[InvocationResult]:
         return self.queued.submit(self.invoke, function, payload)
@@ -185,6 +248,13 @@ class Harness:
             "n_validation": 100,
         }
         self.training_failure: str | None = None
+        # A training job SageMaker stops instead: (SecondaryStatus, FailureReason) as it reports a
+        # job stopped by StopTrainingJob ("Stopped") or by its StoppingCondition ("MaxRuntimeExceeded").
+        self.training_stopped: tuple[str, str] | None = None
+        # A build that fails: (phase, message) as BatchGetBuilds reports it; nothing is pushed.
+        self.build_failure: tuple[str, str] | None = None
+        # Faults on the next invocations of a function (a `timeout` ends one Sandbox.Timedout).
+        self.lambda_faults = InvocationFaults()
         # What the next judge jobs (hyperparameter modelops_judge) produce, and every training
         # job created, as (name, image, hyperparameters).
         self.judge_evaluation: dict[str, Any] | None = None
@@ -292,6 +362,10 @@ class Harness:
         )
         judging = hyper.get("modelops_judge") == "true"
         failure = self.judge_failure if judging else self.training_failure
+        if not judging and self.training_stopped is not None:
+            job.training_job_status = "Stopped"
+            job.secondary_status, job.failure_reason = self.training_stopped
+            return
         if failure is not None:
             job.training_job_status = "Failed"
             job.secondary_status = "Failed"
@@ -302,8 +376,10 @@ class Harness:
         self.s3.put_object(Bucket=bucket, Key=key, Body=model_tarball(evaluation))
 
     def _build_started(self, build: dict[str, Any]) -> None:
-        """Push the image of the tag this thread's build was started for."""
+        """Push the image of the tag this thread's build was started for (none if it fails)."""
         tag = self._build.tag
+        if self.build_failure is not None:
+            return
         # moto digests a manifest by its layers (one without layers gets one of 101 random
         # digests, so two builds could share one): a layer of its own per build.
         layer = "sha256:" + hashlib.sha256(tag.encode()).hexdigest()

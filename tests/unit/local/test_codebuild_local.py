@@ -276,6 +276,9 @@ def test_lifecycle_is_in_progress_then_succeeded_with_every_phase_recorded(route
         ("missing_object", "PRE_BUILD", "NoSuchKey"),
         ("unknown_repository", "BUILD", "The repository with name 'nope' does not exist"),
         ("missing_source", "DOWNLOAD_SOURCE", "NoSuchKey"),
+        # a corrupt source zip fails the download as CodeBuild's CLIENT_ERROR (the fault matrix's
+        # failed build: tests/integration/workflow/test_fault_matrix.py)
+        ("corrupt_source", "DOWNLOAD_SOURCE", "File is not a zip file"),
         # the Dockerfile's GNU tar refuses the member (as `docker build` would), naming it
         ("traversal_model", "BUILD", "../../escape.txt: Member name contains '..'"),
     ],
@@ -300,6 +303,8 @@ def test_a_failing_phase_fails_the_build_names_the_problem_and_pushes_nothing(
         )
     elif setup == "missing_source":
         stack.s3.delete_object(Bucket=BUCKET, Key="source/serving_image.zip")
+    elif setup == "corrupt_source":
+        stack.s3.put_object(Bucket=BUCKET, Key="source/serving_image.zip", Body=b"not a zip")
     # When the build runs
     build = stack.finished(stack.start(**overrides))
     # Then it FAILED in that phase, with a message naming the problem
