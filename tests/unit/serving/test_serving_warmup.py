@@ -18,16 +18,14 @@ from model_server.predictor import Predictor
 from model_server.server import ModelService
 from model_server.warmup import SINGLE_ROWS, WarmUp, warm_up
 
-from tests.team_models import demo_team_model
-
 CUSTOMER = [10, 80, 2, 30, 1, 0]
 NEW_CUSTOMER = [0, 80, 2, 30, 1, 0]  # 0 months of tenure: the demo team's model fails on it
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
+@pytest.fixture
+def trained(demo_team_model_dir) -> Path:
     """The demo team's model (script mode, trained by the real `train`): check.json, baseline.json."""
-    return demo_team_model(tmp_path_factory.mktemp("warm") / "ml")
+    return Path(demo_team_model_dir)
 
 
 @pytest.fixture
