@@ -145,6 +145,52 @@ def one_round(mode: str, model_dir: Path, bodies: list[bytes], cpu: int | None) 
     }
 
 
+# A fresh interpreter loads the model as `serve` does (ModelService.load, with or without the
+# warm-up) and reports the CPU time of its thread for each of its first requests through
+# ModelService.invoke: parse, predict, answer. Thread CPU time hardly moves with other load on the
+# machine, unlike the wall-clock times above.
+_CPU_PROBE = """
+import asyncio, json, os, sys, time
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from model_server.contract import serve_settings
+from model_server.emf import RequestMetrics
+from model_server.server import ModelService
+model_dir, bodies = Path(sys.argv[2]), json.loads(sys.stdin.read())
+service = ModelService(model_dir, serve_settings(os.environ), RequestMetrics(namespace="b", model="b", variant="b", version="b"))
+service.load()
+assert service.ping()[0] == 200, service.ping()
+cpu = []
+for body in bodies:
+    began = time.thread_time()
+    status, _ = asyncio.run(service.invoke(body.encode(), "application/json"))
+    cpu.append((time.thread_time() - began) * 1000.0)
+    assert status == 200, status
+print(json.dumps(cpu))
+"""
+
+
+def first_requests_cpu(mode: str, model_dir: Path, bodies: list[bytes], count: int = 10) -> list[float]:
+    """CPU milliseconds of a fresh process's first `count` requests (see _CPU_PROBE)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # as serving_image/bin/serve sets it
+    env.pop("SERVE_WARMUP_SECONDS", None)
+    if MODES[mode] is not None:
+        env["SERVE_WARMUP_SECONDS"] = MODES[mode]  # type: ignore[assignment]
+    proc = subprocess.run(
+        [sys.executable, "-c", _CPU_PROBE, str(ROOT / "serving_image"), str(model_dir)],
+        input=json.dumps([b.decode() for b in bodies[:count]]),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"CPU probe failed:\n{proc.stderr[-2000:]}")
+    cpu: list[float] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return cpu
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--rounds", type=int, default=5)
@@ -170,6 +216,10 @@ def main() -> int:
                 json.dumps(serving_bench.instances_request([row])).encode()
                 for row in reference.heldout[: 2 * FIRST]
             ]
+        cpu: dict[str, list[list[float]]] = {mode: [] for mode in MODES}
+        for _ in range(args.rounds):
+            for mode in MODES:
+                cpu[mode].append(first_requests_cpu(mode, model_dir, bodies))
         results: dict[str, list[dict[str, float]]] = {mode: [] for mode in MODES}
         for index in range(args.rounds):
             order = list(MODES) if index % 2 == 0 else list(reversed(MODES))
@@ -198,6 +248,12 @@ def main() -> int:
             f"| {mode} | {m['ready_s']:.2f} | {m['first_one']:.2f} | {m['first_p50']:.2f} | {m['first_p99']:.2f} | "
             f"{m['first_max']:.2f} | {m['first_sum']:.0f} | {m['warm_p99']:.2f} |"
         )
+    print(f"\nCPU time of a fresh process's first requests (ms, median over {args.rounds} processes):")
+    for mode, runs in cpu.items():
+        per_request = [statistics.median(run[i] for run in runs) for i in range(len(runs[0]))]
+        print(f"  warm-up {mode:>3}: " + " ".join(f"{v:.2f}" for v in per_request))
+    cpu_first = {mode: statistics.median(run[0] for run in runs) for mode, runs in cpu.items()}
+    print(f"  1st request off/on: {cpu_first['off'] / max(cpu_first['on'], 1e-3):.1f}x")
     off, on = medians["off"], medians["on"]
     print(
         f"\nratio off/on: 1st request {off['first_one'] / on['first_one']:.2f}x, first {FIRST} p99 {off['first_p99'] / on['first_p99']:.2f}x, "
