@@ -55,6 +55,9 @@ COMPILED_MAX_ROWS_ENV = "SERVE_COMPILED_MAX_ROWS"  # batches this big go to scik
 DEFAULT_COMPILED_MAX_ROWS = 64
 # Live drift statistics against the model's baseline.json (baseline.py): on unless "off".
 DRIFT_STATS_ENV = "SERVE_DRIFT_STATS"
+# Before /ping answers 200, the check rows take a request's path for at most this long (warmup.py).
+WARMUP_SECONDS_ENV = "SERVE_WARMUP_SECONDS"  # 0: off
+DEFAULT_WARMUP_SECONDS = 2.0
 
 # --- file names ----------------------------------------------------------------------------------
 HYPERPARAMETERS_FILE = "hyperparameters.json"
@@ -154,6 +157,7 @@ class ServeSettings:
     batch_wait_ms: float = DEFAULT_BATCH_WAIT_MS
     compiled_max_rows: int = DEFAULT_COMPILED_MAX_ROWS
     drift_stats: bool = True
+    warmup_seconds: float = DEFAULT_WARMUP_SECONDS
 
 
 def serve_settings(env: Mapping[str, str] | None = None) -> ServeSettings:
@@ -187,6 +191,7 @@ def serve_settings(env: Mapping[str, str] | None = None) -> ServeSettings:
             _at_least(env, COMPILED_MAX_ROWS_ENV, DEFAULT_COMPILED_MAX_ROWS, 0, integer=True)
         ),
         drift_stats=drift == "on",
+        warmup_seconds=_at_least(env, WARMUP_SECONDS_ENV, DEFAULT_WARMUP_SECONDS, 0),
     )
 
 

@@ -5,8 +5,9 @@ Requests that arrive together are predicted in one call (predictor.MicroBatcher)
 native predictor built with the image, or else the compiled forest for small batches and
 scikit-learn for large ones (predictor.Predictor; /ping names which).
 
-- /ping answers 503 until the model is loaded (in the background, after the port is bound), then
-  200; 503 again once the pod is draining.
+- /ping answers 503 until the model is loaded (in the background, after the port is bound) and
+  warmed up (warmup.py: its check rows through a request's path, bounded by
+  `SERVE_WARMUP_SECONDS`), then 200; 503 again once the pod is draining.
 - Bad bodies get 4xx with a message naming what is wrong (inputs.py); 5xx only when the model
   itself fails (its error in the body) or the server is not ready.
 - Every answer carries `X-Modelops-Variant` and `X-Modelops-Version`.
@@ -53,6 +54,7 @@ from model_server.trees import TreesError
 from model_server.trees import is_built as trees_built
 from model_server.trees import load as load_trees
 from model_server.trees import unsupported as trees_unsupported
+from model_server.warmup import warm_up
 
 if TYPE_CHECKING:  # imported when the server starts (see _uvicorn_server)
     import uvicorn
@@ -76,6 +78,7 @@ class ModelService:
         self.metrics = metrics
         self.predictor: Predictor | None = None
         self.load_error: str | None = None
+        self.ready = False  # loaded and warmed up: /ping answers 200
         self.draining = False
         self.version = settings.version or "unknown"
         self.batcher = MicroBatcher(
@@ -113,8 +116,9 @@ class ModelService:
         self.metrics.stats = stats
 
     def load(self) -> None:
-        """Load the model: ready as soon as the native predictor or the compiled forest is; then
-        scikit-learn behind the compiled forest (the native predictor needs nothing more).
+        """Load the model: the native predictor, or else the compiled forest with scikit-learn
+        behind it for large batches, or scikit-learn alone; then warm it up (warmup.py) and only
+        then turn /ping to 200, so the first requests a pod takes find nothing left to do.
 
         A model folder that cannot be served leaves /ping at 503 with the reason."""
         started = time.monotonic()
@@ -139,7 +143,7 @@ class ModelService:
                     meta, forest=forest, native=native, compiled_max_rows=self.settings.compiled_max_rows
                 )
                 log.info(
-                    "ready in %.2fs with the %s predictor; %s",
+                    "loaded in %.2fs with the %s predictor; %s",
                     time.monotonic() - started,
                     self.predictor.kind,
                     f"it answers every batch, {library} is not loaded"
@@ -159,11 +163,13 @@ class ModelService:
             self.predictor = Predictor(meta, forest=self._small_batches(meta, estimator), estimator=estimator)
         elif estimator is not None:
             self.predictor.estimator = estimator
+        self._warm_up(self.predictor)
         # Everything loaded so far lives as long as the process: keep it out of the collector's
         # full passes, which otherwise walk scikit-learn's and SciPy's objects again and again
         # under load (tens of milliseconds each, straight into the tail latency).
         gc.collect()
         gc.freeze()
+        self.ready = True
         log.info(
             "model loaded in %.2fs: task=%s algorithm=%s format=%s features=%d version=%s",
             time.monotonic() - started,
@@ -172,6 +178,18 @@ class ModelService:
             meta.format,
             len(meta.feature_columns),
             self.version,
+        )
+
+    def _warm_up(self, predictor: Predictor) -> None:
+        done = warm_up(predictor, self.model_dir, self.settings.warmup_seconds)
+        log.log(
+            logging.WARNING if done.failed else logging.INFO,
+            "warm-up: %d check-row requests (%d rows) in %.3fs%s%s",
+            done.requests,
+            done.rows,
+            done.seconds,
+            f"; {done.failed} failed, first: {done.first_error}" if done.failed else "",
+            f"; stopped: {done.stopped}" if done.stopped else "",
         )
 
     def _native(self, meta: ModelMetadata, doc: Any) -> NativePredictor | None:
@@ -207,11 +225,11 @@ class ModelService:
     def ping(self) -> tuple[int, dict[str, Any]]:
         if self.draining:
             return 503, {"status": "draining", "model_version": self.version}
-        if self.predictor is not None:
+        if self.ready and self.predictor is not None:
             return 200, {"status": "ready", "model_version": self.version, "predictor": self.predictor.kind}
         if self.load_error:
             return 503, {"status": "failed", "error": self.load_error}
-        return 503, {"status": "loading"}
+        return 503, {"status": "loading" if self.predictor is None else "warming up"}
 
     async def invoke(self, body: bytes, content_type: str | None) -> tuple[int, dict[str, Any]]:
         """(status, JSON document) for one /invocations request."""

@@ -16,7 +16,6 @@ from model_server.server import ModelService
 from model_server.train import main as train_main
 
 from modelops_local.sample_data import CHURN_FEATURES, CHURN_LABEL, generate_churn_csv
-from tests.team_models import demo_team_model
 
 FEATURES = ("a", "b", "c")
 
@@ -172,9 +171,9 @@ def test_wrong_feature_count_names_the_expected_count(model_dir):
     assert "the model expects 6 features" in doc["error"]
 
 
-def test_a_model_that_fails_on_some_rows_answers_500_for_those_requests_only(tmp_path):
+def test_a_model_that_fails_on_some_rows_answers_500_for_those_requests_only(demo_team_model_dir):
     # Given the demo team's model, whose feature step takes log(tenure) (trained by its script)
-    service = _service(demo_team_model(tmp_path / "ml"))
+    service = _service(demo_team_model_dir)
     service.load()
     customer = [10, 80, 2, 30, 1, 0]
     new_customer = [0, 80, 2, 30, 1, 0]
