@@ -211,6 +211,8 @@ class LocalAws:
         self._post("/moto-api/reset", {})
 
     def _post(self, path: str, body: Mapping[str, Any]) -> Any:
+        # moto's reset walks every backend of every region: under a loaded machine it has been seen
+        # to pass 10 s, so the admin calls get a minute (still bounded).
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         request = urllib.request.Request(
             self.endpoint_url + path,
@@ -219,7 +221,7 @@ class LocalAws:
             method="POST",
         )
         try:
-            with opener.open(request, timeout=10) as response:
+            with opener.open(request, timeout=60) as response:
                 text = response.read().decode() or "null"
         except OSError as exc:
             raise AwsServerError(f"POST {path} to the local AWS endpoint failed: {exc}") from exc
