@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import sys
+import time
 import uuid
 from typing import TYPE_CHECKING
 
@@ -137,16 +138,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     champion = store.get_doc(args.model, "CHAMPION")
     print(f"model {args.model}")
     print(f"  lock:     {f'held by {holder[0]}' if holder else 'free'}")
-    print(
-        f"  rollout:  {rollout['phase'] + ' (run ' + rollout['run_id'] + ')' if rollout else 'none active'}"
-    )
-    if rollout and rollout.get("phase") == "approval":
-        print(
-            f"  waiting for approval: `modelops approve --model {args.model}` promotes it, "
-            f"`modelops reject --model {args.model}` rolls it back"
-        )
-    if rollout and rollout.get("abort"):
-        print(f"  abort requested by {rollout['abort'].get('by')} at {rollout['abort'].get('at')}")
+    if rollout:
+        from modelops.rollout_view import describe_rollout
+
+        for line in describe_rollout(args.model, rollout, stack=args.stack, now=time.time()):
+            print(f"  {line}")
+    else:
+        print("  rollout:  none active")
     print(
         f"  champion: {'version ' + str(champion.get('version')) + ' ' + str(champion.get('image')) if champion else 'none'}"
     )
