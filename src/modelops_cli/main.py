@@ -243,6 +243,18 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     from modelops.adapters.stepfunctions import StepFunctionsExecutions
 
     stack = _stack(args)
+    from modelops.adapters.s3 import S3Objects
+    from modelops.adapters.sagemaker import SageMakerRegistry
+    from modelops.older_versions import OlderVersions
+    from modelops.steps.registry import group_name
+
+    store = _store(stack)
+    older = OlderVersions(  # a version promoted before VERSION# records: found in the run history
+        history=store.history(args.model),
+        objects=S3Objects(client("s3")),
+        registry=SageMakerRegistry(client("sagemaker")),
+        group=group_name(stack.stack_name, args.model),
+    )
     started = _control(stack).restore(
         args.model,
         args.to,
@@ -252,6 +264,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
             client("stepfunctions"), state_machine_arn=stack.state_machine_arn
         ),
         request_id=args.request_id or uuid.uuid4().hex,
+        older=older,
     )
     how = "straight to the stable Deployment (--now)" if args.now else "through the canary and its checks"
     print(
