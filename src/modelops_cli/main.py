@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import sys
+import time
 import uuid
 from typing import TYPE_CHECKING
 
@@ -123,16 +124,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     champion = store.get_doc(args.model, "CHAMPION")
     print(f"model {args.model}")
     print(f"  lock:     {f'held by {holder[0]}' if holder else 'free'}")
-    print(
-        f"  rollout:  {rollout['phase'] + ' (run ' + rollout['run_id'] + ')' if rollout else 'none active'}"
-    )
-    if rollout and rollout.get("phase") == "approval":
-        print(
-            f"  waiting for approval: `modelops approve --model {args.model}` promotes it, "
-            f"`modelops reject --model {args.model}` rolls it back"
-        )
-    if rollout and rollout.get("abort"):
-        print(f"  abort requested by {rollout['abort'].get('by')} at {rollout['abort'].get('at')}")
+    if rollout:
+        from modelops.rollout_view import describe_rollout
+
+        for line in describe_rollout(args.model, rollout, stack=args.stack, now=time.time()):
+            print(f"  {line}")
+    else:
+        print("  rollout:  none active")
     print(
         f"  champion: {'version ' + str(champion.get('version')) + ' ' + str(champion.get('image')) if champion else 'none'}"
     )
@@ -231,6 +229,18 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     from modelops.adapters.stepfunctions import StepFunctionsExecutions
 
     stack = _stack(args)
+    from modelops.adapters.s3 import S3Objects
+    from modelops.adapters.sagemaker import SageMakerRegistry
+    from modelops.older_versions import OlderVersions
+    from modelops.steps.registry import group_name
+
+    store = _store(stack)
+    older = OlderVersions(  # a version promoted before VERSION# records: found in the run history
+        history=store.history(args.model),
+        objects=S3Objects(client("s3")),
+        registry=SageMakerRegistry(client("sagemaker")),
+        group=group_name(stack.stack_name, args.model),
+    )
     started = _control(stack).restore(
         args.model,
         args.to,
@@ -240,6 +250,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
             client("stepfunctions"), state_machine_arn=stack.state_machine_arn
         ),
         request_id=args.request_id or uuid.uuid4().hex,
+        older=older,
     )
     how = "straight to the stable Deployment (--now)" if args.now else "through the canary and its checks"
     print(

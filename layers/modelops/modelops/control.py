@@ -29,6 +29,7 @@ from typing import Any
 
 from modelops.canary import WAIT_PHASES
 from modelops.errors import CommandRefusedError, RequestError
+from modelops.older_versions import OlderVersions, recover_version
 from modelops.ports import Executions, Identity, Store, TaskCallbacks
 from modelops.steps.resolve import load_model, restorable
 from modelops.steps.rollout import abort_cause
@@ -143,12 +144,21 @@ class RolloutControl:
 
     # --- after runs have ended -----------------------------------------------------------------
     def restore(
-        self, model: str, version: str, *, now: bool, reason: str, executions: Executions, request_id: str
+        self,
+        model: str,
+        version: str,
+        *,
+        now: bool,
+        reason: str,
+        executions: Executions,
+        request_id: str,
+        older: OlderVersions | None = None,
     ) -> dict[str, Any]:
         """Start the run that brings `version` back (see the module doc). Refused, starting nothing,
         while a run holds the model, or unless the version was recorded, promoted once, and is not
-        what serves now."""
-        load_model(self.store, model)  # UnknownModelError for a model never put
+        what serves now. A version promoted before VERSION# records existed gets its record rebuilt
+        from `older` (modelops.older_versions), stored only once the version passes these checks."""
+        config = load_model(self.store, model)  # UnknownModelError for a model never put
         holder = self.store.lock_holder(model)
         rollout = self.store.get_rollout(model)
         busy = holder[0] if holder else (rollout or {}).get("run_id")
@@ -158,7 +168,10 @@ class RolloutControl:
                 f"`modelops abort --model {model}`; nothing started"
             )
         try:
-            restorable(self.store, model, version)
+            recovered = None
+            if older is not None and self.store.get_doc(model, f"VERSION#{version}") is None:
+                recovered = recover_version(config, version, now=now, older=older)
+            restorable(self.store, model, version, recovered=recovered)
             request = restore_request(
                 model,
                 version,
@@ -169,6 +182,8 @@ class RolloutControl:
             )
         except RequestError as exc:
             raise CommandRefusedError(f"{exc}; nothing started") from None
+        if recovered is not None:  # what ResolveRequest reads, as any run since would have written
+            self.store.put_doc(model, f"VERSION#{version}", recovered)
         return start_run(request, store=self.store, executions=executions)
 
     # --- helpers --------------------------------------------------------------------------------

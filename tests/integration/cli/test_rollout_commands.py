@@ -55,12 +55,31 @@ def rollout_in(store: StateStore, phase: str, **fields) -> dict:
 
 
 def test_status_tells_what_to_run_while_a_version_waits_for_approval(store, capsys):
-    rollout_in(store, "approval")
+    rollout_in(
+        store,
+        "approval",
+        version="7",
+        steps_total=3,
+        traffic_steps=[
+            {
+                "index": 2,
+                "router": "replicas",
+                "weight": 50,
+                "reached": 50.0,
+                "canary_pods": 3,
+                "stable_pods": 3,
+            }
+        ],
+        wait_deadline=4_102_444_800,  # 2100-01-01
+    )
     assert main(["status", "--model", "churn"]) == 0
     out = capsys.readouterr().out
-    assert f"rollout:  approval (run {RUN})" in out
+    assert f"rollout:  approval (run {RUN}, version 7): waiting for a person's approval" in out
+    assert "canary:   step 3 of 3: 50% asked, 50% reached (3 of 6 pods)" in out
+    assert "approval wait ends 2100-01-01T00:00:00+00:00 (in " in out
     assert (
-        "`modelops approve --model churn` promotes it, `modelops reject --model churn` rolls it back" in out
+        "`modelops --stack modelops approve --model churn` promotes it, "
+        "`modelops --stack modelops reject --model churn` rolls it back" in out
     )
 
 

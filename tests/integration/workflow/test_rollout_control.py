@@ -290,6 +290,66 @@ def test_rollback_to_refuses_what_it_cannot_bring_back_and_starts_nothing(harnes
     assert harness.store().query_docs("churn", "HISTORY#") == history
 
 
+def as_before_version_records(harness, version: str) -> dict:
+    """Make `version` look as a run before VERSION# records left it: no VERSION# item, and its
+    HISTORY# record with only the fields runs wrote then."""
+    ddb = boto3.client("dynamodb", region_name="us-east-1")
+    ddb.delete_item(TableName=TABLE, Key={"pk": {"S": "MODEL#churn"}, "sk": {"S": f"VERSION#{version}"}})
+    kept = {"run_id", "model", "status", "finished_at", "trigger", "dataset", "version", "image"}
+    kept |= {"evaluation", "analysis", "error", "cause"}
+    for item in ddb.query(
+        TableName=TABLE,
+        KeyConditionExpression="pk = :pk AND begins_with(sk, :h)",
+        ExpressionAttributeValues={":pk": {"S": "MODEL#churn"}, ":h": {"S": "HISTORY#"}},
+    )["Items"]:
+        doc = json.loads(item["doc"]["S"])
+        if str(doc.get("version")) == version:
+            old = {k: v for k, v in doc.items() if k in kept}
+            ddb.put_item(TableName=TABLE, Item={**item, "doc": {"S": json.dumps(old)}})
+            return old
+    raise AssertionError(f"no history record of version {version}")
+
+
+def test_rollback_to_a_version_from_before_version_records_rebuilds_its_record_from_the_run_history(
+    harness, kube, cli, capsys
+):
+    # Given version 1 promoted before VERSION# records existed (only its run history names it)
+    images = promote_versions(harness, kube, 2)
+    as_before_version_records(harness, "1")
+    capsys.readouterr()
+    # When a person brings it back by number
+    assert cli("rollback", "--model", "churn", "--to", "1", "--reason", "v2 regressed") == 0
+    arn = restore_execution(harness, capsys)
+    # Then it comes back by its digest through the canary, smoke-tested with its own data's rows
+    assert harness.wait(arn)["status"] == "SUCCEEDED", harness.states(arn)
+    assert "SmokeTest" in harness.states(arn) and stable_image(kube) == images["1"]
+    record = harness.store().get_doc("churn", "VERSION#1")
+    assert record["recovered_from"] == "run history" and record["image"] == images["1"]
+    assert record["package_arn"] == registry_package({"version": "1"})["ModelPackageArn"]
+    assert len(record["smoke_sample"]) == 20 and record["model_artifact"]
+    assert harness.store().get_doc("churn", "CHAMPION")["version"] == "1"
+
+
+def test_a_version_from_before_version_records_whose_data_is_gone_needs_now(harness, kube, cli, capsys):
+    # Given version 1 from before VERSION# records, and its training data deleted since
+    images = promote_versions(harness, kube, 2)
+    old = as_before_version_records(harness, "1")
+    boto3.client("s3", region_name="us-east-1").delete_object(Bucket=BUCKET, Key=old["dataset"]["key"])
+    capsys.readouterr()
+    executions = len(harness.executions())
+    # Then through the canary it is refused, saying why and what to do, starting and writing nothing
+    assert cli("rollback", "--model", "churn", "--to", "1") == 1
+    err = capsys.readouterr().err
+    assert "version 1 of churn predates version records; its run churn-manual-" in err
+    assert "kept no smoke rows and its training data cannot give them" in err
+    assert "`--now --reason R` brings it back without the canary's smoke test; nothing started" in err
+    assert len(harness.executions()) == executions and harness.store().get_doc("churn", "VERSION#1") is None
+    # And with --now (no smoke test) it comes back
+    assert cli("rollback", "--model", "churn", "--to", "1", "--now", "--reason", "incident 7") == 0
+    assert harness.wait(restore_execution(harness, capsys))["status"] == "SUCCEEDED"
+    assert stable_image(kube) == images["1"]
+
+
 def test_a_canary_alarm_during_the_approval_wait_rolls_back(harness, kube):
     arn = run(harness, **APPROVAL)
     wait_for_phase(harness, "approval")

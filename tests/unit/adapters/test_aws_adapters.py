@@ -127,6 +127,26 @@ def test_a_registered_version_is_found_again_by_its_run_and_its_approval_set(aws
     assert described["ModelApprovalStatus"] == "Approved"
 
 
+def test_an_old_runs_version_is_found_beyond_the_first_page_of_the_group(aws):
+    # ListModelPackages answers a page at a time with a NextToken (moto's pages hold 100):
+    # `rollback --to` an old version must read past the first
+    registry = SageMakerRegistry(client("sagemaker"))
+    registry.ensure_group("stack-m", "versions of m")
+    created = [
+        registry.create_version(
+            "stack-m",
+            description=f"run {n}",
+            image="img:1",
+            artifact="s3://b/m.tar.gz",
+            metadata={"run_id": f"run-{n}"},
+        )
+        for n in range(101)
+    ]
+    assert registry.find_version("stack-m", "run-0") == created[0]  # the oldest: on the second page
+    assert registry.find_version("stack-m", "run-100") == created[100]
+    assert registry.find_version("stack-m", "run-101") is None
+
+
 def test_an_unknown_image_tag_has_no_digest(aws):
     ecr = client("ecr")
     uri = ecr.create_repository(repositoryName="serving")["repository"]["repositoryUri"]

@@ -40,14 +40,24 @@ class SageMakerRegistry:
                 raise
 
     def find_version(self, group: str, run_id: str) -> RegisteredVersion | None:
-        existing = self.client.list_model_packages(
-            ModelPackageGroupName=group, SortBy="CreationTime", SortOrder="Descending"
-        )
-        for package in existing.get("ModelPackageSummaryList", []):
-            described = self.client.describe_model_package(ModelPackageName=package["ModelPackageArn"])
-            if (described.get("CustomerMetadataProperties") or {}).get("run_id") == run_id:
-                return RegisteredVersion(str(described["ModelPackageVersion"]), package["ModelPackageArn"])
-        return None
+        """Newest first, every page (a retried RegisterModel finds its version on the first; an
+        old run's, for `rollback --to`, may be further back)."""
+        query: dict[str, Any] = {
+            "ModelPackageGroupName": group,
+            "SortBy": "CreationTime",
+            "SortOrder": "Descending",
+        }
+        while True:
+            existing = self.client.list_model_packages(**query)
+            for package in existing.get("ModelPackageSummaryList", []):
+                described = self.client.describe_model_package(ModelPackageName=package["ModelPackageArn"])
+                if (described.get("CustomerMetadataProperties") or {}).get("run_id") == run_id:
+                    return RegisteredVersion(
+                        str(described["ModelPackageVersion"]), package["ModelPackageArn"]
+                    )
+            if not existing.get("NextToken"):
+                return None
+            query["NextToken"] = existing["NextToken"]
 
     def create_version(
         self, group: str, *, description: str, image: str, artifact: str, metadata: dict[str, str]

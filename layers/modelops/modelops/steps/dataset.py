@@ -5,34 +5,40 @@ from __future__ import annotations
 
 from typing import Any
 
-from modelops.dataset import validate_csv
+from modelops.config import ModelConfig
+from modelops.dataset import DatasetReport, validate_csv
 from modelops.errors import DatasetInvalidError
 from modelops.ports import ObjectStore
-from modelops.run import Run
+from modelops.run import DatasetObject, Run
 
 
 def validate_dataset(run: Run, *, objects: ObjectStore) -> dict[str, Any]:
     """Rows, the label distribution (or the regression target's summary) and the smoke sample;
     DatasetInvalidError naming the file, line and column when the data does not fit the schema."""
-    config, ds = run.config, run.dataset
-    size = objects.size(ds.bucket, ds.key, ds.version_id)
-    if size is None:
-        raise DatasetInvalidError(f"{ds.uri}: object not found (deleted after the trigger?)")
-    if size > config.data.schema_.max_bytes:
-        raise DatasetInvalidError(f"{ds.uri}: {size} bytes exceeds max_bytes {config.data.schema_.max_bytes}")
-    report = validate_csv(
-        objects.read(ds.bucket, ds.key, ds.version_id),
-        config.data.schema_,
-        name=ds.uri,
-        task=config.data.task,
-        smoke_size=config.canary.smoke_sample_size,
-    )
+    report = dataset_report(run.config, run.dataset, objects)
     summary: dict[str, Any] = {"rows": report.rows, "smoke_sample": report.smoke_sample}
     if report.target is not None:
         summary["target"] = report.target
     else:
         summary["labels"] = report.label_distribution
     return summary
+
+
+def dataset_report(config: ModelConfig, ds: DatasetObject, objects: ObjectStore) -> DatasetReport:
+    """The object checked against the model's schema (its smoke rows picked with a fixed seed, so
+    the same data gives the same rows); DatasetInvalidError when it is gone, too large or unfit."""
+    size = objects.size(ds.bucket, ds.key, ds.version_id)
+    if size is None:
+        raise DatasetInvalidError(f"{ds.uri}: object not found (deleted after the trigger?)")
+    if size > config.data.schema_.max_bytes:
+        raise DatasetInvalidError(f"{ds.uri}: {size} bytes exceeds max_bytes {config.data.schema_.max_bytes}")
+    return validate_csv(
+        objects.read(ds.bucket, ds.key, ds.version_id),
+        config.data.schema_,
+        name=ds.uri,
+        task=config.data.task,
+        smoke_size=config.canary.smoke_sample_size,
+    )
 
 
 def newest_object(objects: ObjectStore, bucket: str, prefix: str) -> tuple[str, str]:

@@ -17,8 +17,13 @@ APPROVAL_BY_STATUS = {
 }
 
 
+def group_name(stack: str, model: str) -> str:
+    """The model's package group: one per stack and model."""
+    return safe_name(f"{stack}-{model}", 63)
+
+
 def package_group(run: Run) -> str:
-    return safe_name(f"{run.stack}-{run.model}", 63)
+    return group_name(run.stack, run.model)
 
 
 def register(run: Run, evaluation: EvaluationResult, *, registry: ModelRegistry) -> Package:

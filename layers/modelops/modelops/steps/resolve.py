@@ -30,10 +30,13 @@ def load_model(store: Store, model: str) -> ModelConfig:
     return parse_config(document, source=f"stored config of model {model!r}")
 
 
-def restorable(store: Store, model: str, version: str) -> dict[str, Any]:
-    """The record of `version` (VERSION#<v>) if it can be brought back: built and recorded, once
-    promoted, and not what serves now. RequestError saying which of these fails."""
-    doc = store.get_doc(model, f"VERSION#{version}")
+def restorable(
+    store: Store, model: str, version: str, *, recovered: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The record of `version` (VERSION#<v>, or one `recovered` from older runs' records) if it can
+    be brought back: built and recorded, once promoted, and not what serves now. RequestError
+    saying which of these fails."""
+    doc = recovered or store.get_doc(model, f"VERSION#{version}")
     if doc is None:
         known = [
             d.get("version") for d in store.query_docs(model, "VERSION#", limit=50) if d.get("promoted_at")

@@ -129,6 +129,7 @@ class RolloutService:
             {
                 "phase": "step",
                 "step": index,
+                "steps_total": len(plan),
                 "traffic_steps": [*recorded, entry],
                 # a step that adds canary pods is waited for like the first one
                 "deadline_canary": self.clock() + cfg.canary.ready_timeout_seconds,
@@ -264,10 +265,17 @@ class RolloutService:
         """Store the phase's task token; if a relevant alarm already fired, or an abort was asked
         for before the wait began, fail the task now (whoever asks later finds the token)."""
         assert phase in WAIT_PHASES
+        now = self.clock()
         rollout = self.store.update_rollout(
             run.model,
             run.run_id,
-            {"phase": phase, "task_token": token, f"{phase}_started_at": self.clock()},
+            {
+                "phase": phase,
+                "task_token": token,
+                f"{phase}_started_at": now,
+                # when the workflow's wait times out (`modelops status` shows it)
+                "wait_deadline": now + _wait_seconds(run.config, phase),
+            },
         )
         if rollout.get("abort"):
             self.callbacks.fail(token, "AbortRequestedError", abort_cause(rollout["abort"]))
@@ -414,6 +422,14 @@ def abort_cause(abort: dict[str, Any]) -> str:
     """The error cause an abort is reported with (the run's history keeps it)."""
     reason = f": {abort['reason']}" if abort.get("reason") else ""
     return f"aborted by {abort.get('by', 'unknown')} at {abort.get('at', '?')} in phase {abort.get('phase', '?')}{reason}"
+
+
+def _wait_seconds(cfg: ModelConfig, phase: str) -> int:
+    """The wait's timeout as the workflow sets it (Bake: the step's bake; AwaitApproval:
+    approval.timeout_seconds; Watch: watch_seconds)."""
+    if phase == "approval":
+        return cfg.approval.timeout_seconds
+    return cfg.canary.watch_seconds if phase == "watch" else cfg.canary.step_bake_seconds
 
 
 def _refuse_if_aborted(rollout: dict[str, Any]) -> None:
