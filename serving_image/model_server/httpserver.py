@@ -134,7 +134,10 @@ class HttpConnection(asyncio.Protocol):
         self.reading = True
         self.writable = asyncio.Event()
         self.writable.set()
+        # One timer per connection, not one per request: it closes the connection once it has
+        # been idle (or a request has stalled half-sent) for keep_alive_seconds since idle_since.
         self.timer: asyncio.TimerHandle | None = None
+        self.idle_since = 0.0
         self.closed = False
         self.refused = False  # a refusal is queued: the bytes that follow are never parsed
         self.eof = False  # the client half-closed: close once its requests are answered
@@ -169,7 +172,6 @@ class HttpConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.refused:
             return  # lingering after a refusal: what the client still sends is discarded
-        self._cancel_timer()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
@@ -335,6 +337,7 @@ class HttpConnection(asyncio.Protocol):
         self.transport.write_eof()
         self.closed = True
         self._resume_lingering()
+        self._cancel_timer()
         self.timer = self.loop.call_later(LINGER_SECONDS, self.abort)
 
     def _resume_lingering(self) -> None:
@@ -357,8 +360,23 @@ class HttpConnection(asyncio.Protocol):
             self.transport.abort()
 
     def _idle_timer(self) -> None:
-        self._cancel_timer()
-        self.timer = self.loop.call_later(self.server.keep_alive_seconds, self.close_when_idle)
+        """Idle from now on (or waiting for the rest of a request)."""
+        self.idle_since = self.loop.time()
+        if self.timer is None:
+            self.timer = self.loop.call_at(self.idle_since + self.server.keep_alive_seconds, self._check_idle)
+
+    def _check_idle(self) -> None:
+        self.timer = None
+        if self.closed:
+            return
+        if self.busy:  # answering: idle again only after that
+            self.timer = self.loop.call_later(self.server.keep_alive_seconds, self._check_idle)
+            return
+        due = self.idle_since + self.server.keep_alive_seconds
+        if self.loop.time() >= due:
+            self.close_when_idle()
+        else:
+            self.timer = self.loop.call_at(due, self._check_idle)
 
     def _cancel_timer(self) -> None:
         if self.timer is not None:
