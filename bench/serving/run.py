@@ -59,8 +59,11 @@ STACKS = ("ours", "mlserver", "fastapi-naive")
 # Ours with its live drift statistics off (SERVE_DRIFT_STATS=off): `--stacks ours,ours-nostats`
 # measures what the statistics cost on the hot path (goal: one-row req/s at most 10% lower).
 NOSTATS = "ours-nostats"
-KNOWN_STACKS = (*STACKS, NOSTATS)
-OURS_STACKS = ("ours", NOSTATS)
+# Ours as another commit serves (`--before DIR`: that commit's serving_image/, e.g. from
+# `git archive main serving_image | tar -x -C /tmp/before`): before/after in the same run.
+BEFORE = "ours-before"
+KNOWN_STACKS = (*STACKS, NOSTATS, BEFORE)
+OURS_STACKS = ("ours", NOSTATS, BEFORE)
 GOAL_STATS_COST = 0.9
 BASELINE = "fastapi-naive"
 N_FEATURES = 20
@@ -327,6 +330,9 @@ def median_results(rounds: Sequence[Mapping[str, Any]], stacks: Sequence[str]) -
             # correctness: the worst round
             "max_abs_diff": max(r["correctness"]["max_abs_diff"] for r in mine),
             "class_mismatches": max(r["correctness"]["class_mismatches"] for r in mine),
+            # what the server's own CPU time bought: comparable between stacks even on a busy
+            # machine, where req/s depends on how much of the core the others left
+            **_per_cpu_medians(mine),
             # the noisiest measurement: share of the server core that other processes took
             "noise_pct": max(
                 float(r[kind].get(core, 0.0))
@@ -338,8 +344,27 @@ def median_results(rounds: Sequence[Mapping[str, Any]], stacks: Sequence[str]) -
     return medians
 
 
+def _per_cpu_medians(rounds: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """Requests (1-row) and rows (100-row) per second of the server's own CPU time, medians."""
+    out: dict[str, float] = {}
+    for kind, key, metric in (
+        ("single", "req_s", "single_req_per_cpu_s"),
+        ("batch", "rows_s", "batch_rows_per_cpu_s"),
+    ):
+        values = [
+            r[kind][key] * r[kind]["seconds"] / r[kind]["server_cpu_s"]
+            for r in rounds
+            if r[kind].get("server_cpu_s") and r[kind].get("seconds")
+        ]
+        if len(values) == len(rounds):
+            out[metric] = statistics.median(values)
+    return out
+
+
 RATIO_METRICS = (
     ("single_req_s", "1-row req/s"),
+    ("single_req_per_cpu_s", "1-row requests per server CPU-second"),
+    ("batch_rows_per_cpu_s", "100-row rows per server CPU-second"),
     ("single_p99_ms", "1-row p99 latency"),
     ("batch_rows_s", "100-row rows/s"),
     ("batch_p99_ms", "100-row p99 latency"),
@@ -791,7 +816,11 @@ class StackSpec:
 
 
 def _ours_command(
-    python: Path, reference: Reference, *, drift_stats: bool = True
+    python: Path,
+    reference: Reference,
+    *,
+    drift_stats: bool = True,
+    serving_image: Path = ROOT / "serving_image",
 ) -> Callable[[int, Path], tuple[list[str], dict[str, str], Path]]:
     def command(port: int, workdir: Path) -> tuple[list[str], dict[str, str], Path]:
         env = {
@@ -802,7 +831,7 @@ def _ours_command(
             "MODELOPS_VARIANT": "bench",
             "SERVE_DRIFT_STATS": "on" if drift_stats else "off",
         }
-        return [str(python), str(ROOT / "serving_image" / "bin" / "serve")], env, ROOT
+        return [str(python), str(serving_image / "bin" / "serve")], env, ROOT
 
     return command
 
@@ -856,9 +885,21 @@ def _fastapi_command(
     return command
 
 
-def build_specs(ours_python: Path, baseline_python: Path, reference: Reference) -> dict[str, StackSpec]:
+def build_specs(
+    ours_python: Path, baseline_python: Path, reference: Reference, before: Path | None = None
+) -> dict[str, StackSpec]:
     booster = reference.format == "lightgbm"  # MLServer's LightGBM runtime answers `predict` only
     return {
+        BEFORE: StackSpec(
+            name=BEFORE,
+            python=ours_python,
+            path="/invocations",
+            encode=instances_request,
+            encode_check=instances_request,
+            decode=parse_instances_response,
+            command=_ours_command(ours_python, reference, serving_image=before or ROOT / "serving_image"),
+            notes=f"python {before}/bin/serve (another commit's server, same model folder)",
+        ),
         "ours": StackSpec(
             name="ours",
             python=ours_python,
@@ -1348,7 +1389,7 @@ def preflight(args: argparse.Namespace, stacks: Sequence[str]) -> dict[str, Any]
             ):
                 versions[package] = package_version(Path(python), package)
         else:
-            for package in ("uvicorn", "uvloop", "httptools", "orjson"):
+            for package in ("uvloop", "httptools", "orjson"):
                 versions[package] = package_version(Path(python), package)
         env["pythons"][what] = {"path": str(python), **versions}
     return env
@@ -1408,6 +1449,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help=f"comma-separated models to serve, from {', '.join(FORMATS)} (default all)",
     )
     parser.add_argument(
+        "--before",
+        type=Path,
+        default=None,
+        help=f"another commit's serving_image/ folder, measured as the {BEFORE} stack on the same model",
+    )
+    parser.add_argument(
         "--quick",
         action="store_true",
         help="a quick look: 1 round of 3 s (1 s warm-up) unless --rounds/--duration/--warmup say otherwise",
@@ -1428,6 +1475,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error(f"--stacks: unknown {unknown}; choose from {', '.join(KNOWN_STACKS)}")
     if args.rounds < 1 or args.duration < 1 or args.connections < 1:
         parser.error("--rounds, --duration and --connections must be at least 1")
+    if (BEFORE in stacks) != (args.before is not None):
+        parser.error(f"--stacks {BEFORE} and --before DIR go together")
     args.stack_list = stacks
     args.workdir = args.workdir.resolve()
     return args
@@ -1523,7 +1572,7 @@ def run_format(
     if "mlserver" in mine and reference.format not in MLSERVER_RUNTIMES:
         log(f"    MLServer 1.7.1 has no runtime for the {reference.format} format: mlserver not run")
         mine.remove("mlserver")
-    specs = build_specs(args.ours_python, args.baseline_python, reference)
+    specs = build_specs(args.ours_python, args.baseline_python, reference, args.before)
     bodies = {stack: load_bodies(specs[stack], reference, args.workdir) for stack in mine}
     rounds: list[dict[str, Any]] = []
     for round_index in range(args.rounds):
@@ -1596,13 +1645,13 @@ def render_summary(results: Mapping[str, Mapping[str, Any]], *, rounds: int, con
             continue
         medians, ratios = result["medians"], result["ratios"]
         ours = medians.get("ours", {})
-        naive = medians.get(BASELINE, {})
+        naive = medians.get(BASELINE)
         ml = medians.get("mlserver")
 
-        def rate(m: Mapping[str, Any] | None, key: str = "single_req_s") -> str:
+        def rate(m: Mapping[str, Any] | None, missing: str = "n/a (no runtime)") -> str:
             if m is None:
-                return "n/a (no runtime)"
-            return "error" if "error" in m else _fmt(m[key])
+                return missing
+            return "error" if "error" in m else _fmt(m["single_req_s"])
 
         single = "error" if "error" in ours else f"{_fmt(ours['single_req_s'])} ({ours['single_p99_ms']:.1f})"
         batch = "error" if "error" in ours else _fmt(ours["batch_rows_s"])
@@ -1612,7 +1661,7 @@ def render_summary(results: Mapping[str, Mapping[str, Any]], *, rounds: int, con
         failed = [g["goal"] for g in goals if g["passed"] is False]
         verdict = f"{passed}/{len(goals)} pass" + (f"; fail: {', '.join(failed)}" if failed else "")
         lines.append(
-            f"| {name} ({served_by(result['model']['build'], result['model'].get('serve_log', ''))}) | {single} | {rate(naive)} | {rate(ml)} | "
+            f"| {name} ({served_by(result['model']['build'], result['model'].get('serve_log', ''))}) | {single} | {rate(naive, 'n/a (not run)')} | {rate(ml)} | "
             f"{_ratio(ratios, BASELINE, 'single_req_s')} / {_ratio(ratios, 'mlserver', 'single_req_s')} | "
             f"{batch} | {_ratio(ratios, BASELINE, 'batch_rows_s')} | {diff} | {verdict} |"
         )

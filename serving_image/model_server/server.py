@@ -1,6 +1,7 @@
 """The `serve` program: the SageMaker hosting contract (`GET /ping`, `POST /invocations`, port 8080).
 
-One process, one event loop (uvicorn with httptools and uvloop), a bare ASGI app, no framework.
+One process, one event loop (uvloop), HTTP/1.1 parsed by httptools in our own asyncio Protocol
+(httpserver.py: keep-alive, pipelining, body and header limits), no ASGI layer, no framework.
 Requests that arrive together are predicted in one call (predictor.MicroBatcher), with the
 native predictor built with the image, or else the compiled forest for small batches and
 scikit-learn for large ones (predictor.Predictor; /ping names which).
@@ -17,13 +18,14 @@ scikit-learn for large ones (predictor.Predictor; /ping names which).
   once per flush interval (emf.py). Logs go to stderr; stdout carries only EMF lines.
 - SIGTERM (Kubernetes on rollout): /ping turns 503 and responses say `Connection: close` for
   `SERVE_DRAIN_SECONDS` (the Service stops routing here meanwhile); then the listening socket
-  closes, in-flight requests finish (at most `SERVE_GRACEFUL_TIMEOUT_SECONDS`), idle keep-alive
-  connections close, pending metrics are flushed, and the process exits 0. A second signal
-  skips the drain.
+  closes, idle keep-alive connections close, in-flight requests finish (at most
+  `SERVE_GRACEFUL_TIMEOUT_SECONDS`, then their connections are cut), pending metrics are flushed,
+  and the process exits 0. A second signal skips the drain.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import logging
@@ -33,10 +35,9 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import FrameType
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import Any, TextIO
 
 import orjson
 
@@ -46,6 +47,7 @@ from model_server.contract import ContractError, ServeSettings, container_paths,
 from model_server.emf import EmfFlusher, RequestMetrics
 from model_server.errors import BadRequestError, ModelLoadError
 from model_server.forest import ForestError, compile_forest
+from model_server.httpserver import HttpServer, Request, Response
 from model_server.inputs import parse_rows
 from model_server.native import NativeError
 from model_server.native import load as load_native
@@ -56,17 +58,8 @@ from model_server.trees import load as load_trees
 from model_server.trees import unsupported as trees_unsupported
 from model_server.warmup import warm_up
 
-if TYPE_CHECKING:  # imported when the server starts (see _uvicorn_server)
-    import uvicorn
-
 log = logging.getLogger("model_server.serve")
 MAX_BODY_BYTES = 6 * 1024 * 1024  # SageMaker real-time inference's payload limit
-
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
-_JSON = (b"content-type", b"application/json")
-_CLOSE = (b"connection", b"close")
 
 
 class ModelService:
@@ -250,157 +243,115 @@ class ModelService:
 
 
 class App:
-    """The ASGI application: routing, body limits, headers, metrics."""
+    """Routing, headers and metrics for the HTTP server (httpserver.py)."""
 
     def __init__(self, service: ModelService) -> None:
         self.service = service
+        self._identity: tuple[str, bytes] | None = None
 
-    def identity(self) -> list[tuple[bytes, bytes]]:
-        # Who answered: lets clients (and the demo's traffic) attribute a response to a variant.
-        return [
-            (b"x-modelops-variant", self.service.settings.variant.encode()),
-            (b"x-modelops-version", self.service.version.encode()),
-        ]
+    def identity(self) -> bytes:
+        """Who answered, as header lines: lets clients (and the demo's traffic) attribute a
+        response to a variant. The version is known once the model is loaded."""
+        version = self.service.version
+        if self._identity is None or self._identity[0] != version:
+            lines = b"x-modelops-variant: %s\r\nx-modelops-version: %s\r\n" % (
+                _header_value(self.service.settings.variant),
+                _header_value(version),
+            )
+            self._identity = (version, lines)
+        return self._identity[1]
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return  # lifespan is off; nothing else is served
-        method, path = scope["method"], scope["path"]
+    def reply(self, status: int, doc: dict[str, Any], *, close: bool = False) -> Response:
+        # draining: `Connection: close` makes keep-alive clients reconnect to another pod
+        return Response(status, orjson.dumps(doc), close=close or self.service.draining)
+
+    def refusal(self, status: int, message: str) -> Response:
+        """The HTTP layer's own refusals (a body too large, headers too long, not HTTP): they
+        close the connection rather than parse what follows, and count as requests."""
+        self.service.metrics.record(status, 0.0)
+        return self.reply(status, {"error": message}, close=True)
+
+    async def __call__(self, request: Request) -> Response:
+        method, path = request.method, request.path
         if path == "/invocations":
             if method == "POST":
-                await self._invocations(scope, receive, send)
-            else:
-                await self._reply(send, 405, {"error": f"{method} /invocations: use POST"}, close=True)
-        elif path == "/ping":
+                return await self._invocations(request)
+            return self.reply(405, {"error": f"{method} /invocations: use POST"}, close=True)
+        if path == "/ping":
             if method == "GET":
                 status, doc = self.service.ping()
-                await self._reply(send, status, doc)
-            else:
-                await self._reply(send, 405, {"error": f"{method} /ping: use GET"}, close=True)
-        else:
-            await self._reply(
-                send,
-                404,
-                {"error": f"no route {method} {path}; use GET /ping or POST /invocations"},
-                close=True,
-            )
+                return self.reply(status, doc)
+            return self.reply(405, {"error": f"{method} /ping: use GET"}, close=True)
+        return self.reply(
+            404, {"error": f"no route {method} {path}; use GET /ping or POST /invocations"}, close=True
+        )
 
-    async def _invocations(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _invocations(self, request: Request) -> Response:
         started = time.perf_counter()
-        content_type = accept = length = None
-        for name, value in scope["headers"]:
-            if name == b"content-type":
-                content_type = value.decode("latin-1")
-            elif name == b"accept":
-                accept = value.decode("latin-1").lower()
-            elif name == b"content-length":
-                length = value
-        close = False
-        try:
-            if (
-                accept
-                and "application/json" not in accept
-                and "*/*" not in accept
-                and "application/*" not in accept
-            ):
-                raise BadRequestError(406, f"cannot answer Accept: {accept}; responses are application/json")
-            body = await _read_body(receive, length)
-        except BadRequestError as exc:
-            # refused before the body was read: close rather than parse what follows
-            status, doc, close = exc.status, {"error": exc.message}, True
-        except _Disconnected:
-            return
+        accept = request.accept
+        if (
+            accept
+            and "application/json" not in accept
+            and "*/*" not in accept
+            and "application/*" not in accept
+        ):
+            status, doc = 406, {"error": f"cannot answer Accept: {accept}; responses are application/json"}
         else:
-            status, doc = await self.service.invoke(body, content_type)
-        await self._reply(send, status, doc, close=close)
+            status, doc = await self.service.invoke(request.body, request.content_type)
+        response = self.reply(status, doc)
         self.service.metrics.record(status, (time.perf_counter() - started) * 1000.0)
-
-    async def _reply(self, send: Send, status: int, doc: dict[str, Any], *, close: bool = False) -> None:
-        payload = orjson.dumps(doc)
-        headers = [_JSON, (b"content-length", str(len(payload)).encode()), *self.identity()]
-        if close or self.service.draining:
-            headers.append(_CLOSE)  # draining: make keep-alive clients reconnect to another pod
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": payload})
+        return response
 
 
-class _Disconnected(Exception):
-    """The client went away before its body arrived; there is no one to answer."""
+def _header_value(value: str) -> bytes:
+    """A header value as bytes, never able to end the header line early."""
+    return value.replace("\r", " ").replace("\n", " ").encode("latin-1", "replace")
 
 
-async def _read_body(receive: Receive, length: bytes | None) -> bytes:
-    if length is not None:
-        try:
-            declared = int(length)
-        except ValueError:
-            raise BadRequestError(
-                400, f"Content-Length {length.decode('latin-1')!r} is not a number"
-            ) from None
-        if declared > MAX_BODY_BYTES:
-            raise BadRequestError(413, f"body of {declared} bytes exceeds the {MAX_BODY_BYTES}-byte limit")
-    message = await receive()
-    if message["type"] == "http.disconnect":
-        raise _Disconnected
-    body: bytes = message.get("body", b"")
-    if not message.get("more_body"):
-        return body
-    chunks, size = [body], len(body)
-    while True:  # a chunked or split body: bounded by MAX_BODY_BYTES
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise _Disconnected
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise BadRequestError(413, f"body exceeds the {MAX_BODY_BYTES}-byte limit")
-        chunks.append(chunk)
-        if not message.get("more_body"):
-            return b"".join(chunks)
+def _run(app: App, sock: socket.socket, settings: ServeSettings) -> None:
+    """Serve on `sock` until SIGTERM/SIGINT, draining first (see the module docstring)."""
 
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        server = HttpServer(
+            app,
+            app.refusal,
+            app.identity,
+            max_body_bytes=MAX_BODY_BYTES,
+            keep_alive_seconds=settings.keep_alive_seconds,
+        )
+        await server.start(sock)
+        stop = asyncio.Event()
+        drain: list[asyncio.TimerHandle] = []
 
-def _uvicorn_server(app: App, settings: ServeSettings) -> tuple[uvicorn.Server, str, str]:
-    """A uvicorn.Server whose SIGTERM drains first (see the module docstring), with the event loop
-    and HTTP implementations it uses."""
-    import uvicorn
-
-    loop = "uvloop" if _importable("uvloop") else "asyncio"
-    http = "httptools" if _importable("httptools") else "h11"
-    config = uvicorn.Config(
-        app,
-        loop=loop,
-        http=http,
-        lifespan="off",
-        log_config=None,
-        access_log=False,
-        server_header=False,
-        # no X-Forwarded-* rewriting: nothing reads the client's address, and the middleware is a
-        # layer of calls on every request (measured in the per-request profile, bench/serving)
-        proxy_headers=False,
-        timeout_keep_alive=int(settings.keep_alive_seconds),
-        timeout_graceful_shutdown=int(settings.graceful_timeout_seconds),
-    )
-
-    class DrainingServer(uvicorn.Server):
-        exit_at: float | None = None
-
-        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-            name = signal.Signals(sig).name
+        def on_signal(sig: signal.Signals) -> None:
             if app.service.draining or settings.drain_seconds <= 0:
-                log.info("signal %s: shutting down (in-flight requests finish first)", name)
+                log.info("signal %s: shutting down (in-flight requests finish first)", sig.name)
                 app.service.draining = True
-                self.should_exit = True  # uvicorn: stop accepting, finish in-flight, close
+                stop.set()
                 return
             app.service.draining = True
-            self.exit_at = time.monotonic() + settings.drain_seconds
-            log.info("signal %s: draining for %.1fs, then shutting down", name, settings.drain_seconds)
+            log.info("signal %s: draining for %.1fs, then shutting down", sig.name, settings.drain_seconds)
 
-        async def on_tick(self, counter: int) -> bool:
-            if self.exit_at is not None and time.monotonic() >= self.exit_at:
+            def drained() -> None:
                 log.info("drain period over: shutting down")
-                self.should_exit = True
-            return await super().on_tick(counter)
+                stop.set()
 
-    return DrainingServer(config), loop, http
+            drain.append(loop.call_later(settings.drain_seconds, drained))
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal, sig)
+        await stop.wait()
+        for handle in drain:
+            handle.cancel()
+        await server.shutdown(settings.graceful_timeout_seconds)
+
+    if _importable("uvloop"):
+        import uvloop
+
+        uvloop.run(main())
+    else:
+        asyncio.run(main())
 
 
 def _importable(module: str) -> bool:
@@ -451,21 +402,19 @@ def serve(env: Mapping[str, str] | None = None, stdout: TextIO | None = None) ->
     port = sock.getsockname()[1]
     if settings.port_file:
         _write_atomically(settings.port_file, f"{port}\n")
-    server, loop, http = _uvicorn_server(App(service), settings)
     log.info(
-        "listening on http://%s:%s (model folder %s; %s, %s)",
+        "listening on http://%s:%s (model folder %s; %s event loop, httptools)",
         settings.host,
         port,
         paths.model_dir,
-        loop,
-        http,
+        "uvloop" if _importable("uvloop") else "asyncio",
     )
 
     flusher = EmfFlusher(metrics, stdout or sys.stdout, settings.emf_flush_seconds)
     flusher.start()
     threading.Thread(target=service.load, name="model-loader", daemon=True).start()
     try:
-        server.run(sockets=[sock])
+        _run(App(service), sock, settings)
     finally:
         with contextlib.suppress(OSError):
             sock.close()

@@ -4,93 +4,24 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from modelops_local.sample_data import CHURN_FEATURES, CHURN_LABEL, generate_churn_csv
+from tests.integration.serving.conftest import Server, _wait_for
 from tests.serving_models import has_c_compiler
 from tests.team_models import demo_team_model, with_step
 
 ROOT = Path(__file__).resolve().parents[3]
 SERVING_IMAGE = ROOT / "serving_image"
 ROW = [10, 80.5, 2, 30.0, 1, 0]
-
-
-@dataclass
-class Server:
-    process: subprocess.Popen[str]
-    port: int
-    stderr_path: Path
-    stdout_lines: queue.Queue[str] = field(default_factory=queue.Queue)
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def request(
-        self, method: str, path: str, body: bytes | None = None, content_type: str | None = None
-    ) -> tuple[int, dict]:
-        req = urllib.request.Request(self.url(path), data=body, method=method)
-        if content_type:
-            req.add_header("Content-Type", content_type)
-        try:
-            with urllib.request.urlopen(req, timeout=10) as response:
-                return response.status, json.loads(response.read())
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read())
-
-    def predict(self, rows: list[list[float]]) -> tuple[int, dict]:
-        return self.request(
-            "POST", "/invocations", json.dumps({"instances": rows}).encode(), "application/json"
-        )
-
-    def emf_documents(self, want_requests: int, timeout: float = 10.0, want_predicted: int = 0) -> list[dict]:
-        """EMF documents from stdout until they account for `want_requests` requests and, in the
-        drift statistics' `PredictionBins`, `want_predicted` predicted rows (bounded)."""
-        deadline = time.monotonic() + timeout
-        docs: list[dict] = []
-
-        def predicted() -> int:
-            return sum(d["PredictionBins"]["Count"] for d in docs if "PredictionBins" in d)
-
-        while sum(d.get("Requests", 0) for d in docs) < want_requests or predicted() < want_predicted:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                pytest.fail(f"EMF lines for {want_requests} requests not seen in {timeout}s; got {docs}")
-            try:
-                docs.append(json.loads(self.stdout_lines.get(timeout=remaining)))
-            except queue.Empty:
-                continue
-        return docs
-
-
-def _wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}")
-
-
-def _ping(server: Server) -> int:
-    try:
-        return server.request("GET", "/ping")[0]
-    except (urllib.error.URLError, ConnectionError):
-        return 0
 
 
 @pytest.fixture(scope="module")
@@ -141,55 +72,6 @@ def _slow(trained_model: Path, tmp_path: Path, ms: int) -> Path:
     base = tmp_path / "ml"
     with_step(trained_model / "model", base / "model", "slow_step", "pause", ms=ms)
     return base
-
-
-@pytest.fixture
-def start_server(tmp_path) -> Iterator:
-    started: list[Server] = []
-
-    def start(base: Path, wait_ready: bool = True, **env: str) -> Server:
-        port_file = tmp_path / f"port-{len(started)}"
-        stderr_path = tmp_path / f"serve-{len(started)}.log"
-        process = subprocess.Popen(
-            [sys.executable, str(SERVING_IMAGE / "bin" / "serve")],
-            env={
-                "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-                "SAGEMAKER_BASE_DIR": str(base),
-                "PORT": "0",
-                "SERVE_HOST": "127.0.0.1",
-                "SERVE_PORT_FILE": str(port_file),
-                "EMF_FLUSH_SECONDS": "0.2",
-                "MODELOPS_MODEL": "churn",
-                "MODELOPS_VARIANT": "canary",
-                "MODELOPS_VERSION": "7",
-                **env,
-            },
-            stdout=subprocess.PIPE,
-            stderr=stderr_path.open("w"),
-            text=True,
-        )
-        port = int(
-            _wait_for(lambda: port_file.exists() and port_file.read_text().strip(), 20, "the port file")
-        )
-        server = Server(process, port, stderr_path)
-        assert process.stdout is not None
-        stdout = process.stdout
-
-        def pump() -> None:
-            for line in stdout:
-                server.stdout_lines.put(line)
-
-        threading.Thread(target=pump, daemon=True).start()
-        started.append(server)
-        if wait_ready:
-            _wait_for(lambda: _ping(server) == 200, 30, "/ping 200")
-        return server
-
-    yield start
-    for server in started:
-        if server.process.poll() is None:
-            server.process.kill()
-        server.process.wait(timeout=10)
 
 
 def _positive(doc: dict[str, Any]) -> Any:
@@ -538,6 +420,196 @@ def test_a_chunked_body_is_accepted(trained_model, start_server):
     response = connection.getresponse()
     assert response.status == 200 and len(json.loads(response.read())["predictions"]) == 2
     connection.close()
+
+
+# --- the HTTP layer (httpserver.py): never misparse, never hang --------------------------------
+
+
+def _exchange(server: Server, data: bytes | list[bytes], *, answers: int, timeout: float = 10.0):
+    """Send `data` (a list: piece by piece, each its own write) on one connection and read until
+    `answers` responses arrived or the server closed it: [(status, headers, JSON body)], closed."""
+    import socket
+
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=timeout)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        for piece in [data] if isinstance(data, bytes) else data:
+            sock.sendall(piece)
+        return _read_responses(sock, answers)
+    finally:
+        sock.close()
+
+
+def _read_responses(sock, answers: int):
+    buffer, out = b"", []
+    closed = False
+    while len(out) < answers and not closed:
+        head_end = buffer.find(b"\r\n\r\n")
+        if head_end >= 0:
+            lines = buffer[:head_end].decode("latin-1").split("\r\n")
+            headers = {k.lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])}
+            end = head_end + 4 + int(headers.get("content-length", "0"))
+            if len(buffer) >= end:
+                status = int(lines[0].split()[1])
+                body = buffer[head_end + 4 : end]
+                out.append((status, headers, json.loads(body) if body else None))
+                buffer = buffer[end:]
+                continue
+        chunk = sock.recv(65536)
+        closed = not chunk
+        buffer += chunk
+    if not closed:  # one more read: did the server close after the last answer?
+        sock.settimeout(0.5)
+        try:
+            closed = sock.recv(65536) == b""
+        except TimeoutError:
+            closed = False
+    return out, closed
+
+
+def _post(body: bytes, *extra: str) -> bytes:
+    head = ["POST /invocations HTTP/1.1", "Host: x", "Content-Type: application/json", *extra]
+    if not any(h.lower().startswith("transfer-encoding") for h in extra):
+        head.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+def test_pipelined_requests_are_answered_in_order_on_one_connection(trained_model, start_server):
+    # Given three different rows and their answers one request at a time
+    server = start_server(trained_model)
+    rows = _holdout(3, seed=21)
+    alone = [server.predict([row])[1]["probabilities"] for row in rows]
+
+    # When a ping and the three predictions are written in one go on one keep-alive connection
+    pipelined = b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n" + b"".join(
+        _post(json.dumps([row]).encode()) for row in rows
+    )
+    answers, closed = _exchange(server, pipelined, answers=4)
+
+    # Then four answers come back in the order asked, each its own request's, and the connection stays open
+    assert [status for status, _, _ in answers] == [200] * 4 and not closed
+    assert answers[0][2]["status"] == "ready"
+    assert [doc["probabilities"] for _, _, doc in answers[1:]] == alone
+
+
+def test_a_request_split_into_small_writes_is_parsed_whole(trained_model, start_server):
+    server = start_server(trained_model)
+    request = _post(json.dumps({"instances": [ROW, ROW]}).encode())
+    pieces = [
+        request[i : i + 7] for i in range(0, len(request), 7)
+    ]  # splits the request line, headers and body
+
+    answers, closed = _exchange(server, pieces, answers=1)
+
+    assert [(s, len(doc["predictions"])) for s, _, doc in answers] == [(200, 2)] and not closed
+
+
+def test_expect_100_continue_is_answered_before_the_body_is_sent(trained_model, start_server):
+    import socket
+
+    server = start_server(trained_model)
+    body = json.dumps([ROW]).encode()
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    try:
+        sock.sendall(
+            _post(b"", "Expect: 100-continue").replace(
+                b"Content-Length: 0", b"Content-Length: %d" % len(body)
+            )
+        )
+        assert sock.recv(1024) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(body)
+        answers, _ = _read_responses(sock, 1)
+    finally:
+        sock.close()
+    assert answers[0][0] == 200 and len(answers[0][2]["predictions"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status", "message"),
+    [
+        (b"POST /invocations HTTP/1.1\r\nHost: x\r\nNo colon here\r\n\r\n", 400, "malformed HTTP request"),
+        (b"GARBAGE\r\n\r\n", 400, "malformed HTTP request"),
+        (
+            b"POST /invocations HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            400,
+            "malformed HTTP request",
+        ),
+        (b"POST /invocations HTTP/1.1\r\nContent-Length: 1x\r\n\r\n", 400, "malformed HTTP request"),
+        (
+            b"POST /invocations HTTP/1.1\r\nX-Big: " + b"a" * (70 * 1024) + b"\r\n\r\n",
+            431,
+            "request line and headers exceed 65536 bytes",
+        ),
+        (
+            b"POST /invocations HTTP/1.1\r\nExpect: 200-ok\r\nContent-Length: 2\r\n\r\n[]",
+            417,
+            "Expect: 200-ok",
+        ),
+        (
+            b"GET /ping HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+            400,
+            "upgrades are not supported",
+        ),
+    ],
+    ids=["bad-header", "not-http", "length-and-chunked", "bad-length", "huge-headers", "expect", "upgrade"],
+)
+def test_bytes_that_are_not_a_valid_request_get_a_4xx_and_nothing_after_them_is_parsed(
+    trained_model, start_server, request_bytes, status, message
+):
+    server = start_server(trained_model)
+    # a valid prediction follows in the same write: after a refusal it must not be answered
+    answers, closed = _exchange(server, request_bytes + _post(json.dumps([ROW]).encode()), answers=2)
+
+    assert [(s, message in doc["error"]) for s, _, doc in answers] == [(status, True)], answers
+    assert answers[0][1]["connection"] == "close" and closed
+    assert answers[0][1]["x-modelops-variant"] == "canary"
+    assert server.predict([ROW])[0] == 200  # and the server goes on
+
+
+def test_a_chunked_body_over_the_limit_is_refused_with_413_as_it_passes_it(trained_model, start_server):
+    server = start_server(trained_model)
+    chunk = b"x" * (1024 * 1024)
+    head = _post(b"", "Transfer-Encoding: chunked")
+    pieces = [head] + [b"%x\r\n%s\r\n" % (len(chunk), chunk)] * 7
+
+    answers, closed = _exchange(server, pieces, answers=1, timeout=30)
+
+    assert answers[0][0] == 413 and "exceeds the 6291456-byte limit" in answers[0][2]["error"]
+    assert closed
+
+
+def test_http_1_0_closes_after_its_answer_unless_it_asks_to_keep_alive(trained_model, start_server):
+    server = start_server(trained_model)
+    ping = b"GET /ping HTTP/1.0\r\n\r\n"
+
+    answers, closed = _exchange(server, ping, answers=1)
+    assert answers[0][0] == 200 and closed
+
+    answers, closed = _exchange(
+        server, ping.replace(b"\r\n\r\n", b"\r\nConnection: keep-alive\r\n\r\n") * 2, answers=2
+    )
+    assert [s for s, _, _ in answers] == [200, 200] and not closed
+
+
+def test_an_idle_keep_alive_connection_is_closed_after_the_keep_alive_timeout(trained_model, start_server):
+    import socket
+
+    server = start_server(trained_model, SERVE_KEEP_ALIVE_SECONDS="1")
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    try:
+        started = time.monotonic()
+        sock.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
+        answers, _ = _read_responses(sock, 1)
+        sock.settimeout(5)
+        assert sock.recv(1024) == b""  # closed by the server, not by the 5 s timeout
+        assert 0.9 <= time.monotonic() - started < 4  # the timer starts once the answer is written
+        # and a half-sent request is bounded the same way
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as half:
+            half.sendall(b"POST /invocations HTTP/1.1\r\nContent-Le")
+            assert half.recv(1024) == b""
+    finally:
+        sock.close()
+    assert answers[0][0] == 200
 
 
 def _established(pid: int) -> int:

@@ -381,3 +381,29 @@ def test_the_drift_statistics_cost_is_a_goal_when_ours_without_them_is_measured(
     assert "drift statistics on: 1-row req/s vs ours-nostats" not in {
         g.goal for g in bench.evaluate_goals(bench.median_results(_rounds(), bench.STACKS), {}, 16)
     }
+
+
+def test_throughput_per_server_cpu_second_compares_stacks_on_a_busy_machine():
+    # Given two stacks measured while other processes took different shares of the server core
+    rounds = []
+    for n in (1, 2, 3):
+        for stack, req_s, cpu_s in (("ours", 6000, 0.3), (bench.BEFORE, 4000, 0.4)):
+            r = _round(stack, n, req_s=req_s, rows_s=req_s * 10, p99=4, rss=100, ready=0.3)
+            r["single"].update(seconds=1.0, server_cpu_s=cpu_s)
+            r["batch"].update(seconds=1.0, server_cpu_s=cpu_s * 2)
+            rounds.append(r)
+
+    # Then requests per second of the server's own CPU time are compared, not the raw rates only
+    medians = bench.median_results(rounds, ["ours", bench.BEFORE])
+    assert medians["ours"]["single_req_per_cpu_s"] == pytest.approx(20000)
+    assert medians[bench.BEFORE]["batch_rows_per_cpu_s"] == pytest.approx(50000)
+    ratios = bench.compute_ratios(medians)
+    assert ratios[bench.BEFORE]["single_req_per_cpu_s"] == pytest.approx(2.0)
+    assert ratios[bench.BEFORE]["single_req_s"] == pytest.approx(1.5)
+
+
+def test_the_before_stack_needs_the_other_commits_serving_image(tmp_path):
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--stacks", f"ours,{bench.BEFORE}"])
+    args = bench.parse_args(["--stacks", f"ours,{bench.BEFORE}", "--before", str(tmp_path)])
+    assert args.stack_list == ["ours", bench.BEFORE] and args.before == tmp_path

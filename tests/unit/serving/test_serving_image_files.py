@@ -57,7 +57,7 @@ def test_requirements_pin_the_versions_the_tests_run_with(name):
 
 def test_every_image_has_the_base_and_each_format_set_only_its_library():
     base = _pins("requirements.txt")
-    assert set(base) >= {"numpy", "scikit-learn", "scipy", "joblib", "uvicorn", "packaging"}
+    assert set(base) >= {"numpy", "scikit-learn", "scipy", "joblib", "httptools", "uvloop", "packaging"}
     assert not set(base) & set(FORMAT_SETS.values())
     for name, library in FORMAT_SETS.items():
         pins = _pins(f"requirements-{name}.txt")
