@@ -188,6 +188,7 @@ class LocalCloud:
         patches.s3_policy_conditions()
         patches.execution_status_events(self._emit_event)
         patches.task_failure_cause()
+        patches.serialize_dynamodb()
 
         self.training = TrainingRunner(
             aws.client("s3"), self.state_dir / "training", s.serving_image, self._training_update

@@ -36,6 +36,12 @@ them moves or changes signature.
   of an in-process moto call (moto's serializer and the client's parser): half the cost of listing
   1,000 S3 objects. `parse_timestamp` is a pure function with an immutable result, so each text is
   parsed once. A speed-up only.
+- `serialize_dynamodb()`: DynamoDB answers one request at a time. moto's DynamoDB backend keeps
+  items in plain dicts with no lock, so a GetItem that serialises an item while another thread's
+  UpdateItem adds an attribute fails with "dictionary changed size during iteration" (seen when an
+  alarm's handler recorded on the rollout while the workflow's rollout function read it). DynamoDB
+  itself gives every single-item read a consistent item; one lock around moto's DynamoDB handler
+  gives the same. DynamoDB calls never call back into moto, so the lock never nests across threads.
 - For tests on moto's own stand-ins (`tests/integration/workflow/harness.py`), which complete a
   training job or a build at once and produce nothing: `after_training_job_created(hook)` and
   `after_build_started(hook)` run `hook` on what moto just created (to write the job's
@@ -70,6 +76,7 @@ LOG = logging.getLogger(__name__)
 
 #: module, attribute path, parameter names (None: the attribute must NOT exist in moto).
 PATCHED_SYMBOLS: list[tuple[str, str, tuple[str, ...] | None]] = [
+    ("moto.dynamodb.responses", "DynamoHandler.call_action", ("self",)),
     (
         "moto.awslambda_simple.models",
         "LambdaSimpleBackend.invoke",
@@ -504,6 +511,19 @@ class MotoPatches:
         self._replace(botocore.utils, "parse_timestamp", parse_timestamp)
         if botocore.parsers.DEFAULT_TIMESTAMP_PARSER is original:  # bound at import
             self._replace(botocore.parsers, "DEFAULT_TIMESTAMP_PARSER", parse_timestamp)
+
+    def serialize_dynamodb(self) -> None:
+        """One DynamoDB request at a time (see the module doc)."""
+        from moto.dynamodb.responses import DynamoHandler
+
+        original = DynamoHandler.call_action
+        lock = threading.RLock()
+
+        def call_action(handler: Any) -> Any:
+            with lock:
+                return original(handler)
+
+        self._replace(DynamoHandler, "call_action", call_action)
 
     # ------------------------------------------------------------------ moto's own stand-ins, for tests
     def after_training_job_created(self, hook: Callable[[Any], None]) -> None:

@@ -352,6 +352,7 @@ class Harness:
                 Code={"ZipFile": b"PK"},
             )
         patches.route_lambda(_Handlers(self))
+        patches.serialize_dynamodb()
         patches.after_training_job_created(self._training_job_created)
         patches.after_build_started(self._build_started)
 

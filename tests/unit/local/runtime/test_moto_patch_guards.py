@@ -570,3 +570,47 @@ def test_a_task_failure_carries_its_cause_to_the_waiting_task(aws):
     described = sfn.describe_execution(executionArn=arn)
     assert described["status"] == "FAILED"
     assert described["error"] == "ApprovalRejectedError" and described["cause"] == "rejected by alice"
+
+
+def test_dynamodb_answers_one_request_at_a_time_so_a_read_never_sees_an_item_mid_update(aws):
+    """A GetItem racing UpdateItems on one item (moto's backend has no lock of its own)."""
+    import threading
+
+    with MotoPatches() as patches:
+        patches.serialize_dynamodb()
+        db = boto3.client("dynamodb", region_name=REGION)
+        db.create_table(
+            TableName="t",
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        db.put_item(TableName="t", Item={"pk": {"S": "k"}, **{f"a{i}": {"N": str(i)} for i in range(200)}})
+        errors: list[BaseException] = []
+        stop = threading.Event()
+
+        def writer() -> None:
+            n = 0
+            while not stop.is_set() and n < 2000:
+                db.update_item(
+                    TableName="t",
+                    Key={"pk": {"S": "k"}},
+                    UpdateExpression=f"SET b{n} = :v REMOVE b{n - 1}" if n else "SET b0 = :v",
+                    ExpressionAttributeValues={":v": {"N": "1"}},
+                )
+                n += 1
+
+        thread = threading.Thread(target=writer)
+        thread.start()
+        try:
+            for _ in range(300):
+                try:
+                    item = db.get_item(TableName="t", Key={"pk": {"S": "k"}})["Item"]
+                except Exception as exc:  # what moto raises without the lock
+                    errors.append(exc)
+                    break
+                assert sum(1 for key in item if key.startswith("b")) == 1
+        finally:
+            stop.set()
+            thread.join(timeout=60)
+        assert not errors, errors
