@@ -27,7 +27,9 @@ LONG = 120  # a wait that the case ends itself (abort), never by its timeout
 PROMOTE_STALL_SECONDS = 3.0
 
 
-def test_an_approval_timeout_and_an_abort_in_each_phase_roll_back_and_release_the_lock(driver, capsys):
+def test_an_approval_timeout_and_an_abort_in_each_phase_roll_back_and_release_the_lock(
+    driver, cli_environment, capsys
+):
     stack = driver.cloud.info.stack_name
     client.cache_clear()  # the CLI's clients, on the runtime's endpoint
     store, sfn = driver.cloud.store(), driver.cloud.client("stepfunctions")
