@@ -45,6 +45,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             version=request.package.version,
             run_id=request.run.run_id,
             model_artifact=request.evaluation.model_artifact,
+            baseline_artifact=(request.evaluation.baseline or {}).get("artifact"),
             builds=builds,
             images=images,
         ).to_payload()

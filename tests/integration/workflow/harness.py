@@ -101,10 +101,10 @@ def function_arn(name: str) -> str:
     return f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{STACK}-{name}"
 
 
-def model_tarball(evaluation: dict[str, Any] | None) -> bytes:
+def model_tarball(evaluation: dict[str, Any] | None, extra: dict[str, bytes] | None = None) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        files = {"model.joblib": b"model-bytes"}
+        files = {"model.joblib": b"model-bytes", **(extra or {})}
         if evaluation is not None:
             files["evaluation.json"] = json.dumps(evaluation).encode()
         for name, data in files.items():
@@ -258,6 +258,10 @@ class Harness:
         # What the next judge jobs (hyperparameter modelops_judge) produce, and every training
         # job created, as (name, image, hyperparameters).
         self.judge_evaluation: dict[str, Any] | None = None
+        # More files in the model.tar.gz of the next training jobs and judge jobs (a servable
+        # model's metadata.json, the judge's baseline.json).
+        self.training_files: dict[str, bytes] = {}
+        self.judge_files: dict[str, bytes] = {}
         self.judge_failure: str | None = None
         self.training_jobs: list[tuple[str, str, dict[str, str]]] = []
         self._build = threading.local()  # the tag of the build this thread is starting
@@ -374,7 +378,8 @@ class Harness:
             return
         bucket, _, key = job.model_artifacts["S3ModelArtifacts"][5:].partition("/")
         evaluation = self.judge_evaluation if judging else self.training_evaluation
-        self.s3.put_object(Bucket=bucket, Key=key, Body=model_tarball(evaluation))
+        files = self.judge_files if judging else self.training_files
+        self.s3.put_object(Bucket=bucket, Key=key, Body=model_tarball(evaluation, files))
 
     def _build_started(self, build: dict[str, Any]) -> None:
         """Push the image of the tag this thread's build was started for (none if it fails)."""

@@ -66,6 +66,30 @@ def test_a_build_is_started_with_what_the_buildspec_reads_and_the_same_token_per
     assert first["MODEL_ARTIFACT_S3_URI"] == "s3://b/m.tar.gz" and first["IMAGE_REPOSITORY_URI"] == images.uri
 
 
+@pytest.mark.parametrize(
+    ("baseline_artifact", "expected"),
+    [
+        ("s3://b/judge/model.tar.gz", "s3://b/judge/model.tar.gz"),  # a team image: the judge's
+        ("s3://b/m.tar.gz", None),  # the training job's own artifact already holds it
+        (None, None),  # no usable baseline: nothing to add
+    ],
+)
+def test_the_build_is_given_the_baseline_artifact_only_when_it_is_not_the_models(baseline_artifact, expected):
+    builds = FakeBuilds(None)
+    start_build(
+        model="churn",
+        version="3",
+        run_id="run-abcdef12",
+        model_artifact="s3://b/m.tar.gz",
+        baseline_artifact=baseline_artifact,
+        builds=builds,
+        images=FakeRepository({}),
+    )
+    (started,) = builds.started
+    assert started.get("BASELINE_ARTIFACT_S3_URI") == expected
+    assert started["MODEL_ARTIFACT_S3_URI"] == "s3://b/m.tar.gz"
+
+
 def test_a_running_build_is_not_done_and_a_finished_one_is_pinned_by_digest():
     running = build_status(
         BUILD, builds=FakeBuilds(BuildState("IN_PROGRESS", "BUILD")), images=FakeRepository({})

@@ -172,6 +172,7 @@ def test_buildspec_uses_the_workflow_variables_and_exports_the_digest():
         "IMAGE_TAG",
         "MODEL_NAME",
         "MODEL_VERSION",
+        "BASELINE_ARTIFACT_S3_URI",
     ):
         assert f"${{{variable}" in text or f"${variable}" in text, variable
     commands = [c for phase in spec["phases"].values() for c in phase["commands"]]
@@ -189,8 +190,10 @@ def test_buildspec_builds_the_training_image_without_a_model():
     # Then the target is IMAGE_TARGET (serving by default), the model is needed only to serve
     assert 'IMAGE_TARGET="${IMAGE_TARGET:-serving}"' in commands
     assert any("docker build" in c and '--target "$IMAGE_TARGET"' in c for c in commands)
-    (download,) = [c for c in commands if "aws s3 cp" in c]
-    assert download.startswith('if [ "$IMAGE_TARGET" = serving ]; then')
+    # (the model's artifact, and a team image's judge artifact with the drift baseline)
+    downloads = [c for c in commands if "aws s3 cp" in c]
+    assert len(downloads) == 2
+    assert all(d.startswith('if [ "$IMAGE_TARGET" = serving ]') for d in downloads)
     (check,) = [c for c in commands if "MODEL_ARTIFACT_S3_URI:?" in c]
     assert check.startswith('[ "$IMAGE_TARGET" = runtime ] ||')
     # And the Dockerfile's runtime stage comes before the model stage (it never needs the artifact)

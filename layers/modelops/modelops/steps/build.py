@@ -24,19 +24,26 @@ def start_build(
     model_artifact: str,
     builds: ImageBuilds,
     images: ImageRepository,
+    baseline_artifact: str | None = None,
 ) -> Build:
     """Start the build of `model` `version` from its artifact (idempotent per run: CodeBuild's
-    idempotency token is derived from the run)."""
+    idempotency token is derived from the run). `baseline_artifact` is the model.tar.gz holding
+    the version's drift baseline (EvaluateModel's `baseline.artifact`); when it is another artifact
+    than the model's (the judge job's, for a team image), the build puts its baseline.json into the
+    model folder (BASELINE_ARTIFACT_S3_URI), so the pods count against the baseline the monitor reads."""
     tag = image_tag(model, version, run_id)
+    variables = {
+        "MODEL_ARTIFACT_S3_URI": model_artifact,
+        "IMAGE_REPOSITORY_URI": images.uri,
+        "IMAGE_TAG": tag,
+        "MODEL_NAME": model,
+        "MODEL_VERSION": version,
+    }
+    if baseline_artifact and baseline_artifact != model_artifact:
+        variables["BASELINE_ARTIFACT_S3_URI"] = baseline_artifact
     build_id = builds.start(
         idempotency_token=hashlib.sha256(f"{run_id}|build".encode()).hexdigest()[:64],
-        variables={
-            "MODEL_ARTIFACT_S3_URI": model_artifact,
-            "IMAGE_REPOSITORY_URI": images.uri,
-            "IMAGE_TAG": tag,
-            "MODEL_NAME": model,
-            "MODEL_VERSION": version,
-        },
+        variables=variables,
     )
     return Build(build_id=build_id, tag=tag)
 
