@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from modelops.adapters.rollout_function import LambdaRollback
 from modelops.adapters.store import StateStore
@@ -15,9 +14,6 @@ from modelops.config import load_config_file
 from modelops.errors import RequestError, RollbackFailedError
 from modelops.run import RunRef
 from modelops.steps.cleanup import clean_up_after_execution
-from moto import mock_aws
-
-from tests.state_table import create_state_table
 
 ROOT = Path(__file__).resolve().parents[3]
 MACHINE = "arn:aws:states:us-east-1:123456789012:stateMachine:modelops-retrain-and-rollout"
@@ -25,13 +21,10 @@ RUN = "churn-s3-0123456789abcdef"
 
 
 @pytest.fixture
-def store(offline_aws):
-    with mock_aws():
-        ddb = boto3.client("dynamodb", region_name="us-east-1")
-        create_state_table(ddb, "state")
-        result = StateStore("state", ddb)
-        result.put_model_document("churn", load_config_file(ROOT / "models" / "churn.yaml").to_document())
-        yield result
+def store(store: StateStore) -> StateStore:
+    """The shared empty state table, holding the churn model's config."""
+    store.put_model_document("churn", load_config_file(ROOT / "models" / "churn.yaml").to_document())
+    return store
 
 
 class FakeSfn:

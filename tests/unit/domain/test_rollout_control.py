@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from modelops.adapters.store import StateStore
 from modelops.config import load_config_file
@@ -14,9 +13,6 @@ from modelops.control import RolloutControl
 from modelops.errors import AbortRequestedError, CommandRefusedError
 from modelops.run import RunRef
 from modelops.steps.rollout import RolloutService
-from moto import mock_aws
-
-from tests.state_table import create_state_table
 
 ROOT = Path(__file__).resolve().parents[3]
 RUN = "churn-s3-0123456789abcdef"
@@ -47,14 +43,6 @@ class Waits:
 class Alice:
     def caller(self) -> str:
         return WHO
-
-
-@pytest.fixture
-def store(offline_aws):
-    with mock_aws():
-        ddb = boto3.client("dynamodb", region_name="us-east-1")
-        create_state_table(ddb, "state")
-        yield StateStore("state", ddb)
 
 
 def in_phase(store: StateStore, phase: str, token: str | None = "tok", **fields: Any) -> dict[str, Any]:

@@ -8,17 +8,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import boto3
-import pytest
 from modelops.adapters.store import StateStore
 from modelops.config import load_config_file, parse_config
 from modelops.rollout_view import describe_rollout, step_line
 from modelops.run import RunRef
 from modelops.steps.rollout import RolloutService
-from moto import mock_aws
 
 from tests.integration.fake_kube import FakeKube, deployment
-from tests.state_table import create_state_table
 
 ROOT = Path(__file__).resolve().parents[3]
 RUN = "churn-s3-0123456789abcdef"
@@ -34,14 +30,6 @@ class NoAlarms:
 
     def fail(self, token: str, error: str, cause: str) -> bool:
         raise AssertionError("nothing should end a wait here")
-
-
-@pytest.fixture
-def store(offline_aws):
-    with mock_aws():
-        ddb = boto3.client("dynamodb", region_name="us-east-1")
-        create_state_table(ddb, "state")
-        yield StateStore("state", ddb)
 
 
 def stepped_run(**approval: Any) -> RunRef:
