@@ -75,8 +75,9 @@ static int predict_block(const double *X, Py_ssize_t n, double *out) {
 }
 """
 
-# Requests of up to this many numbers are read onto the stack, larger ones into the heap.
-_STACK = "#define STACK_DOUBLES 8192"
+# Requests of up to this many numbers (and answers of up to this many sums) are kept on the stack
+# (16 KB each: a 100-row batch of 20 features fits), larger ones in the heap.
+_STACK = "#define STACK_DOUBLES 2048"
 
 # The entry point of every arrays library (the forest above, the walker below): the request's rows
 # read once into one block of doubles (C_READ_ROW), then `predict_block` answers them all.

@@ -124,10 +124,12 @@ def test_the_walker_answers_what_the_models_library_answers_in_batches_and_one_r
     rows = _probe_rows(held)
     want = load_model(folder).predict(rows)
 
-    # When it answers the rows as one batch (tree-major, 8 rows walked together) and one row a
-    # call (8 trees walked together)
+    # When it answers the rows as one batch (tree-major, 8 rows walked together), one row a call
+    # (8 trees walked together), and as a batch too large for the stack (read into the heap)
     batch = np.asarray(walker.predict_rows(rows.tolist()))
     single = np.asarray([walker.predict_rows([row])[0] for row in rows.tolist()])
+    large = np.asarray(walker.predict_rows(np.vstack([rows] * 5).tolist()))
+    assert large.size * rows.shape[1] > 2048 and np.array_equal(large, np.concatenate([batch] * 5))
 
     # Then both equal the library's answers at the format's tolerance, missing values and zeros too
     assert batch.shape == want.shape == single.shape
