@@ -21,10 +21,13 @@ node_type, cleft, cright, split_index, threshold, cmp, default_left, leaf_value;
 class_id, base_scores, postprocessor, sigmoid_alpha, average_tree_output), exact numbers rather
 than dump_as_json's text (treelite 4.8.1 writes some LightGBM thresholds there as nothing at all:
 `"threshold": ,`). Each tree is renumbered so that a split's two children are adjacent: a node is a
-threshold, a feature and one word (left child << 2 | leaf << 1 | default left), 16 bytes. A step
-is `child = left + 1 - go` with go = (value OP threshold) | (missing & default left) | leaf:
-computed, not branched to, so a varied batch costs what a repeated row does. The values are
-compared in the model's threshold type (float32 for XGBoost, whose inputs treelite casts too;
+threshold, a slot and one word (left child << 1 | leaf), 16 bytes. Each row is first spread into
+slots: per feature the value with a missing one as the infinity the comparison sends right, the
+same with the one it sends left, and two flags (present, missing); a node reads the slot of its
+default direction, so a step is one comparison, `child = left + 1 - (slot OP threshold)`, with no
+test for NaN and no branch: a varied batch costs what a repeated row does (splits on an infinite
+threshold, LightGBM's `inf` and XGBoost's `-inf` trivial splits, read a flag slot: _node). The
+values are compared in the model's threshold type (float32 for XGBoost, whose inputs treelite casts too;
 float64 for LightGBM, which compares doubles), after a cast to float32 for scikit-learn's decision
 trees, as tl2cgen's entry point does. Every tree's walk takes its depth in steps (a leaf stays on
 itself), after its shallowest leaf stopping early once all 8 interleaved walks are at leaves.
@@ -39,6 +42,7 @@ that is left for them.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -212,45 +216,60 @@ _LEAF, _NUMERICAL = 0, 1
 _POSTPROCESSORS = ("identity", "identity_multiclass", "sigmoid", "softmax")
 
 _NODE = r"""
-/* A node in 16 bytes (12 with float thresholds): a tree's two children are adjacent, so the
-   node keeps its left child's index and two flags: bit 0 a missing value goes left, bit 1 a leaf
-   (whose "left child" is itself). */
+/* A node in 16 bytes (12 with float thresholds): a tree's two children are adjacent, so the node
+   keeps its left child's index (info >> 1) and whether it is a leaf (info & 1; its "left child" is
+   itself). `slot` is where the walk reads its value in the row's slots (below): 4 * feature + 1
+   when a missing value goes left, 4 * feature when it goes right; a leaf reads slot 4 * NF. */
 typedef struct {
     THR_T threshold;
-    int32_t feature;
+    int32_t slot;
     uint32_t info;
 } Node;
 """
 
 _WALK = r"""
-/* One step of a walk: go left when the comparison holds, or when the value is missing (NaN
-   compares false) and the node's default is left, or at a leaf (which stays where it is); the
-   child is the left one plus 0 or 1, computed, not branched to. So every walk of a tree takes its
-   depth in steps, and LANES independent walks run side by side. */
-#define STEP(n, x)                                                                     \
-    do {                                                                              \
-        const Node *p = &NODES[n];                                                    \
-        THR_T v = (THR_T)(INPUT_T)(x)[p->feature];                                    \
-        uint32_t info = p->info;                                                      \
-        uint32_t go = (uint32_t)(CMP(v, p->threshold)) | ((uint32_t)(v != v) & info) | \
-                      (info >> 1);                                                    \
-        n = (int32_t)((info >> 2) + 1 - (go & 1));                                    \
+/* A row's slots, per feature: the value with a missing one as GO_RIGHT, the same with GO_LEFT (the
+   infinities on the side the comparison sends them), then present ? GO_LEFT : GO_RIGHT and
+   missing ? GO_LEFT : GO_RIGHT (for splits on infinite thresholds, compared with 0: _node); after
+   the features, GO_LEFT (the leaves read it) and GO_RIGHT. A step is then one comparison: go left
+   when it holds (a missing value: when the node's default is left; a leaf: always, staying where
+   it is), the child being the left one plus 0 or 1, computed, not branched to. So every walk of a
+   tree takes its depth in steps, and LANES independent walks run side by side. */
+#define SLOTS (4 * NF + 2)
+#define STEP(n, x)                                                  \
+    do {                                                           \
+        const Node *p = &NODES[n];                                 \
+        uint32_t go = (uint32_t)(CMP((x)[p->slot], p->threshold)); \
+        n = (int32_t)((p->info >> 1) + 1 - go);                    \
     } while (0)
 
-static inline void walk(int32_t *nd, const double *const *xs, int shallow, int depth) {
+static inline void slots(const double *x, THR_T *s) {
+    for (int f = 0; f < NF; f++) {
+        THR_T v = (THR_T)(INPUT_T)x[f];
+        int missing = v != v;
+        s[4 * f] = missing ? GO_RIGHT : v;
+        s[4 * f + 1] = missing ? GO_LEFT : v;
+        s[4 * f + 2] = missing ? GO_RIGHT : GO_LEFT;
+        s[4 * f + 3] = missing ? GO_LEFT : GO_RIGHT;
+    }
+    s[4 * NF] = GO_LEFT;
+    s[4 * NF + 1] = GO_RIGHT;
+}
+
+static inline void walk(int32_t *nd, const THR_T *const *xs, int shallow, int depth) {
     int d = 0;
     for (; d < shallow; d++) {
         for (int j = 0; j < LANES; j++) STEP(nd[j], xs[j]);
     }
     for (; d < depth; d++) {
-        uint32_t leaves = 2;
+        uint32_t leaves = 1;
         for (int j = 0; j < LANES; j++) leaves &= NODES[nd[j]].info;
         if (leaves) break;
         for (int j = 0; j < LANES; j++) STEP(nd[j], xs[j]);
     }
 }
 
-static inline int32_t walk_one(int32_t n, const double *x, int depth) {
+static inline int32_t walk_one(int32_t n, const THR_T *x, int depth) {
     for (int d = 0; d < depth; d++) STEP(n, x);
     return n;
 }
@@ -274,20 +293,24 @@ static void postprocess(ACC_T *r) {
    tree's nodes stay in cache while the rows go through it. Leaves are added in the trees' order. */
 static int predict_block(const double *X, Py_ssize_t n, double *out) {
     ACC_T stack[STACK_DOUBLES];
+    THR_T stack_slots[STACK_DOUBLES];
     ACC_T *acc = stack;
-    if ((size_t)n * NC > STACK_DOUBLES) {
-        acc = (ACC_T *)PyMem_Malloc(sizeof(ACC_T) * NC * (size_t)n);
-        if (acc == NULL) {
-            PyErr_NoMemory();
-            return -1;
-        }
+    THR_T *S = stack_slots;
+    if ((size_t)n * NC > STACK_DOUBLES) acc = (ACC_T *)PyMem_Malloc(sizeof(ACC_T) * NC * (size_t)n);
+    if ((size_t)n * SLOTS > STACK_DOUBLES) S = (THR_T *)PyMem_Malloc(sizeof(THR_T) * SLOTS * (size_t)n);
+    if (acc == NULL || S == NULL) {
+        if (acc != stack) PyMem_Free(acc);
+        if (S != stack_slots) PyMem_Free(S);
+        PyErr_NoMemory();
+        return -1;
     }
     for (size_t i = 0; i < (size_t)n * NC; i++) acc[i] = 0;
+    for (Py_ssize_t i = 0; i < n; i++) slots(X + i * NF, S + i * SLOTS);
     int32_t nd[LANES];
-    const double *xs[LANES];
+    const THR_T *xs[LANES];
     if (n < LANES) {
         for (Py_ssize_t i = 0; i < n; i++) {
-            const double *x = X + i * NF;
+            const THR_T *x = S + i * SLOTS;
             ACC_T *a = acc + i * NC;
             int t = 0;
             for (int g = 0; g < NT / LANES; g++, t += LANES) {
@@ -302,11 +325,11 @@ static int predict_block(const double *X, Py_ssize_t n, double *out) {
             int depth = DEPTH[t], c = CLASS[t];
             Py_ssize_t i = 0;
             for (; i + LANES <= n; i += LANES) {
-                for (int j = 0; j < LANES; j++) { nd[j] = ROOT[t]; xs[j] = X + (i + j) * NF; }
+                for (int j = 0; j < LANES; j++) { nd[j] = ROOT[t]; xs[j] = S + (i + j) * SLOTS; }
                 walk(nd, xs, SHALLOW[t], depth);
                 for (int j = 0; j < LANES; j++) acc[(i + j) * NC + c] += LEAF[nd[j]];
             }
-            for (; i < n; i++) acc[i * NC + c] += LEAF[walk_one(ROOT[t], X + i * NF, depth)];
+            for (; i < n; i++) acc[i * NC + c] += LEAF[walk_one(ROOT[t], S + i * SLOTS, depth)];
         }
     }
     for (Py_ssize_t i = 0; i < n; i++) {
@@ -315,6 +338,7 @@ static int predict_block(const double *X, Py_ssize_t n, double *out) {
         for (int k = 0; k < WIDTH; k++) out[i * WIDTH + k] = (double)a[FIRST + k];
     }
     if (acc != stack) PyMem_Free(acc);
+    if (S != stack_slots) PyMem_Free(S);
     return 0;
 }
 """
@@ -335,6 +359,37 @@ def lightgbm_refusal(model_text: str) -> str | None:
             if (kind >> 2) & 3 == 1:
                 return "LightGBM zero-as-missing splits (missing type Zero)"
     return None
+
+
+# Where a node reads its value in a row's slots (the walker's C): per feature, the value with a
+# missing one read as GO_RIGHT, the same with GO_LEFT, then present ? GO_LEFT : GO_RIGHT and
+# missing ? GO_LEFT : GO_RIGHT; after all features, GO_LEFT and GO_RIGHT.
+_AS_RIGHT, _AS_LEFT, _PRESENT, _MISSING = range(4)
+
+
+def _node(split: tuple[float, int, bool] | None, n_features: int, op: str, word: int) -> str:
+    """A Node's C initializer. A split whose threshold the sentinels cannot straddle (an infinite
+    one: LightGBM's `inf` that sends every number left and only a missing value by the default,
+    XGBoost's `-inf` trivial split that sends every number right) reads a flag slot instead,
+    compared with 0."""
+    always_left, always_right = 4 * n_features, 4 * n_features + 1
+    if split is None:
+        return f"{{0,{always_left},{word}}}"
+    value, f, default_left = split
+    if math.isnan(value):
+        raise ArraysError(f"a split on feature {f} has a NaN threshold")
+    left, right = (-math.inf, math.inf) if op in ("<", "<=") else (math.inf, -math.inf)
+    if _compare(left, op, value) and not _compare(right, op, value):
+        return f"{{{_c_double(value)},{4 * f + (_AS_LEFT if default_left else _AS_RIGHT)},{word}}}"
+    if _compare(right, op, value):  # even the far right number goes left: every number does
+        slot = always_left if default_left else 4 * f + _PRESENT
+    else:  # even the far left number goes right: every number does
+        slot = 4 * f + _MISSING if default_left else always_right
+    return f"{{0,{slot},{word}}}"
+
+
+def _compare(a: float, op: str, b: float) -> bool:
+    return {"<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[op]
 
 
 def _field(accessor: Any, name: str) -> Any:
@@ -376,7 +431,8 @@ def walker_generate(
         raise ArraysError("the trees' classes or base scores do not match the number of classes")
     if first + width > n_class:
         raise ArraysError(f"outputs {first}..{first + width} of {n_class}")
-    nodes: list[str] = []
+    splits: list[tuple[float, int, bool] | None] = []  # (threshold, feature, default left); None: a leaf
+    info: list[int] = []  # each node's Node.info
     leaves: list[str] = []
     roots: list[int] = []
     depths: list[int] = []
@@ -405,23 +461,23 @@ def walker_generate(
         for i in order:
             here = offset + place[i]
             if kinds[i] == _LEAF:
-                nodes.append(f"{{0,0,{(here << 2) | 2}}}")
+                splits.append(None)
+                info.append((here << 1) | 1)
                 leaves.append(_c_double(float(leaf[i])))
                 continue
             f = int(feature[i])
             if not 0 <= f < n_features:
                 raise ArraysError(f"tree {t} splits on feature {f} of {n_features}")
             operators.add(int(cmp[i]))
-            first_child = offset + place[int(left[i])]
-            nodes.append(
-                f"{{{_c_double(float(threshold[i]))},{f},{(first_child << 2) | int(bool(default[i]))}}}"
-            )
+            splits.append((float(threshold[i]), f, bool(default[i])))
+            info.append((offset + place[int(left[i])]) << 1)
             leaves.append("0")
-    if len(nodes) >= 1 << 29:
-        raise ArraysError(f"{len(nodes):,} nodes: more than the walker indexes")
+    if len(splits) >= 1 << 30:
+        raise ArraysError(f"{len(splits):,} nodes: more than the walker indexes")
     if len(operators) > 1 or not operators <= set(_OPERATORS):
         raise ArraysError(f"comparison operators {sorted(operators)}: the walker takes one of <, <=, >, >=")
     op = _OPERATORS[operators.pop()] if operators else "<="
+    nodes = [_node(split, n_features, op, word) for split, word in zip(splits, info, strict=True)]
     starts = range(0, n_trees - n_trees % LANES, LANES)
     groups = [max(depths[g : g + LANES]) for g in starts]
     group_shallow = [min(shallow[g : g + LANES]) for g in starts]
@@ -444,6 +500,8 @@ def walker_generate(
         f"typedef {c_type} ACC_T;",
         f"#define EXP {'expf' if c_type == 'float' else 'exp'}",
         f"#define CMP(v, t) ((v) {op} (t))",
+        f"#define GO_LEFT {'-INFINITY' if op in ('<', '<=') else 'INFINITY'}",
+        f"#define GO_RIGHT {'INFINITY' if op in ('<', '<=') else '-INFINITY'}",
         f"#define AVERAGE {int(average)}",
         f"#define POST_SIGMOID {int(post == 'sigmoid')}",
         f"#define POST_SOFTMAX {int(post == 'softmax')}",

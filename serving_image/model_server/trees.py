@@ -67,9 +67,10 @@ postprocessor. The build makes both, checks each against check.json, times each 
 slower on either and SWITCH_MARGIN (1.2x) faster on one; manifest.json records both timings and the
 choice (`evaluator`, `timings`, `choice`) and the build's log line says it. Measured with
 bench/serving/tree_walk_cost.py (CPU us a row, tl2cgen / walker, this 2-core Xeon under load
-average ~7): XGBoost binary (100 trees, depth 6) batches 2.41 / 1.10 (2.2x), one-row 3.53 / 2.23
-(1.6x); LightGBM binary (100 trees, 31 leaves) 3.60 / 1.73 (2.1x), 5.03 / 3.07 (1.6x); LightGBM
-3-class (300 trees) 18.10 / 4.99 (3.6x), 22.92 / 7.17 (3.2x). The walker wins on all three by far
+average ~6): XGBoost binary (100 trees, depth 6) batches 2.37 / 0.81 (2.9x), one-row 3.58 / 1.85
+(1.9x); LightGBM binary (100 trees, 31 leaves) 3.55 / 1.28 (2.8x), 5.17 / 2.45 (2.1x); LightGBM
+3-class (300 trees) 17.91 / 3.96 (4.5x), 22.11 / 5.85 (3.8x); LightGBM binary with 255 leaves a
+tree (200 trees) 16.71 / 5.42 (3.1x), 18.91 / 7.93 (2.4x). The walker wins on all of them by far
 more than the margin, yet the choice stays a measurement: its walks take each tree's full depth
 (shallower walks wait for the deepest of the 8), so very deep, unbalanced trees could favour
 tl2cgen. A model whose tl2cgen C is over the compile budget gets the walker alone (its nodes are

@@ -141,6 +141,24 @@ def test_the_walker_answers_what_the_models_library_answers_in_batches_and_one_r
             assert diff.max() <= trees.TOLERANCE
 
 
+def _walk_lightgbm(booster, folder: Path) -> trees.NativeTrees:
+    """The walker built for a LightGBM booster (one output per row)."""
+    import treelite
+
+    booster.save_model(str(folder / "model.txt"))
+    assert tree_arrays.lightgbm_refusal((folder / "model.txt").read_text()) is None
+    model = treelite.frontend.load_lightgbm_model(folder / "model.txt")
+    tree_arrays.walker_generate(model, 0, 1, folder)
+    native.compile_library(
+        native.find_compiler() or "cc",
+        folder,
+        [tree_arrays.WALKER_SOURCE_FILE],
+        "w.so",
+        cflags=tree_arrays.WALKER_CFLAGS,
+    )
+    return trees.open_library(folder / "w.so", booster.num_feature(), 1)
+
+
 def test_the_walker_sends_a_missing_value_where_lightgbm_does_for_features_trained_without_any(tmp_path):
     # Given a LightGBM model trained on rows with no missing value (missing type None: LightGBM
     # reads NaN as 0.0 there) and with exact zeros in its features
@@ -150,23 +168,9 @@ def test_the_walker_sends_a_missing_value_where_lightgbm_does_for_features_train
     X = rng.normal(size=(800, 5))
     X[rng.random(X.shape) < 0.2] = 0.0
     y = X[:, 0] * 3 + np.where(X[:, 1] == 0.0, 5.0, X[:, 1]) + rng.normal(size=800) * 0.1
-    booster = lightgbm.train(
-        {"verbosity": -1, "num_leaves": 15, "deterministic": True}, lightgbm.Dataset(X, y), 20
-    )
-    booster.save_model(str(tmp_path / "model.txt"))
-    assert tree_arrays.lightgbm_refusal((tmp_path / "model.txt").read_text()) is None
-    import treelite
-
-    model = treelite.frontend.load_lightgbm_model(tmp_path / "model.txt")
-    tree_arrays.walker_generate(model, 0, 1, tmp_path)
-    native.compile_library(
-        native.find_compiler() or "cc",
-        tmp_path,
-        [tree_arrays.WALKER_SOURCE_FILE],
-        "w.so",
-        cflags=tree_arrays.WALKER_CFLAGS,
-    )
-    walker = trees.open_library(tmp_path / "w.so", 5, 1)
+    params = {"verbosity": -1, "num_leaves": 15, "deterministic": True}
+    booster = lightgbm.train(params, lightgbm.Dataset(X, y), 20)
+    walker = _walk_lightgbm(booster, tmp_path)
 
     # When it answers rows with NaN, zeros and values either side of the thresholds
     rows = X[:200].copy()
@@ -175,6 +179,34 @@ def test_the_walker_sends_a_missing_value_where_lightgbm_does_for_features_train
     # Then every answer is LightGBM's
     got = np.asarray(walker.predict_rows(rows.tolist()))
     assert np.abs(got - booster.predict(rows)).max() <= trees.TOLERANCE
+
+
+def test_the_walker_follows_lightgbm_splits_on_an_infinite_threshold(tmp_path):
+    # Given a LightGBM model whose splits send every number left and a missing value by the
+    # default (threshold=inf in model.txt: the answer depends on whether feature 0 is missing)
+    import lightgbm
+
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(3000, 4))
+    missing = rng.random(3000) < 0.3
+    y = np.where(missing, 4.0, 0.0) + X[:, 1] + rng.normal(size=3000) * 0.1
+    X[missing, 0] = np.nan
+    params = {"verbosity": -1, "num_leaves": 7, "deterministic": True, "min_data_in_leaf": 5}
+    booster = lightgbm.train(params, lightgbm.Dataset(X, y), 10)
+    assert any(" inf" in line or "=inf" in line for line in booster.model_to_string().splitlines())
+    walker = _walk_lightgbm(booster, tmp_path)
+
+    # When it answers rows with feature 0 missing, a number, or an infinity (a number too)
+    rows = X[:300].copy()
+    rows[:100:3, 0] = np.inf
+    rows[1:100:3, 0] = -np.inf
+    rows[2:100:3, 0] = np.nan
+
+    # Then every answer is LightGBM's, one row a call and in batches
+    want = booster.predict(rows)
+    got = np.asarray(walker.predict_rows(rows.tolist()))
+    single = np.asarray([walker.predict_rows([row])[0] for row in rows.tolist()])
+    assert np.abs(got - want).max() <= trees.TOLERANCE and np.abs(single - want).max() <= trees.TOLERANCE
 
 
 def test_lightgbm_zero_as_missing_is_left_to_lightgbm_and_the_build_says_why(tmp_path):
