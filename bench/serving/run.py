@@ -1607,6 +1607,8 @@ def served_by(build_log: str, serve_log: str = "") -> str:
         return "linear.py below 64 rows, scikit-learn above"
     if "built native/forest.so" in build_log:
         return "native.py forest"
+    if "built native/trees.so" in build_log and "tree_arrays walker" in build_log:
+        return "tree_arrays.py walker: treelite's nodes as C arrays, branchless"
     if "built native/trees.so" in build_log and "tree_arrays" in build_log:
         return "tree_arrays.py: the forest's nodes as C arrays"
     if "built native/trees.so" in build_log:

@@ -491,7 +491,7 @@ def _build_trees(
         f"native predictor: built {trees.NATIVE_DIR}/{trees.LIBRARY_FILE} from {meta.model_file} "
         f"({result['generator']}) in {result['compile_seconds']:.1f}s with {result['compiler']}; max "
         f"{kind}|difference| {result['max_diff']:.3g} to the model on {result['check_rows']} holdout rows "
-        f"(limit {result['tolerance']:g})"
+        f"(limit {result['tolerance']:g}); kept {result['choice']}"
     )
     return 0
 

@@ -1,4 +1,6 @@
-"""Tree ensembles of every format as C: treelite reads the model, tl2cgen writes the C, gcc builds it.
+"""Tree ensembles of every format as C: treelite reads the model, tl2cgen writes the C (or
+tree_arrays.py writes its nodes as arrays for a branchless walker, whichever measures faster), gcc
+builds it.
 
 XGBoost (model.json), LightGBM (model.txt) and scikit-learn's RandomForest and HistGradientBoosting
 (model.joblib) are read by treelite (`treelite.frontend.load_xgboost_model`,
@@ -52,6 +54,28 @@ other model over the budget is not compiled at all: the build records why in nat
 (OverBudgetError), prints it, and `serve` logs it and answers with the model's library. Every
 compile is also bounded by TREES_COMPILE_TIMEOUT_SECONDS.
 
+The walker, and which library the build keeps. tl2cgen's C is one `if` per node: for a batch it
+walks each row through every tree in turn, and its branches mispredict on varied rows (LightGBM
+3-class, 300 trees: 16.9 us a row over 100 varied rows, 7.3 us for one row repeated). Where
+treelite's nodes allow it (single-number leaves, numerical splits, one comparison operator; not
+LightGBM's zero-as-missing or categorical splits, whose rule treelite's nodes do not carry),
+tree_arrays.walker_generate writes them as static arrays instead, walked without a branch per
+node, 8 walks interleaved (8 rows through one tree for batches, one row through 8 trees for small
+ones), with tl2cgen's comparisons, missing-value defaults, float types, base scores and
+postprocessor. The build makes both, checks each against check.json, times each on the check rows
+(CPU time, 100-row batches and one-row calls: time_rows), and keeps the walker only when it is no
+slower on either and SWITCH_MARGIN (1.2x) faster on one; manifest.json records both timings and the
+choice (`evaluator`, `timings`, `choice`) and the build's log line says it. Measured with
+bench/serving/tree_walk_cost.py (CPU us a row, tl2cgen / walker, this 2-core Xeon under load
+average ~6): XGBoost binary (100 trees, depth 6) batches 2.37 / 0.81 (2.9x), one-row 3.58 / 1.85
+(1.9x); LightGBM binary (100 trees, 31 leaves) 3.55 / 1.28 (2.8x), 5.17 / 2.45 (2.1x); LightGBM
+3-class (300 trees) 17.91 / 3.96 (4.5x), 22.11 / 5.85 (3.8x); LightGBM binary with 255 leaves a
+tree (200 trees) 16.71 / 5.42 (3.1x), 18.91 / 7.93 (2.4x). The walker wins on all of them by far
+more than the margin, yet the choice stays a measurement: its walks take each tree's full depth
+(shallower walks wait for the deepest of the 8), so very deep, unbalanced trees could favour
+tl2cgen. A model whose tl2cgen C is over the compile budget gets the walker alone (its nodes are
+data: a second to compile at -O3); a random forest over it keeps tree_arrays' own forest arrays.
+
 Models with categorical columns (a Pipeline with an encoder in front) and non-tree models are not
 built here: the model's library serves them.
 """
@@ -97,6 +121,16 @@ TREES_CFLAGS = ("-O1", "-shared", "-fPIC", "-fno-fast-math", "-ffp-contract=off"
 MAX_SOURCE_BYTES = 8_000_000
 TREES_COMPILE_TIMEOUT_SECONDS = 180.0
 SKIPPED_FILE = "skipped.json"
+EVALUATOR_TL2CGEN = "tl2cgen"
+EVALUATOR_WALKER = "walker"
+EVALUATOR_FOREST = "forest arrays"
+# The build's choice between tl2cgen and the walker (module docstring): CPU time on the check rows
+# in batches of BATCH_ROWS and one-row calls, best of TIMING_ROUNDS rounds within TIMING_SECONDS a
+# library; the walker must be SWITCH_MARGIN times faster on one measure and no slower on the other.
+BATCH_ROWS = 100
+TIMING_ROUNDS = 5
+TIMING_SECONDS = 0.4
+SWITCH_MARGIN = 1.2
 Row = Sequence[float]
 
 _MISSING = re.compile(r"\(data\[(\d+)\]\.missing != -1\)")
@@ -150,6 +184,11 @@ class OverBudgetError(TreesError):
     """The model's C is too large to compile within the build's budget (MAX_SOURCE_BYTES)."""
 
 
+class Timing(TypedDict):
+    batch_us_per_row: float
+    one_row_us: float
+
+
 class Manifest(TypedDict):
     kind: str
     model_file: str
@@ -167,6 +206,9 @@ class Manifest(TypedDict):
     max_diff: float
     check_rows: int
     generator: str
+    evaluator: str  # which library was kept: EVALUATOR_*
+    choice: str  # why, with the timings when both were built
+    timings: dict[str, Timing]  # CPU time of each library built, on the check rows (time_rows)
 
 
 class BuildResult(Manifest):
@@ -241,12 +283,16 @@ def _treelite_model(model_dir: Path, meta: ModelMetadata) -> Any:
         raise TreesError(f"treelite cannot read {meta.model_file}: {type(exc).__name__}: {exc}") from None
 
 
-def generate(model_dir: Path, meta: ModelMetadata, target: Path) -> tuple[list[str], int]:
-    """Write tl2cgen's C for the model (edited, see the module docstring) and our entry point into
-    `target`; returns (the .c files in compile order, outputs per row)."""
+def generate(
+    model_dir: Path, meta: ModelMetadata, target: Path, model: Any = None
+) -> tuple[list[str], int, int]:
+    """Write tl2cgen's C for the (treelite) model (edited, see the module docstring) and our entry
+    point into `target`; returns (the .c files in compile order, outputs per row, the first of
+    tl2cgen's outputs they are)."""
     import tl2cgen
 
-    model = _treelite_model(model_dir, meta)
+    if model is None:
+        model = _treelite_model(model_dir, meta)
     n_features = int(model.num_feature)
     if n_features != len(meta.feature_columns):
         raise TreesError(
@@ -274,7 +320,7 @@ def generate(model_dir: Path, meta: ModelMetadata, target: Path) -> tuple[list[s
         path.write_text(_MISSING.sub(r"(data[\1].fvalue == data[\1].fvalue)", text), encoding="utf-8")
         if ".missing" in path.read_text(encoding="utf-8"):
             raise TreesError(f"tl2cgen's {name} tests missing values in a way this build does not know")
-    floats32 = meta.format == "sklearn" and meta.algorithm == "random_forest"
+    floats32 = _float32_input(meta)
     entry = _ENTRY % {
         "read_row": C_READ_ROW,
         "n_features": n_features,
@@ -284,7 +330,12 @@ def generate(model_dir: Path, meta: ModelMetadata, target: Path) -> tuple[list[s
         "float32_input": "#define MODELOPS_FLOAT32_INPUT 1" if floats32 else "",
     }
     (target / ENTRY_FILE).write_text(entry, encoding="utf-8")
-    return [*sources, ENTRY_FILE], width
+    return [*sources, ENTRY_FILE], width, first
+
+
+def _float32_input(meta: ModelMetadata) -> bool:
+    """scikit-learn's decision trees (a random forest's) compare the row cast to float32."""
+    return meta.format == "sklearn" and meta.algorithm == "random_forest"
 
 
 def _joblib(model_dir: Path, meta: ModelMetadata) -> Any:
@@ -344,6 +395,74 @@ def verify(trees: NativeTrees, model_dir: Path, limit: float) -> tuple[float, in
     return worst, len(rows)
 
 
+@dataclass
+class _Candidate:
+    """One way to build the model's library: its C in `folder`, compiled and checked by `_check`."""
+
+    evaluator: str  # EVALUATOR_TL2CGEN, EVALUATOR_WALKER or EVALUATOR_FOREST
+    folder: Path
+    sources: list[str]
+    generator: str
+    cflags: tuple[str, ...]
+    trees: NativeTrees | None = None
+    worst: float = math.inf
+    n_rows: int = 0
+
+
+def _check(cc: str, candidate: _Candidate, meta: ModelMetadata, model_dir: Path, width: int) -> None:
+    from model_server import native
+
+    try:
+        native.compile_library(
+            cc,
+            candidate.folder,
+            candidate.sources,
+            LIBRARY_FILE,
+            cflags=candidate.cflags,
+            timeout=TREES_COMPILE_TIMEOUT_SECONDS,
+        )
+    except native.NativeError as exc:  # (under `python -m model_server.native`, not __main__'s class)
+        raise TreesError(str(exc)) from None
+    trees = open_library(candidate.folder / LIBRARY_FILE, len(meta.feature_columns), width)
+    candidate.worst, candidate.n_rows = verify(trees, model_dir, tolerance(meta))
+    candidate.trees = trees
+
+
+def time_rows(trees: NativeTrees, rows: list[list[float]], budget: float = TIMING_SECONDS) -> Timing:
+    """CPU time of this thread answering `rows`: microseconds a row in BATCH_ROWS-row batches, and
+    microseconds a one-row call (every row once per round); the best of TIMING_ROUNDS rounds, each
+    about budget / (2 * TIMING_ROUNDS) seconds."""
+    batches = [rows[i : i + BATCH_ROWS] for i in range(0, len(rows), BATCH_ROWS)]
+    singles = [[row] for row in rows]
+
+    def best(calls: list[list[list[float]]], count: int) -> float:
+        trees.predict_rows(calls[0])  # warm
+        per_round, fastest = budget / (2 * TIMING_ROUNDS), math.inf
+        for _ in range(TIMING_ROUNDS):
+            started, rounds = time.thread_time(), 0
+            while True:
+                for call in calls:
+                    trees.predict_rows(call)
+                rounds += 1
+                spent = time.thread_time() - started
+                if spent >= per_round:
+                    break
+            fastest = min(fastest, spent / rounds / count * 1e6)
+        return fastest
+
+    return {"batch_us_per_row": best(batches, len(rows)), "one_row_us": best(singles, len(rows))}
+
+
+def choose(timings: dict[str, Timing]) -> str:
+    """The walker when it is at least as fast as tl2cgen on both measures and SWITCH_MARGIN times
+    faster on one of them; tl2cgen otherwise."""
+    walker, tl2cgen = timings[EVALUATOR_WALKER], timings[EVALUATOR_TL2CGEN]
+    ratios = [tl2cgen[key] / walker[key] for key in ("batch_us_per_row", "one_row_us")]  # type: ignore[literal-required]
+    if min(ratios) >= 1.0 and max(ratios) >= SWITCH_MARGIN:
+        return EVALUATOR_WALKER
+    return EVALUATOR_TL2CGEN
+
+
 def build(
     model_dir: Path,
     meta: ModelMetadata,
@@ -353,7 +472,7 @@ def build(
 ) -> BuildResult:
     """Build and check native/trees.so for the model folder, returning its manifest (plus
     compile_seconds); TreesError (or native.NativeError) says why not, OverBudgetError when the
-    generated C exceeds `max_source_bytes`, and the folder is left as it was."""
+    generated C exceeds `max_source_bytes` and nothing else applies, and the folder is left as it was."""
     from model_server import native  # the shared compiler step; native imports nothing of ours at load
 
     why = unsupported(meta)
@@ -369,18 +488,46 @@ def build(
 
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="modelops-trees-") as tmp:
+        model = _treelite_model(model_dir, meta)
         src = Path(tmp) / SOURCE_DIR
         src.mkdir()
-        sources, width = generate(model_dir, meta, src)
+        sources, width, first = generate(model_dir, meta, src, model)
         size = sum((src / name).stat().st_size for name in sources)
-        generator = f"treelite {treelite.__version__}, tl2cgen {tl2cgen.__version__}"
+        candidates: list[_Candidate] = []
+        over = None
         if size > max_source_bytes:
             over = (
                 f"tl2cgen wrote {size / 1e6:.1f} MB of C for {meta.model_file}, above the "
                 f"{max_source_bytes / 1e6:g} MB this build compiles (gcc -O1 needs ~4 s a MB on one core)"
             )
+        else:
+            generator = f"treelite {treelite.__version__}, tl2cgen {tl2cgen.__version__}"
+            candidates.append(_Candidate(EVALUATOR_TL2CGEN, src, sources, generator, TREES_CFLAGS))
+        walk = Path(tmp) / "walk"
+        walk.mkdir()
+        try:
+            if over and tree_arrays.supported(meta):
+                # a random forest over the budget keeps its own arrays (below), scikit-learn's to the bit
+                raise tree_arrays.ArraysError("a random forest over the budget is written as its own arrays")
+            refusal = _walker_refusal(model_dir, meta)
+            if refusal:
+                raise tree_arrays.ArraysError(refusal)
+            walk_sources = tree_arrays.walker_generate(
+                model, first, width, walk, float32_input=_float32_input(meta)
+            )
+        except tree_arrays.ArraysError as exc:
+            walker_why = f"the walker does not take it: {exc}"
+        else:
+            walker_why = None
+            generator = f"{tree_arrays.WALKER}, treelite {treelite.__version__}"
+            if over:
+                generator += f", as {over}"
+            candidates.append(
+                _Candidate(EVALUATOR_WALKER, walk, walk_sources, generator, tree_arrays.WALKER_CFLAGS)
+            )
+        if not candidates:
             if not tree_arrays.supported(meta):
-                raise OverBudgetError(over)
+                raise OverBudgetError(f"{over}; {walker_why}")
             # a random forest: its nodes as data instead of code (tree_arrays.py), seconds to compile
             shutil.rmtree(src)
             src.mkdir()
@@ -388,47 +535,86 @@ def build(
                 sources, width = tree_arrays.generate(_joblib(model_dir, meta), meta, src)
             except tree_arrays.ArraysError as exc:
                 raise OverBudgetError(f"{over}; {exc}") from None
-            generator = f"{tree_arrays.GENERATOR}, as {over}"
-        try:
-            native.compile_library(
-                cc, src, sources, LIBRARY_FILE, cflags=TREES_CFLAGS, timeout=TREES_COMPILE_TIMEOUT_SECONDS
-            )
-        except native.NativeError as exc:  # (under `python -m model_server.native`, not __main__'s class)
-            raise TreesError(str(exc)) from None
+            forest = f"{tree_arrays.GENERATOR}, as {over}"
+            candidates.append(_Candidate(EVALUATOR_FOREST, src, sources, forest, TREES_CFLAGS))
+        failures: list[TreesError] = []
+        for candidate in candidates:
+            try:
+                _check(cc, candidate, meta, model_dir, width)
+            except TreesError as exc:
+                failures.append(exc)
+                if candidate.evaluator == EVALUATOR_WALKER:
+                    walker_why = f"the walker failed its check: {exc}"
+        usable = [c for c in candidates if c.trees is not None]
+        if not usable:
+            raise TreesError(f"{failures[0]}; {walker_why}" if walker_why else str(failures[0]))
         compile_seconds = time.monotonic() - started
-        library = src / LIBRARY_FILE
-        trees = open_library(library, len(meta.feature_columns), width)
-        limit = tolerance(meta)
-        worst, n_rows = verify(trees, model_dir, limit)
+        timings: dict[str, Timing] = {}
+        if len(usable) > 1:
+            rows = read_check(model_dir)[0]
+            for candidate in usable:
+                assert candidate.trees is not None
+                timings[candidate.evaluator] = time_rows(candidate.trees, rows)
+            chosen_name = choose(timings)
+            chosen = next(c for c in usable if c.evaluator == chosen_name)
+            walker_t, tl2cgen_t = timings[EVALUATOR_WALKER], timings[EVALUATOR_TL2CGEN]
+            choice = (
+                f"{chosen_name} (CPU per row on {len(rows)} check rows, tl2cgen / walker: 100-row batches "
+                f"{tl2cgen_t['batch_us_per_row']:.2f} / {walker_t['batch_us_per_row']:.2f} us = "
+                f"{tl2cgen_t['batch_us_per_row'] / walker_t['batch_us_per_row']:.2f}x, one-row calls "
+                f"{tl2cgen_t['one_row_us']:.2f} / {walker_t['one_row_us']:.2f} us = "
+                f"{tl2cgen_t['one_row_us'] / walker_t['one_row_us']:.2f}x; the walker needs "
+                f"{SWITCH_MARGIN:g}x on one, no loss on the other)"
+            )
+        else:
+            chosen = usable[0]
+            choice = chosen.evaluator
+            if chosen.evaluator != EVALUATOR_WALKER and walker_why:
+                choice += f" ({walker_why})"
+            elif chosen.evaluator == EVALUATOR_WALKER and failures:
+                choice += f" (tl2cgen failed its check: {failures[0]})"
         manifest: Manifest = {
             "kind": KIND,
             "model_file": meta.model_file,
             "model_sha256": _sha256(model_dir / meta.model_file),
             "check_sha256": _sha256(model_dir / CHECK_FILE),
             "library": LIBRARY_FILE,
-            "sources": sources,
+            "sources": chosen.sources,
             "compiler": native.compiler_version(cc),
-            "cflags": list(TREES_CFLAGS),
+            "cflags": list(chosen.cflags),
             "python_abi": native.python_abi(),
             "n_features": len(meta.feature_columns),
             "n_outputs": width,
-            "tolerance": limit,
-            "relative": limit == FLOAT32_TOLERANCE,
-            "max_diff": worst,
-            "check_rows": n_rows,
-            "generator": generator,
+            "tolerance": tolerance(meta),
+            "relative": tolerance(meta) == FLOAT32_TOLERANCE,
+            "max_diff": chosen.worst,
+            "check_rows": chosen.n_rows,
+            "generator": chosen.generator,
+            "evaluator": chosen.evaluator,
+            "choice": choice,
+            "timings": timings,
         }
         target = model_dir / NATIVE_DIR
         target.mkdir(exist_ok=True)
-        shutil.copyfile(library, target / LIBRARY_FILE)
+        shutil.copyfile(chosen.folder / LIBRARY_FILE, target / LIBRARY_FILE)
         shutil.rmtree(target / SOURCE_DIR, ignore_errors=True)
         (target / SOURCE_DIR).mkdir()
-        for name in [*sources, "header.h"]:
-            if (src / name).exists():  # tree_arrays' C has no header
-                shutil.copyfile(src / name, target / SOURCE_DIR / name)
+        for name in [*chosen.sources, "header.h"]:
+            if (chosen.folder / name).exists():  # tree_arrays' C has no header
+                shutil.copyfile(chosen.folder / name, target / SOURCE_DIR / name)
         (target / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         (target / SKIPPED_FILE).unlink(missing_ok=True)
     return {**manifest, "compile_seconds": compile_seconds}
+
+
+def _walker_refusal(model_dir: Path, meta: ModelMetadata) -> str | None:
+    if meta.format != "lightgbm":
+        return None
+    try:
+        text = (model_dir / meta.model_file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return f"{meta.model_file} is unreadable: {exc}"
+    return tree_arrays.lightgbm_refusal(text)
 
 
 def record_skipped(model_dir: Path, reason: str) -> None:

@@ -286,6 +286,13 @@ def test_the_summary_has_a_row_per_format():
         "native predictor: built native/trees.so from model.joblib (modelops tree_arrays (...), as tl2cgen"
     )
     assert bench.served_by(arrays).startswith("tree_arrays.py")
+    walked = (
+        "native predictor: built native/trees.so from model.txt (modelops tree_arrays walker (treelite's nodes), "
+        "treelite 4.8.1) in 3.1s ...; kept walker (CPU per row on 256 check rows, ...)"
+    )
+    assert bench.served_by(walked).startswith("tree_arrays.py walker")
+    tl2cgen = "native predictor: built native/trees.so from model.txt (treelite 4.8.1, tl2cgen 1.0.0) ...; kept tl2cgen"
+    assert bench.served_by(tl2cgen) == "tl2cgen"
     startup = "INFO linear pipeline compiled for batches under 64 rows (max |difference| 1e-16 ...)"
     assert bench.served_by("native predictor: not built: algorithm linear", startup).startswith("linear.py")
 

@@ -71,6 +71,169 @@ def test_the_compiled_trees_answer_what_the_models_library_answers_missing_value
     assert result["max_diff"] <= result["tolerance"] and result["check_rows"] == 200
     manifest = json.loads((folder / "native" / "manifest.json").read_text())
     assert manifest["kind"] == "tl2cgen" and manifest["model_file"] == meta.model_file
+    # And where the walker takes the model (single-number leaves: all but a random forest's class
+    # fractions), both were built and timed, and the faster kept
+    if algorithm != "random_forest" or task == "regression":
+        assert set(manifest["timings"]) == {"tl2cgen", "walker"}
+        assert manifest["evaluator"] == trees.choose(manifest["timings"])
+        assert manifest["choice"].startswith(manifest["evaluator"] + " (CPU per row on 200 check rows")
+        # (tl2cgen's C compiled at -O1, the walker's arrays at -O3)
+        assert manifest["cflags"][0] == {"tl2cgen": "-O1", "walker": "-O3"}[manifest["evaluator"]]
+    else:
+        assert manifest["timings"] == {} and manifest["evaluator"] == "tl2cgen"
+        assert "the walker does not take it: leaves are vectors" in manifest["choice"]
+
+
+def _walker(folder: Path, tmp: Path) -> trees.NativeTrees:
+    """The walker's library for a model folder, built directly (whatever the build kept)."""
+    meta = read_metadata(folder)
+    model = trees._treelite_model(folder, meta)
+    n_class = int(model.get_header_accessor().get_field("num_class")[0])
+    first, width = trees.outputs(meta, n_class)
+    sources = tree_arrays.walker_generate(
+        model, first, width, tmp, float32_input=meta.algorithm == "random_forest"
+    )
+    native.compile_library(
+        native.find_compiler() or "cc", tmp, sources, "walk.so", cflags=tree_arrays.WALKER_CFLAGS
+    )
+    return trees.open_library(tmp / "walk.so", len(meta.feature_columns), width)
+
+
+def _probe_rows(held: np.ndarray) -> np.ndarray:
+    """Held-out rows (NaN in ~8% of cells), some with exact zeros, some with every cell missing: a
+    batch whose size is not a multiple of the walker's lanes."""
+    zeros = held[:40].copy()
+    zeros[:, ::2] = 0.0
+    rows = np.vstack([held, zeros, np.full((3, held.shape[1]), np.nan)])
+    assert len(rows) % tree_arrays.LANES != 0
+    return rows
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "task"),
+    [(a, t) for a in ("xgboost", "lightgbm") for t in TASKS]
+    + [("hist_gradient_boosting", "multiclass_classification"), ("random_forest", "regression")],
+)
+def test_the_walker_answers_what_the_models_library_answers_in_batches_and_one_row_at_a_time(
+    built, tmp_path, algorithm, task
+):
+    # Given the walker built for a model (XGBoost, LightGBM, and the scikit-learn forests whose
+    # leaves are single numbers: HistGradientBoosting multiclass, a random forest regressor)
+    folder, held, _ = built[algorithm, task]
+    walker = _walker(folder, tmp_path)
+    rows = _probe_rows(held)
+    want = load_model(folder).predict(rows)
+
+    # When it answers the rows as one batch (tree-major, 8 rows walked together), one row a call
+    # (8 trees walked together), and as a batch too large for the stack (read into the heap)
+    batch = np.asarray(walker.predict_rows(rows.tolist()))
+    single = np.asarray([walker.predict_rows([row])[0] for row in rows.tolist()])
+    large = np.asarray(walker.predict_rows(np.vstack([rows] * 5).tolist()))
+    assert large.size * rows.shape[1] > 2048 and np.array_equal(large, np.concatenate([batch] * 5))
+
+    # Then both equal the library's answers at the format's tolerance, missing values and zeros too
+    assert batch.shape == want.shape == single.shape
+    for got in (batch, single):
+        diff = np.abs(got - want)
+        if algorithm == "xgboost":  # float32 inside XGBoost: relative to the size of the answer
+            assert (diff / np.maximum(1.0, np.abs(want))).max() <= trees.FLOAT32_TOLERANCE
+        else:
+            assert diff.max() <= trees.TOLERANCE
+
+
+def _walk_lightgbm(booster, folder: Path) -> trees.NativeTrees:
+    """The walker built for a LightGBM booster (one output per row)."""
+    import treelite
+
+    booster.save_model(str(folder / "model.txt"))
+    assert tree_arrays.lightgbm_refusal((folder / "model.txt").read_text()) is None
+    model = treelite.frontend.load_lightgbm_model(folder / "model.txt")
+    tree_arrays.walker_generate(model, 0, 1, folder)
+    native.compile_library(
+        native.find_compiler() or "cc",
+        folder,
+        [tree_arrays.WALKER_SOURCE_FILE],
+        "w.so",
+        cflags=tree_arrays.WALKER_CFLAGS,
+    )
+    return trees.open_library(folder / "w.so", booster.num_feature(), 1)
+
+
+def test_the_walker_sends_a_missing_value_where_lightgbm_does_for_features_trained_without_any(tmp_path):
+    # Given a LightGBM model trained on rows with no missing value (missing type None: LightGBM
+    # reads NaN as 0.0 there) and with exact zeros in its features
+    import lightgbm
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(800, 5))
+    X[rng.random(X.shape) < 0.2] = 0.0
+    y = X[:, 0] * 3 + np.where(X[:, 1] == 0.0, 5.0, X[:, 1]) + rng.normal(size=800) * 0.1
+    params = {"verbosity": -1, "num_leaves": 15, "deterministic": True}
+    booster = lightgbm.train(params, lightgbm.Dataset(X, y), 20)
+    walker = _walk_lightgbm(booster, tmp_path)
+
+    # When it answers rows with NaN, zeros and values either side of the thresholds
+    rows = X[:200].copy()
+    rows[rng.random(rows.shape) < 0.3] = np.nan
+
+    # Then every answer is LightGBM's
+    got = np.asarray(walker.predict_rows(rows.tolist()))
+    assert np.abs(got - booster.predict(rows)).max() <= trees.TOLERANCE
+
+
+def test_the_walker_follows_lightgbm_splits_on_an_infinite_threshold(tmp_path):
+    # Given a LightGBM model whose splits send every number left and a missing value by the
+    # default (threshold=inf in model.txt: the answer depends on whether feature 0 is missing)
+    import lightgbm
+
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(3000, 4))
+    missing = rng.random(3000) < 0.3
+    y = np.where(missing, 4.0, 0.0) + X[:, 1] + rng.normal(size=3000) * 0.1
+    X[missing, 0] = np.nan
+    params = {"verbosity": -1, "num_leaves": 7, "deterministic": True, "min_data_in_leaf": 5}
+    booster = lightgbm.train(params, lightgbm.Dataset(X, y), 10)
+    assert any(" inf" in line or "=inf" in line for line in booster.model_to_string().splitlines())
+    walker = _walk_lightgbm(booster, tmp_path)
+
+    # When it answers rows with feature 0 missing, a number, or an infinity (a number too)
+    rows = X[:300].copy()
+    rows[:100:3, 0] = np.inf
+    rows[1:100:3, 0] = -np.inf
+    rows[2:100:3, 0] = np.nan
+
+    # Then every answer is LightGBM's, one row a call and in batches
+    want = booster.predict(rows)
+    got = np.asarray(walker.predict_rows(rows.tolist()))
+    single = np.asarray([walker.predict_rows([row])[0] for row in rows.tolist()])
+    assert np.abs(got - want).max() <= trees.TOLERANCE and np.abs(single - want).max() <= trees.TOLERANCE
+
+
+def test_lightgbm_zero_as_missing_is_left_to_lightgbm_and_the_build_says_why(tmp_path):
+    # Given a LightGBM model trained with zero_as_missing (a split rule treelite's nodes do not carry)
+    folder, _ = tree_model_folder(tmp_path / "m", "lightgbm", "regression", params={"zero_as_missing": True})
+    # When the image's build step runs
+    done = _cli(folder)
+    # Then the walker is not built; tl2cgen is, but its C (treelite's nodes send only NaN the
+    # default way) differs from LightGBM on the check rows, so nothing is kept and the line says why
+    assert done.returncode == 0, done.stderr
+    assert "native predictor: not built: the compiled trees differ from the model by" in done.stdout
+    assert "the walker does not take it: LightGBM zero-as-missing splits (missing type Zero)" in done.stdout
+    assert "serve uses the model's library" in done.stdout
+    assert not (folder / "native").exists()
+
+
+def test_the_build_keeps_the_walker_only_when_it_is_faster_by_the_margin():
+    def timing(batch: float, one: float) -> trees.Timing:
+        return {"batch_us_per_row": batch, "one_row_us": one}
+
+    def pick(tl2cgen: trees.Timing, walker: trees.Timing) -> str:
+        return trees.choose({"tl2cgen": tl2cgen, "walker": walker})
+
+    assert pick(timing(17.5, 21.3), timing(4.9, 6.7)) == "walker"  # 3.6x and 3.2x
+    assert pick(timing(3.0, 5.0), timing(2.4, 5.0)) == "walker"  # 1.25x on batches, even one-row
+    assert pick(timing(3.0, 5.0), timing(2.6, 4.5)) == "tl2cgen"  # faster on both, by less than 1.2x
+    assert pick(timing(3.0, 5.0), timing(1.0, 5.5)) == "tl2cgen"  # 3x on batches, slower one-row
 
 
 def test_one_model_always_builds_the_same_bytes(built, tmp_path):
@@ -243,21 +406,51 @@ def test_the_native_build_step_builds_tree_models_through_tl2cgen(built, tmp_pat
     done = _cli(copy)
     # Then it says what it built and checked
     assert done.returncode == 0, done.stderr
-    assert (
-        "native predictor: built native/trees.so from model.json (treelite 4.8.1, tl2cgen 1.0.0)"
-        in done.stdout
-    )
+    manifest = json.loads((copy / "native" / "manifest.json").read_text())
+    generator = {
+        "tl2cgen": "treelite 4.8.1, tl2cgen 1.0.0",
+        "walker": "modelops tree_arrays walker (treelite's nodes), treelite 4.8.1",
+    }[manifest["evaluator"]]
+    assert f"native predictor: built native/trees.so from model.json ({generator})" in done.stdout
     assert "max relative |difference|" in done.stdout and "on 200 holdout rows (limit 1e-05)" in done.stdout
+    # and which of the two libraries it kept, with both timings (tl2cgen / walker)
+    tl2cgen, walker = manifest["timings"]["tl2cgen"], manifest["timings"]["walker"]
+    ratio = tl2cgen["batch_us_per_row"] / walker["batch_us_per_row"]
+    assert (
+        f"; kept {manifest['evaluator']} (CPU per row on 200 check rows, tl2cgen / walker: 100-row batches "
+        f"{tl2cgen['batch_us_per_row']:.2f} / {walker['batch_us_per_row']:.2f} us = {ratio:.2f}x"
+    ) in done.stdout
     assert native.find_compiler() is not None
 
 
-def test_a_model_over_the_compile_budget_is_served_by_its_library_which_serve_says(built, tmp_path, caplog):
-    # Given a LightGBM model whose generated C is larger than the build's budget (here 0.01 MB)
-    folder, held, _ = built["lightgbm", "binary_classification"]
+def test_a_model_over_the_compile_budget_is_walked_as_arrays_with_the_models_answers(built, tmp_path):
+    # Given a LightGBM model whose tl2cgen C is larger than the build's budget (here 0.01 MB)
+    folder, held, _ = built["lightgbm", "multiclass_classification"]
     copy = tmp_path / "m"
     copy.mkdir()
     for name in ("metadata.json", "model.txt", CHECK_FILE):
         (copy / name).write_bytes((folder / name).read_bytes())
+
+    # When the image's build step runs with that budget
+    done = _cli(copy, "--max-source-mb", "0.01")
+
+    # Then it builds the walker alone (its nodes are data: no budget), says so, and answers as LightGBM
+    assert done.returncode == 0, done.stdout
+    assert "built native/trees.so from model.txt (modelops tree_arrays walker" in done.stdout
+    assert "as tl2cgen wrote" in done.stdout and "above the 0.01 MB" in done.stdout
+    manifest = json.loads((copy / "native" / "manifest.json").read_text())
+    assert manifest["evaluator"] == "walker" and manifest["timings"] == {}
+    assert manifest["sources"] == [tree_arrays.WALKER_SOURCE_FILE] and manifest["cflags"][0] == "-O3"
+    got = np.asarray(trees.load(copy, read_metadata(copy)).predict_rows(held.tolist()))
+    assert np.abs(got - load_model(copy).predict(held)).max() <= trees.TOLERANCE
+
+
+def test_a_model_over_the_compile_budget_is_served_by_its_library_which_serve_says(tmp_path, caplog):
+    # Given a LightGBM model the walker does not take (zero-as-missing splits) whose generated C is
+    # larger than the build's budget (here 0.01 MB)
+    copy, held = tree_model_folder(
+        tmp_path / "m", "lightgbm", "binary_classification", params={"zero_as_missing": True}
+    )
     with pytest.raises(trees.OverBudgetError, match=r"MB of C for model.txt, above the 0.01 MB"):
         trees.build(copy, read_metadata(copy), max_source_bytes=10_000)
     assert not (copy / "native").exists()  # trees.build itself leaves the folder as it was
@@ -268,6 +461,7 @@ def test_a_model_over_the_compile_budget_is_served_by_its_library_which_serve_sa
     # Then it compiles nothing, says why and that the library serves, and records the reason
     assert done.returncode == 0, done.stderr
     assert "native predictor: not compiled: tl2cgen wrote" in done.stdout
+    assert "the walker does not take it: LightGBM zero-as-missing splits" in done.stdout
     assert "serve uses the model's library" in done.stdout
     assert not (copy / "native" / "trees.so").exists()
     skipped = json.loads((copy / "native" / trees.SKIPPED_FILE).read_text())
@@ -285,13 +479,6 @@ def test_a_model_over_the_compile_budget_is_served_by_its_library_which_serve_sa
     assert status == 200
     want = load_model(copy).predict(held[:20])
     assert [p for _, p in doc["probabilities"]] == pytest.approx(want.tolist(), abs=1e-12)
-
-    # And within the default budget the same model compiles, at -O1, and the record goes
-    done = _cli(copy)
-    assert "native predictor: built native/trees.so" in done.stdout, done.stdout
-    manifest = json.loads((copy / "native" / "manifest.json").read_text())
-    assert manifest["cflags"][0] == "-O1"
-    assert not (copy / "native" / trees.SKIPPED_FILE).exists()
 
 
 @pytest.mark.parametrize("task", TASKS)
