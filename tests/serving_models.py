@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # model_server is importable only where tests/unit/serving/conftest.py put it on sys.path
     from model_server.artifact import ModelMetadata
+
+
+class BuiltOnFirstUse(dict[Any, Any]):
+    """A module fixture's models, each made the first time a test asks for it (`build(key)`), then
+    kept: under pytest-xdist every worker that runs one of the module's tests sets the fixture up,
+    and makes only the models its own tests read instead of all of them."""
+
+    def __init__(self, build: Callable[[Any], Any]) -> None:
+        super().__init__()
+        self._build = build
+
+    def __missing__(self, key: Hashable) -> Any:
+        value = self[key] = self._build(key)
+        return value
 
 
 def tiny_forest_doc() -> dict[str, Any]:

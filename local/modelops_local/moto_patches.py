@@ -48,6 +48,12 @@ them moves or changes signature.
   model.tar.gz or fail it; to push the build's image: moto reports every build SUCCEEDED), and `hold_executions(released)`
   keeps executions started meanwhile RUNNING but idle until `released` is set (as Step Functions
   starting a burst's executions late).
+- `scale_retry_waits(scale, requested=)`, for tests only: a Retry's wait between attempts lasts
+  `scale` times the interval moto's interpreter computed for it (IntervalSeconds x BackoffRate^n,
+  capped at MaxDelaySeconds, jittered), so an integration test that retries through faults does not
+  sleep the definition's real seconds. Which errors match, how many attempts, the backoff sequence
+  and every outcome are moto's, unchanged; `requested` (a list) gets each unscaled interval. The
+  real intervals are proven by reading the definition (tests/unit/domain/test_asl_fault_policies.py).
 - `s3_policy_conditions(context)`: moto applies a bucket policy statement whatever its Condition
   says (it only understands StringEquals and ignores missing keys), so the template's TLS-only Deny
   would refuse every object request. Conditions are evaluated against `context` (by default
@@ -135,6 +141,11 @@ PATCHED_SYMBOLS: list[tuple[str, str, tuple[str, ...] | None]] = [
         ("self", "project_name", "source_version", "artifact_override"),
     ),
     ("moto.stepfunctions.parser.backend.execution_worker", "ExecutionWorker.start", ("self",)),
+    (
+        "moto.stepfunctions.parser.asl.component.common.retry.jitter_strategy_decl",
+        "JitterStrategyDecl._eval_body",
+        ("self", "env"),
+    ),
     (
         "moto.stepfunctions.parser.backend.execution",
         "Execution.stop",
@@ -569,6 +580,27 @@ class MotoPatches:
             thread.start()
 
         self._replace(ExecutionWorker, "start", start)
+
+    def scale_retry_waits(self, scale: float, requested: list[float] | None = None) -> None:
+        """A Retry waits `scale` times the interval moto computed (see the module doc); tests only."""
+        from moto.stepfunctions.parser.asl.component.common.retry.jitter_strategy_decl import (
+            JitterStrategyDecl,
+        )
+
+        if not 0 < scale <= 1:
+            raise ValueError(f"scale must be in (0, 1], got {scale}")
+        original = JitterStrategyDecl._eval_body
+
+        # RetrierDecl evaluates IntervalSeconds, BackoffRate, MaxDelaySeconds and then the jitter,
+        # each leaving the interval on the stack, and sleeps what the jitter left: scaled here, last.
+        def eval_body(jitter: Any, env: Any) -> None:
+            original(jitter, env)
+            interval = float(env.stack.pop())
+            if requested is not None:
+                requested.append(interval)
+            env.stack.append(interval * scale)
+
+        self._replace(JitterStrategyDecl, "_eval_body", eval_body)
 
     # ------------------------------------------------------------------ S3 bucket policies
     def s3_policy_conditions(self, context: Mapping[str, str] | None = None) -> None:

@@ -85,13 +85,17 @@ def _ping(server: Server) -> int:
         return 0
 
 
-@pytest.fixture
-def start_server(tmp_path) -> Iterator:
-    started: list[Server] = []
+class Servers:
+    """`serve` processes started for tests, their port files and logs in `folder`; `stop()` kills
+    what still runs."""
 
-    def start(base: Path, wait_ready: bool = True, **env: str) -> Server:
-        port_file = tmp_path / f"port-{len(started)}"
-        stderr_path = tmp_path / f"serve-{len(started)}.log"
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.started: list[Server] = []
+
+    def start(self, base: Path, wait_ready: bool = True, **env: str) -> Server:
+        port_file = self.folder / f"port-{len(self.started)}"
+        stderr_path = self.folder / f"serve-{len(self.started)}.log"
         process = subprocess.Popen(
             [sys.executable, str(SERVING_IMAGE / "bin" / "serve")],
             env={
@@ -122,13 +126,20 @@ def start_server(tmp_path) -> Iterator:
                 server.stdout_lines.put(line)
 
         threading.Thread(target=pump, daemon=True).start()
-        started.append(server)
+        self.started.append(server)
         if wait_ready:
             _wait_for(lambda: _ping(server) == 200, 30, "/ping 200")
         return server
 
-    yield start
-    for server in started:
-        if server.process.poll() is None:
-            server.process.kill()
-        server.process.wait(timeout=10)
+    def stop(self) -> None:
+        for server in self.started:
+            if server.process.poll() is None:
+                server.process.kill()
+            server.process.wait(timeout=10)
+
+
+@pytest.fixture
+def start_server(tmp_path) -> Iterator:
+    servers = Servers(tmp_path)
+    yield servers.start
+    servers.stop()

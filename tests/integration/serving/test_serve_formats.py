@@ -10,6 +10,7 @@ import io
 import signal
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import numpy as np
 import pytest
 
 from tests.format_models import N_FEATURES, format_rows, library_proba, train_format_model
-from tests.integration.serving.conftest import _wait_for
+from tests.integration.serving.conftest import Server, Servers, _wait_for
 from tests.serving_models import has_c_compiler
 
 # (algorithm, classes, what answers once the image is built)
@@ -45,6 +46,18 @@ def format_model(request, tmp_path_factory) -> tuple[str, Path]:
     with contextlib.redirect_stdout(io.StringIO()):
         assert native.main(["build", str(folder)]) == 0
     return name, base
+
+
+@pytest.fixture(scope="module")
+def format_server(format_model, tmp_path_factory) -> Iterator[Server]:
+    """One serving process per format that every case of the bad-body table is sent to in turn
+    (each case then checks it still serves a good request)."""
+    name, base = format_model
+    servers = Servers(tmp_path_factory.mktemp(f"serve-{name}"))
+    try:
+        yield servers.start(base)
+    finally:
+        servers.stop()
 
 
 def _csv(rows: list[list[Any]]) -> bytes:
@@ -87,10 +100,9 @@ def test_each_format_answers_json_csv_single_rows_and_batches_as_its_library_doe
     ids=["bad-json", "width", "empty", "bad-csv", "xml"],
 )
 def test_each_format_refuses_bad_bodies_with_a_4xx_naming_the_problem(
-    format_model, start_server, body, content_type, status, message
+    format_server, body, content_type, status, message
 ):
-    _, base = format_model
-    server = start_server(base)
+    server = format_server
     got, doc = server.request("POST", "/invocations", body, content_type)
     assert (got, message in doc["error"]) == (status, True), doc
     assert server.predict([[0.5] * N_FEATURES])[0] == 200

@@ -9,13 +9,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from modelops_local.sample_data import CHURN_FEATURES, CHURN_LABEL, generate_churn_csv
-from tests.integration.serving.conftest import Server, _wait_for
+from tests.integration.serving.conftest import Server, Servers, _wait_for
 from tests.serving_models import has_c_compiler
 from tests.team_models import demo_team_model, with_step
 
@@ -310,6 +311,18 @@ def test_concurrent_requests_are_batched_yet_each_gets_its_own_answer(
     assert np.max(np.abs(np.asarray(answers) - want)) <= 1e-6
 
 
+@pytest.fixture(scope="module")
+def shared_server(trained_model, tmp_path_factory) -> Iterator[Server]:
+    """One serving process for the trained model that every case of a bad-request table is sent
+    to in turn, on its own connection (each case then checks it still serves a good request):
+    starting one per case cost more than the cases themselves."""
+    servers = Servers(tmp_path_factory.mktemp("shared-serve"))
+    try:
+        yield servers.start(trained_model)
+    finally:
+        servers.stop()
+
+
 def _raw(server: Server, method: str, path: str, body: bytes = b"", headers: dict | None = None):
     import http.client
 
@@ -381,9 +394,9 @@ JSON = {"Content-Type": "application/json"}
     ],
 )
 def test_malformed_requests_get_a_4xx_naming_the_problem(
-    trained_model, start_server, method, path, body, headers, status, message
+    shared_server, method, path, body, headers, status, message
 ):
-    server = start_server(trained_model)
+    server = shared_server
     got_status, doc, response_headers = _raw(server, method, path, body, headers)
     assert (got_status, message in doc.get("error", "")) == (status, True), doc
     assert response_headers.get("x-modelops-variant") == "canary"
@@ -554,9 +567,9 @@ def test_expect_100_continue_is_answered_before_the_body_is_sent(trained_model, 
     ids=["bad-header", "not-http", "length-and-chunked", "bad-length", "huge-headers", "expect", "upgrade"],
 )
 def test_bytes_that_are_not_a_valid_request_get_a_4xx_and_nothing_after_them_is_parsed(
-    trained_model, start_server, request_bytes, status, message
+    shared_server, request_bytes, status, message
 ):
-    server = start_server(trained_model)
+    server = shared_server
     # a valid prediction follows in the same write: after a refusal it must not be answered
     answers, closed = _exchange(server, request_bytes + _post(json.dumps([ROW]).encode()), answers=2)
 

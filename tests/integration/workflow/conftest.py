@@ -9,6 +9,12 @@ from tests.integration.fake_kube import FakeKube, deployment
 from tests.integration.workflow.harness import Harness
 
 OLD = "123456789012.dkr.ecr.us-east-1.amazonaws.com/modelops-serving@sha256:" + "1" * 64
+#: A Retry's wait between attempts, at this tier, is this share of the interval the definition gives
+#: (moto's interpreter really sleeps IntervalSeconds x BackoffRate^n, jittered: up to a minute for a
+#: rollback retried five times). Which errors are retried, how often, with what backoff and to what
+#: outcome is the real definition's in moto's interpreter; the real intervals are proven by reading
+#: the definition (tests/unit/domain/test_asl_fault_policies.py) and waited out at the e2e tier.
+RETRY_WAIT_SCALE = 0.01
 
 
 @pytest.fixture
@@ -29,6 +35,7 @@ def harness(kube, monkeypatch, offline_aws):
         patches.parse_definitions_once()  # AWS compiles a definition once; moto would per execution
         patches.memoize_timestamp_parsing()  # botocore's dateutil parsing: half of a 1,000-key listing
         patches.task_failure_cause()  # SendTaskFailure's cause reaches the task's error, as on AWS
+        patches.scale_retry_waits(RETRY_WAIT_SCALE)
         harness = Harness(kube, monkeypatch, patches)
         with wiring.installed(harness.services()):
             yield harness

@@ -46,3 +46,24 @@ def test_a_rollback_is_retried_for_minutes_before_it_is_reported_failed():
             for n in range(retrier["MaxAttempts"])
         ]
         assert retrier["MaxAttempts"] >= 10 and 180 <= sum(waits) <= 600, (name, waits)
+
+
+def test_every_transient_fault_is_retried_with_jittered_exponential_backoff():
+    # The integration tier scales these waits down (tests/integration/workflow/conftest.py,
+    # RETRY_WAIT_SCALE); the intervals AWS waits are these, read from the definition.
+    lambda_tasks = [
+        name
+        for name, state in STATES.items()
+        if state["Type"] == "Task" and "FunctionArn" in json.dumps(state.get("Resource", ""))
+    ]
+    assert len(lambda_tasks) >= 20
+    for name in lambda_tasks:
+        retriers = [
+            r
+            for r in STATES[name].get("Retry", [])
+            if {"TransientError", "States.ALL"} & set(r["ErrorEquals"])
+        ]
+        assert retriers, name
+        for retrier in retriers:
+            assert retrier["IntervalSeconds"] >= 2 and retrier["BackoffRate"] >= 2.0, (name, retrier)
+            assert retrier["MaxAttempts"] >= 4 and retrier["JitterStrategy"] == "FULL", (name, retrier)

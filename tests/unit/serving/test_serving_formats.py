@@ -20,7 +20,7 @@ from model_server.emf import RequestMetrics
 from model_server.server import ModelService
 
 from tests.format_models import format_rows, library_proba, train_format_model
-from tests.serving_models import has_c_compiler
+from tests.serving_models import BuiltOnFirstUse, has_c_compiler
 
 # (algorithm, classes, categorical `plan` column, what serves it once the image is built)
 CASES = [
@@ -44,9 +44,11 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory) -> dict[tuple[str, int, bool], tuple[Path, ModelService, str]]:
-    """Each case trained, built by the image build step, loaded by serve: (folder, service, build line)."""
-    out = {}
-    for algorithm, classes, categorical, _ in CASES:
+    """Each case trained, built by the image build step, loaded by serve, when a test first asks
+    for it: {(algorithm, classes, categorical): (folder, service, build line)}."""
+
+    def build(key: tuple[str, int, bool]) -> tuple[Path, ModelService, str]:
+        algorithm, classes, categorical = key
         base = tmp_path_factory.mktemp(f"{algorithm}-{classes}-{'cat' if categorical else 'num'}")
         folder = train_format_model(base, algorithm, classes, categorical)
         printed = io.StringIO()
@@ -56,8 +58,9 @@ def served(tmp_path_factory) -> dict[tuple[str, int, bool], tuple[Path, ModelSer
         metrics = RequestMetrics(namespace="N", model="m", variant="stable", version="1")
         service = ModelService(folder, settings, metrics)
         service.load()
-        out[algorithm, classes, categorical] = folder, service, printed.getvalue()
-    return out
+        return folder, service, printed.getvalue()
+
+    return BuiltOnFirstUse(build)
 
 
 @pytest.mark.skipif(not has_c_compiler(), reason="no C compiler (cc, gcc or clang) on PATH")

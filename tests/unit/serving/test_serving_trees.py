@@ -9,6 +9,7 @@ import logging
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,7 +21,7 @@ from model_server.emf import RequestMetrics
 from model_server.server import ModelService
 from model_server.trees import TreesError
 
-from tests.serving_models import has_c_compiler, tree_model_folder
+from tests.serving_models import BuiltOnFirstUse, has_c_compiler, tree_model_folder
 
 pytestmark = pytest.mark.skipif(not has_c_compiler(), reason="no C compiler (cc, gcc or clang) on PATH")
 SERVING_IMAGE = Path(__file__).resolve().parents[3] / "serving_image"
@@ -30,14 +31,16 @@ TASKS = ("binary_classification", "multiclass_classification", "regression")
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    """Every tree format and task, built once: {(algorithm, task): (folder, held-out rows, build result)}."""
+    """Each tree format and task, built once, when a test first asks for it:
+    {(algorithm, task): (folder, held-out rows, build result)}."""
     base = tmp_path_factory.mktemp("trees")
-    out = {}
-    for algorithm in ALGORITHMS:
-        for task in TASKS:
-            folder, held = tree_model_folder(base / f"{algorithm}-{task}", algorithm, task)
-            out[algorithm, task] = folder, held, trees.build(folder, read_metadata(folder))
-    return out
+
+    def build(key: tuple[str, str]) -> tuple[Path, Any, dict[str, Any]]:
+        algorithm, task = key
+        folder, held = tree_model_folder(base / f"{algorithm}-{task}", algorithm, task)
+        return folder, held, trees.build(folder, read_metadata(folder))
+
+    return BuiltOnFirstUse(build)
 
 
 @pytest.mark.parametrize("task", TASKS)
@@ -319,6 +322,7 @@ def test_serve_answers_with_the_compiled_trees_and_never_imports_their_libraries
 import asyncio, json, logging, sys
 logging.basicConfig(level=logging.INFO)
 from pathlib import Path
+from typing import Any
 from model_server.contract import serve_settings
 from model_server.emf import RequestMetrics
 from model_server.server import ModelService

@@ -585,17 +585,19 @@ def test_dynamodb_answers_one_request_at_a_time_so_a_read_never_sees_an_item_mid
             AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
             BillingMode="PAY_PER_REQUEST",
         )
-        db.put_item(TableName="t", Item={"pk": {"S": "k"}, **{f"a{i}": {"N": str(i)} for i in range(200)}})
+        # (b0 is there before any read: every later update swaps one b attribute for the next)
+        item = {"pk": {"S": "k"}, "b0": {"N": "1"}, **{f"a{i}": {"N": str(i)} for i in range(200)}}
+        db.put_item(TableName="t", Item=item)
         errors: list[BaseException] = []
         stop = threading.Event()
 
         def writer() -> None:
-            n = 0
+            n = 1
             while not stop.is_set() and n < 2000:
                 db.update_item(
                     TableName="t",
                     Key={"pk": {"S": "k"}},
-                    UpdateExpression=f"SET b{n} = :v REMOVE b{n - 1}" if n else "SET b0 = :v",
+                    UpdateExpression=f"SET b{n} = :v REMOVE b{n - 1}",
                     ExpressionAttributeValues={":v": {"N": "1"}},
                 )
                 n += 1
@@ -614,3 +616,59 @@ def test_dynamodb_answers_one_request_at_a_time_so_a_read_never_sees_an_item_mid
             stop.set()
             thread.join(timeout=60)
         assert not errors, errors
+
+
+class TransientError(Exception):
+    pass
+
+
+def test_scaled_retry_waits_keep_moto_s_attempts_backoff_and_cap_and_only_wait_less(aws):
+    # Given a Task that fails three times, then succeeds, under a Retry with backoff and a cap
+    calls: list[float] = []
+
+    def flaky(event: Any, context: Any) -> Any:
+        calls.append(time.monotonic())
+        if len(calls) <= 3:
+            raise TransientError(f"attempt {len(calls)} failed")
+        return {"attempts": len(calls)}
+
+    invoker = InProcessLambda(overrides={"flaky": flaky})
+    arn = create_function("flaky")
+    register(invoker, "flaky", arn)
+    retry = [
+        {
+            "ErrorEquals": ["TransientError"],
+            "IntervalSeconds": 1,
+            "BackoffRate": 2.0,
+            "MaxAttempts": 3,
+            "MaxDelaySeconds": 3,
+        }
+    ]
+    definition = {
+        "StartAt": "Flaky",
+        "States": {"Flaky": {"Type": "Task", "Resource": arn, "Retry": retry, "End": True}},
+    }
+    requested: list[float] = []
+    with MotoPatches() as patches:
+        # When it runs with the waits scaled to 1/100
+        patches.scale_retry_waits(0.01, requested)
+        described, events = run_machine(definition, invoker, {})
+    # Then moto computed the real intervals (1 s, 2 s, 4 s capped at 3 s), retried exactly
+    # MaxAttempts times, and the run succeeded on the fourth attempt
+    assert requested == [1.0, 2.0, 3.0]
+    failed = [e for e in events if "lambdaFunctionFailedEventDetails" in e]
+    assert [e["lambdaFunctionFailedEventDetails"]["error"] for e in failed] == ["TransientError"] * 3
+    assert described["status"] == "SUCCEEDED" and json.loads(described["output"]) == {"attempts": 4}
+    # And the three waits together took far less than their real 6 s
+    assert calls[-1] - calls[0] < 3.0, calls
+    # And leaving the block restores moto's real waits
+    from moto.stepfunctions.parser.asl.component.common.retry.jitter_strategy_decl import (
+        JitterStrategyDecl,
+    )
+
+    assert JitterStrategyDecl._eval_body.__module__.startswith("moto.")
+
+
+def test_a_retry_wait_scale_outside_zero_to_one_is_refused():
+    with MotoPatches() as patches, pytest.raises(ValueError, match="scale must be in"):
+        patches.scale_retry_waits(0)
