@@ -6,7 +6,9 @@ the runtime's start-up cost but not their state.
 
 from __future__ import annotations
 
+import json
 import os
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -43,7 +45,10 @@ class Driver:
                 "initial_replicas": 2,
             }
         )
-        doc["canary"].update({"bake_seconds": 15, "watch_seconds": 10})
+        # The shortest windows: most tests judge what happens before the bake or after the watch,
+        # and no traffic reaches a first version's canary; a test whose canary must be analysed
+        # under traffic, or whose watch must be open long enough to fire an alarm in, says so.
+        doc["canary"].update({"bake_seconds": 2, "watch_seconds": 1})
         for section, values in sections.items():
             doc[section] = {**(doc.get(section) or {}), **values}
         config = ModelConfig.model_validate(doc)
@@ -112,11 +117,43 @@ def _environment() -> dict[str, str]:
     return {key: value for key, value in os.environ.items() if key != "PYTEST_CURRENT_TEST"}
 
 
+#: Lanes (`-n N`, tests/conftest.py) other than the demo story's run at this lower CPU priority
+#: (nice), their runtimes' processes with them: the demo story judges a fresh canary pod's p99
+#: latency against the stable's with the product's thresholds, and the other lanes' builds and
+#: pod starts must not take the cores from under it. They mostly wait, so they lose little.
+OTHER_LANES_NICE = 10
+
+
+_lane_priority_set = False
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Before the first e2e test of an xdist lane's worker (so before its runtime starts), lower
+    the worker's priority unless its lane holds the demo story; the lanes are computed as the
+    scheduler computes them (tests/conftest.py)."""
+    global _lane_priority_set
+    if _lane_priority_set or not hasattr(item.config, "workerinput"):
+        return
+    _lane_priority_set = True
+    from tests.conftest import e2e_lanes
+
+    nodeids = [i.nodeid for i in item.session.items if i.nodeid.startswith("tests/e2e/")]
+    lane_of = e2e_lanes(nodeids)
+    demo = next((lane_of[n] for n in nodeids if n.endswith("::test_the_demo_story_holds")), None)
+    if demo is not None and lane_of.get(item.nodeid) != demo:
+        os.nice(OTHER_LANES_NICE)
+
+
 @pytest.fixture(scope="session")
 def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloud]:
     before = _environment()
     settings = LocalSettings(
         state_dir=tmp_path_factory.mktemp("local-cloud"),
+        # The workflow's poll of training, builds and rollouts (the stack's PollIntervalSeconds: 30
+        # by default, 2 for `modelops local`): a run waits for it after each of those steps, and
+        # the tests run about forty of them.
+        poll_interval_seconds=1,
         # The rollout function's Kubernetes read timeout (20 s by default): the fault matrix waits
         # one out per stalled patch, and no request of a healthy run comes near it.
         extra_parameters={"KubeReadTimeoutSeconds": KUBE_READ_TIMEOUT_SECONDS},
@@ -150,3 +187,52 @@ def cli_environment(cloud: LocalCloud, monkeypatch: pytest.MonkeyPatch) -> Itera
 @pytest.fixture(scope="session")
 def driver(cloud: LocalCloud, tmp_path_factory: pytest.TempPathFactory) -> Driver:
     return Driver(cloud, tmp_path_factory.mktemp("e2e-data"))
+
+
+#: `E2E_TIMELINE=FILE pytest -m e2e ...` appends one JSON line per test to FILE.<worker>: the test's
+#: wall-clock start and end and, for every execution started meanwhile, each state it entered and
+#: when (tools/e2e_timeline.py prints where each test's time went). Off by default: reading the
+#: histories costs a few seconds after a burst.
+TIMELINE = os.environ.get("E2E_TIMELINE")
+
+
+@pytest.fixture(autouse=True)
+def _timeline(request: pytest.FixtureRequest) -> Iterator[None]:
+    if not TIMELINE or "cloud" not in request.fixturenames:
+        yield
+        return
+    cloud: LocalCloud = request.getfixturevalue("cloud")
+    sfn = cloud.client("stepfunctions")
+    started = time.time()
+    yield
+    ended = time.time()
+    executions = []
+    kwargs: dict[str, Any] = {"stateMachineArn": cloud.info.state_machine_arn, "maxResults": 1000}
+    for _ in range(50):
+        page = sfn.list_executions(**kwargs)
+        executions += [e for e in page["executions"] if e["startDate"].timestamp() >= started - 1]
+        if not page.get("nextToken"):
+            break
+        kwargs["nextToken"] = page["nextToken"]
+    runs = []
+    for execution in executions:
+        arn = execution["executionArn"]
+        events = sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
+        stop = execution.get("stopDate")
+        runs.append(
+            {
+                "name": arn.rsplit(":", 1)[-1],
+                "status": execution["status"],
+                "start": execution["startDate"].timestamp(),
+                "stop": stop.timestamp() if stop else None,
+                "states": [
+                    (e["timestamp"].timestamp(), e["stateEnteredEventDetails"]["name"])
+                    for e in events
+                    if "stateEnteredEventDetails" in e
+                ],
+            }
+        )
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    line = {"test": request.node.nodeid, "worker": worker, "start": started, "end": ended, "runs": runs}
+    with open(f"{TIMELINE}.{worker}", "a") as out:
+        out.write(json.dumps(line) + "\n")
