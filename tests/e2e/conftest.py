@@ -117,34 +117,6 @@ def _environment() -> dict[str, str]:
     return {key: value for key, value in os.environ.items() if key != "PYTEST_CURRENT_TEST"}
 
 
-#: Lanes (`-n N`, tests/conftest.py) other than the demo story's run at this lower CPU priority
-#: (nice), their runtimes' processes with them: the demo story judges a fresh canary pod's p99
-#: latency against the stable's with the product's thresholds, and the other lanes' builds and
-#: pod starts must not take the cores from under it. They mostly wait, so they lose little.
-OTHER_LANES_NICE = 10
-
-
-_lane_priority_set = False
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtest_setup(item: pytest.Item) -> None:
-    """Before the first e2e test of an xdist lane's worker (so before its runtime starts), lower
-    the worker's priority unless its lane holds the demo story; the lanes are computed as the
-    scheduler computes them (tests/conftest.py)."""
-    global _lane_priority_set
-    if _lane_priority_set or not hasattr(item.config, "workerinput"):
-        return
-    _lane_priority_set = True
-    from tests.conftest import e2e_lanes
-
-    nodeids = [i.nodeid for i in item.session.items if i.nodeid.startswith("tests/e2e/")]
-    lane_of = e2e_lanes(nodeids)
-    demo = next((lane_of[n] for n in nodeids if n.endswith("::test_the_demo_story_holds")), None)
-    if demo is not None and lane_of.get(item.nodeid) != demo:
-        os.nice(OTHER_LANES_NICE)
-
-
 @pytest.fixture(scope="session")
 def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloud]:
     before = _environment()
