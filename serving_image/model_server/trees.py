@@ -457,7 +457,7 @@ def choose(timings: dict[str, Timing]) -> str:
     """The walker when it is at least as fast as tl2cgen on both measures and SWITCH_MARGIN times
     faster on one of them; tl2cgen otherwise."""
     walker, tl2cgen = timings[EVALUATOR_WALKER], timings[EVALUATOR_TL2CGEN]
-    ratios = [tl2cgen[key] / walker[key] for key in ("batch_us_per_row", "one_row_us")]  # type: ignore[literal-required]
+    ratios = [tl2cgen[key] / walker[key] for key in ("batch_us_per_row", "one_row_us")]
     if min(ratios) >= 1.0 and max(ratios) >= SWITCH_MARGIN:
         return EVALUATOR_WALKER
     return EVALUATOR_TL2CGEN
@@ -516,7 +516,7 @@ def build(
                 model, first, width, walk, float32_input=_float32_input(meta)
             )
         except tree_arrays.ArraysError as exc:
-            walker_why = f"the walker does not take it: {exc}"
+            walker_why: str | None = f"the walker does not take it: {exc}"
         else:
             walker_why = None
             generator = f"{tree_arrays.WALKER}, treelite {treelite.__version__}"
