@@ -114,6 +114,7 @@ class Answer:
     variant: str  # "stable" | "canary" | "?" (no answer)
     version: str
     latency_ms: float
+    detail: str = ""  # for a request without a variant's answer: the error, or the reply's first bytes
 
 
 class SteadyTraffic:
@@ -148,22 +149,33 @@ class SteadyTraffic:
                     connection = http.client.HTTPConnection(self.host, self.port, timeout=5)
                 connection.request("POST", "/invocations", body, {"Content-Type": "application/json"})
                 response = connection.getresponse()
-                response.read()
+                data = response.read()
+                variant = response.getheader("X-Modelops-Variant") or "?"
                 answer = Answer(
                     time.time(),
                     response.status,
-                    response.getheader("X-Modelops-Variant") or "?",
+                    variant,
                     response.getheader("X-Modelops-Version") or "?",
                     (time.perf_counter() - started) * 1000.0,
+                    ""
+                    if variant != "?"
+                    else f"HTTP {response.status}: {data[:300].decode(errors='replace')}",
                 )
                 if response.getheader("Connection", "").lower() == "close":
                     connection.close()
                     connection = None
-            except (OSError, http.client.HTTPException):
+            except (OSError, http.client.HTTPException) as exc:
                 if connection is not None:
                     connection.close()
                 connection = None
-                answer = Answer(time.time(), 0, "?", "?", (time.perf_counter() - started) * 1000.0)
+                answer = Answer(
+                    time.time(),
+                    0,
+                    "?",
+                    "?",
+                    (time.perf_counter() - started) * 1000.0,
+                    f"{type(exc).__name__}: {exc}",
+                )
             self.answers.append(answer)
             next_at += self.interval
             self._stop.wait(max(0.0, next_at - time.monotonic()))
@@ -179,6 +191,15 @@ class SteadyTraffic:
             bucket = out.setdefault(a.variant, {"ok": 0, "failed": 0})
             bucket["ok" if 200 <= a.status < 300 else "failed"] += 1
         return out
+
+    def unanswered(self, since: float = 0.0) -> list[str]:
+        """What each request without a variant's answer got (after `since`): when, after how long, why."""
+        return [
+            f"{time.strftime('%H:%M:%S', time.gmtime(a.at))}.{int(a.at % 1 * 1000):03d} UTC"
+            f" after {a.latency_ms:.0f} ms: {a.detail}"
+            for a in self.answers
+            if a.at >= since and a.variant == "?"
+        ]
 
 
 # --- following a run ------------------------------------------------------------------------------
@@ -436,6 +457,7 @@ def _finish(
         if stable_failed or unanswered:
             failures.append(
                 f"{stable_failed} requests failed on the stable variant and {unanswered} got no answer"
+                + "".join(f"\n  no answer: {line}" for line in traffic.unanswered()[:10])
             )
     from modelops_local.report import print_summary, write_report
 

@@ -198,7 +198,10 @@ def final_state(
     if lock_free:  # (else a follow-up run has taken it)
         assert driver.cloud.store().lock_holder(config.name) is None
     assert driver.cloud.store().get_rollout(config.name) is None
-    assert figures["stable_failed"] == 0 and figures["unanswered"] == 0, figures
+    assert figures["stable_failed"] == 0 and figures["unanswered"] == 0, (
+        figures,
+        traffic.unanswered(run.started),
+    )
     assert figures["stable_ok"] > 0
     return figures
 

@@ -82,7 +82,10 @@ def test_first_deploy_then_a_tie_is_rejected_then_a_watch_alarm_restores_the_pre
     stable = driver.deployment(config, "stable")
     assert stable["status"]["readyReplicas"] == 2 == stable["status"]["updatedReplicas"]
     # And no request failed on the stable variant through promotion and rollback
-    assert traffic.summary().get("stable", {}).get("failed", 0) == 0 and "?" not in traffic.summary()
+    assert traffic.summary().get("stable", {}).get("failed", 0) == 0 and "?" not in traffic.summary(), (
+        traffic.summary(),
+        traffic.unanswered(),
+    )
     driver.retire(config)
 
 
