@@ -17,7 +17,7 @@ What the kubelet reports and does, as a kubelet on a node would:
 - image pulls: a failing `images(ref)` is ErrImagePull, then ImagePullBackOff until the retry.
 - restarts (restartPolicy Always/OnFailure): the first restart is immediate, later ones wait
   10 s, 20 s, 40 s ... up to 5 min (`Backoff`), shown as CrashLoopBackOff.
-- deletion: a pod with a deletionTimestamp gets SIGTERM, SIGKILL after its grace period (capped by
+- deletion: a pod with a deletionTimestamp gets one SIGTERM, SIGKILL after its grace period (capped by
   `max_grace_seconds`), and is then removed from the store (delete with grace 0).
 Every stdout line goes to `on_stdout_line(pod_metadata, line)`; stdout and stderr are appended to
 `<state_dir>/pods/<namespace>_<pod>.log`.
@@ -586,10 +586,16 @@ class _Container:
 
     def stop(self, grace: float) -> None:
         """SIGTERM, then SIGKILL after `grace` seconds; returns once the process is gone (bounded)."""
+        self.signal(signal.SIGTERM)
+        self.await_exit(grace)
+
+    def await_exit(self, grace: float) -> None:
+        """Wait `grace` seconds for the signalled process to end, then SIGKILL it (bounded). Sends
+        no SIGTERM of its own: the kubelet sends one stop signal, and a second one means "skip the
+        drain" to a server such as `serve`."""
         process = self.process
         if process is None:
             return
-        signal_group(process, signal.SIGTERM)
         try:
             process.wait(max(grace, 0.0))
         except subprocess.TimeoutExpired:
@@ -716,10 +722,10 @@ class PodWorker(threading.Thread):
 
     def _shutdown(self, grace: float, delete: bool) -> None:
         for container in self.containers:
-            container.signal(signal.SIGTERM)
+            container.signal(signal.SIGTERM)  # every container at once, then one deadline for all
         deadline = time.monotonic() + grace
         for container in self.containers:
-            container.stop(max(deadline - time.monotonic(), 0.0))
+            container.await_exit(max(deadline - time.monotonic(), 0.0))
             if container.process is not None:
                 container._join_readers()
                 self.kubelet.registry.discard(container.process)

@@ -4,6 +4,7 @@ modelops.deployments.rollout_status, crash loops, image pulls, progress deadline
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -22,6 +23,8 @@ from kube_pods import (
     wait_for,
 )
 from modelops.errors import RolloutFailedError
+
+from modelops_local.kube import kubelet as kubelet_module
 
 
 @pytest.fixture
@@ -232,6 +235,30 @@ def test_deleting_a_pod_terminates_it_and_the_replicaset_replaces_it(cluster):
     )
     cluster.wait_rolled_out("churn-stable")
     assert [p["metadata"]["name"] for p in pods_of(cluster.store, "app=churn")] != [name]
+
+
+def test_a_deleted_pod_gets_one_sigterm_so_a_draining_server_is_not_told_to_skip_its_drain(
+    cluster, monkeypatch
+):
+    # Given a ready pod, and every signal the kubelet sends recorded on its way to the process
+    sent: list[tuple[int, int]] = []
+    real_killpg = kubelet_module.os.killpg
+
+    def recording_killpg(pgid: int, sig: int) -> None:
+        sent.append((pgid, sig))
+        real_killpg(pgid, sig)
+
+    monkeypatch.setattr(kubelet_module.os, "killpg", recording_killpg)
+    cluster.store.create(deployment("churn-stable"))
+    cluster.wait_rolled_out("churn-stable")
+    (pid,) = cluster.controller.pids()
+    (pod,) = pods_of(cluster.store, "app=churn")
+    # When it is deleted (grace period 30 s)
+    cluster.store.delete("pods", "models", pod["metadata"]["name"])
+    wait_for("process ended", lambda: not _alive(pid), 10)
+    # Then its process got exactly one SIGTERM, as from a real kubelet: `serve` reads a second
+    # one as "skip the drain" and would close while a Service could still route to it
+    assert [sig for pgid, sig in sent if pgid == pid] == [signal.SIGTERM]
 
 
 def test_stop_leaves_no_pod_process_behind(tmp_path):
