@@ -189,6 +189,11 @@ class LocalCloud:
         patches.execution_status_events(self._emit_event)
         patches.task_failure_cause()
         patches.serialize_dynamodb()
+        # Speed-ups only: each definition parsed once, not per execution (a burst's hundreds of
+        # executions spent most of this process's time in moto's ANTLR parser), and each timestamp
+        # text parsed once.
+        patches.parse_definitions_once()
+        patches.memoize_timestamp_parsing()
 
         self.training = TrainingRunner(
             aws.client("s3"), self.state_dir / "training", s.serving_image, self._training_update

@@ -6,7 +6,9 @@ the runtime's start-up cost but not their state.
 
 from __future__ import annotations
 
+import json
 import os
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -43,7 +45,10 @@ class Driver:
                 "initial_replicas": 2,
             }
         )
-        doc["canary"].update({"bake_seconds": 15, "watch_seconds": 10})
+        # The shortest windows: most tests judge what happens before the bake or after the watch,
+        # and no traffic reaches a first version's canary; a test whose canary must be analysed
+        # under traffic, or whose watch must be open long enough to fire an alarm in, says so.
+        doc["canary"].update({"bake_seconds": 2, "watch_seconds": 1})
         for section, values in sections.items():
             doc[section] = {**(doc.get(section) or {}), **values}
         config = ModelConfig.model_validate(doc)
@@ -117,6 +122,10 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloud]:
     before = _environment()
     settings = LocalSettings(
         state_dir=tmp_path_factory.mktemp("local-cloud"),
+        # The workflow's poll of training, builds and rollouts (the stack's PollIntervalSeconds: 30
+        # by default, 2 for `modelops local`): a run waits for it after each of those steps, and
+        # the tests run about forty of them.
+        poll_interval_seconds=1,
         # The rollout function's Kubernetes read timeout (20 s by default): the fault matrix waits
         # one out per stalled patch, and no request of a healthy run comes near it.
         extra_parameters={"KubeReadTimeoutSeconds": KUBE_READ_TIMEOUT_SECONDS},
@@ -150,3 +159,52 @@ def cli_environment(cloud: LocalCloud, monkeypatch: pytest.MonkeyPatch) -> Itera
 @pytest.fixture(scope="session")
 def driver(cloud: LocalCloud, tmp_path_factory: pytest.TempPathFactory) -> Driver:
     return Driver(cloud, tmp_path_factory.mktemp("e2e-data"))
+
+
+#: `E2E_TIMELINE=FILE pytest -m e2e ...` appends one JSON line per test to FILE.<worker>: the test's
+#: wall-clock start and end and, for every execution started meanwhile, each state it entered and
+#: when (tools/e2e_timeline.py prints where each test's time went). Off by default: reading the
+#: histories costs a few seconds after a burst.
+TIMELINE = os.environ.get("E2E_TIMELINE")
+
+
+@pytest.fixture(autouse=True)
+def _timeline(request: pytest.FixtureRequest) -> Iterator[None]:
+    if not TIMELINE or "cloud" not in request.fixturenames:
+        yield
+        return
+    cloud: LocalCloud = request.getfixturevalue("cloud")
+    sfn = cloud.client("stepfunctions")
+    started = time.time()
+    yield
+    ended = time.time()
+    executions = []
+    kwargs: dict[str, Any] = {"stateMachineArn": cloud.info.state_machine_arn, "maxResults": 1000}
+    for _ in range(50):
+        page = sfn.list_executions(**kwargs)
+        executions += [e for e in page["executions"] if e["startDate"].timestamp() >= started - 1]
+        if not page.get("nextToken"):
+            break
+        kwargs["nextToken"] = page["nextToken"]
+    runs = []
+    for execution in executions:
+        arn = execution["executionArn"]
+        events = sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
+        stop = execution.get("stopDate")
+        runs.append(
+            {
+                "name": arn.rsplit(":", 1)[-1],
+                "status": execution["status"],
+                "start": execution["startDate"].timestamp(),
+                "stop": stop.timestamp() if stop else None,
+                "states": [
+                    (e["timestamp"].timestamp(), e["stateEnteredEventDetails"]["name"])
+                    for e in events
+                    if "stateEnteredEventDetails" in e
+                ],
+            }
+        )
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    line = {"test": request.node.nodeid, "worker": worker, "start": started, "end": ended, "runs": runs}
+    with open(f"{TIMELINE}.{worker}", "a") as out:
+        out.write(json.dumps(line) + "\n")

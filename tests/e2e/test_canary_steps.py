@@ -4,6 +4,8 @@ model_version), then the version is promoted."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from modelops_local.demo import SteadyTraffic
@@ -15,25 +17,30 @@ STEPS = [10, 25, 50]
 
 def test_three_httproute_steps_give_the_canary_each_steps_share_then_promote(driver):
     # Given a model routed by an HTTPRoute (the gateway_api manifests: its stable Service, the route
-    # parented to the model Service, the Role that may patch it), stepping 10/25/50, 6 s per step
-    config = driver.model(
-        MODEL,
-        canary={
-            "router": "gateway_api",
-            "steps": STEPS,
-            "bake_seconds": 6,
-            "min_requests": 10,
-            # judged on its traffic share here, not on a fresh pod's latency on a loaded host
-            "min_latency_increase_ms": 100,
-        },
-        kubernetes={"stable_service": f"{MODEL}-stable", "http_route": MODEL},
-    )
+    # parented to the model Service, the Role that may patch it), stepping 10/25/50, its first
+    # version (no traffic yet) 1 s per step
+    def put(bake_seconds: int) -> Any:
+        return driver.model(
+            MODEL,
+            canary={
+                "router": "gateway_api",
+                "steps": STEPS,
+                "bake_seconds": bake_seconds,
+                "min_requests": 10,
+                # judged on its traffic share here, not on a fresh pod's latency on a loaded host
+                "min_latency_increase_ms": 100,
+            },
+            kubernetes={"stable_service": f"{MODEL}-stable", "http_route": MODEL},
+        )
+
+    config = put(bake_seconds=1)
     v1 = driver.run(MODEL, driver.dataset(MODEL, 1500, 11), "v1.csv")
     assert v1.status == "SUCCEEDED" and v1.record["status"] == "promoted", v1.record
     route = driver.cloud.kube_store.get("httproutes", "e2e", MODEL)
     assert [r["weight"] for r in route["spec"]["rules"][0]["backendRefs"]] == [100, 0]
 
-    # When a better version rolls out under 40 predictions/s on the model's Service
+    # When a better version rolls out under 40 predictions/s on the model's Service, 6 s per step
+    config = put(bake_seconds=6)
     traffic = SteadyTraffic(
         driver.cloud.service_url("e2e", MODEL), [[12, 80, 3, 20, 1, 1]], rate_per_second=40
     ).start()

@@ -37,7 +37,12 @@ def test_first_deploy_then_a_tie_is_rejected_then_a_watch_alarm_restores_the_pre
     assert tie.status == "SUCCEEDED" and tie.record["status"] == "rejected"
     assert "Bake" not in [name for _, name in tie.states] and driver.image(config) == v1_image
 
-    # When, under steady traffic, a better version is promoted and the stable alarm fires in its watch
+    # When, under steady traffic, a better version is promoted (a 5 s bake: at 20 predictions/s a
+    # third of them reach the canary) and the stable alarm fires in its watch (open up to 10 s)
+    driver.model(
+        "e2e-watch",
+        canary={"min_latency_increase_ms": 100, "bake_seconds": 5, "min_requests": 10, "watch_seconds": 10},
+    )
     traffic = SteadyTraffic(driver.cloud.service_url("e2e", "e2e-watch"), [[12, 80, 3, 20, 1, 1]]).start()
     known = driver.executions()
     driver.upload("e2e-watch", driver.dataset("e2e-watch", 4000, 12), "v2.csv")
@@ -233,7 +238,7 @@ def test_a_lightgbm_multiclass_model_is_served_by_name_then_replaced_by_an_xgboo
     # empty cells in every column, as a team's export has them, and a LightGBM model of them
     from tests.multiclass_data import REGIONS, TIERS, generate_tier_csv
 
-    def put(algorithm: str, hyperparameters: dict[str, int | float]) -> Any:
+    def put(algorithm: str, hyperparameters: dict[str, int | float], **sections: dict[str, Any]) -> Any:
         return driver.model(
             "e2e-tiers",
             data=_tier_data(),
@@ -242,6 +247,7 @@ def test_a_lightgbm_multiclass_model_is_served_by_name_then_replaced_by_an_xgboo
                 "hyperparameters": hyperparameters,
                 "objective": {"metric": "macro_f1"},
             },
+            **sections,
         )
 
     config = put("lightgbm", {"n_estimators": 15, "num_leaves": 4})
@@ -266,8 +272,13 @@ def test_a_lightgbm_multiclass_model_is_served_by_name_then_replaced_by_an_xgboo
     assert all(len(p) == 3 and abs(sum(p) - 1) < 1e-9 for p in answer["probabilities"])
     assert answer["predictions"][0] == "gold" and answer["predictions"][1] == "bronze", answer
 
-    # When the team switches to XGBoost and more data arrives, with clients calling the model
-    config = put("xgboost", {"n_estimators": 120, "max_depth": 4, "learning_rate": 0.1})
+    # When the team switches to XGBoost and more data arrives, with clients calling the model (an
+    # 8 s bake: at 20 predictions/s a third of them reach the canary, at least 20 asked for)
+    config = put(
+        "xgboost",
+        {"n_estimators": 120, "max_depth": 4, "learning_rate": 0.1},
+        canary={"bake_seconds": 8, "min_requests": 20},
+    )
     traffic = SteadyTraffic(url, rows).start()
     try:
         v2 = driver.run(

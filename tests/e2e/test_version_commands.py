@@ -17,11 +17,11 @@ MODEL = "e2e-gate"
 def test_approved_versions_are_promoted_and_rollback_to_brings_the_first_back(
     driver, capsys, cli_environment
 ):
-    # Given a model whose versions wait for a person's approval (short bake and watch; judged on
-    # the smoke test and alarms: no traffic here)
+    # Given a model whose versions wait for a person's approval (the shortest bake and watch;
+    # judged on the smoke test and alarms: no traffic here)
     config = driver.model(
         MODEL,
-        canary={"bake_seconds": 5, "watch_seconds": 5, "min_requests": 0},
+        canary={"bake_seconds": 1, "watch_seconds": 1, "min_requests": 0},
         approval={"required": True, "timeout_seconds": 180},
     )
     stack = driver.cloud.info.stack_name
