@@ -11,7 +11,7 @@ PY := $(VENV)/bin/python
 # Template checks run offline: a region and dummy credentials, never a real account.
 AWS_OFFLINE := AWS_DEFAULT_REGION=us-east-1 AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing SAM_CLI_TELEMETRY=0
 
-.PHONY: demo test check install lint typecheck template unit integration e2e bench bench-serving clean
+.PHONY: demo test check static install lint typecheck template unit integration e2e bench bench-serving clean
 
 $(VENV)/.installed: pyproject.toml local/pyproject.toml constraints.txt
 	@echo "==> creating $(VENV) and installing modelops and its local runtime, modelops-local (first run: about a minute)"
@@ -64,19 +64,33 @@ integration: $(VENV)/.installed
 e2e: $(VENV)/.installed
 	$(VENV)/bin/pytest -m e2e
 
-# Unit and integration tiers first, on their own (the integration tier holds timing goals, such as
-# 1,000 uploads delivered within a minute, that must not share the cores with the e2e runtimes), on
-# TEST_WORKERS pytest-xdist workers: each test a unit of work, integration before unit and the
-# slowest first (tests/conftest.py, SLOW_FIRST_SECONDS), so the 1,000-upload test never starts
-# last; then the end-to-end tests in E2E_LANES pytest-xdist lanes, each a worker with its own local
-# runtime (tests/conftest.py balances them by measured seconds). Two lanes by default: all 20 passed
-# in 22 min on the 2-core machine at load average 9-16 from other work (one lane: 28 min, quiet),
-# the demo story included, with `serve`'s readiness warm-up (README, Tests). E2E_LANES=1: one lane.
+# `make test`, in three phases (each figure: README, Tests):
+# 1. `static`: the three venvs install side by side, then lint, mypy and the template checks.
+# 2. The integration tier alone on TEST_WORKERS pytest-xdist workers: it holds timing goals (1,000
+#    uploads delivered within a minute, 20 models holding their locks together) that must not share
+#    the cores; each test a unit of work, the slowest first (tests/conftest.py, SLOW_FIRST_SECONDS).
+# 3. The end-to-end tests in E2E_LANES lanes, each a worker with its own local runtime (balanced by
+#    measured seconds, tests/conftest.py), and beside them the unit tier in one process: the lanes
+#    mostly wait out bake and watch windows (about half of the 2 cores idle), which the unit tier's
+#    CPU fills. Its output goes to .unit-tier.log and is shown when both are done; either failing
+#    fails the run. Every test is bounded by pytest-timeout (pyproject.toml), so the wait is too.
+# E2E_LANES=1 TEST_WORKERS=1: one process per tier.
 E2E_LANES ?= 2
 TEST_WORKERS ?= 2
-test: lint typecheck template
-	$(VENV)/bin/pytest -m "unit or integration" --durations=15 $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS))
-	E2E_LANES=$(E2E_LANES) $(VENV)/bin/pytest -m e2e --durations=15 $(if $(filter-out 1,$(E2E_LANES)),-n $(E2E_LANES))
+test:
+	@echo "==> $$(date +%T) installing the three venvs, then lint, types and the template checks, side by side (each target's output when it ends; about 2 min on a clean clone)"
+	@$(MAKE) --no-print-directory -j3 --output-sync=target static
+	@echo "==> $$(date +%T) the integration tier, on its own"
+	$(VENV)/bin/pytest -m integration --durations=15 $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS))
+	@echo "==> $$(date +%T) the e2e tier in $(E2E_LANES) lane(s), the unit tier beside it (its log: .unit-tier.log, shown at the end)"
+	@$(VENV)/bin/pytest -m unit -q -n 0 > .unit-tier.log 2>&1 & unit=$$!; \
+	E2E_LANES=$(E2E_LANES) $(VENV)/bin/pytest -m e2e --durations=15 $(if $(filter-out 1,$(E2E_LANES)),-n $(E2E_LANES)); e2e=$$?; \
+	wait $$unit; unit=$$?; \
+	echo "==> $$(date +%T) the unit tier (.unit-tier.log):"; if [ $$unit = 0 ]; then tail -n 3 .unit-tier.log; else cat .unit-tier.log; fi; \
+	[ $$e2e = 0 ] && [ $$unit = 0 ] || { echo "==> failed: e2e tier exit $$e2e, unit tier exit $$unit"; exit 1; }
+
+# What `make test` checks before the tests: independent, so `make test` runs them in parallel.
+static: lint typecheck template
 
 # The edit loop: lint, types and the unit tier (under two minutes).
 check: lint typecheck
