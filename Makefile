@@ -16,19 +16,19 @@ AWS_OFFLINE := AWS_DEFAULT_REGION=us-east-1 AWS_REGION=us-east-1 AWS_ACCESS_KEY_
 $(VENV)/.installed: pyproject.toml local/pyproject.toml constraints.txt
 	@echo "==> creating $(VENV) and installing modelops and its local runtime, modelops-local (first run: about a minute)"
 	@$(PYTHON) -m venv $(VENV)
-	@$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]' -e ./local $(QUIET_PIP)
+	@$(PY) -m pip install --quiet --no-compile --disable-pip-version-check -c constraints.txt -e '.[dev]' -e ./local $(QUIET_PIP)
 	@touch $@
 
 $(SAMVENV)/.installed: requirements-sam.txt
 	@echo "==> installing aws-sam-cli into $(SAMVENV) (its pins conflict with the project's, so it lives apart)"
 	@$(PYTHON) -m venv $(SAMVENV)
-	@$(SAMVENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-sam.txt $(QUIET_PIP)
+	@$(SAMVENV)/bin/pip install --quiet --no-compile --disable-pip-version-check -r requirements-sam.txt $(QUIET_PIP)
 	@touch $@
 
 $(CHECKOVVENV)/.installed: requirements-checkov.txt
 	@echo "==> installing checkov and cfn-lint's serverless rules into $(CHECKOVVENV) (checkov's pins conflict with the project's)"
 	@$(PYTHON) -m venv $(CHECKOVVENV)
-	@$(CHECKOVVENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-checkov.txt $(QUIET_PIP)
+	@$(CHECKOVVENV)/bin/pip install --quiet --no-compile --disable-pip-version-check -r requirements-checkov.txt $(QUIET_PIP)
 	@touch $@
 
 install: $(VENV)/.installed
@@ -65,29 +65,33 @@ e2e: $(VENV)/.installed
 	$(VENV)/bin/pytest -m e2e
 
 # `make test`, in three phases (each figure: README, Tests):
-# 1. `static`: the three venvs install side by side, then lint, mypy and the template checks.
-# 2. The integration tier alone on TEST_WORKERS pytest-xdist workers: it holds timing goals (1,000
-#    uploads delivered within a minute, 20 models holding their locks together) that must not share
-#    the cores; each test a unit of work, the slowest first (tests/conftest.py, SLOW_FIRST_SECONDS).
+# 1. `static`: the three venvs install side by side (pip --no-compile: Python compiles what is
+#    imported on first import, a fraction of what pip would compile), then lint, mypy and the
+#    template checks.
+# 2. The integration tests marked `alone` on TEST_WORKERS pytest-xdist workers, with the cores to
+#    themselves: timing goals (1,000 uploads delivered within a minute, 20 models holding their
+#    locks together), real `serve` and pod processes on deadlines (tests/conftest.py, ALONE); each
+#    test a unit of work, the slowest first (SLOW_FIRST_SECONDS).
 # 3. The end-to-end tests in E2E_LANES lanes, each a worker with its own local runtime (balanced by
-#    measured seconds, tests/conftest.py), and beside them the unit tier in one process: the lanes
-#    mostly wait out bake and watch windows (about half of the 2 cores idle), which the unit tier's
-#    CPU fills. Its output goes to .unit-tier.log and is shown when both are done; either failing
-#    fails the run. Every test is bounded by pytest-timeout (pyproject.toml), so the wait is too.
-# E2E_LANES=1 TEST_WORKERS=1: one process per tier.
+#    measured seconds, tests/conftest.py), and beside them, in one process, the unit tier and then
+#    the rest of the integration tier: the lanes mostly wait out bake and watch windows (about half
+#    of the 2 cores idle), which that process fills. Its output goes to .beside-e2e.log, shown when
+#    both are done; either failing fails the run. pytest-timeout bounds every test, so the wait too.
+# E2E_LANES=1 TEST_WORKERS=1: no pytest-xdist workers.
 E2E_LANES ?= 2
 TEST_WORKERS ?= 2
 test:
-	@echo "==> $$(date +%T) installing the three venvs, then lint, types and the template checks, side by side (each target's output when it ends; about 2 min on a clean clone)"
+	@echo "==> $$(date +%T) installing the three venvs, then lint, types and the template checks, side by side (each target's output when it ends; under 2 min on a clean clone)"
 	@$(MAKE) --no-print-directory -j3 --output-sync=target static
-	@echo "==> $$(date +%T) the integration tier, on its own"
-	$(VENV)/bin/pytest -m integration --durations=15 $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS))
-	@echo "==> $$(date +%T) the e2e tier in $(E2E_LANES) lane(s), the unit tier beside it (its log: .unit-tier.log, shown at the end)"
-	@$(VENV)/bin/pytest -m unit -q -n 0 > .unit-tier.log 2>&1 & unit=$$!; \
+	@echo "==> $$(date +%T) the integration tests that need the cores to themselves (marker 'alone')"
+	$(VENV)/bin/pytest -m "integration and alone" --durations=10 $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS))
+	@echo "==> $$(date +%T) the e2e tier in $(E2E_LANES) lane(s); beside it the unit tier and the rest of the integration tier (log: .beside-e2e.log, shown at the end)"
+	@$(VENV)/bin/pytest -m "unit or (integration and not alone)" -q -n 0 --durations=10 > .beside-e2e.log 2>&1 & beside=$$!; \
 	E2E_LANES=$(E2E_LANES) $(VENV)/bin/pytest -m e2e --durations=15 $(if $(filter-out 1,$(E2E_LANES)),-n $(E2E_LANES)); e2e=$$?; \
-	wait $$unit; unit=$$?; \
-	echo "==> $$(date +%T) the unit tier (.unit-tier.log):"; if [ $$unit = 0 ]; then tail -n 3 .unit-tier.log; else cat .unit-tier.log; fi; \
-	[ $$e2e = 0 ] && [ $$unit = 0 ] || { echo "==> failed: e2e tier exit $$e2e, unit tier exit $$unit"; exit 1; }
+	wait $$beside; beside=$$?; \
+	echo "==> $$(date +%T) the unit tier and the rest of the integration tier (.beside-e2e.log):"; \
+	if [ $$beside = 0 ]; then sed -n '/slowest 10 durations/,$$p' .beside-e2e.log; else cat .beside-e2e.log; fi; \
+	[ $$e2e = 0 ] && [ $$beside = 0 ] || { echo "==> failed: e2e tier exit $$e2e, unit and integration exit $$beside"; exit 1; }
 
 # What `make test` checks before the tests: independent, so `make test` runs them in parallel.
 static: lint typecheck template

@@ -17,6 +17,13 @@ EVENTS = ROOT / "events"
 
 TIER_ORDER = {"unit": 0, "integration": 1, "e2e": 2}
 
+#: Integration folders whose tests `make test` runs with the cores to themselves (marker `alone`):
+#: the workflow's timing goals (1,000 uploads delivered within a minute, 20 models holding their
+#: locks together), real `serve` processes timed on drain and idle deadlines, real pod processes
+#: and probes. The rest of the integration tier (the bad-input corpus, the CLI, the local runtime's
+#: AWS stand-ins) runs after the unit tier beside the e2e lanes, whose CPU is about half idle.
+ALONE = ("integration/workflow", "integration/serving", "integration/local/kube")
+
 # Property tests (hypothesis) are bounded and deterministic by default: the same examples on every
 # run (derandomize), no example database written into the tree, and a deadline loose enough for a
 # busy 2-core CI machine. HYPOTHESIS_PROFILE=explore searches harder and at random.
@@ -124,9 +131,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     go fastest first (unit, integration, e2e), so a broken unit fails the run early; on xdist
     workers the slowest tier is handed out first (e2e lanes, then integration, then unit), and
     within a tier the tests of SLOW_FIRST_SECONDS, slowest first."""
+    alone = tuple(f"{folder}/" for folder in ALONE)
     for item in items:
         if _tier(item) in TIER_ORDER:
             item.add_marker(getattr(pytest.mark, _tier(item)))
+        if Path(str(item.fspath)).relative_to(ROOT / "tests").as_posix().startswith(alone):
+            item.add_marker(pytest.mark.alone)
     if hasattr(config, "workerinput"):
         items.sort(
             key=lambda item: (
