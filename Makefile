@@ -75,8 +75,8 @@ e2e: $(VENV)/.installed
 # 3. The end-to-end tests in E2E_LANES lanes, each a worker with its own local runtime (balanced by
 #    measured seconds, tests/conftest.py), and beside them, in one process, the unit tier and then
 #    the rest of the integration tier: the lanes mostly wait out bake and watch windows (about half
-#    of the 2 cores idle), which that process fills. Its output goes to .beside-e2e.log, shown when
-#    both are done; either failing fails the run. pytest-timeout bounds every test, so the wait too.
+#    of the 2 cores idle), which that process fills. tools/beside.py runs the two (its output goes
+#    to .beside-e2e.log, shown when both are done; either failing fails the run; bounded).
 # E2E_LANES=1 TEST_WORKERS=1: no pytest-xdist workers.
 E2E_LANES ?= 2
 TEST_WORKERS ?= 2
@@ -86,12 +86,9 @@ test:
 	@echo "==> $$(date +%T) the integration tests that need the cores to themselves (marker 'alone')"
 	$(VENV)/bin/pytest -m "integration and alone" --durations=10 $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS))
 	@echo "==> $$(date +%T) the e2e tier in $(E2E_LANES) lane(s); beside it the unit tier and the rest of the integration tier (log: .beside-e2e.log, shown at the end)"
-	@$(VENV)/bin/pytest -m "unit or (integration and not alone)" -q -n 0 --durations=10 > .beside-e2e.log 2>&1 & beside=$$!; \
-	E2E_LANES=$(E2E_LANES) $(VENV)/bin/pytest -m e2e --durations=15 $(if $(filter-out 1,$(E2E_LANES)),-n $(E2E_LANES)); e2e=$$?; \
-	wait $$beside; beside=$$?; \
-	echo "==> $$(date +%T) the unit tier and the rest of the integration tier (.beside-e2e.log):"; \
-	if [ $$beside = 0 ]; then sed -n '/slowest 10 durations/,$$p' .beside-e2e.log; else cat .beside-e2e.log; fi; \
-	[ $$e2e = 0 ] && [ $$beside = 0 ] || { echo "==> failed: e2e tier exit $$e2e, unit and integration exit $$beside"; exit 1; }
+	@$(PY) tools/beside.py .beside-e2e.log \
+		-- $(VENV)/bin/pytest -m "unit or (integration and not alone)" -q -n 0 --durations=10 \
+		-- env E2E_LANES=$(E2E_LANES) $(VENV)/bin/pytest -m e2e --durations=15 $(if $(filter-out 1,$(E2E_LANES)),-n $(E2E_LANES))
 
 # What `make test` checks before the tests: independent, so `make test` runs them in parallel.
 static: lint typecheck template
