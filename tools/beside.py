@@ -17,6 +17,7 @@ Here both commands get the default SIGINT, and Ctrl-C stops both.
 from __future__ import annotations
 
 import argparse
+import shlex
 import signal
 import subprocess
 import sys
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
                 side.kill()
             raise
     log = options.log.read_text(errors="replace")
-    print(f"==> {time.strftime('%H:%M:%S')} {' '.join(beside)} ({options.log}):", flush=True)
+    print(f"==> {time.strftime('%H:%M:%S')} {shlex.join(beside)} ({options.log}):", flush=True)
     print(_shown(log, beside_code == 0), end="", flush=True)
     if front != 0 or beside_code != 0:
         print(
