@@ -133,9 +133,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     within a tier the tests of SLOW_FIRST_SECONDS, slowest first."""
     alone = tuple(f"{folder}/" for folder in ALONE)
     for item in items:
-        if _tier(item) in TIER_ORDER:
-            item.add_marker(getattr(pytest.mark, _tier(item)))
-        if Path(str(item.fspath)).relative_to(ROOT / "tests").as_posix().startswith(alone):
+        where = Path(str(item.fspath)).relative_to(ROOT / "tests")
+        if where.parts[0] in TIER_ORDER:
+            item.add_marker(getattr(pytest.mark, where.parts[0]))
+        if where.as_posix().startswith(alone):
             item.add_marker(pytest.mark.alone)
     if hasattr(config, "workerinput"):
         items.sort(

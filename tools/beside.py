@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
                 beside_code = side.wait(options.timeout)
             except subprocess.TimeoutExpired:
                 print(
-                    f"==> {' '.join(beside)}: still running {options.timeout:.0f} s after the other ended; killed"
+                    f"==> {shlex.join(beside)}: still running {options.timeout:.0f} s after the other ended; killed"
                 )
                 side.kill()
                 side.wait(30)
@@ -74,9 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"==> {time.strftime('%H:%M:%S')} {shlex.join(beside)} ({options.log}):", flush=True)
     print(_shown(log, beside_code == 0), end="", flush=True)
     if front != 0 or beside_code != 0:
-        print(
-            f"==> failed: {' '.join(foreground[:3])}... exit {front}; {' '.join(beside[:3])}... exit {beside_code}"
-        )
+        print(f"==> failed: {shlex.join(foreground)}: exit {front}; {shlex.join(beside)}: exit {beside_code}")
         return 1
     return 0
 
