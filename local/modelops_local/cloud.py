@@ -283,10 +283,14 @@ class LocalCloud:
         """Stop everything started, newest first; every pod and worker process ends."""
         while self._stoppers:
             what, stop = self._stoppers.pop()
+            began = time.monotonic()
             try:
                 stop()
             except Exception:
                 log.exception("stopping %s failed", what)
+            took = time.monotonic() - began
+            if took > 1.0:
+                self.progress(f"stopping {what} took {took:.1f}s")
 
     def __enter__(self) -> LocalCloud:
         return self.start()

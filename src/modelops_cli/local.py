@@ -14,8 +14,10 @@ import argparse
 import json
 import logging
 import os
+import select
 import shutil
 import signal
+import socket
 import sys
 import threading
 import time
@@ -84,7 +86,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     configs = [load_config_file(path) for path in (args.model or [DEMO_CONFIG])]
     cloud = _cloud(args)
     endpoints_path = Path(args.state_dir) / ENDPOINTS_FILE
-    with _stop_on_signals(), cloud:
+    with _stop_on_signals() as signals, cloud:
         for path, config in zip(args.model or [DEMO_CONFIG], configs, strict=True):
             result = cloud.put_model(config, base_dir=Path(path).parent)
             _say(f"[local] model {config.name}: stored; alarms {', '.join(result['alarms'])}")
@@ -114,8 +116,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         _say(f"  modelops local run --model churn --data FILE.csv\nAWS endpoint {info['AWS_ENDPOINT_URL']}")
         _say("Ctrl-C stops everything.")
         try:
-            while True:
-                time.sleep(3600)
+            signals.wait()
         except KeyboardInterrupt:
             _say("\n[local] stopping")
         finally:
@@ -235,15 +236,38 @@ class _ControlServer:
 class _stop_on_signals:
     """SIGTERM behaves as Ctrl-C, so `with cloud:` always stops every process."""
 
-    def __enter__(self) -> None:
+    def __enter__(self) -> _stop_on_signals:
         self.previous = signal.signal(signal.SIGTERM, self._raise)
         # A process started in the background of a script inherits SIGINT ignored; Ctrl-C (or
         # `kill -INT`) must still stop everything.
         self.previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
+        return self
 
     def __exit__(self, *exc: object) -> None:
         signal.signal(signal.SIGTERM, self.previous)
         signal.signal(signal.SIGINT, self.previous_int)
+
+    def wait(self) -> None:
+        """Block until SIGINT or SIGTERM; their handlers raise KeyboardInterrupt out of here.
+
+        The kernel hands a signal sent to the process to any of its threads. Python runs the
+        handler only in the main thread, when it next runs bytecode; the signal interrupts a
+        blocking call only in the thread it landed on. So a main thread in `time.sleep(3600)`
+        slept through Ctrl-C that had landed on one of `up`'s many other threads (seen under
+        load: 1 time in 14). The C-level handler writes to the wakeup fd whichever thread it ran
+        on, so waiting on that fd wakes the main thread at once.
+        """
+        reader, writer = socket.socketpair()
+        writer.setblocking(False)
+        previous = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+        try:
+            while True:
+                select.select([reader], [], [])
+                reader.recv(64)  # a handler that did not raise: drain, wait again
+        finally:
+            signal.set_wakeup_fd(previous)
+            reader.close()
+            writer.close()
 
     @staticmethod
     def _raise(signum: int, frame: FrameType | None) -> None:
