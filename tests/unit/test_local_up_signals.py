@@ -9,8 +9,11 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
+
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -24,14 +27,21 @@ done = threading.Event()
 other = threading.Thread(target=done.wait, daemon=True)
 other.start()
 with _stop_on_signals() as signals:
-    print(other.native_id, flush=True)
     try:
+        print(other.native_id, flush=True)
         signals.wait()
     except KeyboardInterrupt:
         print("stopped", flush=True)
         sys.exit(0)
 """
 SYS_TGKILL = 234  # x86_64; the test is skipped elsewhere
+SYS_FUTEX, SYS_WRITE = 202, 1
+
+
+def _blocked_in_its_wait(pid: int) -> bool:
+    """The main thread sits in a blocking call that is neither the GIL (futex) nor the print."""
+    call = Path(f"/proc/{pid}/syscall").read_text().split()[0]
+    return call not in {"running", str(SYS_FUTEX), str(SYS_WRITE)}
 
 
 def _signal_thread(pid: int, tid: int, signum: int) -> None:
@@ -51,6 +61,7 @@ def test_a_signal_that_lands_on_another_thread_still_stops_up_at_once(signum):
     try:
         assert child.stdout is not None
         tid = int(child.stdout.readline())
+        wait_for(lambda: _blocked_in_its_wait(child.pid), "the main thread in its wait", timeout=10)
         # When the signal is delivered to that other thread, not the main one
         sent = time.monotonic()
         _signal_thread(child.pid, tid, signum)
