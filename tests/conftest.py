@@ -47,7 +47,7 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 #: these seconds (each test's call in `E2E_LANES=2 pytest -m e2e -n 2` on the 2-core machine,
 #: 2026-12-04 21:55-22:04 UTC, load average 4-6 from other helpers' tests; tools/e2e_timeline.py
 #: tells where each test's time goes); an unlisted test counts 60.
-E2E_LANES = int(os.environ.get("E2E_LANES", "3"))
+E2E_LANES = int(os.environ.get("E2E_LANES", "2"))
 E2E_SECONDS = {
     "test_the_demo_story_holds": 161,
     "test_an_approval_timeout_and_an_abort_in_each_phase_roll_back_and_release_the_lock": 100,
@@ -119,7 +119,10 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 
         def _split_scope(self, nodeid: str) -> str:
             if self.lane_of is None:
-                self.lane_of = e2e_lanes([n for n in self.collection or [] if n.startswith("tests/e2e/")])
+                # never more lanes than workers: a lane's worker stops after it, so a lane left
+                # over would find no worker ("Unexpectedly no active workers available")
+                e2e = [n for n in self.collection or [] if n.startswith("tests/e2e/")]
+                self.lane_of = e2e_lanes(e2e, min(E2E_LANES, self.numnodes))
             return self.lane_of.get(nodeid, nodeid)
 
         def _reschedule(self, node: Any) -> None:

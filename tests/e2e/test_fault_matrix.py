@@ -35,18 +35,8 @@ pytestmark = pytest.mark.timeout(900)
 
 ROWS = [[12, 80, 3, 20, 1, 1], [40, 55, 1, 35, 12, 0], [3, 99, 6, 5, 0, 3]]
 #: Short windows: a 5 s bake with 10 canary requests asked for, a 3 s watch. These tests judge
-#: faults, not latency: on a loaded CI host (the e2e lanes share 2 cores with the other tiers) a
-#: fresh pod's p99 spikes by tens, at times hundreds, of ms against a 2 ms stable, so the latency
-#: ratio counts only 100 ms above stable and the p99 ceiling is 2 s (the canary's latency rules are
-#: proven in tests/unit/domain/test_canary_analysis.py and by the demo story's defaults).
-FAST = {
-    "bake_seconds": 5,
-    "watch_seconds": 3,
-    "min_requests": 10,
-    "ready_timeout_seconds": 30,
-    "min_latency_increase_ms": 100,
-    "max_latency_p99_ms": 2000,
-}
+#: faults, not latency (the driver's models tolerate a loaded host's tail latency: conftest.py).
+FAST = {"bake_seconds": 5, "watch_seconds": 3, "min_requests": 10, "ready_timeout_seconds": 30}
 V1 = (1500, 11)
 BETTER = (4000, 12)  # beats version 1 every time (the champion stays v1 while candidates roll back)
 
