@@ -1,7 +1,7 @@
 """Models of every format of issue 13, trained by the `train` program as a pipeline would (the
 onnx one converted by skl2onnx as a team's script would), and the answers of each model file's own
 library, read independently of model_server. Shared by the in-process format tests
-(tests/unit/serving/test_serving_formats.py) and the server-process ones
+(tests/integration/models/test_serving_formats.py) and the server-process ones
 (tests/integration/serving/test_serve_formats.py); model_server is importable only where their
 conftest put serving_image/ on sys.path, so it is imported inside the functions."""
 

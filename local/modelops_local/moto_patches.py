@@ -1,7 +1,7 @@
 """Every patch of moto's internals the local runtime makes, in one place (moto 5.2.5).
 
 `MotoPatches` applies patches and undoes them (LIFO). Each patch replaces one moto symbol listed in
-`PATCHED_SYMBOLS`; `tests/unit/local/runtime/test_moto_patch_guards.py` fails loudly when one of
+`PATCHED_SYMBOLS`; `tests/integration/local/runtime/test_moto_patch_guards.py` fails loudly when one of
 them moves or changes signature.
 
 - `route_lambda(invoker)`: Lambda Invoke (RequestResponse, Event, DryRun) runs the function in the

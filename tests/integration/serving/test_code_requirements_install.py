@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from model_server import code_requirements
 
-from tests.unit.serving.test_serving_script_mode import TIER, _train, _unseen_rows
+from tests.integration.models.test_serving_script_mode import TIER, _train, _unseen_rows
 
 ROOT = Path(__file__).resolve().parents[3]
 CODE = ROOT / "tests" / "model_code" / "with_requirements"

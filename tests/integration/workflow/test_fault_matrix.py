@@ -352,7 +352,7 @@ TRAINING_AND_BUILD_FAULTS: dict[str, tuple[Callable[[Harness], None], str, str]]
         "MaxRuntimeExceeded",
     ),
     # a corrupt source zip: CodeBuild fails the build in DOWNLOAD_SOURCE (the local CodeBuild does:
-    # tests/unit/local/test_codebuild_local.py, corrupt_source)
+    # tests/integration/local/test_codebuild_local.py, corrupt_source)
     "image build fails": (
         lambda h: setattr(
             h,

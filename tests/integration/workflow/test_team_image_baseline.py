@@ -18,10 +18,10 @@ import pytest
 from modelops_local.aws_server import InProcessAws
 from modelops_local.codebuild import LocalCodeBuild, package_source, unpack_reference
 from modelops_local.moto_patches import MotoPatches
+from tests.integration.local.test_codebuild_local import METADATA, MODEL_FILES
 from tests.integration.workflow.harness import BUCKET, REGION, ROOT
 from tests.integration.workflow.test_judge_job import TEAM_IMAGE
 from tests.integration.workflow.test_workflow import run
-from tests.unit.local.test_codebuild_local import METADATA, MODEL_FILES
 
 BUILD_TIMEOUT = 180.0  # the build runs bash, the shims and the Dockerfile (native compile included)
 

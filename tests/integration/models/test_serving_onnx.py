@@ -21,10 +21,10 @@ from model_server.onnx_model import graph_class_labels, load_onnx
 from model_server.train import main
 
 from modelops_local.sample_data import CHURN_FEATURES, CHURN_LABEL, churn_rows, generate_churn_csv
+from tests.integration.models.test_serving_script_mode import TIER, _code, _failure, _job
 from tests.multiclass_data import TIER_NUMERIC, TIERS, tier_rows
 from tests.regression_data import PRICE_FEATURES, PRICE_LABEL, generate_price_csv
 from tests.unit.serving.test_serving_multiclass import _invoke
-from tests.unit.serving.test_serving_script_mode import TIER, _code, _failure, _job
 
 skl2onnx = pytest.importorskip("skl2onnx")
 
