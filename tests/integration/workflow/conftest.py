@@ -34,6 +34,7 @@ def harness(kube, monkeypatch, offline_aws):
     ):
         patches.parse_definitions_once()  # AWS compiles a definition once; moto would per execution
         patches.memoize_timestamp_parsing()  # botocore's dateutil parsing: half of a 1,000-key listing
+        patches.reuse_interpreter_clients()  # moto's interpreter: a new client per Task otherwise
         patches.task_failure_cause()  # SendTaskFailure's cause reaches the task's error, as on AWS
         patches.scale_retry_waits(RETRY_WAIT_SCALE)
         harness = Harness(kube, monkeypatch, patches)

@@ -134,6 +134,20 @@ def run_machine(definition: dict, invoker: InProcessLambda, payload: dict) -> tu
         return described, sfn.get_execution_history(executionArn=execution)["events"]
 
 
+def finished(sfn: Any, arns: list[str], timeout: float = 20) -> dict[str, dict]:
+    """DescribeExecution of each execution once none is RUNNING (bounded wait)."""
+    deadline = time.monotonic() + timeout
+    described: dict[str, dict] = {}
+    while len(described) < len(arns):
+        assert time.monotonic() < deadline, "executions did not finish"
+        for arn in arns:
+            result = sfn.describe_execution(executionArn=arn)
+            if result["status"] != "RUNNING":
+                described[arn] = result
+        time.sleep(0.05)
+    return described
+
+
 def test_step_functions_catches_the_exception_class_name(aws):
     # Given a state machine whose Task (plain function ARN) catches DatasetRejectedError
     invoker = InProcessLambda(overrides={"validate": reject})
@@ -416,15 +430,7 @@ def test_a_definition_parsed_once_still_runs_each_execution_on_its_own_input(aws
             ]
             for n in range(-3, 5)
         ]
-        deadline = time.monotonic() + 20
-        described = {}
-        while len(described) < len(arns):
-            assert time.monotonic() < deadline, "executions did not finish"
-            for arn in arns:
-                result = sfn.describe_execution(executionArn=arn)
-                if result["status"] != "RUNNING":
-                    described[arn] = result
-            time.sleep(0.05)
+        described = finished(sfn, arns)
     # Then the definition was parsed once and each execution followed its own input
     assert len(parses) == 1
     for n, arn in zip(range(-3, 5), arns, strict=True):
@@ -434,6 +440,65 @@ def test_a_definition_parsed_once_still_runs_each_execution_on_its_own_input(aws
             }
         else:
             assert described[arn]["status"] == "FAILED" and described[arn]["error"] == "NotPositiveError"
+
+
+def test_interpreter_tasks_share_one_client_per_service_and_each_gets_its_own_answer(aws, monkeypatch):
+    # Given a state machine whose two Lambda Tasks (a plain function ARN and lambda:invoke) each
+    # add to the input, and a count of the clients moto's interpreter creates
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task import lambda_eval_utils
+    from moto.stepfunctions.parser.asl.utils import boto_client
+
+    mine = lambda_eval_utils.boto_client_for
+    created: list[str] = []
+    original = boto_client.boto_client_for
+
+    def counting(region: str, service: str, state_credentials: Any = None) -> Any:
+        created.append(service)
+        return original(region=region, service=service, state_credentials=state_credentials)
+
+    monkeypatch.setattr(boto_client, "boto_client_for", counting)
+    invoker = InProcessLambda(overrides={"add": lambda event, context: {"n": event["n"] + event["by"]}})
+    arn = create_function("add")
+    register(invoker, "add", arn)
+    definition = {
+        "StartAt": "Plain",
+        "States": {
+            "Plain": {
+                "Type": "Task",
+                "Resource": arn,
+                "Parameters": {"n.$": "$.n", "by": 1},
+                "Next": "Invoke",
+            },
+            "Invoke": {
+                "Type": "Task",
+                "Resource": "arn:aws:states:::lambda:invoke",
+                "Parameters": {"FunctionName": arn, "Payload": {"n.$": "$.n", "by": 10}},
+                "OutputPath": "$.Payload",
+                "End": True,
+            },
+        },
+    }
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    machine = create_machine(definition)
+    with MotoPatches() as patches:
+        patches.route_lambda(invoker)
+        patches.reuse_interpreter_clients()
+        # When eight executions with different inputs run at once (16 Tasks)
+        arns = [
+            sfn.start_execution(stateMachineArn=machine, name=f"e{n}", input=json.dumps({"n": n}))[
+                "executionArn"
+            ]
+            for n in range(8)
+        ]
+        described = finished(sfn, arns)
+    # Then one Lambda client served all 16 Tasks, and each execution got its own answer
+    assert created == ["lambda"]
+    for n, arn_ in enumerate(arns):
+        assert described[arn_]["status"] == "SUCCEEDED" and json.loads(described[arn_]["output"]) == {
+            "n": n + 11
+        }, described[arn_]
+    # And undoing the patch gives moto its own function back
+    assert lambda_eval_utils.boto_client_for is mine
 
 
 def test_timestamps_parsed_once_parse_as_botocore_does():
