@@ -11,7 +11,7 @@ PY := $(VENV)/bin/python
 # Template checks run offline: a region and dummy credentials, never a real account.
 AWS_OFFLINE := AWS_DEFAULT_REGION=us-east-1 AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing SAM_CLI_TELEMETRY=0
 
-.PHONY: demo test check static install lint typecheck template unit integration e2e bench bench-serving clean
+.PHONY: demo test check static install lint typecheck template template-sam template-lint template-checkov unit integration e2e bench bench-serving clean
 
 $(VENV)/.installed: pyproject.toml local/pyproject.toml constraints.txt
 	@echo "==> creating $(VENV) and installing modelops and its local runtime, modelops-local (first run: about a minute)"
@@ -46,11 +46,19 @@ typecheck: $(VENV)/.installed
 # Security scans with zero findings: each skip is justified beside its resource (template.yaml's
 # Metadata). cfn-lint runs a second time with awslabs' serverless rules; checkov scans the template
 # and the Kubernetes manifests rendered for an example model (it cannot read their placeholders).
-template: $(VENV)/.installed $(SAMVENV)/.installed $(CHECKOVVENV)/.installed
+# Three independent single-process groups (about 20 s each on a clean clone), so `make -j` runs
+# them side by side with mypy.
+template: template-sam template-lint template-checkov
+
+template-sam: $(SAMVENV)/.installed
 	$(AWS_OFFLINE) $(SAMVENV)/bin/sam validate --lint --template template.yaml
 	$(AWS_OFFLINE) $(SAMVENV)/bin/sam build --template template.yaml --build-dir .aws-sam/build
+
+template-lint: $(VENV)/.installed $(CHECKOVVENV)/.installed
 	$(AWS_OFFLINE) $(VENV)/bin/cfn-lint template.yaml
 	$(AWS_OFFLINE) $(CHECKOVVENV)/bin/cfn-lint template.yaml --append-rules cfn_lint_serverless.rules
+
+template-checkov: $(VENV)/.installed $(CHECKOVVENV)/.installed
 	$(CHECKOVVENV)/bin/checkov --skip-download --compact --quiet --framework cloudformation -f template.yaml
 	$(PY) -m modelops_local.manifests .aws-sam/k8s-rendered
 	$(CHECKOVVENV)/bin/checkov --skip-download --compact --quiet --framework kubernetes -d .aws-sam/k8s-rendered
@@ -82,7 +90,7 @@ E2E_LANES ?= 2
 TEST_WORKERS ?= 2
 test:
 	@echo "==> $$(date +%T) installing the three venvs, then lint, types and the template checks, side by side (each target's output when it ends; under 2 min on a clean clone)"
-	@$(MAKE) --no-print-directory -j3 --output-sync=target static
+	@$(MAKE) --no-print-directory -j4 --output-sync=target static
 	@echo "==> $$(date +%T) the integration tests that need the cores to themselves (marker 'alone')"
 	$(VENV)/bin/pytest -m "integration and alone" --durations=10 $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS))
 	@echo "==> $$(date +%T) the e2e tier in $(E2E_LANES) lane(s); beside it the unit tier and the rest of the integration tier (log: .beside-e2e.log, shown at the end)"

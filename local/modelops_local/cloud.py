@@ -188,6 +188,7 @@ class LocalCloud:
         patches.s3_policy_conditions()
         patches.execution_status_events(self._emit_event)
         patches.task_failure_cause()
+        patches.execution_history_pages()
         patches.serialize_dynamodb()
         # Speed-ups only: each definition parsed once, not per execution (a burst's hundreds of
         # executions spent most of this process's time in moto's ANTLR parser), each timestamp

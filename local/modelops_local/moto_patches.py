@@ -25,6 +25,12 @@ them moves or changes signature.
   emitted then, and it stays ABORTED. moto's interpreter otherwise keeps a stopped execution
   RUNNING until its current task ends (a bake's task-token wait: until its timeout) and then
   reports it FAILED with that task's error.
+- `execution_history_pages()`: GetExecutionHistory pages as AWS documents it: `maxResults` events
+  per call (default 100, at most 1000), `nextToken` for the rest (an unknown token: 400
+  InvalidToken), `reverseOrder` (newest first) and `includeExecutionData` (false: no input or
+  output in any event). moto ignores all four and returns the whole history with every state's
+  input and output (hundreds of kilobytes for one of our runs), so a client following a run
+  re-read, and moto re-serialised, the whole of it on every poll.
 - `task_failure_cause()`: SendTaskFailure's `cause` reaches the failed task's error (its Catch's
   `Cause`, the execution's cause), as on AWS; moto's API handler passes on the error only.
 - `parse_definitions_once()`: moto's interpreter parses a state machine's definition (ANTLR, about
@@ -172,6 +178,7 @@ PATCHED_SYMBOLS: list[tuple[str, str, tuple[str, ...] | None]] = [
         ("self", "stop_date", "error", "cause"),
     ),
     ("moto.stepfunctions.responses", "StepFunctionResponse.send_task_failure", ("self",)),
+    ("moto.stepfunctions.responses", "StepFunctionResponse.get_execution_history", ("self",)),
     (
         "moto.stepfunctions.parser.models",
         "StepFunctionsParserBackend.send_task_failure",
@@ -490,6 +497,27 @@ class MotoPatches:
         self._replace(Execution, "stop", stop)
         self._replace(BaseExecutionWorkerCommunication, "terminated", terminated)
 
+    def execution_history_pages(self) -> None:
+        """GetExecutionHistory honours maxResults, nextToken, reverseOrder and includeExecutionData."""
+        from moto.core.responses import ActionResult
+        from moto.stepfunctions.responses import StepFunctionResponse
+
+        def get_execution_history(response: Any) -> Any:
+            arn = response._get_param("executionArn")
+            events = list(response.stepfunction_backend.get_execution_history(arn)["events"])
+            return ActionResult(
+                history_page(
+                    events,
+                    arn,
+                    max_results=response._get_param("maxResults"),
+                    next_token=response._get_param("nextToken"),
+                    reverse=bool(response._get_param("reverseOrder", False)),
+                    include_data=response._get_param("includeExecutionData", True) is not False,
+                )
+            )
+
+        self._replace(StepFunctionResponse, "get_execution_history", get_execution_history)
+
     def task_failure_cause(self) -> None:
         """SendTaskFailure passes its `cause` on to the waiting task (see the module doc)."""
         from moto.core.responses import EmptyResult
@@ -678,6 +706,52 @@ class MotoPatches:
 
 
 # ---------------------------------------------------------------------- Step Functions events
+#: An event's execution data: what GetExecutionHistory leaves out with includeExecutionData false.
+EXECUTION_DATA = ("input", "output")
+
+
+def history_page(
+    events: list[dict[str, Any]],
+    arn: str,
+    *,
+    max_results: int | None = None,
+    next_token: str | None = None,
+    reverse: bool = False,
+    include_data: bool = True,
+) -> dict[str, Any]:
+    """One page of an execution's history events (oldest first, or newest first if `reverse`), as
+    GetExecutionHistory returns it: `max_results` events (0 or None: 100), a `nextToken` when more
+    follow. The token names the execution, the order and the last event returned, so events the
+    execution adds meanwhile neither repeat nor shift a page; any other token raises InvalidToken."""
+    limit = max_results or 100
+    if not 1 <= limit <= 1000:
+        raise _aws_error("ValidationException", f"maxResults must be between 0 and 1000, got {limit}", 400)
+    ordered = events[::-1] if reverse else events
+    if next_token:
+        try:
+            token = json.loads(base64.b64decode(next_token, validate=True))
+            if token["arn"] != arn or token["reverse"] != reverse:
+                raise ValueError("another execution's or order's token")
+            last = int(token["last"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise _aws_error("InvalidToken", f"Invalid Token: {exc}", 400) from exc
+        ordered = [e for e in ordered if (e["id"] < last if reverse else e["id"] > last)]
+    page = ordered[:limit]
+    result: dict[str, Any] = {"events": page if include_data else [_without_execution_data(e) for e in page]}
+    if len(ordered) > limit:
+        token_text = json.dumps({"arn": arn, "reverse": reverse, "last": page[-1]["id"]})
+        result["nextToken"] = base64.b64encode(token_text.encode()).decode()
+    return result
+
+
+def _without_execution_data(event: dict[str, Any]) -> dict[str, Any]:
+    stripped = dict(event)
+    for key, value in event.items():
+        if key.endswith("EventDetails") and isinstance(value, dict):
+            stripped[key] = {k: v for k, v in value.items() if k not in EXECUTION_DATA}
+    return stripped
+
+
 def execution_status_change_event(execution: Any) -> dict[str, Any]:
     """The EventBridge event AWS sends when `execution` (moto's parser Execution) changes status.
 

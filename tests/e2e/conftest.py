@@ -19,6 +19,7 @@ from modelops.config import ModelConfig, load_config_file
 from modelops_local.cloud import ROOT, LocalCloud, LocalSettings
 from modelops_local.demo import RunResult, find_new_execution_arn, follow
 from modelops_local.sample_data import generate_churn_csv
+from tests.e2e.sfn_history import history
 from tests.waiting import wait_for
 
 T = TypeVar("T")
@@ -201,7 +202,7 @@ def _timeline(request: pytest.FixtureRequest) -> Iterator[None]:
     runs = []
     for execution in executions:
         arn = execution["executionArn"]
-        events = sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
+        events = history(sfn, arn)
         stop = execution.get("stopDate")
         runs.append(
             {

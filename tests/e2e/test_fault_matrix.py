@@ -30,6 +30,7 @@ import pytest
 from modelops.config import ModelConfig
 
 from modelops_local.demo import SteadyTraffic, find_new_execution_arn
+from tests.e2e.sfn_history import history
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -78,7 +79,7 @@ class Run:
         return self.arn.rsplit(":", 1)[-1]
 
     def states(self) -> list[tuple[float, str]]:
-        events = self.sfn.get_execution_history(executionArn=self.arn, maxResults=1000)["events"]
+        events = history(self.sfn, self.arn)
         return [
             (e["timestamp"].timestamp(), e["stateEnteredEventDetails"]["name"])
             for e in events
@@ -87,7 +88,7 @@ class Run:
 
     def failures(self) -> list[tuple[str, str]]:
         """(error, cause) of every task that failed in the run (each one the workflow retried or caught)."""
-        events = self.sfn.get_execution_history(executionArn=self.arn, maxResults=1000)["events"]
+        events = history(self.sfn, self.arn, data=True)
         details = [
             e.get("lambdaFunctionFailedEventDetails") or e.get("taskFailedEventDetails") for e in events
         ]

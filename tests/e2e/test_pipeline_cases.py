@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from modelops_local.demo import SteadyTraffic
+from tests.e2e.sfn_history import history
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -47,7 +48,7 @@ def test_first_deploy_then_a_tie_is_rejected_then_a_watch_alarm_restores_the_pre
     arn = driver.wait_for(lambda: next(iter(driver.executions() - known), None), "the v2 execution")
 
     def in_watch() -> bool:
-        events = sfn.get_execution_history(executionArn=arn, maxResults=1000, reverseOrder=True)["events"]
+        events = history(sfn, arn, reverse=True)
         return any(
             e["type"] == "TaskStateEntered" and e["stateEnteredEventDetails"]["name"] == "Watch"
             for e in events
@@ -59,8 +60,8 @@ def test_first_deploy_then_a_tie_is_rejected_then_a_watch_alarm_restores_the_pre
     driver.wait_for(lambda: in_watch() or ended(), "the Watch state", timeout=240)
     if not in_watch():
         traffic.stop()
-        history = driver.cloud.store().query_docs("e2e-watch", "HISTORY#", limit=1)
-        raise AssertionError(f"v2 never reached Watch: {history}")
+        records = driver.cloud.store().query_docs("e2e-watch", "HISTORY#", limit=1)
+        raise AssertionError(f"v2 never reached Watch: {records}")
     time.sleep(1)  # the watch token is registered by the state's own invocation
     assert driver.image(config) != v1_image  # promoted: stable runs v2 now
     prefix = driver.cloud.info.alarm_prefix
@@ -178,7 +179,7 @@ def test_a_burst_of_uploads_never_runs_two_rollouts_and_ends_on_the_newest_data(
     arns = driver.executions() - known
     trained = []
     for arn in arns:
-        events = sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
+        events = history(sfn, arn)
         entered = {
             e["stateEnteredEventDetails"]["name"]: e["timestamp"]
             for e in events
@@ -380,7 +381,7 @@ def _post(url: str, body: dict) -> dict:
 def _smoke_test_input(driver, execution_arn: str) -> dict:
     """The SmokeTest state's input in the execution's history (its dataset's smoke sample)."""
     sfn = driver.cloud.client("stepfunctions")
-    events = sfn.get_execution_history(executionArn=execution_arn, maxResults=1000)["events"]
+    events = history(sfn, execution_arn, data=True)
     return next(
         json.loads(e["stateEnteredEventDetails"]["input"])
         for e in events

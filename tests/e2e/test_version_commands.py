@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from modelops_cli.main import main
+from tests.e2e.sfn_history import history
 
 pytestmark = pytest.mark.timeout(600)
 MODEL = "e2e-gate"
@@ -77,7 +78,7 @@ def test_approved_versions_are_promoted_and_rollback_to_brings_the_first_back(
     )
     states = [
         state
-        for event in sfn.get_execution_history(executionArn=restore, maxResults=1000)["events"]
+        for event in history(sfn, restore)
         if (state := (event.get("stateEnteredEventDetails") or {}).get("name"))
     ]
     assert "PrepareRestore" in states and "StartTraining" not in states and "SmokeTest" in states

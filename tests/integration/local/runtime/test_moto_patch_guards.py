@@ -501,6 +501,72 @@ def test_interpreter_tasks_share_one_client_per_service_and_each_gets_its_own_an
     assert lambda_eval_utils.boto_client_for is mine
 
 
+def test_execution_history_pages_as_aws_documents(aws):
+    # Given an execution of ten Pass states, each passing on a payload (its input and output)
+    states = {
+        f"P{i}": {"Type": "Pass", "Result": {"payload": "x" * 100}, "Next": f"P{i + 1}"} for i in range(10)
+    }
+    states["P10"] = {"Type": "Succeed"}
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    machine = create_machine({"StartAt": "P0", "States": states})
+    with MotoPatches() as patches:
+        patches.execution_history_pages()
+        arn = sfn.start_execution(stateMachineArn=machine, name="e1", input="{}")["executionArn"]
+        finished(sfn, [arn])
+        whole = sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
+        ids = [e["id"] for e in whole]
+        # Then one call returns at most maxResults events (100 by default) and a token for the rest
+        assert (
+            len(whole) > 20
+            and ids == sorted(ids)
+            and "nextToken" not in sfn.get_execution_history(executionArn=arn)
+        )
+        paged, kwargs = [], {"executionArn": arn, "maxResults": 7, "reverseOrder": True}
+        while True:
+            page = sfn.get_execution_history(**kwargs)
+            assert len(page["events"]) <= 7
+            paged += page["events"]
+            if "nextToken" not in page:
+                break
+            kwargs["nextToken"] = page["nextToken"]
+        # And the pages, newest first, are the whole history reversed, each event once
+        assert [e["id"] for e in paged] == ids[::-1]
+        # And without execution data no event carries a state's input or output
+        bare = sfn.get_execution_history(executionArn=arn, maxResults=1000, includeExecutionData=False)[
+            "events"
+        ]
+        assert [e["id"] for e in bare] == ids
+        entered = [e["stateEnteredEventDetails"] for e in bare if "stateEnteredEventDetails" in e]
+        assert [d["name"] for d in entered][:3] == ["P0", "P1", "P2"]
+        assert not any(
+            "input" in d or "output" in d for e in bare for k, d in e.items() if k.endswith("Details")
+        )
+        assert "x" * 100 in json.dumps(whole, default=str) and "x" * 100 not in json.dumps(bare, default=str)
+        # And a token of another order, a made-up token or maxResults over 1000 is refused
+        token = sfn.get_execution_history(executionArn=arn, maxResults=2)["nextToken"]
+        for bad in (
+            {"maxResults": 2, "nextToken": token, "reverseOrder": True},
+            {"nextToken": "not-a-token"},
+            {"maxResults": 1001},
+        ):
+            with pytest.raises(ClientError) as refused:
+                sfn.get_execution_history(executionArn=arn, **bad)
+            assert refused.value.response["Error"]["Code"] in {"InvalidToken", "ValidationException"}, bad
+
+
+def test_a_history_page_after_a_token_neither_repeats_nor_skips_events_added_meanwhile():
+    from modelops_local.moto_patches import history_page
+
+    events = [{"id": i, "type": "Pass"} for i in range(1, 11)]
+    first = history_page(events, "arn:e", max_results=3, reverse=True)
+    assert [e["id"] for e in first["events"]] == [10, 9, 8]
+    events += [{"id": 11, "type": "Pass"}, {"id": 12, "type": "Pass"}]  # the execution went on
+    second = history_page(events, "arn:e", max_results=3, reverse=True, next_token=first["nextToken"])
+    assert [e["id"] for e in second["events"]] == [7, 6, 5]
+    with pytest.raises(Exception, match="InvalidToken|Invalid Token"):
+        history_page(events, "arn:other", max_results=3, reverse=True, next_token=first["nextToken"])
+
+
 def test_timestamps_parsed_once_parse_as_botocore_does():
     import botocore.parsers
     import botocore.utils
