@@ -79,9 +79,7 @@ e2e: $(VENV)/.installed
 # 2. The integration tests marked `alone` on TEST_WORKERS pytest-xdist workers, with the cores to
 #    themselves: timing goals (1,000 uploads delivered within a minute, 20 models holding their
 #    locks together), real `serve` and pod processes on deadlines (tests/conftest.py, ALONE); each
-#    test a unit of work, the slowest first (SLOW_FIRST_SECONDS). Three workers on the two cores:
-#    these tests wait on real processes and deadlines, and two workers left the cores 23% idle
-#    (vmstat; 320 s), three 9% (260 s).
+#    test a unit of work, the slowest first (SLOW_FIRST_SECONDS).
 # 3. The end-to-end tests in E2E_LANES lanes, each a worker with its own local runtime (balanced by
 #    measured seconds, tests/conftest.py), and beside them, in one process, the unit tier and then
 #    the rest of the integration tier: the lanes mostly wait out bake and watch windows (about half
@@ -89,7 +87,7 @@ e2e: $(VENV)/.installed
 #    to .beside-e2e.log, shown when both are done; either failing fails the run; bounded).
 # E2E_LANES=1 TEST_WORKERS=1: no pytest-xdist workers.
 E2E_LANES ?= 2
-TEST_WORKERS ?= 3
+TEST_WORKERS ?= 2
 test:
 	@echo "==> $$(date +%T) installing the three venvs, then lint, types and the template checks, side by side (each target's output when it ends; under 2 min on a clean clone)"
 	@$(MAKE) --no-print-directory -j4 --output-sync=target static
