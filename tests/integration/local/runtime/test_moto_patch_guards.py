@@ -117,23 +117,6 @@ def create_machine(definition: dict) -> str:
     )
 
 
-def run_machine(definition: dict, invoker: InProcessLambda, payload: dict) -> tuple[dict, list[dict]]:
-    """Create the state machine, run one execution with Lambda routed to `invoker` (bounded wait);
-    returns DescribeExecution and the execution's history events."""
-    sfn = boto3.client("stepfunctions", region_name=REGION)
-    machine = create_machine(definition)
-    with MotoPatches() as patches:
-        patches.route_lambda(invoker)
-        execution = sfn.start_execution(stateMachineArn=machine, name="e1", input=json.dumps(payload))[
-            "executionArn"
-        ]
-        deadline = time.monotonic() + 20
-        while (described := sfn.describe_execution(executionArn=execution))["status"] == "RUNNING":
-            assert time.monotonic() < deadline, "execution did not finish"
-            time.sleep(0.05)
-        return described, sfn.get_execution_history(executionArn=execution)["events"]
-
-
 def finished(sfn: Any, arns: list[str], timeout: float = 20) -> dict[str, dict]:
     """DescribeExecution of each execution once none is RUNNING (bounded wait)."""
     deadline = time.monotonic() + timeout
@@ -146,6 +129,20 @@ def finished(sfn: Any, arns: list[str], timeout: float = 20) -> dict[str, dict]:
                 described[arn] = result
         time.sleep(0.05)
     return described
+
+
+def run_machine(definition: dict, invoker: InProcessLambda, payload: dict) -> tuple[dict, list[dict]]:
+    """Create the state machine, run one execution with Lambda routed to `invoker` (bounded wait);
+    returns DescribeExecution and the execution's history events."""
+    sfn = boto3.client("stepfunctions", region_name=REGION)
+    machine = create_machine(definition)
+    with MotoPatches() as patches:
+        patches.route_lambda(invoker)
+        execution = sfn.start_execution(stateMachineArn=machine, name="e1", input=json.dumps(payload))[
+            "executionArn"
+        ]
+        described = finished(sfn, [execution])[execution]
+        return described, sfn.get_execution_history(executionArn=execution)["events"]
 
 
 def test_step_functions_catches_the_exception_class_name(aws):
@@ -661,10 +658,7 @@ def test_held_executions_evaluate_nothing_until_released(aws):
         assert not [e for e in history if e["type"].endswith("StateEntered")]
         # When released, Then it runs to its end (bounded wait)
         released.set()
-        deadline = time.monotonic() + 10
-        while sfn.describe_execution(executionArn=arn)["status"] == "RUNNING" and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert sfn.describe_execution(executionArn=arn)["status"] == "SUCCEEDED"
+        assert finished(sfn, [arn], timeout=10)[arn]["status"] == "SUCCEEDED"
 
 
 def test_a_task_failure_carries_its_cause_to_the_waiting_task(aws):
