@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 
-def history(sfn: Any, arn: str, *, data: bool = False, reverse: bool = False) -> list[dict[str, Any]]:
+def history(sfn: Any, arn: str, *, data: bool = False) -> list[dict[str, Any]]:
     """Every history event of the execution, page by page (GetExecutionHistory gives at most 1,000
     a call); without the states' input and output unless `data`, which the tests rarely read."""
     events: list[dict[str, Any]] = []
@@ -13,7 +13,6 @@ def history(sfn: Any, arn: str, *, data: bool = False, reverse: bool = False) ->
         "executionArn": arn,
         "maxResults": 1000,
         "includeExecutionData": data,
-        "reverseOrder": reverse,
     }
     for _ in range(25):
         page = sfn.get_execution_history(**kwargs)

@@ -48,7 +48,7 @@ def test_first_deploy_then_a_tie_is_rejected_then_a_watch_alarm_restores_the_pre
     arn = driver.wait_for(lambda: next(iter(driver.executions() - known), None), "the v2 execution")
 
     def in_watch() -> bool:
-        events = history(sfn, arn, reverse=True)
+        events = history(sfn, arn)
         return any(
             e["type"] == "TaskStateEntered" and e["stateEnteredEventDetails"]["name"] == "Watch"
             for e in events
