@@ -7,28 +7,41 @@ PYTHON ?= python3.11
 VENV := .venv
 SAMVENV := .venv-sam
 CHECKOVVENV := .venv-checkov
+UV := .tools/uv/bin/uv
+UV_PIP := $(UV) pip install --quiet
 PY := $(VENV)/bin/python
 # Template checks run offline: a region and dummy credentials, never a real account.
 AWS_OFFLINE := AWS_DEFAULT_REGION=us-east-1 AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing SAM_CLI_TELEMETRY=0
 
 .PHONY: demo test check static install lint typecheck template template-sam template-lint template-checkov unit integration e2e bench bench-serving clean
 
-$(VENV)/.installed: pyproject.toml local/pyproject.toml constraints.txt
-	@echo "==> creating $(VENV) and installing modelops and its local runtime, modelops-local (first run: about a minute)"
+# uv installs the venvs: the same versions pip resolves (compared with `pip freeze` on all three),
+# in about a tenth of the time (13 s of CPU for the three against pip's 130 s on this machine).
+# Pinned in requirements-uv.txt; pip puts it in .tools/uv, outside every venv.
+$(UV): requirements-uv.txt
+	@echo "==> installing uv, the venvs' installer, into .tools/uv"
+	@rm -rf .tools/uv
+	@$(PYTHON) -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --target .tools/uv -r requirements-uv.txt $(QUIET_PIP)
+	@touch $@
+
+# .venv keeps the pip its Python ships (python -m venv): the local runtime's model builds run
+# `python -m pip install` for a team's code requirements.
+$(VENV)/.installed: pyproject.toml local/pyproject.toml constraints.txt $(UV)
+	@echo "==> creating $(VENV) and installing modelops and its local runtime, modelops-local (first run: about 20 s)"
 	@$(PYTHON) -m venv $(VENV)
-	@$(PY) -m pip install --quiet --no-compile --disable-pip-version-check -c constraints.txt -e '.[dev]' -e ./local $(QUIET_PIP)
+	@$(UV_PIP) --python $(PY) -c constraints.txt -e '.[dev]' -e ./local
 	@touch $@
 
-$(SAMVENV)/.installed: requirements-sam.txt
+$(SAMVENV)/.installed: requirements-sam.txt $(UV)
 	@echo "==> installing aws-sam-cli into $(SAMVENV) (its pins conflict with the project's, so it lives apart)"
-	@$(PYTHON) -m venv $(SAMVENV)
-	@$(SAMVENV)/bin/pip install --quiet --no-compile --disable-pip-version-check -r requirements-sam.txt $(QUIET_PIP)
+	@$(UV) venv --quiet --allow-existing --python $(PYTHON) $(SAMVENV)
+	@$(UV_PIP) --python $(SAMVENV)/bin/python -r requirements-sam.txt
 	@touch $@
 
-$(CHECKOVVENV)/.installed: requirements-checkov.txt
+$(CHECKOVVENV)/.installed: requirements-checkov.txt $(UV)
 	@echo "==> installing checkov and cfn-lint's serverless rules into $(CHECKOVVENV) (checkov's pins conflict with the project's)"
-	@$(PYTHON) -m venv $(CHECKOVVENV)
-	@$(CHECKOVVENV)/bin/pip install --quiet --no-compile --disable-pip-version-check -r requirements-checkov.txt $(QUIET_PIP)
+	@$(UV) venv --quiet --allow-existing --python $(PYTHON) $(CHECKOVVENV)
+	@$(UV_PIP) --python $(CHECKOVVENV)/bin/python -r requirements-checkov.txt
 	@touch $@
 
 install: $(VENV)/.installed
@@ -73,9 +86,9 @@ e2e: $(VENV)/.installed
 	$(VENV)/bin/pytest -m e2e
 
 # `make test`, in three phases (each figure: README, Tests):
-# 1. `static`: the three venvs install side by side (pip --no-compile: Python compiles what is
-#    imported on first import, a fraction of what pip would compile), then lint, mypy and the
-#    template checks.
+# 1. `static`: uv installs the three venvs side by side (it compiles no bytecode: Python compiles
+#    what is imported on first import, a fraction of the whole), then lint, mypy and the template
+#    checks.
 # 2. The integration tests marked `alone` on TEST_WORKERS pytest-xdist workers, with the cores to
 #    themselves: timing goals (1,000 uploads delivered within a minute, 20 models holding their
 #    locks together), real `serve` and pod processes on deadlines (tests/conftest.py, ALONE); each
@@ -125,4 +138,4 @@ bench-serving: $(VENV)/.installed $(BENCH_SERVING_VENV)/.installed
 	$(PY) bench/serving/run.py $(BENCH_SERVING_ARGS)
 
 clean:
-	rm -rf $(VENV) $(SAMVENV) $(CHECKOVVENV) .aws-sam .modelops
+	rm -rf $(VENV) $(SAMVENV) $(CHECKOVVENV) .tools .aws-sam .modelops
