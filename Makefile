@@ -92,23 +92,27 @@ e2e: $(VENV)/.installed
 # 2. The integration tests marked `alone` on TEST_WORKERS pytest-xdist workers, with the cores to
 #    themselves: timing goals (1,000 uploads delivered within a minute, 20 models holding their
 #    locks together), real `serve` and pod processes on deadlines (tests/conftest.py, ALONE); each
-#    test a unit of work, the slowest first (SLOW_FIRST_SECONDS).
+#    test a unit of work, the slowest first (SLOW_FIRST_SECONDS). They leave about a quarter of the
+#    cores idle (waiting on processes and deadlines); the unit tier fills it at nice 10, so it takes
+#    what they leave and little more (tools/beside.py; .beside-alone.log, shown when both are done).
 # 3. The end-to-end tests in E2E_LANES lanes, each a worker with its own local runtime (balanced by
-#    measured seconds, tests/conftest.py), and beside them, in one process, the unit tier and then
-#    the rest of the integration tier: the lanes mostly wait out bake and watch windows (about half
-#    of the 2 cores idle), which that process fills. tools/beside.py runs the two (its output goes
-#    to .beside-e2e.log, shown when both are done; either failing fails the run; bounded).
+#    measured seconds, tests/conftest.py), and beside them, in one process, the rest of the
+#    integration tier: the lanes mostly wait out bake and watch windows, which that process fills.
+#    tools/beside.py runs the two (its output goes to .beside-e2e.log, shown when both are done;
+#    either failing fails the run; bounded).
 # E2E_LANES=1 TEST_WORKERS=1: no pytest-xdist workers.
 E2E_LANES ?= 2
 TEST_WORKERS ?= 2
 test:
 	@echo "==> $$(date +%T) installing the three venvs, then lint, types and the template checks, side by side (each target's output when it ends; under 2 min on a clean clone)"
 	@$(MAKE) --no-print-directory -j4 --output-sync=target static
-	@echo "==> $$(date +%T) the integration tests that need the cores to themselves (marker 'alone')"
-	$(VENV)/bin/pytest -m "integration and alone" --durations=10 $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS))
-	@echo "==> $$(date +%T) the e2e tier in $(E2E_LANES) lane(s); beside it the unit tier and the rest of the integration tier (log: .beside-e2e.log, shown at the end)"
+	@echo "==> $$(date +%T) the integration tests that need the cores to themselves (marker 'alone'); beside them at nice 10, the unit tier (log: .beside-alone.log, shown when both end)"
+	@$(PY) tools/beside.py .beside-alone.log --nice 10 \
+		-- $(VENV)/bin/pytest -m unit -q -n 0 --durations=5 \
+		-- $(VENV)/bin/pytest -m "integration and alone" --durations=10 $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS))
+	@echo "==> $$(date +%T) the e2e tier in $(E2E_LANES) lane(s); beside it the rest of the integration tier (log: .beside-e2e.log, shown at the end)"
 	@$(PY) tools/beside.py .beside-e2e.log \
-		-- $(VENV)/bin/pytest -m "unit or (integration and not alone)" -q -n 0 --durations=10 \
+		-- $(VENV)/bin/pytest -m "integration and not alone" -q -n 0 --durations=10 \
 		-- env E2E_LANES=$(E2E_LANES) $(VENV)/bin/pytest -m e2e --durations=15 $(if $(filter-out 1,$(E2E_LANES)),-n $(E2E_LANES))
 
 # What `make test` checks before the tests: independent, so `make test` runs them in parallel.

@@ -1,7 +1,8 @@
 """Run one command in the foreground and another beside it, its output to a log; `make test` uses it
-to run the unit tier and the rest of the integration tier beside the e2e lanes.
+to run the unit tier beside the `alone` integration tests (at a lower priority: `--nice`), and the
+rest of the integration tier beside the e2e lanes.
 
-    python tools/beside.py LOG -- BESIDE... -- FOREGROUND...
+    python tools/beside.py LOG [--nice N] [--timeout S] -- BESIDE... -- FOREGROUND...
 
 The command beside starts first, with its output in LOG; the foreground command keeps the terminal
 (its progress shows). When the foreground command ends, the one beside gets at most --timeout
@@ -12,21 +13,36 @@ Why not `cmd > LOG & ...` in the Makefile: a non-interactive shell starts a back
 SIGINT ignored, and its children inherit that, so a test that sends SIGINT to a child process (the
 local runtime's Ctrl-C tests) waits in vain, and Ctrl-C on `make test` would leave it running.
 Here both commands get the default SIGINT, and Ctrl-C stops both.
+
+`--nice N` starts the command beside N steps nicer (its children inherit it): it takes the CPU the
+foreground leaves idle and little more, so the foreground's timing is barely touched (at nice 10 the
+kernel gives it about a tenth of what a nice-0 process gets of a contended core).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 
 def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _beside_start(nice: int) -> Callable[[], None]:
+    def start() -> None:
+        _default_sigint()
+        if nice:
+            os.nice(nice)
+
+    return start
 
 
 def _shown(log: str, passed: bool) -> str:
@@ -42,8 +58,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--timeout", type=float, default=1800.0, help="seconds the command beside may outlast"
     )
+    parser.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        choices=range(20),
+        metavar="0-19",
+        help="niceness added to the command beside",
+    )
     if args.count("--") != 2:
-        parser.error("usage: beside.py LOG [--timeout S] -- BESIDE... -- FOREGROUND...")
+        parser.error("usage: beside.py LOG [--nice N] [--timeout S] -- BESIDE... -- FOREGROUND...")
     first = args.index("--")
     second = args.index("--", first + 1)
     options = parser.parse_args(args[:first])
@@ -51,7 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     if not beside or not foreground:
         parser.error("both commands are needed")
     with options.log.open("wb") as out:
-        side = subprocess.Popen(beside, stdout=out, stderr=subprocess.STDOUT, preexec_fn=_default_sigint)
+        side = subprocess.Popen(
+            beside, stdout=out, stderr=subprocess.STDOUT, preexec_fn=_beside_start(options.nice)
+        )
         try:
             front = subprocess.run(foreground, preexec_fn=_default_sigint).returncode
             try:

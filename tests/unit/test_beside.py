@@ -1,9 +1,10 @@
-"""tools/beside.py: `make test` runs the unit tier and the rest of the integration tier beside the e2e
-lanes with it. Both commands' failures count, the log is shown, and the command beside gets the
+"""tools/beside.py: `make test` runs the unit tier beside the `alone` integration tests (niced) and
+the rest of the integration tier beside the e2e lanes with it. Both commands' failures count, the log is shown, and the command beside gets the
 default SIGINT even when `make` started the runner from a shell that ignores it."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -61,3 +62,16 @@ def test_both_commands_get_the_default_sigint_even_when_the_runner_was_started_i
 def test_the_command_beside_is_killed_once_it_outlasts_the_other_by_the_timeout(tmp_path):
     done = _run(tmp_path / "beside.log", _py("import time; time.sleep(60)"), ["true"], "--timeout", "0.5")
     assert done.returncode == 1 and "killed" in done.stdout
+
+
+def test_nice_lowers_the_priority_of_the_command_beside_only(tmp_path):
+    # Given --nice 10 (the unit tier beside the `alone` integration tests)
+    log = tmp_path / "beside.log"
+    show = _py("import os; print('niceness', os.nice(0))")
+    done = _run(log, show, show, "--nice", "10")
+    # Then the command beside (and what it starts) runs 10 steps nicer than the runner; the
+    # foreground keeps the runner's priority
+    assert done.returncode == 0, done.stdout + done.stderr
+    mine = os.nice(0)
+    assert log.read_text() == f"niceness {min(mine + 10, 19)}\n"
+    assert f"niceness {mine}\n" in done.stdout
