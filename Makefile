@@ -13,7 +13,7 @@ PY := $(VENV)/bin/python
 # Template checks run offline: a region and dummy credentials, never a real account.
 AWS_OFFLINE := AWS_DEFAULT_REGION=us-east-1 AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing SAM_CLI_TELEMETRY=0
 
-.PHONY: demo test check static install lint typecheck template template-sam template-lint template-checkov unit integration e2e bench bench-serving clean
+.PHONY: demo test check static venvs unit-beside install lint typecheck template template-sam template-lint template-checkov unit integration e2e bench bench-serving clean
 
 # uv installs the venvs: the same versions pip resolves (compared with `pip freeze` on all three),
 # in about a tenth of the time (13 s of CPU for the three against pip's 130 s on this machine).
@@ -86,15 +86,17 @@ e2e: $(VENV)/.installed
 	$(VENV)/bin/pytest -m e2e
 
 # `make test`, in three phases (each figure: README, Tests):
-# 1. `static`: uv installs the three venvs side by side (it compiles no bytecode: Python compiles
-#    what is imported on first import, a fraction of the whole), then lint, mypy and the template
-#    checks.
+# 1. `venvs`: uv installs the three venvs side by side (no bytecode compiled ahead: compiling all
+#    of .venv costs 38 s of CPU, and the demo story test ran no faster with it).
 # 2. The integration tests marked `alone` on TEST_WORKERS pytest-xdist workers, with the cores to
 #    themselves: timing goals (1,000 uploads delivered within a minute, 20 models holding their
 #    locks together), real `serve` and pod processes on deadlines (tests/conftest.py, ALONE); each
 #    test a unit of work, the slowest first (SLOW_FIRST_SECONDS). They leave about a quarter of the
-#    cores idle (waiting on processes and deadlines); the unit tier fills it at nice 10, so it takes
-#    what they leave and little more (tools/beside.py; .beside-alone.log, shown when both are done).
+#    cores idle (waiting on processes and deadlines); beside them at nice 10, the unit tier and the
+#    static checks (lint, mypy, the template checks: CPU only, no deadline) fill it, taking what the
+#    tests leave and little more (tools/beside.py; .beside-alone.log, shown when both are done). A
+#    lint or type error fails the run at the end of this phase, not before it: `make check` is the
+#    quick loop.
 # 3. The end-to-end tests in E2E_LANES lanes, each a worker with its own local runtime (balanced by
 #    measured seconds, tests/conftest.py), and beside them, in one process, the rest of the
 #    integration tier: the lanes mostly wait out bake and watch windows, which that process fills.
@@ -104,18 +106,23 @@ e2e: $(VENV)/.installed
 E2E_LANES ?= 2
 TEST_WORKERS ?= 2
 test:
-	@echo "==> $$(date +%T) installing the three venvs, then lint, types and the template checks, side by side (each target's output when it ends; under 2 min on a clean clone)"
-	@$(MAKE) --no-print-directory -j4 --output-sync=target static
-	@echo "==> $$(date +%T) the integration tests that need the cores to themselves (marker 'alone'); beside them at nice 10, the unit tier (log: .beside-alone.log, shown when both end)"
+	@echo "==> $$(date +%T) installing the three venvs side by side"
+	@$(MAKE) --no-print-directory -j3 --output-sync=target venvs
+	@echo "==> $$(date +%T) the integration tests that need the cores to themselves (marker 'alone'); beside them at nice 10, the unit tier, lint, types and the template checks (log: .beside-alone.log, shown when both end)"
 	@$(PY) tools/beside.py .beside-alone.log --nice 10 \
-		-- $(VENV)/bin/pytest -m unit -q -n 0 --durations=5 \
+		-- $(MAKE) --no-print-directory -j2 --output-sync=target unit-beside static \
 		-- $(VENV)/bin/pytest -m "integration and alone" --durations=10 $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS))
 	@echo "==> $$(date +%T) the e2e tier in $(E2E_LANES) lane(s); beside it the rest of the integration tier (log: .beside-e2e.log, shown at the end)"
 	@$(PY) tools/beside.py .beside-e2e.log \
 		-- $(VENV)/bin/pytest -m "integration and not alone" -q -n 0 --durations=10 \
 		-- env E2E_LANES=$(E2E_LANES) $(VENV)/bin/pytest -m e2e --durations=15 $(if $(filter-out 1,$(E2E_LANES)),-n $(E2E_LANES))
 
-# What `make test` checks before the tests: independent, so `make test` runs them in parallel.
+venvs: $(VENV)/.installed $(SAMVENV)/.installed $(CHECKOVVENV)/.installed
+
+# The unit tier in one process, as `make test` runs it beside the `alone` tests.
+unit-beside: $(VENV)/.installed
+	$(VENV)/bin/pytest -m unit -q -n 0 --durations=5
+
 static: lint typecheck template
 
 # The edit loop: lint, types and the unit tier (under two minutes).
