@@ -298,7 +298,7 @@ def _events_after(sfn: Any, arn: str, last_id: int) -> list[dict[str, Any]]:
         "executionArn": arn,
         "reverseOrder": True,
         "includeExecutionData": False,
-        "maxResults": 25,  # a poll every half second finds a few new events
+        "maxResults": 10,  # a poll every half second finds a few new events
     }
     for _ in range(1000):
         page = sfn.get_execution_history(**kwargs)
