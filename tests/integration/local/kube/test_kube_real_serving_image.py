@@ -70,7 +70,10 @@ def test_the_real_image_serves_predictions_through_the_service(tmp_path):
         images,
         state_dir=tmp_path / "state",
         on_stdout_line=lambda _meta, line: lines.append(line),
-        probe_scale=0.2,
+        # the manifests' probes at half their periods: a startup budget of 30 s (60 s in the
+        # manifest), which a loaded host needs (at 0.2, 12 s, real pods were killed at startup
+        # again and again beside other tests); a probe still comes every second
+        probe_scale=0.5,
         backoff_scale=0.05,
         max_grace_seconds=3,
     )
@@ -82,7 +85,7 @@ def test_the_real_image_serves_predictions_through_the_service(tmp_path):
             deployment = store.get("deployments", "models", "churn-stable")
             return rollout_status(deployment, container="model", expected_image=built.reference).done
 
-        wait_for("churn-stable rolled out", done, 30, interval=0.1)
+        wait_for("churn-stable rolled out", done, 60, interval=0.1)
         # Then both pods are Ready and the Service answers predictions
         assert len(proxies.endpoints("models", "churn")) == 2
         request = urllib.request.Request(
