@@ -1,6 +1,6 @@
 """Run one command in the foreground and another beside it, its output to a log; `make test` uses it
-to run the unit tier beside the `alone` integration tests (at a lower priority: `--nice`), and the
-rest of the integration tier beside the e2e lanes.
+to run the unit tier and the static checks beside the `alone` integration tests (at a lower
+priority: `--nice`), and the rest of the integration tier beside the e2e lanes.
 
     python tools/beside.py LOG [--nice N] [--timeout S] -- BESIDE... -- FOREGROUND...
 
@@ -16,7 +16,8 @@ Here both commands get the default SIGINT, and Ctrl-C stops both.
 
 `--nice N` starts the command beside N steps nicer (its children inherit it): it takes the CPU the
 foreground leaves idle and little more, so the foreground's timing is barely touched (at nice 10 the
-kernel gives it about a tenth of what a nice-0 process gets of a contended core).
+kernel gives it about a tenth of what a nice-0 process of the same session gets of a contended
+core; a process that starts its own session, as pod and training processes do, is weighed apart).
 """
 
 from __future__ import annotations
