@@ -23,6 +23,7 @@ from modelops_local.iam_conditions import conditions_hold
 from modelops_local.lambda_runtime import FunctionSpec, LambdaThrottledError
 from modelops_local.moto_patches import PATCHED_SYMBOLS, MotoPatches, RouteError
 from tests.in_process_lambda import InProcessLambda
+from tests.waiting import wait_for
 
 REGION = "us-east-1"
 ROLE_POLICY = json.dumps({"Version": "2012-10-17", "Statement": []})
@@ -342,13 +343,13 @@ def test_executions_emit_their_status_change_and_a_stop_aborts_at_once(aws):
         sfn.stop_execution(executionArn=stopped)
         status_after_stop = sfn.describe_execution(executionArn=stopped)["status"]
         done = sfn.start_execution(stateMachineArn=quick, name="q1", input="{}")["executionArn"]
-        # bounded, and over as soon as both have emitted: 10 s was too short for the Pass state's
-        # execution beside the e2e lanes under a CPU hog
-        deadline = time.monotonic() + 30
-        while not {stopped, done} <= {e["detail"]["executionArn"] for e in events}:
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
+        # 30 s: 10 s was too short for the Pass state's execution beside the e2e lanes under a
+        # CPU hog; the wait ends as soon as both have emitted
+        wait_for(
+            lambda: {stopped, done} <= {e["detail"]["executionArn"] for e in events},
+            "both executions' status change events",
+            timeout=30,
+        )
     # Then the stopped one is ABORTED at once (moto alone keeps it RUNNING until its state ends)
     assert status_after_stop == "ABORTED"
     by_arn = {e["detail"]["executionArn"]: e for e in events}
