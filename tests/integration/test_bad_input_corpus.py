@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import shutil
-import subprocess
-import sys
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -47,6 +44,7 @@ from tests.integration.workflow.harness import (
     Harness,
     function_arn,
 )
+from tests.train_program import TrainRun, run_train
 from tests.waiting import wait_for
 
 CORPUS = ROOT / "tests" / "corpus"
@@ -457,23 +455,16 @@ def test_dataset_through_the_train_program(case, hyperparameters, tmp_path):
     channel.mkdir(parents=True)
     shutil.copyfile(case.path, channel / case.file)
     # When `train` runs as SageMaker runs it
-    env = {**os.environ, "SAGEMAKER_BASE_DIR": str(tmp_path), "TRAINING_JOB_NAME": f"corpus-{case.stem}"}
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "serving_image" / "bin" / "train")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_train(tmp_path, f"corpus-{case.stem}")
     failure = tmp_path / "output" / "failure"
     expected = case.spec["expect_train_failure"]
     if expected is None:
         # Then it trains on it anyway: the pipeline's validator is the only gate for this file
-        assert done.returncode == 0, done.stderr[-2000:]
+        assert done.returncode == 0, done.output[-2000:]
         assert not failure.exists()
         return
     # Then it exits 1 with the reason SageMaker reports as FailureReason, and writes no model
-    assert done.returncode == 1, done.stderr[-2000:]
+    assert done.returncode == 1, done.output[-2000:]
     assert failure.read_text(encoding="utf-8") == expected + "\n"
     assert not (tmp_path / "model" / "model.joblib").exists()
 
@@ -504,15 +495,8 @@ def _training_data(kind: str, channel: Path) -> dict[str, str]:
     return TIERS_HYPERPARAMETERS
 
 
-def _run_train(base: Path, name: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "SAGEMAKER_BASE_DIR": str(base), "TRAINING_JOB_NAME": f"corpus-{name}"}
-    return subprocess.run(
-        [sys.executable, str(ROOT / "serving_image" / "bin" / "train")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+def _run_train(base: Path, name: str) -> TrainRun:
+    return run_train(base, f"corpus-{name}")
 
 
 @pytest.fixture(scope="module")
@@ -523,7 +507,7 @@ def tiers_champion(tmp_path_factory) -> Path:
     (base / "input" / "config" / "hyperparameters.json").write_text(json.dumps(TIERS_HYPERPARAMETERS))
     _training_data("tiers", base / "input" / "data" / "train")
     done = _run_train(base, "champion")
-    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.returncode == 0, done.output[-2000:]
     archive = base / "model.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
         for path in sorted((base / "model").iterdir()):
@@ -559,7 +543,7 @@ def test_training_job_input_through_the_train_program(case, hyperparameters, tie
 
     # Then it exits 1 with the one line SageMaker reports as FailureReason (AlgorithmError: ...),
     # and writes no model: nothing downstream has anything to register, build or serve
-    assert done.returncode == 1, done.stderr[-2000:]
+    assert done.returncode == 1, done.output[-2000:]
     assert case.spec["expect_error"] == "AlgorithmError"
     assert (tmp_path / "output" / "failure").read_text(encoding="utf-8") == case.message() + "\n"
     assert not (tmp_path / "model" / "metadata.json").exists()
