@@ -23,7 +23,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import math
@@ -37,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from modelops_local.kube.errors import KubeApiError, NotFoundError
+from modelops_local.kube.jsoncopy import json_copy
 from modelops_local.kube.kubelet import (
     NODE_NAME,
     Backoff,
@@ -123,7 +123,7 @@ def pod_template_hash(template: Mapping[str, Any], collision_count: int = 0) -> 
 
 def template_without_hash(template: Mapping[str, Any]) -> Obj:
     """The template with the pod-template-hash label removed (EqualIgnoreHash compares these)."""
-    copied = copy.deepcopy(dict(template))
+    copied = json_copy(dict(template))
     labels = (copied.get("metadata") or {}).get("labels")
     if isinstance(labels, dict):
         labels.pop(HASH_LABEL, None)
@@ -473,7 +473,7 @@ class ReplicaSetController:
         self._update_status(rs, active)
 
     def _create_pod(self, rs: Obj) -> Obj:
-        template = copy.deepcopy((rs.get("spec") or {}).get("template") or {})
+        template = json_copy((rs.get("spec") or {}).get("template") or {})
         template_meta = template.get("metadata") or {}
         meta: Obj = {
             "generateName": f"{rs['metadata']['name']}-",
@@ -505,7 +505,7 @@ class ReplicaSetController:
         }
         if (rs.get("status") or {}) == status:
             return
-        body = copy.deepcopy(rs)
+        body = json_copy(rs)
         body["status"] = status
         body["metadata"].pop("resourceVersion", None)
         self.store.update(body, "status")
@@ -553,7 +553,7 @@ class DeploymentController:
         new_rs = next((rs for rs in owned if template_without_hash(rs["spec"]["template"]) == template), None)
         old_rs = [rs for rs in owned if rs is not new_rs]
         # conditions as the "old" status after getNewReplicaSet (which may set one)
-        working = copy.deepcopy(deployment.get("status") or {})
+        working = json_copy(deployment.get("status") or {})
         stamp = timestamp(self.clock())
         has_deadline = spec.get("progressDeadlineSeconds") is not None
         max_old_revision = max((_revision(rs) for rs in old_rs), default=0)
@@ -634,9 +634,9 @@ class DeploymentController:
     def _create_rs(self, deployment: Obj, template: Obj, replicas: int, revision: int) -> Obj:
         meta = deployment["metadata"]
         template_hash = pod_template_hash(template)
-        rs_template = copy.deepcopy(template)
+        rs_template = json_copy(template)
         rs_template.setdefault("metadata", {}).setdefault("labels", {})[HASH_LABEL] = template_hash
-        selector = copy.deepcopy(deployment["spec"].get("selector") or {})
+        selector = json_copy(deployment["spec"].get("selector") or {})
         selector.setdefault("matchLabels", {})[HASH_LABEL] = template_hash
         desired = int(deployment["spec"].get("replicas", 1))
         surge, _ = rolling_params(deployment)
@@ -725,11 +725,11 @@ class DeploymentController:
         )
         status = calculate_status(deployment, fresh, new_fresh)
         if working.get("conditions"):
-            status["conditions"] = copy.deepcopy(working["conditions"])
+            status["conditions"] = json_copy(working["conditions"])
         rollout_conditions(deployment, status, new_fresh, self.clock())
         if status == deployment.get("status"):
             return status
-        body = copy.deepcopy(deployment)
+        body = json_copy(deployment)
         body["status"] = status
         body["metadata"].pop("resourceVersion", None)
         self.store.update(body, "status")

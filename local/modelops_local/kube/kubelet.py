@@ -26,7 +26,6 @@ Every stdout line goes to `on_stdout_line(pod_metadata, line)`; stdout and stder
 from __future__ import annotations
 
 import contextlib
-import copy
 import http.client
 import json
 import logging
@@ -45,6 +44,7 @@ from typing import IO, Any
 
 from modelops_local import oci
 from modelops_local.kube.errors import KubeApiError, NotFoundError
+from modelops_local.kube.jsoncopy import json_copy
 from modelops_local.kube.patch import MERGE_PATCH
 from modelops_local.kube.resources import PODS
 from modelops_local.kube.store import KubeStore
@@ -627,7 +627,7 @@ class _Container:
             "restartCount": self.restart_count,
             "started": self.started,
             "state": state,
-            "lastState": copy.deepcopy(self.last_state),
+            "lastState": json_copy(self.last_state),
         }
         if self.process is not None:
             status["containerID"] = f"local://{self.process.pid}"
@@ -748,7 +748,7 @@ class PodWorker(threading.Thread):
         """Copy one output stream of a container to the pod log (and stdout lines to the sink)."""
         if stream is None:
             return
-        meta = copy.deepcopy(self.pod["metadata"])
+        meta = json_copy(self.pod["metadata"])
         sink = self.kubelet.on_stdout_line
         try:
             for raw in iter(stream.readline, b""):
@@ -834,7 +834,7 @@ class PodWorker(threading.Thread):
         status = self.status((current.get("status") or {}).get("qosClass"))
         if status == self._published and current.get("status") == status:
             return True
-        body = copy.deepcopy(current)
+        body = json_copy(current)
         body["status"] = status
         body["metadata"].pop("resourceVersion", None)
         try:

@@ -13,13 +13,13 @@ modelops sends one, and the answer is the 415 an API server gives for a media ty
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import jsonpatch
 import jsonpointer
 
 from modelops_local.kube.errors import BadRequestError, UnsupportedMediaTypeError, patch_rejected
+from modelops_local.kube.jsoncopy import json_copy
 
 JSON_PATCH = "application/json-patch+json"
 MERGE_PATCH = "application/merge-patch+json"
@@ -89,8 +89,8 @@ def apply_json_patch(document: dict[str, Any], operations: Any) -> dict[str, Any
 def apply_merge_patch(target: Any, patch: Any) -> Any:
     """RFC 7386: objects merge recursively, `null` removes a member, anything else replaces."""
     if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = copy.deepcopy(target) if isinstance(target, dict) else {}
+        return json_copy(patch)
+    result = json_copy(target) if isinstance(target, dict) else {}
     for key, value in patch.items():
         if value is None:
             result.pop(key, None)

@@ -24,7 +24,6 @@ Objects are plain JSON-shaped dicts. Everything handed out is a copy.
 from __future__ import annotations
 
 import base64
-import copy
 import json
 import logging
 import secrets
@@ -39,6 +38,7 @@ from typing import Any
 from modelops_local.kube import errors
 from modelops_local.kube.defaults import ClusterIpAllocator, apply_defaults, initial_status
 from modelops_local.kube.errors import BadRequestError, NotFoundError
+from modelops_local.kube.jsoncopy import json_copy
 from modelops_local.kube.patch import apply_patch
 from modelops_local.kube.resources import (
     NAMESPACES,
@@ -144,7 +144,7 @@ class KubeStore:
             if subresource == "scale":
                 return self._scale_of(rt, current)
             self._check_subresource(rt, subresource)
-            return copy.deepcopy(current)
+            return json_copy(current)
 
     def list(
         self,
@@ -158,7 +158,7 @@ class KubeStore:
         labels = parse_label_selector(label_selector)
         fields = parse_field_selector(field_selector, rt.plural)
         with self._lock:
-            return [copy.deepcopy(obj) for obj in self._matching(rt, namespace, labels, fields)]
+            return [json_copy(obj) for obj in self._matching(rt, namespace, labels, fields)]
 
     def list_object(
         self,
@@ -187,7 +187,7 @@ class KubeStore:
             items = items[:limit]
         listed = []
         for obj in items:
-            item = copy.deepcopy(obj)
+            item = json_copy(obj)
             item.pop("kind", None)
             item.pop("apiVersion", None)
             listed.append(item)
@@ -244,9 +244,9 @@ class KubeStore:
                 if key in self._objects[rt]:
                     raise errors.already_exists(rt, meta["name"])
                 if dry_run:
-                    return copy.deepcopy(body)
+                    return json_copy(body)
                 self._commit(rt, body, "ADDED")
-                return copy.deepcopy(body)
+                return json_copy(body)
         finally:
             self._dispatch()
 
@@ -358,7 +358,7 @@ class KubeStore:
                 current = self._find(rt, namespace, name)
                 self._check_preconditions(rt, current, preconditions or {})
                 if dry_run:
-                    return DeleteResult(copy.deepcopy(current), deleted=True)
+                    return DeleteResult(json_copy(current), deleted=True)
                 return self._delete_locked(rt, current, grace_period_seconds)
         finally:
             self._dispatch()
@@ -417,7 +417,7 @@ class KubeStore:
     def _body(self, obj: Mapping[str, Any]) -> Obj:
         if not isinstance(obj, Mapping):
             raise BadRequestError("the request body must be a JSON object")
-        body = copy.deepcopy(dict(obj))
+        body = json_copy(dict(obj))
         meta = body.setdefault("metadata", {})
         if not isinstance(meta, dict):
             raise BadRequestError("metadata: must be an object")
@@ -516,10 +516,10 @@ class KubeStore:
             raise errors.conflict(rt, name)
         if subresource == "status":
             status = new.get("status")
-            new = copy.deepcopy(current)
-            new["status"] = copy.deepcopy(status) if status is not None else {}
+            new = json_copy(current)
+            new["status"] = json_copy(status) if status is not None else {}
         else:
-            new["status"] = copy.deepcopy(current.get("status", {}))
+            new["status"] = json_copy(current.get("status", {}))
             for key in _SYSTEM_METADATA:
                 if key in current["metadata"]:
                     new["metadata"][key] = current["metadata"][key]
@@ -529,23 +529,23 @@ class KubeStore:
             if rt is SERVICES:
                 self._keep_cluster_ip(current, new)
             if rt is NAMESPACES:
-                new["spec"] = copy.deepcopy(current.get("spec", {}))
+                new["spec"] = json_copy(current.get("spec", {}))
         new["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
         self._validate(rt, new, old=current)
         if rt.tracks_generation and new.get("spec") != current.get("spec"):
             new["metadata"]["generation"] = int(current["metadata"].get("generation", 1)) + 1
         if new == current:
-            return copy.deepcopy(current)
+            return json_copy(current)
         if dry_run:
             return new
         self._commit(rt, new, "MODIFIED")
-        return copy.deepcopy(new)
+        return json_copy(new)
 
     def _keep_cluster_ip(self, current: Obj, new: Obj) -> None:
         before, after = current.get("spec", {}), new.get("spec")
         if isinstance(after, dict) and before.get("clusterIP") and not after.get("clusterIP"):
             after["clusterIP"] = before["clusterIP"]
-            after["clusterIPs"] = copy.deepcopy(before.get("clusterIPs", [before["clusterIP"]]))
+            after["clusterIPs"] = json_copy(before.get("clusterIPs", [before["clusterIP"]]))
 
     def _scale_of(self, rt: ResourceType, obj: Obj) -> Obj:
         if "scale" not in rt.subresources:
@@ -595,7 +595,7 @@ class KubeStore:
         wanted_rv = (scale.get("metadata") or {}).get("resourceVersion")
         if wanted_rv and str(wanted_rv) != current["metadata"]["resourceVersion"]:
             raise errors.conflict(rt, name)
-        new = copy.deepcopy(current)
+        new = json_copy(current)
         new.setdefault("spec", {})["replicas"] = (scale.get("spec") or {}).get("replicas") or 0
         return self._scale_of(rt, self._commit_update(rt, current, new, None, dry_run))
 
@@ -630,22 +630,22 @@ class KubeStore:
         pending_grace = meta.get("deletionGracePeriodSeconds")
         if grace > 0:
             if meta.get("deletionTimestamp") and (pending_grace is None or grace >= pending_grace):
-                return DeleteResult(copy.deepcopy(current), deleted=False)
-            new = copy.deepcopy(current)
+                return DeleteResult(json_copy(current), deleted=False)
+            new = json_copy(current)
             new["metadata"]["deletionTimestamp"] = _timestamp(self._clock() + timedelta(seconds=grace))
             new["metadata"]["deletionGracePeriodSeconds"] = grace
             self._commit(rt, new, "MODIFIED")
-            return DeleteResult(copy.deepcopy(new), deleted=False)
+            return DeleteResult(json_copy(new), deleted=False)
         return DeleteResult(self._remove(rt, current), deleted=True)
 
     def _remove(self, rt: ResourceType, obj: Obj) -> Obj:
-        final = copy.deepcopy(obj)
+        final = json_copy(obj)
         meta = final["metadata"]
         del self._objects[rt][self._key(rt, meta.get("namespace"), meta["name"])]
         self._rv += 1
         meta["resourceVersion"] = str(self._rv)
         self._changes.append(Change(self._rv, "DELETED", rt, final))
-        return copy.deepcopy(final)
+        return json_copy(final)
 
     # --- internals: events -------------------------------------------------------------------------
 
@@ -680,7 +680,7 @@ class KubeStore:
                         for subscriber in subscribers:
                             if subscriber.since < event.rv:
                                 try:
-                                    subscriber.callback(event.type, copy.deepcopy(event.object))
+                                    subscriber.callback(event.type, json_copy(event.object))
                                 except Exception:
                                     log.exception(
                                         "store subscriber failed on %s %s", event.type, event.rt.kind
