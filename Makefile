@@ -13,7 +13,7 @@ PY := $(VENV)/bin/python
 # Template checks run offline: a region and dummy credentials, never a real account.
 AWS_OFFLINE := AWS_DEFAULT_REGION=us-east-1 AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing SAM_CLI_TELEMETRY=0
 
-.PHONY: demo test check static venvs unit-beside integration-beside static-beside install lint typecheck template template-sam template-lint template-checkov unit integration e2e bench bench-serving clean
+.PHONY: demo test check static venvs unit-beside install lint typecheck template template-sam template-lint template-checkov unit integration e2e bench bench-serving clean
 
 # uv installs the venvs: the same versions pip resolves (compared with `pip freeze` on all three),
 # in about a tenth of the time (13 s of CPU for the three against pip's 130 s on this machine).
@@ -91,31 +91,30 @@ e2e: $(VENV)/.installed
 # 2. The integration tests marked `alone` on TEST_WORKERS pytest-xdist workers, with the cores to
 #    themselves: timing goals (1,000 uploads delivered within a minute, 20 models holding their
 #    locks together), real `serve` and pod processes on deadlines (tests/conftest.py, ALONE); each
-#    test a unit of work, the slowest first (SLOW_FIRST_SECONDS). They leave some of the cores idle
-#    (waiting on processes and deadlines); beside them at nice 10 the unit tier (CPU only, no
-#    deadline) fills it, taking what the tests leave and little more (tools/beside.py;
-#    .beside-alone.log, shown when both are done).
+#    test a unit of work, the slowest first (SLOW_FIRST_SECONDS). They leave about a quarter of the
+#    cores idle (waiting on processes and deadlines); beside them at nice 10, the unit tier and the
+#    static checks (lint, mypy, the template checks: CPU only, no deadline) fill it, taking what the
+#    tests leave and little more (tools/beside.py; .beside-alone.log, shown when both are done). A
+#    lint or type error fails the run at the end of this phase, not before it: `make check` is the
+#    quick loop.
 # 3. The end-to-end tests in E2E_LANES lanes, each a worker with its own local runtime (balanced by
-#    measured seconds, tests/conftest.py), and beside them the rest of the integration tier in one
-#    process and, at nice 10, the static checks (lint, mypy, the template checks): the lanes mostly
-#    wait out bake and watch windows, which the work beside fills (vmstat: 11% of the cores idle in
-#    this phase before the static checks moved here from phase 2, where the cores were busy).
-#    tools/beside.py runs the two sides (the side beside logs to .beside-e2e.log, shown when both
-#    are done; either failing fails the run; bounded). A lint or type error fails the run at the
-#    end; `make check` is the quick loop.
+#    measured seconds, tests/conftest.py), and beside them, in one process, the rest of the
+#    integration tier: the lanes mostly wait out bake and watch windows, which that process fills.
+#    tools/beside.py runs the two (its output goes to .beside-e2e.log, shown when both are done;
+#    either failing fails the run; bounded).
 # E2E_LANES=1 TEST_WORKERS=1: no pytest-xdist workers.
 E2E_LANES ?= 2
 TEST_WORKERS ?= 2
 test:
 	@echo "==> $$(date +%T) installing the three venvs side by side"
 	@$(MAKE) --no-print-directory -j3 --output-sync=target venvs
-	@echo "==> $$(date +%T) the integration tests that need the cores to themselves (marker 'alone'); beside them at nice 10, the unit tier (log: .beside-alone.log, shown when both end)"
+	@echo "==> $$(date +%T) the integration tests that need the cores to themselves (marker 'alone'); beside them at nice 10, the unit tier, lint, types and the template checks (log: .beside-alone.log, shown when both end)"
 	@$(PY) tools/beside.py .beside-alone.log --nice 10 \
-		-- $(MAKE) --no-print-directory unit-beside \
+		-- $(MAKE) --no-print-directory -j2 --output-sync=target unit-beside static \
 		-- $(VENV)/bin/pytest -m "integration and alone" --durations=10 $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS))
-	@echo "==> $$(date +%T) the e2e tier in $(E2E_LANES) lane(s); beside it the rest of the integration tier, and lint, types and the template checks at nice 10 (log: .beside-e2e.log, shown at the end)"
+	@echo "==> $$(date +%T) the e2e tier in $(E2E_LANES) lane(s); beside it the rest of the integration tier (log: .beside-e2e.log, shown at the end)"
 	@$(PY) tools/beside.py .beside-e2e.log \
-		-- $(MAKE) --no-print-directory -j2 --output-sync=target integration-beside static-beside \
+		-- $(VENV)/bin/pytest -m "integration and not alone" -q -n 0 --durations=10 \
 		-- env E2E_LANES=$(E2E_LANES) $(VENV)/bin/pytest -m e2e --durations=15 $(if $(filter-out 1,$(E2E_LANES)),-n $(E2E_LANES))
 
 venvs: $(VENV)/.installed $(SAMVENV)/.installed $(CHECKOVVENV)/.installed
@@ -123,14 +122,6 @@ venvs: $(VENV)/.installed $(SAMVENV)/.installed $(CHECKOVVENV)/.installed
 # The unit tier in one process, as `make test` runs it beside the `alone` tests.
 unit-beside: $(VENV)/.installed
 	$(VENV)/bin/pytest -m unit -q -n 0 --durations=5
-
-# The rest of the integration tier in one process, and the static checks at nice 10, as `make test`
-# runs them beside the e2e lanes.
-integration-beside: $(VENV)/.installed
-	$(VENV)/bin/pytest -m "integration and not alone" -q -n 0 --durations=10
-
-static-beside: $(VENV)/.installed $(SAMVENV)/.installed $(CHECKOVVENV)/.installed
-	nice -n 10 $(MAKE) --no-print-directory static
 
 static: lint typecheck template
 

@@ -1,6 +1,6 @@
 """Run one command in the foreground and another beside it, its output to a log; `make test` uses it
-to run the unit tier beside the `alone` integration tests (at a lower priority: `--nice`), and the
-rest of the integration tier and the static checks (niced in the Makefile) beside the e2e lanes.
+to run the unit tier and the static checks beside the `alone` integration tests (at a lower
+priority: `--nice`), and the rest of the integration tier beside the e2e lanes.
 
     python tools/beside.py LOG [--nice N] [--timeout S] -- BESIDE... -- FOREGROUND...
 

@@ -1,5 +1,5 @@
-"""tools/beside.py: `make test` runs the unit tier beside the `alone` integration tests (niced) and
-the rest of the integration tier and the static checks (niced) beside the e2e lanes with it. Both
+"""tools/beside.py: `make test` runs the unit tier and the static checks beside the `alone`
+integration tests (niced) and the rest of the integration tier beside the e2e lanes with it. Both
 commands' failures count, the log is shown, and the command beside gets the default SIGINT even when
 `make` started the runner from a shell that ignores it."""
 
