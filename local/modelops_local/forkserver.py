@@ -26,6 +26,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import json
+import logging
 import os
 import runpy
 import selectors
@@ -39,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 _SERVER = Path(__file__).resolve()
+log = logging.getLogger(__name__)
 
 
 class ForkServerError(Exception):
@@ -102,6 +104,8 @@ class ForkServer:
         if not self._ready.wait(ready_timeout) or self._gone:
             self.close()
             raise ForkServerError(f"the fork server did not start within {ready_timeout:.0f} s")
+        for error in self._ready_doc.get("errors", []):  # the child imports it again and fails with it
+            log.debug("fork server: %s did not import: %s", python, error)
         if self._ready_doc.get("threads") != 1:
             self.close()
             raise ForkServerError(
@@ -204,20 +208,28 @@ class ForkServer:
 
 
 _shared: dict[tuple[Any, ...], ForkServer] = {}
+_refused: dict[tuple[Any, ...], str] = {}  # servers that would not serve: asked once, not per job
 _shared_lock = threading.Lock()
 
 
 def shared_server(
     python: str, *, preload: Sequence[str], path: Sequence[str], env: Mapping[str, str]
 ) -> ForkServer:
-    """One server per interpreter, module list, path and environment in this process, closed at exit."""
+    """One server per interpreter, module list, path and environment in this process, closed at
+    exit. A server that would not start (or was unsafe to fork) is not tried again."""
     key = (python, tuple(preload), tuple(str(p) for p in path), tuple(sorted(env.items())))
     with _shared_lock:
+        if key in _refused:
+            raise ForkServerError(_refused[key])
         server = _shared.get(key)
         if server is None or not server.alive:
             if not _shared:
                 atexit.register(close_shared)
-            server = _shared[key] = ForkServer(python, preload=preload, path=path, env=env)
+            try:
+                server = _shared[key] = ForkServer(python, preload=preload, path=path, env=env)
+            except ForkServerError as exc:
+                _refused[key] = str(exc)
+                raise
         return server
 
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from modelops_local.forkserver import ForkServer, ForkServerError
+from modelops_local import forkserver
+from modelops_local.forkserver import ForkServer, ForkServerError, shared_server
 
 PROBE = textwrap.dedent(
     """
@@ -169,6 +170,13 @@ def test_a_server_with_a_thread_after_its_imports_is_not_used(server, tmp_path):
     )
     with pytest.raises(ForkServerError, match="2 threads"):
         server(preload=("starts_a_thread",), path=(str(lib),))
+    # and the shared server for those imports is refused once, then at once for every later job
+    env = {"PATH": os.environ.get("PATH", ""), "PROBE_SHARED": str(tmp_path)}
+    with pytest.raises(ForkServerError, match="2 threads"):
+        shared_server(sys.executable, preload=("starts_a_thread",), path=(str(lib),), env=env)
+    assert any(str(tmp_path) in str(key) for key in forkserver._refused)
+    with pytest.raises(ForkServerError, match="2 threads"):
+        shared_server(sys.executable, preload=("starts_a_thread",), path=(str(lib),), env=env)
 
 
 def test_a_module_that_fails_to_preload_fails_the_child_as_a_fresh_import_would(server, tmp_path):
