@@ -292,7 +292,11 @@ code = Path(sys.argv[1])
 runtime = LambdaRuntime(Path(sys.argv[2]))
 runtime.register(FunctionSpec(name="fn", arn="arn:aws:lambda:us-east-1:123456789012:function:fn", code_dir=code, handler="app.handler"))
 print(runtime.invoke("fn", "{}").json()["pid"], flush=True)
-time.sleep(60)
+# Short sleeps: the kernel may hand SIGINT to one of the runtime's threads, and Python runs the
+# handler in the main thread only when it next runs bytecode (a time.sleep(60) slept through it
+# under load in the 00:50 run; src/modelops_cli/local.py's _stop_on_signals.wait says more).
+for _ in range(600):
+    time.sleep(0.1)
 """
 
 
