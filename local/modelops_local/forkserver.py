@@ -182,13 +182,20 @@ class ForkServer:
             elif "id" in doc:
                 with self._lock:
                     answered, reply = self._pending.pop(doc["id"], (None, {}))
-                    if "pid" in doc:
+                    if "pid" in doc and answered is not None:
                         args = [doc.get("program", "")]
                         reply["process"] = self._children[doc["pid"]] = ForkedProcess(doc["pid"], args)
-                    else:
+                    elif "pid" not in doc:
                         reply["error"] = doc.get("error", "unknown error")
                 if answered is not None:
                     answered.set()
+                elif "pid" in doc:
+                    # An answer after spawn() gave up: its caller started the job another way, so
+                    # this child must not run it as well (the child itself: it may not lead its
+                    # own group yet; and its group, should it have started anything).
+                    for kill in (os.kill, os.killpg):
+                        with contextlib.suppress(ProcessLookupError, PermissionError):
+                            kill(doc["pid"], signal.SIGKILL)
             elif "exit" in doc:
                 with self._lock:
                     child = self._children.pop(doc["exit"], None)

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -199,3 +200,20 @@ def test_once_the_server_is_gone_a_spawn_says_so_and_running_children_end_unknow
     assert child.wait(10) == 255
     with pytest.raises(ForkServerError, match="gone"):
         forks.spawn(program, cwd=work, env={}, log_path=work / "log2")
+
+
+def test_a_child_whose_spawn_gave_up_waiting_is_killed_not_left_to_run_the_job_twice(server, tmp_path):
+    # Given a spawn that stops waiting for the server's answer at once (its caller then starts
+    # the job another way)
+    forks = server()
+    marker = tmp_path / "ran"
+    program = _program(tmp_path, f"import time; time.sleep(1); open({str(marker)!r}, 'w').close()\n")
+    work = tmp_path / "w"
+    work.mkdir()
+    with pytest.raises(ForkServerError, match="did not answer"):
+        forks.spawn(program, cwd=work, env={}, log_path=work / "log", timeout=0)
+    # Then the child forked for it is killed when the late answer comes: it never does the job
+    time.sleep(2.5)
+    assert not marker.exists()
+    # and the server still serves
+    assert _run(forks, _program(tmp_path, "print('next')\n", "next.py"), tmp_path)[0] == 0
