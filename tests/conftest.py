@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 from hypothesis import settings
 
+from modelops_local.moto_patches import MotoPatches
+
 # One OpenMP thread per test process (before any test module imports scikit-learn or LightGBM),
 # as the serving image and the local training jobs have: `make test` runs two pytest-xdist
 # workers, or the unit tier beside the e2e lanes, on 2 cores, and OpenMP's spinning threads then
@@ -21,6 +23,20 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 ROOT = Path(__file__).resolve().parent.parent
 EVENTS = ROOT / "events"
+
+#: botocore parses its JSON data (service models, endpoints) per Session, and the product makes one
+#: per service, which tests reset for each test: every test process shares what its loaders parsed
+#: instead (`MotoPatches.share_loader_caches`; about 0.15 s of CPU per client otherwise).
+_SHARED_LOADERS = MotoPatches()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    _SHARED_LOADERS.share_loader_caches()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    _SHARED_LOADERS.undo()
+
 
 TIER_ORDER = {"unit": 0, "integration": 1, "e2e": 2}
 

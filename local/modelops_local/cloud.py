@@ -192,10 +192,12 @@ class LocalCloud:
         patches.serialize_dynamodb()
         # Speed-ups only: each definition parsed once, not per execution (a burst's hundreds of
         # executions spent most of this process's time in moto's ANTLR parser), each timestamp
-        # text parsed once, one client per service for the interpreter's Tasks.
+        # text parsed once, one client per service for the interpreter's Tasks, botocore's JSON data
+        # parsed once per process, not once per session.
         patches.parse_definitions_once()
         patches.memoize_timestamp_parsing()
         patches.reuse_interpreter_clients()
+        patches.share_loader_caches()
 
         self.training = TrainingRunner(
             aws.client("s3"), self.state_dir / "training", s.serving_image, self._training_update

@@ -32,7 +32,7 @@ def test_a_running_local_cloud_leaves_the_process_environment_and_the_client_cac
     aws.client.cache_clear()
     cached_s3 = aws.client("s3")
     before = environment()
-    cache_before = aws.client.cache_info().currsize
+    cache_before = aws.client.cached_services()
 
     # When a local runtime starts, takes a model and a dataset, and runs one of its functions
     cloud = LocalCloud(LocalSettings(state_dir=tmp_path / "state"))
@@ -62,7 +62,7 @@ def test_a_running_local_cloud_leaves_the_process_environment_and_the_client_cac
         assert payload["model"] == config.name and image.startswith(cloud.info.training_repository_uri)
         # ...while this process's environment and the product's clients stayed as they were
         assert environment() == before
-        assert aws.client.cache_info().currsize == cache_before and aws.client("s3") is cached_s3
+        assert aws.client.cached_services() == cache_before and aws.client("s3") is cached_s3
         assert cached_s3.meta.endpoint_url == "https://s3.eu-west-1.amazonaws.com"
     finally:
         cloud.stop()

@@ -4,6 +4,7 @@ execution name starts nothing, a task already over is False, a repeated registra
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -166,3 +167,36 @@ def test_an_unknown_image_tag_has_no_digest(aws):
     ecr.put_image(repositoryName="serving", imageTag="v1", imageManifest=json.dumps(manifest))
     digest = repository.digest("v1")
     assert digest is not None and digest.startswith("sha256:")
+
+
+def test_cached_clients_share_one_session_and_a_cache_clear_reads_the_environment_again(aws, monkeypatch):
+    from modelops.adapters import aws as adapters
+
+    adapters.client.cache_clear()
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    # Given clients of two services made from threads at once
+    got: list[tuple[str, Any]] = []
+    threads = [
+        threading.Thread(target=lambda s=service: got.append((s, adapters.client(s))))
+        for service in ("s3", "dynamodb", "s3", "dynamodb")
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    made = dict(got)
+    assert len(got) == 4 and all(made[service] is each for service, each in got)
+    # Then each service has one client (all four threads got it), both from one session, in the
+    # environment's region
+    assert adapters.client.cached_services() in (["s3", "dynamodb"], ["dynamodb", "s3"])
+    assert adapters.client("s3") is made["s3"] and adapters.client("dynamodb") is made["dynamodb"]
+    assert made["s3"]._loader is made["dynamodb"]._loader  # one session: one botocore loader
+    assert made["s3"].meta.region_name == "eu-west-1"
+    assert made["dynamodb"].list_tables()["TableNames"] == []
+    # And after cache_clear the environment is read again, into a new session
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-west-2")
+    adapters.client.cache_clear()
+    again = adapters.client("s3")
+    assert again is not made["s3"] and again.meta.region_name == "us-west-2"
+    assert again._loader is not made["s3"]._loader
+    adapters.client.cache_clear()

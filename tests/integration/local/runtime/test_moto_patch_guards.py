@@ -595,6 +595,54 @@ def test_timestamps_parsed_once_parse_as_botocore_does():
     )
 
 
+SHARING = """
+import botocore.loaders, botocore.session
+from modelops_local.moto_patches import MotoPatches
+
+def model(session):
+    return session.get_component("data_loader").load_service_model("dynamodb", "service-2")
+
+a, b = botocore.session.get_session(), botocore.session.get_session()
+assert model(a) is not model(b), "botocore itself shares: the patch is not needed"
+expected = model(a)
+with MotoPatches() as patches:
+    patches.share_loader_caches()
+    first, second = botocore.session.get_session(), botocore.session.get_session()
+    assert model(first) is model(second), "two sessions parsed the model twice"
+    assert model(first) == expected, "the shared model differs from botocore's own"
+    other = botocore.loaders.Loader(extra_search_paths=[__import__("tempfile").mkdtemp()])
+    assert other._cache is not first.get_component("data_loader")._cache, "other folders, one cache"
+a, b = botocore.session.get_session(), botocore.session.get_session()
+assert model(a) is not model(b), "undo left loaders sharing"
+"""
+
+
+def test_sessions_share_what_their_loaders_parsed_and_each_client_still_works(aws):
+    import subprocess
+    import sys
+    import threading
+
+    # Given a fresh interpreter (this test process shares loader caches already: tests/conftest.py)
+    # Then two sessions share what one parsed, equal to botocore's own, and undo stops it
+    done = subprocess.run([sys.executable, "-c", SHARING], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    # And clients made from sessions in threads at once all work (extras merge under one lock)
+    with MotoPatches() as patches:
+        patches.share_loader_caches()
+        answers: list[Any] = []
+
+        def table_names() -> None:
+            client = boto3.session.Session().client("dynamodb", region_name=REGION)
+            answers.append(client.list_tables()["TableNames"])
+
+        threads = [threading.Thread(target=table_names) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+        assert answers == [[]] * 6
+
+
 def test_a_created_training_job_reaches_the_hook_and_what_it_sets_is_described(aws):
     # Given a hook that fails every training job with a reason
     seen: list[str] = []
