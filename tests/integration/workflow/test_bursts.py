@@ -132,14 +132,22 @@ def test_a_thousand_uploads_within_a_minute_never_run_two_rollouts_and_end_on_th
     store = harness.store()
     first_name = first["execution_name"]
 
+    unsettled = ["nothing read yet"]  # what the last poll found still going, for the failure message
+
     def settled() -> list[dict[str, Any]] | None:
         executions = [e for e in harness.executions() if e["name"] != first_name]
-        if len(executions) < BURST or any(e["status"] == "RUNNING" for e in executions):
+        running = [e["name"] for e in executions if e["status"] == "RUNNING"]
+        if len(executions) < BURST or running:
+            unsettled[:] = [f"{len(executions)} executions, running: {running[:10]}"]
             return None
-        idle = store.lock_holder("churn") is None and store.get_doc("churn", "PENDING") is None
-        return executions if idle else None
+        holder, pending = store.lock_holder("churn"), store.get_doc("churn", "PENDING")
+        unsettled[:] = [f"lock holder {holder!r}, pending request {str(pending)[:800]}"]
+        return executions if holder is None and pending is None else None
 
-    executions = wait_for(settled, "every burst execution to end, the lock free", timeout=600, interval=1)
+    try:
+        executions = wait_for(settled, "every burst execution to end, the lock free", timeout=600, interval=1)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {unsettled[0]}") from None
     settled_in = time.monotonic() - began
     failed = [e for e in executions if e["status"] != "SUCCEEDED"]
     assert not failed, failed

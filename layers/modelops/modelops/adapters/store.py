@@ -165,6 +165,48 @@ class StateStore:
         return None if held is None else (held["owner"]["S"], int(held["lock_expires_at"]["N"]))
 
     # --- pending (coalesced) request ---------------------------------------------------------
+    def coalesce(self, model: str, holder: str, request: dict[str, Any], *, now: float | None = None) -> bool:
+        """Store `request` as the model's PENDING request only while `holder` still holds an
+        unexpired lock: one transaction (a ConditionCheck on the lock and the Put), so a holder
+        that releases and then pops PENDING always sees it. False (nothing written) when the lock
+        was released, taken over or expired meanwhile: the caller tries for the lock again."""
+        now_s = int(now if now is not None else time.time())
+        try:
+            self.client.transact_write_items(
+                TransactItems=[
+                    {
+                        "ConditionCheck": {
+                            "TableName": self.table,
+                            "Key": {"pk": _pk(model), "sk": {"S": "LOCK"}},
+                            "ConditionExpression": "#o = :holder AND lock_expires_at >= :now",
+                            "ExpressionAttributeNames": {"#o": "owner"},
+                            "ExpressionAttributeValues": {
+                                ":holder": {"S": holder},
+                                ":now": {"N": str(now_s)},
+                            },
+                        }
+                    },
+                    {
+                        "Put": {
+                            "TableName": self.table,
+                            "Item": {
+                                "pk": _pk(model),
+                                "sk": {"S": "PENDING"},
+                                "doc": {"S": json.dumps(request, default=_json_default)},
+                            },
+                        }
+                    },
+                ]
+            )
+            return True
+        except Exception as exc:
+            if error_code(exc) != "TransactionCanceledException":
+                raise
+            reasons = getattr(exc, "response", {}).get("CancellationReasons", [])
+            if reasons and reasons[0].get("Code") != "ConditionalCheckFailed":
+                raise  # the Put itself failed (a conflicting transaction): the state's Retry
+            return False
+
     def pop_pending(self, model: str) -> dict[str, Any] | None:
         response = self.client.delete_item(
             TableName=self.table, Key={"pk": _pk(model), "sk": {"S": "PENDING"}}, ReturnValues="ALL_OLD"

@@ -1,7 +1,8 @@
 """AcquireLock and ReleaseLock: one run per model at a time; what arrives meanwhile is coalesced.
 
-A run that finds the model locked stores its request as the model's PENDING request (newest wins);
-the holder's ReleaseLock starts one follow-up run for it. A run started by data checks, once it
+A run that finds the model locked stores its request as the model's PENDING request (newest wins),
+in one transaction with a check that the holder still holds the lock; the holder's ReleaseLock
+(release, then pop PENDING) starts one follow-up run for it. A run started by data checks, once it
 holds the lock, whether newer data arrived or its data was already trained (`newer_or_trained`).
 """
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from modelops.errors import DatasetInvalidError
+from modelops.errors import DatasetInvalidError, TransientError
 from modelops.ports import Executions, ObjectStore, Store
 from modelops.run import Run
 from modelops.steps.dataset import newest_object
@@ -19,6 +20,9 @@ from modelops.triggers import PipelineRequest, queued_request
 #: coalesced behind a holder. They defer to newer data and never retrain an object already trained.
 #: A schedule or a manual start asks for a run and gets one.
 DATA_TRIGGERS = ("s3", "queued")
+#: Tries at taking the lock or queueing behind its holder before the state fails and is retried
+#: (each failed try means the lock was released or taken over in between).
+COALESCE_ATTEMPTS = 5
 #: Slack on the lock's expiry beyond the run's own longest path.
 LOCK_MARGIN_SECONDS = 3600
 
@@ -41,14 +45,23 @@ def acquire(run: Run, *, store: Store, objects: ObjectStore, executions: Executi
     """Take the model's lock, or coalesce this request behind its holder. A data-triggered run that
     gets the lock but has newer or already-trained data gives it back at once, starting the
     follow-up of anything coalesced meanwhile."""
-    result = store.acquire_lock(run.model, run.run_id, lock_ttl_seconds(run))
-    if not result.acquired:
-        store.put_doc(run.model, "PENDING", run.request.model_dump(mode="json"))
-        return {
-            "acquired": False,
-            "holder": result.holder,
-            "message": f"coalesced: {result.holder} is rolling out {run.model}; this request runs after it finishes",
-        }
+    for _ in range(COALESCE_ATTEMPTS):
+        result = store.acquire_lock(run.model, run.run_id, lock_ttl_seconds(run))
+        if result.acquired:
+            break
+        # Coalesced only while the holder still holds the lock: a PENDING request written after
+        # its ReleaseLock popped PENDING would wait for a run that never comes.
+        if result.holder and store.coalesce(run.model, result.holder, run.request.model_dump(mode="json")):
+            return {
+                "acquired": False,
+                "holder": result.holder,
+                "message": f"coalesced: {result.holder} is rolling out {run.model}; this request runs after it finishes",
+            }
+    else:
+        raise TransientError(
+            f"the lock on {run.model} changed hands {COALESCE_ATTEMPTS} times while this run tried to "
+            "take it or queue behind it; the state retries (Retry on TransientError)"
+        )
     try:
         skip, trains = newer_or_trained(run, objects, store)
     except Exception:
@@ -73,7 +86,7 @@ def newer_or_trained(
     new (`record_outcome` records TRAINED once a run's candidate was evaluated). Checking under the
     lock, each holder sees every upload before it, so the last run to train uses the newest data and
     none retrains older data after it; only holders list the prefix, so a burst's coalesced runs
-    cost one conditional write each."""
+    cost a conditional write and a transaction each."""
     dataset, prefix = run.dataset, run.config.data_prefix
     if run.request.trigger not in DATA_TRIGGERS or not dataset.key.startswith(prefix):
         return None, None
