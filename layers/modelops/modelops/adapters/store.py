@@ -28,6 +28,11 @@ def _pk(model: str) -> dict[str, str]:
     return {"S": f"MODEL#{model}"}
 
 
+def _doc_item(model: str, sk: str, doc: dict[str, Any]) -> dict[str, Any]:
+    """The item that stores `doc` under the model's `sk` (the inverse of `_doc`)."""
+    return {"pk": _pk(model), "sk": {"S": sk}, "doc": {"S": json.dumps(doc, default=_json_default)}}
+
+
 def _doc(item: dict[str, Any]) -> dict[str, Any]:
     return json.loads(item["doc"]["S"]) if "doc" in item else {}
 
@@ -51,11 +56,7 @@ class StateStore:
         return None if item is None else _doc(item)
 
     def put_doc(self, model: str, sk: str, doc: dict[str, Any], *, expires_at: int | None = None) -> None:
-        item: dict[str, Any] = {
-            "pk": _pk(model),
-            "sk": {"S": sk},
-            "doc": {"S": json.dumps(doc, default=_json_default)},
-        }
+        item = _doc_item(model, sk, doc)
         if expires_at is not None:
             item["expires_at"] = {"N": str(expires_at)}
         self.client.put_item(TableName=self.table, Item=item)
@@ -189,11 +190,7 @@ class StateStore:
                     {
                         "Put": {
                             "TableName": self.table,
-                            "Item": {
-                                "pk": _pk(model),
-                                "sk": {"S": "PENDING"},
-                                "doc": {"S": json.dumps(request, default=_json_default)},
-                            },
+                            "Item": _doc_item(model, "PENDING", request),
                         }
                     },
                 ]
