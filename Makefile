@@ -101,9 +101,11 @@ e2e: $(VENV)/.installed
 #    measured seconds, tests/conftest.py), and beside them, in one process, the rest of the
 #    integration tier: the lanes mostly wait out bake and watch windows, which that process fills.
 #    tools/beside.py runs the two (its output goes to .beside-e2e.log, shown when both are done;
-#    either failing fails the run; bounded).
+#    either failing fails the run; bounded). Three lanes: with two, the lanes ended 130 s after the
+#    process beside them and the phase left 29% of the cores idle (437 s); with three, 357 s, both
+#    ending together, 11% idle (2026-12-06, README Tests).
 # E2E_LANES=1 TEST_WORKERS=1: no pytest-xdist workers.
-E2E_LANES ?= 2
+E2E_LANES ?= 3
 TEST_WORKERS ?= 2
 test:
 	@echo "==> $$(date +%T) installing the three venvs side by side"

@@ -57,33 +57,33 @@ settings.register_profile("explore", max_examples=2000, deadline=None, derandomi
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
-#: Under pytest-xdist (`make test`: `-n 2`) the end-to-end tests, which mostly wait out bake and
-#: watch windows and alarm periods, run in E2E_LANES lanes side by side: each lane is one worker
-#: with its own local runtime (its own ports, state folder and processes). Lanes are balanced by
-#: these seconds (each test's call in a clean clone's `make test`, 2026-12-06 00:30 UTC, beside the
-#: rest of the integration tier; the last three from earlier runs; tools/e2e_timeline.py tells
-#: where each test's time goes); an unlisted test counts 60.
-E2E_LANES = int(os.environ.get("E2E_LANES", "2"))
+#: Under pytest-xdist (`make test`: `-n 3` for this tier) the end-to-end tests, which mostly wait
+#: out bake and watch windows and alarm periods, run in E2E_LANES lanes side by side: each lane is
+#: one worker with its own local runtime (its own ports, state folder and processes). Lanes are
+#: balanced by these seconds (each test's call in three lanes beside the rest of the integration
+#: tier on a clean clone, 2026-12-06 05:41 UTC; the training-failure test's from an earlier run;
+#: tools/e2e_timeline.py tells where each test's time goes); an unlisted test counts 60.
+E2E_LANES = int(os.environ.get("E2E_LANES", "3"))
 E2E_SECONDS = {
-    "test_the_demo_story_holds": 195,
-    "test_an_approval_timeout_and_an_abort_in_each_phase_roll_back_and_release_the_lock": 106,
-    "test_three_httproute_steps_give_the_canary_each_steps_share_then_promote": 83,
-    "test_a_burst_of_uploads_never_runs_two_rollouts_and_ends_on_the_newest_data": 77,
+    "test_the_demo_story_holds": 177,
+    "test_an_approval_timeout_and_an_abort_in_each_phase_roll_back_and_release_the_lock": 80,
+    "test_three_httproute_steps_give_the_canary_each_steps_share_then_promote": 68,
+    "test_a_burst_of_uploads_never_runs_two_rollouts_and_ends_on_the_newest_data": 59,
     # a minute of it waits for the drift monitor's first scheduled tick (drift.period_minutes 1)
-    "test_shifted_traffic_starts_a_retrain_on_the_drift_trigger": 64,
+    "test_shifted_traffic_starts_a_retrain_on_the_drift_trigger": 75,
     # the fault matrix's e2e rows (the decision rows run at the integration tier since issue 11)
-    "test_a_canary_that_crash_loops_or_never_gets_ready_leaves_v1_serving": 62,
-    "test_a_lightgbm_multiclass_model_is_served_by_name_then_replaced_by_an_xgboost_candidate": 61,
-    "test_kubernetes_api_errors_and_a_read_timeout_that_fires_are_retried_to_the_right_outcome": 57,
-    "test_approved_versions_are_promoted_and_rollback_to_brings_the_first_back": 51,
-    "test_first_deploy_then_a_tie_is_rejected_then_a_watch_alarm_restores_the_previous_image": 43,
-    "test_a_model_whose_code_needs_a_package_of_its_own_is_built_with_it_and_served": 38,
-    "test_a_script_mode_model_trains_from_the_teams_code_and_is_promoted": 35,
-    "test_up_env_status_tick_and_ctrl_c": 29,
-    "test_the_image_clean_up_keeps_what_serves_on_the_local_runtime": 28,
-    "test_a_redelivered_s3_event_starts_nothing_new": 25,
-    "test_a_dataset_with_missing_values_in_several_columns_is_promoted": 20,
-    "test_an_execution_stopped_while_it_waits_for_approval_is_cleaned_up": 16,
+    "test_a_canary_that_crash_loops_or_never_gets_ready_leaves_v1_serving": 51,
+    "test_a_lightgbm_multiclass_model_is_served_by_name_then_replaced_by_an_xgboost_candidate": 45,
+    "test_kubernetes_api_errors_and_a_read_timeout_that_fires_are_retried_to_the_right_outcome": 56,
+    "test_approved_versions_are_promoted_and_rollback_to_brings_the_first_back": 48,
+    "test_first_deploy_then_a_tie_is_rejected_then_a_watch_alarm_restores_the_previous_image": 48,
+    "test_a_model_whose_code_needs_a_package_of_its_own_is_built_with_it_and_served": 21,
+    "test_a_script_mode_model_trains_from_the_teams_code_and_is_promoted": 21,
+    "test_up_env_status_tick_and_ctrl_c": 24,
+    "test_the_image_clean_up_keeps_what_serves_on_the_local_runtime": 18,
+    "test_a_redelivered_s3_event_starts_nothing_new": 21,
+    "test_a_dataset_with_missing_values_in_several_columns_is_promoted": 17,
+    "test_an_execution_stopped_while_it_waits_for_approval_is_cleaned_up": 12,
     "test_a_training_failure_changes_nothing_on_the_cluster_and_says_why": 4,
 }
 

@@ -1,6 +1,6 @@
 """Where each end-to-end test's time went, from the timelines `E2E_TIMELINE` records.
 
-    E2E_TIMELINE=/tmp/tl E2E_LANES=2 .venv/bin/pytest -m e2e -n 2 -q
+    E2E_TIMELINE=/tmp/tl E2E_LANES=3 .venv/bin/pytest -m e2e -n 3 -q
     .venv/bin/python tools/e2e_timeline.py /tmp/tl.*
 
 tests/e2e/conftest.py appends one JSON line per test (its start and end, every execution started
