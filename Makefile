@@ -94,7 +94,8 @@ e2e: $(VENV)/.installed
 
 # `make test`, in three phases (each figure: README, Tests):
 # 1. `venvs`: uv installs the three venvs side by side (no bytecode compiled ahead: compiling all
-#    of .venv costs 38 s of CPU, and the demo story test ran no faster with it).
+#    of .venv costs 38 s of CPU; each module is compiled once, by the first process importing it,
+#    since bytecode caches are written: see PYTHONDONTWRITEBYTECODE above).
 # 2. The integration tests marked `alone` on TEST_WORKERS pytest-xdist workers, with the cores to
 #    themselves: timing goals (1,000 uploads delivered within a minute, 20 models holding their
 #    locks together), real `serve` and pod processes on deadlines (tests/conftest.py, ALONE); each

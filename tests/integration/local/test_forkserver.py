@@ -203,15 +203,20 @@ def test_once_the_server_is_gone_a_spawn_says_so_and_running_children_end_unknow
 
 
 def test_a_child_whose_spawn_gave_up_waiting_is_killed_not_left_to_run_the_job_twice(server, tmp_path):
-    # Given a spawn that stops waiting for the server's answer at once (its caller then starts
-    # the job another way)
+    # Given a spawn that stops waiting for the server's answer before it comes (its caller then
+    # starts the job another way): the server is stopped while the request waits in its pipe, so
+    # the answer comes late whatever the machine's speed
     forks = server()
     marker = tmp_path / "ran"
     program = _program(tmp_path, f"import time; time.sleep(1); open({str(marker)!r}, 'w').close()\n")
     work = tmp_path / "w"
     work.mkdir()
-    with pytest.raises(ForkServerError, match="did not answer"):
-        forks.spawn(program, cwd=work, env={}, log_path=work / "log", timeout=0)
+    os.kill(forks._process.pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(ForkServerError, match="did not answer"):
+            forks.spawn(program, cwd=work, env={}, log_path=work / "log", timeout=0.2)
+    finally:
+        os.kill(forks._process.pid, signal.SIGCONT)
     # Then the child forked for it is killed when the late answer comes: it never does the job
     time.sleep(2.5)
     assert not marker.exists()
