@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -48,10 +47,12 @@ TIER_ORDER = {"unit": 0, "integration": 1, "e2e": 2}
 ALONE = ("integration/workflow", "integration/serving", "integration/local/kube")
 
 # Property tests (hypothesis) are bounded and deterministic by default: the same examples on every
-# run (derandomize), no example database written into the tree, and a deadline loose enough for a
-# busy 2-core CI machine. HYPOTHESIS_PROFILE=explore searches harder and at random.
+# run (derandomize), no example database written into the tree, and no per-example deadline: it
+# times the machine, not the code (at nice 10 beside the `alone` tests and a CPU hog, an example
+# that takes 0.1 ms took 3.9 s once and failed a 2 s deadline); pytest-timeout bounds each test.
+# HYPOTHESIS_PROFILE=explore searches harder and at random.
 settings.register_profile(
-    "ci", max_examples=150, deadline=timedelta(seconds=2), derandomize=True, database=None, print_blob=True
+    "ci", max_examples=150, deadline=None, derandomize=True, database=None, print_blob=True
 )
 settings.register_profile("explore", max_examples=2000, deadline=None, derandomize=False, database=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
